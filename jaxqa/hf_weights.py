@@ -1,0 +1,177 @@
+"""Hugging Face PyTorch weights <-> jaxqa parameters.
+
+Conversion is a pure function of a name -> numpy array mapping. The family's
+`hf_names` table gives the Hugging Face module of each jaxqa module; leaves
+follow one rule (`LEAF_NAMES`) and need only two reshapes: a Linear weight
+(out, in) is a transposed kernel (in, out), and a kernel-size-1 Conv1d weight
+(out, in/G, 1) is a grouped kernel (G, in/G, out/G). It fails loudly: every
+jaxqa weight must be filled with the right shape, and every source tensor used
+or dropped by name.
+"""
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Mapping
+
+import flax.linen as nn
+import numpy as np
+from flax import traverse_util
+
+from jaxqa import models
+
+LEAF_NAMES = {"kernel": "weight", "scale": "weight", "embedding": "weight", "weight": "weight", "bias": "bias"}
+HEAD = "qa_outputs"  # module path and Hugging Face name of the span head, outside the encoder prefix
+
+
+class ConversionError(ValueError):
+    """A checkpoint that cannot be converted; the message names the tensor or file."""
+
+
+@dataclasses.dataclass
+class Report:
+    dropped: list[str]  # source tensors deliberately left out (pooler, pre-training heads)
+    fresh_head: bool  # the source had no span head; a freshly initialised one was used
+
+
+def _to_jax(source: np.ndarray, target_shape: tuple[int, ...], leaf: str) -> np.ndarray:
+    if leaf == "kernel" and len(target_shape) == 2:
+        return source.T
+    if leaf == "kernel" and len(target_shape) == 3:
+        groups, _, out_per_group = target_shape
+        if source.ndim != 3 or source.shape[-1] != 1:
+            return source  # wrong shape: reported by the caller
+        out, in_per_group, _ = source.shape
+        return source.reshape(groups, out // groups, in_per_group).transpose(0, 2, 1)
+    return source
+
+
+def _to_hf(value: np.ndarray, leaf: str) -> np.ndarray:
+    if leaf == "kernel" and value.ndim == 2:
+        return value.T
+    if leaf == "kernel" and value.ndim == 3:
+        groups, in_per_group, out_per_group = value.shape
+        return value.transpose(0, 2, 1).reshape(groups * out_per_group, in_per_group, 1)
+    return value
+
+
+def _leaves(model: nn.Module) -> dict[tuple[str, str], tuple[int, ...]]:
+    """(module path, leaf name) -> shape of every parameter of `model`."""
+    shapes = nn.meta.unbox(models.abstract_params(model))
+    flat = traverse_util.flatten_dict(shapes)
+    return {("/".join(path[:-1]), path[-1]): s.shape for path, s in flat.items()}
+
+
+def _names(fam, config) -> dict[str, str]:
+    names = fam.hf_names(config)
+    return {**names, HEAD: HEAD}
+
+
+def params_from_hf(model_type: str, config, state: Mapping[str, np.ndarray]) -> tuple[dict, Report]:
+    """Converts a Hugging Face state dict (any prefix layout) to jaxqa parameters.
+
+    Returns float32 numpy parameters (a nested dict; without `qa_outputs` when
+    the source has no span head) and a report of what was dropped.
+    """
+    fam = models.family(model_type)
+    names = _names(fam, config)
+    # A bare encoder (e.g. `BertModel`) is saved without the prefix.
+    original = {key if key.startswith((fam.HF_PREFIX, HEAD + ".")) else fam.HF_PREFIX + key: key for key in state}
+    state = {key: state[source] for key, source in original.items()}
+    unused = set(state)
+    flat, missing = {}, []
+    for (module, leaf), shape in _leaves(fam.Model(config)).items():
+        if module not in names:
+            raise ConversionError(f"jaxqa module {module!r} has no Hugging Face name in the {model_type} table")
+        prefix = "" if module == HEAD else fam.HF_PREFIX
+        name = f"{prefix}{names[module]}.{LEAF_NAMES[leaf]}"
+        if name not in state:
+            missing.append(name)
+            continue
+        unused.discard(name)
+        value = _to_jax(np.asarray(state[name], np.float32), shape, leaf)
+        if value.shape != shape:
+            raise ConversionError(
+                f"tensor {original[name]!r} has shape {tuple(np.shape(state[name]))}, but this config needs one that maps to {shape}"
+            )
+        flat[tuple(module.split("/")) + (leaf,)] = value
+    head_missing = sorted(n for n in missing if n.startswith(HEAD + "."))
+    if len(head_missing) not in (0, 2):
+        raise ConversionError(f"the span head is incomplete: missing {head_missing}")
+    encoder_missing = [n for n in missing if not n.startswith(HEAD + ".")]
+    if encoder_missing:
+        raise ConversionError(f"missing tensor(s) {encoder_missing[:5]}{' ...' if len(encoder_missing) > 5 else ''}")
+    # What the family exports as `hf_export_extras` is built by the reference but unused here.
+    extras = set(fam.hf_export_extras(config))
+    known = {n for n in unused if n in extras or n[len(fam.HF_PREFIX):].startswith(fam.HF_DROPPED)}
+    dropped = sorted(original[n] for n in known)
+    leftover = sorted(original[n] for n in unused - known)
+    if leftover:
+        raise ConversionError(f"unexpected tensor(s) jaxqa does not use: {leftover[:5]}{' ...' if len(leftover) > 5 else ''}")
+    return traverse_util.unflatten_dict(flat), Report(dropped=dropped, fresh_head=bool(head_missing))
+
+
+def params_to_hf(model_type: str, config, params) -> dict[str, np.ndarray]:
+    """jaxqa parameters -> the state dict of the Hugging Face QA class."""
+    fam = models.family(model_type)
+    names = _names(fam, config)
+    state = {}
+    for path, value in traverse_util.flatten_dict(params).items():
+        module, leaf = "/".join(path[:-1]), path[-1]
+        prefix = "" if module == HEAD else fam.HF_PREFIX
+        state[f"{prefix}{names[module]}.{LEAF_NAMES[leaf]}"] = np.ascontiguousarray(_to_hf(np.asarray(value, np.float32), leaf))
+    state.update(fam.hf_export_extras(config))
+    return state
+
+
+def read_config(folder: Path) -> dict:
+    path = folder / "config.json"
+    if not path.is_file():
+        raise ConversionError(f"{folder}: no config.json")
+    try:
+        hf = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ConversionError(f"{path}: not valid JSON ({err})") from None
+    if "model_type" not in hf:
+        raise ConversionError(f"{path}: no 'model_type' field")
+    return hf
+
+
+def read_state(folder: Path) -> dict[str, np.ndarray]:
+    """The tensors of a Hugging Face folder: model.safetensors (or its sharded index) or pytorch_model.bin."""
+    single = folder / "model.safetensors"
+    index = folder / "model.safetensors.index.json"
+    binary = folder / "pytorch_model.bin"
+    if single.is_file():
+        return _read_safetensors(single)
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        state = {}
+        for shard in shards:
+            state.update(_read_safetensors(folder / shard))
+        return state
+    if binary.is_file():
+        return _read_torch(binary)
+    raise ConversionError(f"{folder}: no weights (model.safetensors or pytorch_model.bin)")
+
+
+def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            return {key: f.get_tensor(key) for key in f.keys()}
+    except Exception as err:  # the library raises several types for corrupt files
+        raise ConversionError(f"{path}: cannot read safetensors file ({err})") from None
+
+
+def _read_torch(path: Path) -> dict[str, np.ndarray]:
+    try:
+        import torch
+    except ImportError:
+        raise ConversionError(f"{path}: reading pytorch_model.bin needs torch (pip install 'jaxqa[torch]')") from None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated zip, unpickling error, ...
+        raise ConversionError(f"{path}: cannot read PyTorch weights ({err})") from None
+    return {key: value.float().numpy() for key, value in state.items()}

@@ -1,0 +1,182 @@
+"""BERT with a SQuAD span head, including checkpoints with pruned heads.
+
+Exports what every encoder module does: `Config` (with `SIZES`), `Model`,
+`MODEL_TYPE`, `ARCHITECTURE`, `HF_PREFIX`, `HF_DROPPED` and `hf_names`.
+"""
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from jaxqa.models import hf_config
+from jaxqa.models.layers import ACTIVATIONS, ConfigError, LayerNorm, Dtype, attend, check_activation, dense, embed, span_head, span_logits
+
+MODEL_TYPE = "bert"
+ARCHITECTURE = "BertForQuestionAnswering"
+HF_PREFIX = "bert."  # encoder tensors in a Hugging Face checkpoint; the span head is top-level
+HF_DROPPED = ("pooler.", "cls.", "embeddings.position_ids", "embeddings.token_type_ids")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
+    initializer_range: float = 0.02
+    # ((layer, (head, ...)), ...): heads removed from each layer, as in `pruned_heads`.
+    pruned_heads: tuple[tuple[int, tuple[int, ...]], ...] = ()
+
+    def __post_init__(self):
+        check_activation(self.hidden_act)
+        if self.hidden_size % self.num_attention_heads:
+            raise ConfigError(
+                f"hidden_size={self.hidden_size} is not a multiple of num_attention_heads={self.num_attention_heads}"
+            )
+        pruned = self.pruned_heads.items() if isinstance(self.pruned_heads, dict) else self.pruned_heads
+        pruned = tuple(sorted((int(layer), tuple(sorted(set(heads)))) for layer, heads in pruned))
+        for layer, heads in pruned:
+            if not 0 <= layer < self.num_hidden_layers or any(not 0 <= h < self.num_attention_heads for h in heads):
+                raise ConfigError(f"pruned_heads: layer {layer} heads {list(heads)} out of range")
+        object.__setattr__(self, "pruned_heads", pruned)
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    def heads(self, layer: int) -> int:
+        """Attention heads left in `layer` after pruning."""
+        return self.num_attention_heads - len(dict(self.pruned_heads).get(layer, ()))
+
+    @classmethod
+    def from_hf(cls, hf: dict[str, Any]) -> "Config":
+        return hf_config.from_hf(cls, hf)
+
+    def to_hf(self) -> dict[str, Any]:
+        hf = hf_config.to_hf(self, MODEL_TYPE, ARCHITECTURE)
+        hf["pruned_heads"] = {str(layer): list(heads) for layer, heads in self.pruned_heads}
+        return hf
+
+
+SIZES = {
+    "base": Config(),  # bert-base-uncased, 109M parameters with the span head
+    "large": Config(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096),
+    "minilm-l6": Config(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536),
+    "tiny": Config(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128),
+}
+
+
+class Embeddings(nn.Module):
+    config: Config
+    dtype: Dtype
+    param_dtype: Dtype
+
+    @nn.compact
+    def __call__(self, input_ids, token_type_ids, deterministic: bool):
+        cfg, std = self.config, self.config.initializer_range
+        args = dict(std=std, dtype=self.dtype, param_dtype=self.param_dtype)
+        positions = jnp.arange(input_ids.shape[1])[None, :]
+        x = (
+            embed(cfg.vocab_size, cfg.hidden_size, ("vocab", "embed"), name="word_embeddings", **args)(input_ids)
+            + embed(cfg.max_position_embeddings, cfg.hidden_size, ("position", "embed"), name="position_embeddings", **args)(positions)
+            + embed(cfg.type_vocab_size, cfg.hidden_size, ("type", "embed"), name="token_type_embeddings", **args)(token_type_ids)
+        )  # (B, T, D)
+        x = LayerNorm(cfg.layer_norm_eps, self.dtype, self.param_dtype, name="LayerNorm")(x)
+        return nn.Dropout(cfg.hidden_dropout_prob)(x, deterministic=deterministic)
+
+
+class Layer(nn.Module):
+    config: Config
+    num_heads: int
+    dtype: Dtype
+    param_dtype: Dtype
+
+    @nn.compact
+    def __call__(self, x, attention_mask, deterministic: bool):
+        cfg = self.config
+        args = dict(std=cfg.initializer_range, dtype=self.dtype, param_dtype=self.param_dtype)
+        dropout = nn.Dropout(cfg.hidden_dropout_prob)
+        inner = self.num_heads * cfg.head_dim
+
+        def heads(name):  # (B, T, D) -> (B, T, N, H)
+            y = dense(inner, ("embed", "heads"), name=name, **args)(x)
+            return y.reshape(*y.shape[:2], self.num_heads, cfg.head_dim)
+
+        context = attend(
+            heads("query"), heads("key"), heads("value"), attention_mask,
+            nn.Dropout(cfg.attention_probs_dropout_prob), deterministic,
+        )  # (B, T, N * H)
+        y = dense(cfg.hidden_size, ("heads", "embed"), name="attention_output", **args)(context)
+        x = LayerNorm(cfg.layer_norm_eps, self.dtype, self.param_dtype, name="attention_LayerNorm")(
+            dropout(y, deterministic=deterministic) + x
+        )
+        y = dense(cfg.intermediate_size, ("embed", "mlp"), name="intermediate", **args)(x)
+        y = ACTIVATIONS[cfg.hidden_act](y)
+        y = dense(cfg.hidden_size, ("mlp", "embed"), name="output", **args)(y)
+        return LayerNorm(cfg.layer_norm_eps, self.dtype, self.param_dtype, name="output_LayerNorm")(
+            dropout(y, deterministic=deterministic) + x
+        )
+
+
+class Model(nn.Module):
+    """BERT encoder and span head: token ids (B, T) -> start, end logits (B, T)."""
+
+    config: Config
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    def setup(self):
+        cfg = self.config
+        self.embeddings = Embeddings(cfg, self.dtype, self.param_dtype)
+        self.layers = [
+            Layer(cfg, cfg.heads(i), self.dtype, self.param_dtype, name=f"layer_{i}")
+            for i in range(cfg.num_hidden_layers)
+        ]
+        self.qa_outputs = span_head(cfg.initializer_range, self.param_dtype)
+
+    def encode(self, input_ids, attention_mask, token_type_ids, deterministic: bool = True):
+        """The last hidden states, (B, T, D)."""
+        x = self.embeddings(input_ids, token_type_ids, deterministic)
+        for layer in self.layers:
+            x = layer(x, attention_mask, deterministic)
+        return x
+
+    def __call__(self, input_ids, attention_mask, token_type_ids, deterministic: bool = True):
+        return span_logits(self.qa_outputs, self.encode(input_ids, attention_mask, token_type_ids, deterministic))
+
+
+def hf_names(config: Config) -> dict[str, str]:
+    """jaxqa module path -> Hugging Face module name (without `HF_PREFIX`)."""
+    names = {
+        "embeddings/word_embeddings": "embeddings.word_embeddings",
+        "embeddings/position_embeddings": "embeddings.position_embeddings",
+        "embeddings/token_type_embeddings": "embeddings.token_type_embeddings",
+        "embeddings/LayerNorm": "embeddings.LayerNorm",
+    }
+    for i in range(config.num_hidden_layers):
+        hf = f"encoder.layer.{i}"
+        names |= {
+            f"layer_{i}/query": f"{hf}.attention.self.query",
+            f"layer_{i}/key": f"{hf}.attention.self.key",
+            f"layer_{i}/value": f"{hf}.attention.self.value",
+            f"layer_{i}/attention_output": f"{hf}.attention.output.dense",
+            f"layer_{i}/attention_LayerNorm": f"{hf}.attention.output.LayerNorm",
+            f"layer_{i}/intermediate": f"{hf}.intermediate.dense",
+            f"layer_{i}/output": f"{hf}.output.dense",
+            f"layer_{i}/output_LayerNorm": f"{hf}.output.LayerNorm",
+        }
+    return names
+
+
+def hf_export_extras(config: Config) -> dict:
+    """Tensors `BertForQuestionAnswering` has and jaxqa does not: none."""
+    return {}

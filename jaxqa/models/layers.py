@@ -1,0 +1,156 @@
+"""Pieces the encoders share: activations, dense/embedding/norm layers with
+logical axis names, and masked multi-head attention.
+
+Every weight is created with logical axis names from one small vocabulary
+(`vocab`, `embed`, `heads`, `mlp`, `position`, `type`, `groups`, `kernel_in`,
+`classes`, and `bottleneck`: MobileBERT's narrow intra-block width, distinct
+from `embed` because its bottleneck kernels map one onto the other);
+`jaxqa.sharding` maps them onto a device mesh. Norms, softmax and
+logits run in float32 whatever the compute dtype.
+"""
+
+import functools
+import math
+from typing import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = jnp.dtype
+
+
+class ConfigError(ValueError):
+    """A model config that jaxqa cannot honour; the message names the field."""
+
+
+def _gelu_exact(x):
+    return jax.nn.gelu(x, approximate=False)
+
+
+def _gelu_tanh(x):
+    return jax.nn.gelu(x, approximate=True)
+
+
+# The `hidden_act` names of Hugging Face configs, with the same formulas.
+ACTIVATIONS: dict[str, Callable] = {
+    "gelu": _gelu_exact,
+    "gelu_python": _gelu_exact,
+    "gelu_new": _gelu_tanh,
+    "gelu_pytorch_tanh": _gelu_tanh,
+    "gelu_fast": _gelu_tanh,
+    "gelu_accurate": lambda x: 0.5 * x * (1 + jnp.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3))),
+    "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),
+    "relu": jax.nn.relu,
+    "relu6": jax.nn.relu6,
+    "relu2": lambda x: jnp.square(jax.nn.relu(x)),
+    "leaky_relu": functools.partial(jax.nn.leaky_relu, negative_slope=0.01),
+    "silu": jax.nn.silu,
+    "swish": jax.nn.silu,
+    "mish": lambda x: x * jnp.tanh(jax.nn.softplus(x)),
+    "tanh": jnp.tanh,
+    "sigmoid": jax.nn.sigmoid,
+    "linear": lambda x: x,
+}
+
+
+def check_activation(name: str, field: str = "hidden_act") -> str:
+    if name not in ACTIVATIONS:
+        raise ConfigError(f"{field}={name!r} is not supported; choose one of {sorted(ACTIVATIONS)}")
+    return name
+
+
+def normal(std: float, axes: tuple[str | None, ...]):
+    return nn.with_logical_partitioning(nn.initializers.normal(std), axes)
+
+
+def zeros(axes: tuple[str | None, ...]):
+    return nn.with_logical_partitioning(nn.initializers.zeros_init(), axes)
+
+
+def ones(axes: tuple[str | None, ...]):
+    return nn.with_logical_partitioning(nn.initializers.ones_init(), axes)
+
+
+def dense(features: int, axes: tuple[str, str], std: float, dtype: Dtype, param_dtype: Dtype, name: str) -> nn.Dense:
+    """A Linear layer: kernel (in, out) named by `axes`, bias (out,)."""
+    return nn.Dense(
+        features,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        kernel_init=normal(std, axes),
+        bias_init=zeros(axes[1:]),
+        name=name,
+    )
+
+
+def embed(num: int, features: int, axes: tuple[str, str], std: float, dtype: Dtype, param_dtype: Dtype, name: str) -> nn.Embed:
+    return nn.Embed(num, features, dtype=dtype, param_dtype=param_dtype, embedding_init=normal(std, axes), name=name)
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm over the last axis, computed in float32, returned in `dtype`."""
+
+    epsilon: float
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        features = x.shape[-1]
+        scale = self.param("scale", ones(("embed",)), (features,), self.param_dtype)
+        bias = self.param("bias", zeros(("embed",)), (features,), self.param_dtype)
+        x = x.astype(jnp.float32)
+        mean = x.mean(-1, keepdims=True)
+        var = jnp.square(x - mean).mean(-1, keepdims=True)
+        y = (x - mean) * jax.lax.rsqrt(var + self.epsilon)
+        y = y * scale.astype(jnp.float32) + bias.astype(jnp.float32)
+        return y.astype(self.dtype)
+
+
+class NoNorm(nn.Module):
+    """MobileBERT's replacement for LayerNorm: an elementwise affine map."""
+
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        features = x.shape[-1]
+        weight = self.param("weight", ones(("embed",)), (features,), self.param_dtype)
+        bias = self.param("bias", zeros(("embed",)), (features,), self.param_dtype)
+        y = x.astype(jnp.float32) * weight.astype(jnp.float32) + bias.astype(jnp.float32)
+        return y.astype(self.dtype)
+
+
+def attend(q, k, v, attention_mask, dropout: nn.Dropout, deterministic: bool):
+    """Scaled dot-product attention over padded keys.
+
+    q, k: (B, T, N, H); v: (B, T, N, Hv); attention_mask: (B, T), 1 for real tokens.
+    Returns (B, T, N * Hv) in v's dtype; scores and softmax run in float32.
+    """
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    scores = jnp.einsum("BTNH,BSNH->BNTS", q, k, preferred_element_type=jnp.float32) * scale
+    keep = attention_mask[:, None, None, :].astype(bool)  # (B, 1, 1, S)
+    scores = jnp.where(keep, scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1)
+    probs = dropout(probs, deterministic=deterministic).astype(v.dtype)
+    context = jnp.einsum("BNTS,BSNH->BTNH", probs, v)
+    return context.reshape(*context.shape[:2], -1)
+
+
+def span_head(std: float, param_dtype: Dtype) -> nn.Dense:
+    """The SQuAD head, (B, T, D) -> (B, T, 2), in float32; call `span_logits` on it."""
+    return nn.Dense(
+        2,
+        dtype=jnp.float32,
+        param_dtype=param_dtype,
+        kernel_init=normal(std, ("embed", "classes")),
+        bias_init=zeros(("classes",)),
+    )
+
+
+def span_logits(head: nn.Dense, hidden):
+    """Start and end logits, each (B, T) float32, from hidden states (B, T, D)."""
+    logits = head(hidden.astype(jnp.float32))
+    return logits[..., 0], logits[..., 1]

@@ -1,0 +1,80 @@
+"""Shared harness of the PyTorch parity tests.
+
+A random-initialised `transformers` model is saved with `save_pretrained`,
+converted by `convert/pt2flax.py`, loaded with `jaxqa.load_pretrained`, and both
+are fed the same batch (padded rows, both token types).
+"""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="parity tests need torch (pip install 'jaxqa[torch]')")
+transformers = pytest.importorskip("transformers", reason="parity tests need transformers==5.2.0")
+
+import jaxqa  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SQUAD = ROOT.parent / "shared" / "squad"
+
+
+def _cli(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "convert" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+pt2flax = _cli("pt2flax")
+flax2pt = _cli("flax2pt")
+
+
+def random_batch(vocab_size: int, batch: int = 3, length: int = 24, seed: int = 0):
+    """int32 (B, T) arrays: row b has `length - 5 * b` real tokens, then padding;
+    the second half of the real tokens has token type 1."""
+    rng = np.random.default_rng(seed)
+    input_ids = rng.integers(1, vocab_size, size=(batch, length)).astype(np.int32)
+    attention_mask = np.zeros((batch, length), np.int32)
+    token_type_ids = np.zeros((batch, length), np.int32)
+    for b in range(batch):
+        real = length - 5 * b
+        attention_mask[b, :real] = 1
+        token_type_ids[b, real // 2 : real] = 1
+    input_ids = np.where(attention_mask == 1, input_ids, 0).astype(np.int32)
+    return input_ids, attention_mask, token_type_ids
+
+
+def torch_logits(model, batch) -> tuple[np.ndarray, np.ndarray]:
+    model.eval()
+    with torch.no_grad():
+        out = model(*(torch.as_tensor(x, dtype=torch.long) for x in batch))
+    return out.start_logits.numpy(), out.end_logits.numpy()
+
+
+def save_and_convert(model, tmp_path: Path, name: str = "model") -> Path:
+    """Saves `model` as a Hugging Face folder and converts it with the CLI."""
+    src, out = tmp_path / f"{name}-hf", tmp_path / f"{name}-jaxqa"
+    model.save_pretrained(src)
+    assert pt2flax.main([str(src), str(out)]) == 0
+    return out
+
+
+def max_diff(model, tmp_path: Path, batch=None) -> float:
+    """Max |diff| of start and end logits over the real tokens, PyTorch vs jaxqa."""
+    batch = batch if batch is not None else random_batch(model.config.vocab_size)
+    ours = jaxqa.load_pretrained(save_and_convert(model, tmp_path))
+    theirs = torch_logits(model, batch)
+    mine = [np.asarray(x) for x in ours(*batch)]
+    real = batch[1] == 1
+    return max(float(np.abs(a - b)[real].max()) for a, b in zip(mine, theirs))
+
+
+def param_count(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def seeded(cls, config, seed: int = 0):
+    torch.manual_seed(seed)
+    return cls(config).eval()
