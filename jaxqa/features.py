@@ -1,0 +1,318 @@
+"""SQuAD examples -> fixed-length model inputs: sliding windows over each context.
+
+Each example becomes one or more windows `[CLS] question [SEP] context part [SEP]`,
+padded to `max_seq_length`. The windows are exactly those of the Hugging Face fast
+tokenizer called as `run_qa.py` and the question-answering pipeline call it:
+`tokenizer(question, context, truncation="only_second", max_length=L, stride=S,
+return_overflowing_tokens=True, padding="max_length")`, so `doc_stride` is the
+number of context tokens shared by consecutive windows. Unlike run_qa.py, a
+question longer than `max_query_length` tokens keeps only its first tokens.
+
+Featurising a whole training set takes tens of seconds; `load_train_features` and
+`load_eval_features` keep the result in an on-disk cache keyed by the data, the
+tokenizer files and the settings.
+"""
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from itertools import chain
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Encoding, Tokenizer
+
+from jaxqa.squad import Example, read_squad
+from jaxqa.tokenizer import load_tokenizer
+
+log = logging.getLogger(__name__)
+
+# Bump when the arrays written to the cache change meaning, so old entries are not read.
+FORMAT_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureSettings:
+    max_seq_length: int = 384  # L: tokens per window, special tokens included
+    doc_stride: int = 128  # context tokens shared by consecutive windows
+    max_query_length: int = 64  # question tokens kept; the rest are dropped
+
+
+# eq=False: the generated __eq__ would compare arrays and fail.
+@dataclasses.dataclass(frozen=True, eq=False)
+class TrainFeatures:
+    input_ids: np.ndarray  # (N, L) int32
+    attention_mask: np.ndarray  # (N, L) int32
+    token_type_ids: np.ndarray  # (N, L) int32
+    example_index: np.ndarray  # (N,) int32: the example each window comes from
+    start_positions: np.ndarray  # (N,) int32: answer's first token; 0 ([CLS]) if not in the window
+    end_positions: np.ndarray  # (N,) int32: answer's last token; 0 ([CLS]) if not in the window
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class EvalFeatures:
+    input_ids: np.ndarray  # (N, L) int32
+    attention_mask: np.ndarray  # (N, L) int32
+    token_type_ids: np.ndarray  # (N, L) int32
+    example_index: np.ndarray  # (N,) int32, non-decreasing: an example's windows are adjacent
+    offsets: np.ndarray  # (N, L, 2) int32: character span of the token in the context; -1 off the context
+
+
+def featurize_train(examples: Sequence[Example], tokenizer: Tokenizer, settings: FeatureSettings) -> TrainFeatures:
+    """Windows with answer labels, as Hugging Face `run_qa.py` labels them.
+
+    The label is the first answer's token span when the answer lies wholly inside
+    the window's context, else the [CLS] position 0 (also for unanswerable
+    questions). One deliberate difference: when the answer starts in the window's
+    last context token, `run_qa.py` walks past the context and labels the last
+    position of the window; here the start is that last context token.
+    """
+    started = time.perf_counter()
+    input_ids, attention_mask, token_type_ids, example_index, offsets = _windows(examples, tokenizer, settings)
+    start_char = np.array([ex.answer_starts[0] if ex.answer_starts else -1 for ex in examples], np.int64)
+    end_char = start_char + np.array([len(ex.answer_texts[0]) if ex.answer_texts else 0 for ex in examples])
+    start_positions, end_positions = _token_span(offsets, start_char[example_index], end_char[example_index])
+    _log_done(examples, input_ids, started)
+    return TrainFeatures(input_ids, attention_mask, token_type_ids, example_index, start_positions, end_positions)
+
+
+def featurize_eval(examples: Sequence[Example], tokenizer: Tokenizer, settings: FeatureSettings) -> EvalFeatures:
+    """Windows with the offsets needed to map predicted tokens back to context text."""
+    started = time.perf_counter()
+    features = EvalFeatures(*_windows(examples, tokenizer, settings))
+    _log_done(examples, features.input_ids, started)
+    return features
+
+
+def _windows(examples: Sequence[Example], tokenizer: Tokenizer, settings: FeatureSettings):
+    """Tokenizes the questions and the distinct contexts, then cuts the windows.
+
+    Returns input_ids, attention_mask, token_type_ids (N, L), example_index (N,)
+    and offsets (N, L, 2) with -1 outside the context.
+
+    A context is shared by about five questions in SQuAD, so it is tokenized once
+    and its windows are cut here with array arithmetic instead of by the
+    tokenizer's own `only_second` truncation, which would tokenize every
+    question/context pair afresh (several times slower on the training set). The
+    windows are the same: `tests/test_features.py` checks them against
+    `transformers`.
+    """
+    length, stride = settings.max_seq_length, settings.doc_stride
+    # A private copy, so that the caller's truncation and padding do not apply
+    # here and the ones set here do not leak out.
+    tokenizer = Tokenizer.from_str(tokenizer.to_str())
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    cls_id, sep_id = _bert_pair_template(tokenizer)
+    pad_id = tokenizer.token_to_id("[PAD]")
+    if pad_id is None:
+        raise ValueError("the tokenizer has no [PAD] token")
+
+    # Truncating the question's encoding keeps exactly its first max_query_length tokens.
+    tokenizer.enable_truncation(settings.max_query_length)
+    # run_qa.py strips leading white space: some SQuAD questions have a lot of it.
+    questions = tokenizer.encode_batch([ex.question.lstrip() for ex in examples], add_special_tokens=False)
+    tokenizer.no_truncation()
+    context_number: dict[str, int] = {}  # each distinct context, numbered in order of appearance
+    example_context = [context_number.setdefault(ex.context, len(context_number)) for ex in examples]
+    example_context = np.array(example_context, np.int64)  # (E,)
+    contexts = tokenizer.encode_batch(list(context_number), add_special_tokens=False)
+
+    question_ids, question_start, question_len = _flatten_ids(questions)
+    context_ids, context_start, context_len = _flatten_ids(contexts)
+    context_offsets = np.fromiter(
+        chain.from_iterable(chain.from_iterable(e.offsets for e in contexts)), np.int32, count=2 * len(context_ids)
+    ).reshape(-1, 2)
+
+    # Per example (E,): context tokens that fit in a window, and the step between windows.
+    context_len = context_len[example_context]
+    room = length - 3 - question_len  # 3: [CLS] and two [SEP]
+    step = room - stride
+    too_long = (context_len > room) & (step <= 0)
+    if too_long.any():
+        i = int(np.argmax(too_long))
+        raise ValueError(
+            f"question {examples[i].id}: its {question_len[i]} tokens leave room for {room[i]} context tokens "
+            f"per window, not more than doc_stride={stride}; lower max_query_length or doc_stride"
+        )
+    # As the fast tokenizer does: windows start every `step` tokens until one reaches the end.
+    n_windows = np.where(context_len > room, 1 - (-(context_len - room) // np.maximum(step, 1)), 1)
+
+    # Per window (N,): its example, its number k within the example, its context part.
+    example_index = np.repeat(np.arange(len(examples), dtype=np.int32), n_windows)
+    n = len(example_index)
+    e = example_index
+    k = np.arange(n) - np.repeat(np.cumsum(n_windows) - n_windows, n_windows)
+    window_start = k * step[e]  # the window's first token, counted in its context
+    q = question_len[e]
+    c = np.minimum(room[e], context_len[e] - window_start)  # context tokens in the window
+
+    # Each window is [CLS] question [SEP] context part [SEP] padding; its pieces
+    # are copied as runs of flat indices, never as per-token Python.
+    row = np.arange(n) * length  # flat index of each window's position 0
+    question_at = _runs(row + 1, q)
+    context_at = _runs(row + q + 2, c)
+    context_from = _runs(context_start[example_context[e]] + window_start, c)
+    input_ids = np.full((n, length), pad_id, np.int32)
+    flat_ids = input_ids.reshape(-1)
+    flat_ids[row] = cls_id
+    flat_ids[question_at] = question_ids[_runs(question_start[e], q)]
+    flat_ids[row + q + 1] = sep_id
+    flat_ids[context_at] = context_ids[context_from]
+    flat_ids[row + q + 2 + c] = sep_id
+    position = np.arange(length)[None, :]
+    attention_mask = (position <= (q + 2 + c)[:, None]).astype(np.int32)
+    token_type_ids = ((position >= (q + 2)[:, None]) & (attention_mask == 1)).astype(np.int32)
+    offsets = np.full((n, length, 2), -1, np.int32)
+    offsets.reshape(-1, 2)[context_at] = context_offsets[context_from]
+    return input_ids, attention_mask, token_type_ids, example_index, offsets
+
+
+def _runs(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The ranges [starts[i], starts[i] + lengths[i]) concatenated into one index array."""
+    within = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return np.repeat(starts, lengths) + within
+
+
+def _bert_pair_template(tokenizer: Tokenizer) -> tuple[int, int]:
+    """The [CLS] and [SEP] ids, after checking the tokenizer pairs texts as BERT does."""
+    probe = tokenizer.encode("a", "b")
+    if probe.sequence_ids != [None, 0, None, 1, None] or probe.type_ids != [0, 0, 0, 1, 1]:
+        raise ValueError(f"expected the BERT pair template [CLS] A [SEP] B [SEP], got {probe.tokens}")
+    if probe.ids[2] != probe.ids[4]:
+        raise ValueError(f"expected the same separator after both texts, got {probe.tokens}")
+    return probe.ids[0], probe.ids[2]
+
+
+def _flatten_ids(encodings: list[Encoding]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The token ids of all encodings, concatenated (T,), and per encoding its start and length."""
+    lengths = np.fromiter(map(len, encodings), np.int64, count=len(encodings))
+    # fromiter over one flat stream is several times faster than np.array on nested lists.
+    ids = np.fromiter(chain.from_iterable(e.ids for e in encodings), np.int32, count=int(lengths.sum()))
+    return ids, np.cumsum(lengths) - lengths, lengths
+
+
+def _token_span(offsets: np.ndarray, start_char: np.ndarray, end_char: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Token positions of the character span [start_char, end_char) in each window.
+
+    offsets: (N, L, 2) with -1 off the context; start_char, end_char: (N,), with
+    start_char -1 for no answer. Returns start, end (N,) int32, both 0 where the
+    span is not wholly inside the window's context.
+    """
+    context = offsets[..., 0] >= 0  # (N, L)
+    length = context.shape[1]
+    rows = np.arange(len(context))
+    first = np.argmax(context, axis=1)  # (N,) first context token
+    last = length - 1 - np.argmax(context[:, ::-1], axis=1)  # (N,) last context token
+    inside = (
+        (start_char >= 0)
+        & context.any(axis=1)
+        & (offsets[rows, first, 0] <= start_char)
+        & (offsets[rows, last, 1] >= end_char)
+    )
+    # Offsets grow along the context, so counting tokens is enough: the start is
+    # the last token starting at or before start_char, the end the first token
+    # ending at or after end_char.
+    start = first + np.sum(context & (offsets[..., 0] <= start_char[:, None]), axis=1) - 1
+    end = first + np.sum(context & (offsets[..., 1] < end_char[:, None]), axis=1)
+    return np.where(inside, start, 0).astype(np.int32), np.where(inside, end, 0).astype(np.int32)
+
+
+def _log_done(examples: Sequence[Example], input_ids: np.ndarray, started: float) -> None:
+    log.info(
+        "featurised %d questions into %d windows in %.1f s",
+        len(examples),
+        len(input_ids),
+        time.perf_counter() - started,
+    )
+
+
+# --- on-disk cache --------------------------------------------------------------
+
+
+def default_cache_dir() -> Path:
+    """`$JAXQA_CACHE`, else ~/.cache/jaxqa/features."""
+    return Path(os.environ.get("JAXQA_CACHE") or Path.home() / ".cache" / "jaxqa" / "features")
+
+
+def load_train_features(
+    data_path: str | Path,
+    tokenizer_folder: str | Path,
+    settings: FeatureSettings = FeatureSettings(),
+    cache_dir: str | Path | None = None,
+) -> TrainFeatures:
+    """`featurize_train` of a SQuAD JSON file, from the cache when it holds it."""
+    return _cached(TrainFeatures, featurize_train, data_path, tokenizer_folder, settings, cache_dir)
+
+
+def load_eval_features(
+    data_path: str | Path,
+    tokenizer_folder: str | Path,
+    settings: FeatureSettings = FeatureSettings(),
+    cache_dir: str | Path | None = None,
+) -> EvalFeatures:
+    """`featurize_eval` of a SQuAD JSON file, from the cache when it holds it.
+
+    The examples (for post-processing) come from `squad.read_squad(data_path)`.
+    """
+    return _cached(EvalFeatures, featurize_eval, data_path, tokenizer_folder, settings, cache_dir)
+
+
+def cache_path(
+    kind: str,
+    data_path: str | Path,
+    tokenizer_folder: str | Path,
+    settings: FeatureSettings,
+    cache_dir: str | Path | None = None,
+) -> Path:
+    """Where the features of `kind` ("TrainFeatures" or "EvalFeatures") are cached.
+
+    The key hashes the data file's content, the tokenizer files' content, every
+    setting and FORMAT_VERSION, so a change to any of them misses the cache.
+    """
+    key = hashlib.sha256()
+    key.update(json.dumps([FORMAT_VERSION, kind, dataclasses.asdict(settings)], sort_keys=True).encode())
+    key.update(_file_sha256(Path(data_path)))
+    folder = Path(tokenizer_folder)
+    for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json"):  # what load_tokenizer reads
+        if (folder / name).is_file():
+            key.update(name.encode() + _file_sha256(folder / name))
+    return Path(cache_dir or default_cache_dir()) / f"{kind}-{key.hexdigest()}.npz"
+
+
+def _cached(features_class, featurize, data_path, tokenizer_folder, settings, cache_dir):
+    path = cache_path(features_class.__name__, data_path, tokenizer_folder, settings, cache_dir)
+    if path.is_file():
+        log.info("features of %s from the cache %s", data_path, path)
+        with np.load(path) as stored:
+            return features_class(**{f.name: stored[f.name] for f in dataclasses.fields(features_class)})
+    features = featurize(read_squad(data_path).examples, load_tokenizer(tokenizer_folder), settings)
+    _save_atomically(path, features)
+    return features
+
+
+def _save_atomically(path: Path, features: TrainFeatures | EvalFeatures) -> None:
+    # Written beside the entry and renamed into place, so that an interrupted
+    # write never leaves a partial entry under the final name.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **vars(features))
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+
+
+def _file_sha256(path: Path) -> bytes:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.digest()

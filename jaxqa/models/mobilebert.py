@@ -1,0 +1,330 @@
+"""MobileBERT with a SQuAD span head.
+
+MobileBERT keeps a wide inter-block stream (`hidden_size`, 512) between layers
+and runs each layer on a narrow intra-block stream (`true_hidden_size`, 128):
+a bottleneck projects down, attention and a stack of small feed-forward
+networks run narrow, and an output bottleneck projects back up. Token
+embeddings are narrower still (`embedding_size`) and, with `trigram_input`,
+each position's embedding is concatenated with its neighbours' before a Linear
+widens it to `hidden_size`.
+
+Exports what every encoder module does: `Config` (with `SIZES`), `Model`,
+`MODEL_TYPE`, `ARCHITECTURE`, `HF_PREFIX`, `HF_DROPPED`, `hf_names` and
+`hf_export_extras`.
+"""
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+
+from jaxqa.models import hf_config
+from jaxqa.models.layers import ACTIVATIONS, ConfigError, Dtype, LayerNorm, NoNorm, attend, check_activation, dense, embed, span_head, span_logits
+
+MODEL_TYPE = "mobilebert"
+ARCHITECTURE = "MobileBertForQuestionAnswering"
+HF_PREFIX = "mobilebert."  # encoder tensors in a Hugging Face checkpoint; the span head is top-level
+HF_DROPPED = ("pooler.", "cls.", "embeddings.position_ids")
+
+# The reference builds two of its norms (after the embeddings, and after a
+# layer's last feed-forward network) without passing `layer_norm_eps`, so with
+# `normalization_type="layer_norm"` they keep torch's default epsilon.
+DEFAULT_LAYER_NORM_EPS = 1e-5
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    vocab_size: int = 30522
+    hidden_size: int = 512
+    num_hidden_layers: int = 24
+    num_attention_heads: int = 4
+    intermediate_size: int = 512
+    hidden_act: str = "relu"
+    hidden_dropout_prob: float = 0.0
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-12
+    # The word embedding row initialised to zero. With `trigram_input` the last
+    # real token sees the next position's embedding, so padding leaves real
+    # tokens' logits alone only while this row is zero.
+    pad_token_id: int = 0
+    embedding_size: int = 128
+    trigram_input: bool = True
+    use_bottleneck: bool = True
+    intra_bottleneck_size: int = 128
+    use_bottleneck_attention: bool = False
+    key_query_shared_bottleneck: bool = True
+    num_feedforward_networks: int = 4
+    normalization_type: str = "no_norm"
+    # Read only by the pooler, which the span model does not have.
+    classifier_activation: bool = True
+
+    def __post_init__(self):
+        check_activation(self.hidden_act)
+        if self.normalization_type not in ("no_norm", "layer_norm"):
+            raise ConfigError(f"normalization_type={self.normalization_type!r} is not supported; choose 'no_norm' or 'layer_norm'")
+        if self.true_hidden_size % self.num_attention_heads:
+            raise ConfigError(
+                f"true_hidden_size={self.true_hidden_size} is not a multiple of num_attention_heads={self.num_attention_heads}"
+            )
+        if self.num_feedforward_networks < 1:
+            raise ConfigError(f"num_feedforward_networks={self.num_feedforward_networks}; a layer needs at least 1")
+        if not 0 <= self.pad_token_id < self.vocab_size:
+            raise ConfigError(f"pad_token_id={self.pad_token_id} is outside the vocabulary of {self.vocab_size}")
+        # Without a shared query/key bottleneck the wide stream feeds query and key
+        # projections sized for the narrow one (the reference fails on a shape).
+        if (self.use_bottleneck and not self.use_bottleneck_attention and not self.key_query_shared_bottleneck
+                and self.intra_bottleneck_size != self.hidden_size):
+            raise ConfigError(
+                f"key_query_shared_bottleneck=False with use_bottleneck_attention=False needs "
+                f"intra_bottleneck_size ({self.intra_bottleneck_size}) == hidden_size ({self.hidden_size})"
+            )
+
+    @property
+    def true_hidden_size(self) -> int:
+        """Width of the intra-block stream; a derived field of the Hugging Face config."""
+        return self.intra_bottleneck_size if self.use_bottleneck else self.hidden_size
+
+    @property
+    def head_dim(self) -> int:
+        return self.true_hidden_size // self.num_attention_heads
+
+    @property
+    def transforms_embeddings(self) -> bool:
+        """Whether `embedding_transformation` runs (the reference skips it for plain, full-width embeddings)."""
+        return self.trigram_input or self.embedding_size != self.hidden_size
+
+    @property
+    def shares_query_key_bottleneck(self) -> bool:
+        """Whether query and key come from their own bottleneck, `bottleneck.attention`."""
+        return self.use_bottleneck and not self.use_bottleneck_attention and self.key_query_shared_bottleneck
+
+    @classmethod
+    def from_hf(cls, hf: dict[str, Any]) -> "Config":
+        hf = dict(hf)
+        true_hidden_size = hf.pop("true_hidden_size", None)
+        config = hf_config.from_hf(cls, hf)
+        if true_hidden_size is not None and true_hidden_size != config.true_hidden_size:
+            raise ConfigError(
+                f"config.json: true_hidden_size={true_hidden_size} disagrees with use_bottleneck={config.use_bottleneck}, "
+                f"intra_bottleneck_size={config.intra_bottleneck_size}, hidden_size={config.hidden_size} "
+                f"(which give {config.true_hidden_size})"
+            )
+        return config
+
+    def to_hf(self) -> dict[str, Any]:
+        return {**hf_config.to_hf(self, MODEL_TYPE, ARCHITECTURE), "true_hidden_size": self.true_hidden_size}
+
+
+SIZES = {
+    "base": Config(),  # google/mobilebert-uncased, 24.6M parameters with the span head
+    "tiny": Config(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                   embedding_size=32, intra_bottleneck_size=32),
+}
+
+
+def norm(config: Config, epsilon: float, dtype: Dtype, param_dtype: Dtype, name: str) -> nn.Module:
+    if config.normalization_type == "layer_norm":
+        return LayerNorm(epsilon, dtype, param_dtype, name=name)
+    return NoNorm(dtype, param_dtype, name=name)
+
+
+def _normal_with_zero_row(std: float, row: int):
+    def init(key, shape, dtype):
+        return nn.initializers.normal(std)(key, shape, dtype).at[row].set(0)
+
+    return nn.with_logical_partitioning(init, ("vocab", "embed"))
+
+
+class Embeddings(nn.Module):
+    config: Config
+    dtype: Dtype
+    param_dtype: Dtype
+
+    @nn.compact
+    def __call__(self, input_ids, token_type_ids, deterministic: bool):
+        cfg, std = self.config, self.config.initializer_range
+        args = dict(std=std, dtype=self.dtype, param_dtype=self.param_dtype)
+        x = nn.Embed(
+            cfg.vocab_size, cfg.embedding_size, dtype=self.dtype, param_dtype=self.param_dtype,
+            embedding_init=_normal_with_zero_row(std, cfg.pad_token_id), name="word_embeddings",
+        )(input_ids)  # (B, T, E)
+        if cfg.trigram_input:
+            # A kernel-size-3 convolution over positions, folded into the Linear
+            # below: each position sees [next, itself, previous], zeros past the ends
+            # (the last real token of a padded row sees the pad token's embedding).
+            after = jnp.pad(x[:, 1:], ((0, 0), (0, 1), (0, 0)))
+            before = jnp.pad(x[:, :-1], ((0, 0), (1, 0), (0, 0)))
+            x = jnp.concatenate([after, x, before], axis=-1)  # (B, T, 3E)
+        if cfg.transforms_embeddings:
+            x = dense(cfg.hidden_size, ("kernel_in", "embed"), name="embedding_transformation", **args)(x)  # (B, T, D)
+        positions = jnp.arange(input_ids.shape[1])[None, :]
+        x = (
+            x
+            + embed(cfg.max_position_embeddings, cfg.hidden_size, ("position", "embed"), name="position_embeddings", **args)(positions)
+            + embed(cfg.type_vocab_size, cfg.hidden_size, ("type", "embed"), name="token_type_embeddings", **args)(token_type_ids)
+        )
+        x = norm(cfg, DEFAULT_LAYER_NORM_EPS, self.dtype, self.param_dtype, name="LayerNorm")(x)
+        return nn.Dropout(cfg.hidden_dropout_prob)(x, deterministic=deterministic)
+
+
+class Layer(nn.Module):
+    """One MobileBERT block on the wide stream (B, T, D); inside it runs at width K = true_hidden_size."""
+
+    config: Config
+    dtype: Dtype
+    param_dtype: Dtype
+
+    @nn.compact
+    def __call__(self, x, attention_mask, deterministic: bool):
+        cfg = self.config
+        args = dict(std=cfg.initializer_range, dtype=self.dtype, param_dtype=self.param_dtype)
+        k = cfg.true_hidden_size
+        dropout = nn.Dropout(cfg.hidden_dropout_prob)
+
+        def add_norm(y, residual, name, epsilon=cfg.layer_norm_eps):
+            return norm(cfg, epsilon, self.dtype, self.param_dtype, name=name)(y + residual)
+
+        def bottleneck(name):  # (B, T, D) -> (B, T, K)
+            y = dense(k, ("embed", "bottleneck"), name=name, **args)(x)
+            return norm(cfg, cfg.layer_norm_eps, self.dtype, self.param_dtype, name=f"{name}_LayerNorm")(y)
+
+        # Query/key input, value input, and the residual of the attention output.
+        if not cfg.use_bottleneck:
+            query_key = value = residual = x
+        else:
+            residual = bottleneck("bottleneck_input")
+            if cfg.use_bottleneck_attention:
+                query_key = value = residual
+            elif cfg.key_query_shared_bottleneck:
+                query_key, value = bottleneck("bottleneck_attention"), x
+            else:
+                query_key = value = x  # K == D here (checked by Config)
+
+        def heads(inputs, axis, name):  # (B, T, K or D) -> (B, T, N, H)
+            y = dense(k, (axis, "heads"), name=name, **args)(inputs)
+            return y.reshape(*y.shape[:2], cfg.num_attention_heads, cfg.head_dim)
+
+        context = attend(
+            heads(query_key, "bottleneck", "query"),
+            heads(query_key, "bottleneck", "key"),
+            heads(value, "bottleneck" if cfg.use_bottleneck_attention else "embed", "value"),
+            attention_mask, nn.Dropout(cfg.attention_probs_dropout_prob), deterministic,
+        )  # (B, T, K)
+        y = dense(k, ("heads", "bottleneck"), name="attention_output", **args)(context)
+        if not cfg.use_bottleneck:  # with bottlenecks the reference drops out only after the output bottleneck
+            y = dropout(y, deterministic=deterministic)
+        h = add_norm(y, residual, "attention_LayerNorm")  # (B, T, K)
+
+        def feed_forward(h, prefix):  # (B, T, K) -> (B, T, K), before the residual
+            y = dense(cfg.intermediate_size, ("bottleneck", "mlp"), name=f"{prefix}intermediate", **args)(h)
+            y = ACTIVATIONS[cfg.hidden_act](y)
+            return dense(k, ("mlp", "bottleneck"), name=f"{prefix}output", **args)(y)
+
+        for j in range(cfg.num_feedforward_networks - 1):
+            h = add_norm(feed_forward(h, f"ffn_{j}_"), h, f"ffn_{j}_LayerNorm")
+        y = feed_forward(h, "")
+        if not cfg.use_bottleneck:
+            y = dropout(y, deterministic=deterministic)
+        h = add_norm(y, h, "output_LayerNorm", DEFAULT_LAYER_NORM_EPS)
+        if not cfg.use_bottleneck:
+            return h  # K == D
+        y = dense(cfg.hidden_size, ("bottleneck", "embed"), name="output_bottleneck", **args)(h)  # (B, T, D)
+        return add_norm(dropout(y, deterministic=deterministic), x, "output_bottleneck_LayerNorm")
+
+
+class Model(nn.Module):
+    """MobileBERT encoder and span head: token ids (B, T) -> start, end logits (B, T)."""
+
+    config: Config
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    def setup(self):
+        cfg = self.config
+        self.embeddings = Embeddings(cfg, self.dtype, self.param_dtype)
+        self.layers = [Layer(cfg, self.dtype, self.param_dtype, name=f"layer_{i}") for i in range(cfg.num_hidden_layers)]
+        self.qa_outputs = span_head(cfg.initializer_range, self.param_dtype)
+
+    def encode(self, input_ids, attention_mask, token_type_ids, deterministic: bool = True):
+        """The last hidden states, (B, T, D)."""
+        x = self.embeddings(input_ids, token_type_ids, deterministic)
+        for layer in self.layers:
+            x = layer(x, attention_mask, deterministic)
+        return x
+
+    def __call__(self, input_ids, attention_mask, token_type_ids, deterministic: bool = True):
+        return span_logits(self.qa_outputs, self.encode(input_ids, attention_mask, token_type_ids, deterministic))
+
+
+def hf_names(config: Config) -> dict[str, str]:
+    """jaxqa module path -> Hugging Face module name (without `HF_PREFIX`)."""
+    names = {
+        "embeddings/word_embeddings": "embeddings.word_embeddings",
+        "embeddings/position_embeddings": "embeddings.position_embeddings",
+        "embeddings/token_type_embeddings": "embeddings.token_type_embeddings",
+        "embeddings/LayerNorm": "embeddings.LayerNorm",
+    }
+    if config.transforms_embeddings:
+        names["embeddings/embedding_transformation"] = "embeddings.embedding_transformation"
+    for i in range(config.num_hidden_layers):
+        hf, ours = f"encoder.layer.{i}", f"layer_{i}"
+        names |= {
+            f"{ours}/query": f"{hf}.attention.self.query",
+            f"{ours}/key": f"{hf}.attention.self.key",
+            f"{ours}/value": f"{hf}.attention.self.value",
+            f"{ours}/attention_output": f"{hf}.attention.output.dense",
+            f"{ours}/attention_LayerNorm": f"{hf}.attention.output.LayerNorm",
+            f"{ours}/intermediate": f"{hf}.intermediate.dense",
+            f"{ours}/output": f"{hf}.output.dense",
+            f"{ours}/output_LayerNorm": f"{hf}.output.LayerNorm",
+        }
+        for j in range(config.num_feedforward_networks - 1):
+            names |= {
+                f"{ours}/ffn_{j}_intermediate": f"{hf}.ffn.{j}.intermediate.dense",
+                f"{ours}/ffn_{j}_output": f"{hf}.ffn.{j}.output.dense",
+                f"{ours}/ffn_{j}_LayerNorm": f"{hf}.ffn.{j}.output.LayerNorm",
+            }
+        if config.use_bottleneck:
+            names |= {
+                f"{ours}/bottleneck_input": f"{hf}.bottleneck.input.dense",
+                f"{ours}/bottleneck_input_LayerNorm": f"{hf}.bottleneck.input.LayerNorm",
+                f"{ours}/output_bottleneck": f"{hf}.output.bottleneck.dense",
+                f"{ours}/output_bottleneck_LayerNorm": f"{hf}.output.bottleneck.LayerNorm",
+            }
+        if config.shares_query_key_bottleneck:
+            names |= {
+                f"{ours}/bottleneck_attention": f"{hf}.bottleneck.attention.dense",
+                f"{ours}/bottleneck_attention_LayerNorm": f"{hf}.bottleneck.attention.LayerNorm",
+            }
+    return names
+
+
+def hf_export_extras(config: Config) -> dict[str, np.ndarray]:
+    """Weights the reference builds but never runs, for some configs.
+
+    `embedding_transformation` exists even when plain, full-width embeddings
+    skip it; `bottleneck.attention` exists whenever `key_query_shared_bottleneck`
+    is set, even when `use_bottleneck_attention` takes over query and key.
+    Initialised as the reference initialises them, from a fixed seed so that
+    exports are reproducible.
+    """
+    rng = np.random.default_rng(0)
+    d, k = config.hidden_size, config.intra_bottleneck_size
+    extras = {}
+    if not config.transforms_embeddings:
+        name = f"{HF_PREFIX}embeddings.embedding_transformation"
+        extras[f"{name}.weight"] = (rng.standard_normal((d, config.embedding_size)) * config.initializer_range).astype(np.float32)
+        extras[f"{name}.bias"] = np.zeros((d,), np.float32)
+    if config.use_bottleneck and config.use_bottleneck_attention and config.key_query_shared_bottleneck:
+        for i in range(config.num_hidden_layers):
+            name = f"{HF_PREFIX}encoder.layer.{i}.bottleneck.attention"
+            extras[f"{name}.dense.weight"] = (rng.standard_normal((k, d)) * config.initializer_range).astype(np.float32)
+            extras[f"{name}.dense.bias"] = np.zeros((k,), np.float32)
+            extras[f"{name}.LayerNorm.weight"] = np.ones((k,), np.float32)
+            extras[f"{name}.LayerNorm.bias"] = np.zeros((k,), np.float32)
+    return extras

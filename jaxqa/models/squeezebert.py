@@ -1,0 +1,232 @@
+"""SqueezeBERT with a SQuAD span head.
+
+SqueezeBERT is BERT with its position-wise layers replaced by grouped,
+kernel-size-1 convolutions. A kernel-size-1 convolution is a matrix product per
+position, so here each is a grouped matrix product on the (B, T, D) layout,
+which XLA lowers to dot products rather than convolutions.
+
+Exports what every encoder module does: `Config` (with `SIZES`), `Model`,
+`MODEL_TYPE`, `ARCHITECTURE`, `HF_PREFIX`, `HF_DROPPED`, `hf_names` and
+`hf_export_extras`.
+"""
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+
+from jaxqa.models import hf_config
+from jaxqa.models.layers import ACTIVATIONS, ConfigError, Dtype, LayerNorm, attend, check_activation, embed, normal, span_head, span_logits, zeros
+
+MODEL_TYPE = "squeezebert"
+ARCHITECTURE = "SqueezeBertForQuestionAnswering"
+HF_PREFIX = "transformer."  # encoder tensors in a Hugging Face checkpoint; the span head is top-level
+HF_DROPPED = ("pooler.", "cls.", "embeddings.position_ids")
+
+# The encoder LayerNorms of the reference keep their constructor's default
+# epsilon; `layer_norm_eps` reaches only the embeddings LayerNorm.
+ENCODER_LAYER_NORM_EPS = 1e-12
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-12
+    embedding_size: int = 768
+    q_groups: int = 4
+    k_groups: int = 4
+    v_groups: int = 4
+    post_attention_groups: int = 1
+    intermediate_groups: int = 4
+    output_groups: int = 4
+
+    def __post_init__(self):
+        check_activation(self.hidden_act)
+        if self.hidden_size % self.num_attention_heads:
+            raise ConfigError(
+                f"hidden_size={self.hidden_size} is not a multiple of num_attention_heads={self.num_attention_heads}"
+            )
+        if self.embedding_size != self.hidden_size:
+            # The reference asserts this too: it has no projection between the two widths.
+            raise ConfigError(f"embedding_size={self.embedding_size} must equal hidden_size={self.hidden_size}")
+        d, m = self.hidden_size, self.intermediate_size
+        for field, widths in (
+            ("q_groups", (d, d)),
+            ("k_groups", (d, d)),
+            ("v_groups", (d, d)),
+            ("post_attention_groups", (d, d)),
+            ("intermediate_groups", (d, m)),
+            ("output_groups", (m, d)),
+        ):
+            groups = getattr(self, field)
+            if groups < 1 or any(width % groups for width in widths):
+                raise ConfigError(f"{field}={groups} does not divide the layer's widths {widths}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @classmethod
+    def from_hf(cls, hf: dict[str, Any]) -> "Config":
+        return hf_config.from_hf(cls, hf)
+
+    def to_hf(self) -> dict[str, Any]:
+        return hf_config.to_hf(self, MODEL_TYPE, ARCHITECTURE)
+
+
+SIZES = {
+    "base": Config(),  # squeezebert-uncased: 50.5M parameters with the span head (51.1M with the pooler)
+    "tiny": Config(hidden_size=64, embedding_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128),
+}
+
+
+class GroupedDense(nn.Module):
+    """A kernel-size-1 Conv1d with `groups` groups, on (B, T, in) -> (B, T, features).
+
+    Group g maps input channels [g*I, (g+1)*I) to output channels [g*O, (g+1)*O),
+    as PyTorch's grouped Conv1d does; kernel (G, I, O), bias (features,).
+    """
+
+    features: int
+    groups: int
+    out_axis: str  # logical name of the output channels
+    std: float
+    dtype: Dtype
+    param_dtype: Dtype
+
+    @nn.compact
+    def __call__(self, x):
+        g = self.groups
+        kernel = self.param(
+            "kernel",
+            normal(self.std, ("groups", "kernel_in", self.out_axis)),
+            (g, x.shape[-1] // g, self.features // g),
+            self.param_dtype,
+        )
+        bias = self.param("bias", zeros((self.out_axis,)), (self.features,), self.param_dtype)
+        x = x.astype(self.dtype).reshape(*x.shape[:-1], g, -1)  # (B, T, G, I)
+        y = jnp.einsum("BTGI,GIO->BTGO", x, kernel.astype(self.dtype))
+        return y.reshape(*y.shape[:2], self.features) + bias.astype(self.dtype)  # (B, T, G * O)
+
+
+class Embeddings(nn.Module):
+    config: Config
+    dtype: Dtype
+    param_dtype: Dtype
+
+    @nn.compact
+    def __call__(self, input_ids, token_type_ids, deterministic: bool):
+        cfg, std = self.config, self.config.initializer_range
+        args = dict(std=std, dtype=self.dtype, param_dtype=self.param_dtype)
+        positions = jnp.arange(input_ids.shape[1])[None, :]
+        x = (
+            embed(cfg.vocab_size, cfg.embedding_size, ("vocab", "embed"), name="word_embeddings", **args)(input_ids)
+            + embed(cfg.max_position_embeddings, cfg.embedding_size, ("position", "embed"), name="position_embeddings", **args)(positions)
+            + embed(cfg.type_vocab_size, cfg.embedding_size, ("type", "embed"), name="token_type_embeddings", **args)(token_type_ids)
+        )  # (B, T, D)
+        x = LayerNorm(cfg.layer_norm_eps, self.dtype, self.param_dtype, name="LayerNorm")(x)
+        return nn.Dropout(cfg.hidden_dropout_prob)(x, deterministic=deterministic)
+
+
+class Layer(nn.Module):
+    config: Config
+    dtype: Dtype
+    param_dtype: Dtype
+
+    @nn.compact
+    def __call__(self, x, attention_mask, deterministic: bool):
+        cfg = self.config
+        args = dict(std=cfg.initializer_range, dtype=self.dtype, param_dtype=self.param_dtype)
+        dropout = nn.Dropout(cfg.hidden_dropout_prob)
+
+        def heads(name, groups):  # (B, T, D) -> (B, T, N, H)
+            y = GroupedDense(cfg.hidden_size, groups, "heads", name=name, **args)(x)
+            return y.reshape(*y.shape[:2], cfg.num_attention_heads, cfg.head_dim)
+
+        context = attend(
+            heads("query", cfg.q_groups), heads("key", cfg.k_groups), heads("value", cfg.v_groups), attention_mask,
+            nn.Dropout(cfg.attention_probs_dropout_prob), deterministic,
+        )  # (B, T, N * H)
+        y = GroupedDense(cfg.hidden_size, cfg.post_attention_groups, "embed", name="post_attention", **args)(context)
+        x = LayerNorm(ENCODER_LAYER_NORM_EPS, self.dtype, self.param_dtype, name="post_attention_layernorm")(
+            dropout(y, deterministic=deterministic) + x
+        )
+        y = GroupedDense(cfg.intermediate_size, cfg.intermediate_groups, "mlp", name="intermediate", **args)(x)
+        y = ACTIVATIONS[cfg.hidden_act](y)
+        y = GroupedDense(cfg.hidden_size, cfg.output_groups, "embed", name="output", **args)(y)
+        return LayerNorm(ENCODER_LAYER_NORM_EPS, self.dtype, self.param_dtype, name="output_layernorm")(
+            dropout(y, deterministic=deterministic) + x
+        )
+
+
+class Model(nn.Module):
+    """SqueezeBERT encoder and span head: token ids (B, T) -> start, end logits (B, T)."""
+
+    config: Config
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    def setup(self):
+        cfg = self.config
+        self.embeddings = Embeddings(cfg, self.dtype, self.param_dtype)
+        self.layers = [Layer(cfg, self.dtype, self.param_dtype, name=f"layer_{i}") for i in range(cfg.num_hidden_layers)]
+        self.qa_outputs = span_head(cfg.initializer_range, self.param_dtype)
+
+    def encode(self, input_ids, attention_mask, token_type_ids, deterministic: bool = True):
+        """The last hidden states, (B, T, D)."""
+        x = self.embeddings(input_ids, token_type_ids, deterministic)
+        for layer in self.layers:
+            x = layer(x, attention_mask, deterministic)
+        return x
+
+    def __call__(self, input_ids, attention_mask, token_type_ids, deterministic: bool = True):
+        return span_logits(self.qa_outputs, self.encode(input_ids, attention_mask, token_type_ids, deterministic))
+
+
+def hf_names(config: Config) -> dict[str, str]:
+    """jaxqa module path -> Hugging Face module name (without `HF_PREFIX`)."""
+    names = {
+        "embeddings/word_embeddings": "embeddings.word_embeddings",
+        "embeddings/position_embeddings": "embeddings.position_embeddings",
+        "embeddings/token_type_embeddings": "embeddings.token_type_embeddings",
+        "embeddings/LayerNorm": "embeddings.LayerNorm",
+    }
+    for i in range(config.num_hidden_layers):
+        hf = f"encoder.layers.{i}"
+        names |= {
+            f"layer_{i}/query": f"{hf}.attention.query",
+            f"layer_{i}/key": f"{hf}.attention.key",
+            f"layer_{i}/value": f"{hf}.attention.value",
+            f"layer_{i}/post_attention": f"{hf}.post_attention.conv1d",
+            f"layer_{i}/post_attention_layernorm": f"{hf}.post_attention.layernorm",
+            f"layer_{i}/intermediate": f"{hf}.intermediate.conv1d",
+            f"layer_{i}/output": f"{hf}.output.conv1d",
+            f"layer_{i}/output_layernorm": f"{hf}.output.layernorm",
+        }
+    return names
+
+
+def hf_export_extras(config: Config) -> dict[str, np.ndarray]:
+    """The pooler that `SqueezeBertForQuestionAnswering` owns but never uses for spans.
+
+    Initialised as the reference initialises it, from a fixed seed so that
+    exports are reproducible.
+    """
+    d = config.hidden_size
+    rng = np.random.default_rng(0)
+    return {
+        f"{HF_PREFIX}pooler.dense.weight": (rng.standard_normal((d, d)) * config.initializer_range).astype(np.float32),
+        f"{HF_PREFIX}pooler.dense.bias": np.zeros((d,), np.float32),
+    }

@@ -1,0 +1,152 @@
+"""SQuAD v1.1 and v2.0 questions, from the official JSON files or the `datasets` hub.
+
+Both sources give the same `Example` objects. `SquadData.articles` keeps the data in
+the official `data` layout, which is what the official metric (`jaxqa.metrics`) takes.
+"""
+
+import dataclasses
+import json
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+class SquadFormatError(ValueError):
+    """The data does not follow the SQuAD format; the message names the article and question."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+    """One question about one paragraph.
+
+    `answer_starts[i]` is the character offset of `answer_texts[i]` in `context`.
+    An unanswerable SQuAD 2.0 question has `is_impossible` set and no answers.
+    """
+
+    id: str
+    title: str
+    question: str
+    context: str
+    answer_texts: tuple[str, ...]
+    answer_starts: tuple[int, ...]
+    is_impossible: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class SquadData:
+    examples: list[Example]
+    articles: list[dict]  # the official `data` list, for the metric
+    # One entry per gold answer whose text is not found at its `answer_start`:
+    # such answers are kept (labels are placed by offset, as the reference
+    # systems do) but counted, because the label may then be off.
+    mismatched_answer_ids: tuple[str, ...]
+
+
+def read_squad(path: str | Path) -> SquadData:
+    """Reads an official SQuAD v1.1 or v2.0 JSON file."""
+    with open(path, encoding="utf-8") as f:
+        articles = json.load(f)["data"]
+    return _from_articles(articles, source=str(path))
+
+
+def read_hub(name: str, split: str) -> SquadData:
+    """Reads `squad` or `squad_v2` from the Hugging Face hub (needs network the first time)."""
+    import datasets  # imported here: loading it is slow and only this path needs it
+
+    rows = datasets.load_dataset(name, split=split)
+    examples = [example_from_row(row) for row in rows]
+    return SquadData(examples, articles_from_examples(examples), _mismatches(examples, source=f"{name}[{split}]"))
+
+
+def example_from_row(row: Mapping) -> Example:
+    """Converts a `datasets` row of `squad` / `squad_v2` into an Example.
+
+    The hub marks an unanswerable question only by an empty answer list.
+    """
+    answers = row["answers"]
+    return Example(
+        id=row["id"],
+        title=row["title"],
+        question=row["question"],
+        context=row["context"],
+        answer_texts=tuple(answers["text"]),
+        answer_starts=tuple(int(s) for s in answers["answer_start"]),
+        is_impossible=len(answers["text"]) == 0,
+    )
+
+
+def articles_from_examples(examples: Iterable[Example]) -> list[dict]:
+    """Rebuilds the official `data` layout (articles > paragraphs > qas) from examples."""
+    articles: dict[str, dict[str, list]] = {}
+    for ex in examples:
+        paragraphs = articles.setdefault(ex.title, {})
+        qa = {
+            "id": ex.id,
+            "question": ex.question,
+            "answers": [{"text": t, "answer_start": s} for t, s in zip(ex.answer_texts, ex.answer_starts)],
+            "is_impossible": ex.is_impossible,
+        }
+        paragraphs.setdefault(ex.context, []).append(qa)
+    return [
+        {"title": title, "paragraphs": [{"context": c, "qas": qas} for c, qas in paragraphs.items()]}
+        for title, paragraphs in articles.items()
+    ]
+
+
+def _from_articles(articles: Sequence[dict], source: str) -> SquadData:
+    examples = []
+    seen_ids = set()
+    for article_number, article in enumerate(articles):
+        title = article.get("title", f"<article {article_number}>")
+        if "paragraphs" not in article:
+            raise SquadFormatError(f"{source}: article {title!r}: no 'paragraphs'")
+        for paragraph_number, paragraph in enumerate(article["paragraphs"]):
+            where = f"{source}: article {title!r}, paragraph {paragraph_number}"
+            for key in ("context", "qas"):
+                if key not in paragraph:
+                    raise SquadFormatError(f"{where}: no {key!r}")
+            context = paragraph["context"]
+            if not context.strip():
+                raise SquadFormatError(f"{where}: empty context")
+            for question_number, qa in enumerate(paragraph["qas"]):
+                example = _example(qa, title, context, f"{where}, question {question_number}")
+                # Predictions and the metric are keyed by id.
+                if example.id in seen_ids:
+                    raise SquadFormatError(f"{where}, question {question_number}: id {example.id} is used twice")
+                seen_ids.add(example.id)
+                examples.append(example)
+    return SquadData(examples, list(articles), _mismatches(examples, source))
+
+
+def _example(qa: dict, title: str, context: str, where: str) -> Example:
+    if not qa.get("id"):
+        raise SquadFormatError(f"{where}: question has no id")
+    where = f"{where} (id {qa['id']})"
+    if "question" not in qa:
+        raise SquadFormatError(f"{where}: no 'question'")
+    is_impossible = bool(qa.get("is_impossible", False))
+    # SQuAD 2.0 lists no answers for an impossible question (its guesses are
+    # under `plausible_answers`), so an empty list is only an error otherwise.
+    answers = [] if is_impossible else qa.get("answers", [])
+    if not is_impossible and not answers:
+        raise SquadFormatError(f"{where}: no answers and not marked is_impossible")
+    try:
+        texts = tuple(a["text"] for a in answers)
+        starts = tuple(int(a["answer_start"]) for a in answers)
+    except (KeyError, TypeError, ValueError) as e:
+        raise SquadFormatError(f"{where}: malformed answer ({e!r})") from None
+    return Example(qa["id"], title, qa["question"], context, texts, starts, is_impossible)
+
+
+def _mismatches(examples: Iterable[Example], source: str) -> tuple[str, ...]:
+    ids = tuple(
+        ex.id
+        for ex in examples
+        for text, start in zip(ex.answer_texts, ex.answer_starts)
+        if start < 0 or ex.context[start : start + len(text)] != text
+    )
+    if ids:
+        log.warning("%s: %d answers are not at their answer_start (first ids: %s)", source, len(ids), ", ".join(ids[:5]))
+    return ids

