@@ -304,6 +304,7 @@ def _save_atomically(path: Path, features: TrainFeatures | EvalFeatures) -> None
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **vars(features))
+        os.chmod(temporary, 0o644)  # mkstemp makes it owner-only; others may share the cache
         os.replace(temporary, path)
     except BaseException:
         os.unlink(temporary)

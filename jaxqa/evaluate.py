@@ -1,0 +1,127 @@
+"""Evaluates a jaxqa checkpoint on SQuAD with the official metric.
+
+    python -m jaxqa.evaluate --checkpoint DIR --data dev-v2.0.json [--out-dir OUT]
+
+Writes `predictions.json` (and, for SQuAD 2.0, `null_odds.json`) in the official
+formats and prints the metrics. Logits become answers batch by batch, so the
+whole set's logits are never held at once.
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+from jaxqa import metrics, sharding
+from jaxqa.features import EvalFeatures, FeatureSettings, load_eval_features
+from jaxqa.postprocess import AnswerCollector, Predictions
+from jaxqa.squad import read_squad
+
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def stream_logits(model, params, features: EvalFeatures, mesh, batch_size: int, show_progress: bool = False):
+    """Yields (start, end) logits, numpy (b, L), batch by batch in feature order.
+
+    The last batch is padded to `batch_size` so that one compiled program serves all.
+    """
+    in_sh = sharding.batch_sharding(mesh, 2)
+    forward = jax.jit(lambda p, *batch: model.apply({"params": p}, *batch),
+                      in_shardings=(None, in_sh, in_sh, in_sh), out_shardings=sharding.replicated(mesh))
+    total = len(features.input_ids)
+    with tqdm(total=total, unit="feature", disable=not show_progress, dynamic_ncols=True) as progress:
+        for begin in range(0, total, batch_size):
+            rows = slice(begin, min(begin + batch_size, total))
+            count = rows.stop - rows.start
+            batch = [np.pad(getattr(features, key)[rows], ((0, batch_size - count), (0, 0))) for key in INPUTS]
+            start, end = jax.device_get(forward(params, *batch))
+            progress.update(count)
+            yield start[:count], end[:count]
+
+
+def predict(model, params, examples, features, mesh, batch_size: int, with_negatives: bool,
+            null_score_diff_threshold: float, show_progress: bool = False, keep_nbest: bool = False) -> Predictions:
+    collector = AnswerCollector(examples, features, version_2_with_negative=with_negatives,
+                                null_score_diff_threshold=null_score_diff_threshold, keep_nbest=keep_nbest)
+    for start, end in stream_logits(model, params, features, mesh, batch_size, show_progress):
+        collector.add(start, end)
+    return collector.finish()
+
+
+def score(articles, predictions: Predictions, with_negatives: bool) -> dict:
+    """The official metric; for SQuAD 2.0 with the null odds as no-answer probabilities."""
+    return metrics.evaluate(articles, predictions.answers, na_probs=predictions.null_odds if with_negatives else None)
+
+
+def evaluate_model(model, params, eval_set, mesh, batch_size: int, null_score_diff_threshold: float, say) -> dict:
+    """The official metrics of `params` on an `jaxqa.data.EvalSet` (used during training)."""
+    started = time.perf_counter()
+    predictions = predict(model, params, eval_set.data.examples, eval_set.features, mesh, batch_size,
+                          eval_set.with_negatives, null_score_diff_threshold)
+    result = dict(score(eval_set.data.articles, predictions, eval_set.with_negatives))
+    result["eval_seconds"] = round(time.perf_counter() - started, 1)
+    say(f"eval: exact {result['exact']:.2f} f1 {result['f1']:.2f} ({result['total']} questions, {result['eval_seconds']}s)")
+    return result
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m jaxqa.evaluate", description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", required=True, help="jaxqa checkpoint folder (or a Hugging Face folder)")
+    p.add_argument("--data", required=True, help="official SQuAD 1.1 or 2.0 JSON file")
+    p.add_argument("--out-dir", default=".", help="where predictions.json and null_odds.json go")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--max-seq-length", type=int, default=384)
+    p.add_argument("--doc-stride", type=int, default=128)
+    p.add_argument("--max-query-length", type=int, default=64)
+    p.add_argument("--null-score-diff-threshold", default="0.0",
+                   help="SQuAD 2.0: answer '' when null odds exceed it; 'best' applies the threshold tuned on --data")
+    args = p.parse_args(argv)
+    from jaxqa import pretrained
+
+    try:
+        threshold = None if args.null_score_diff_threshold == "best" else float(args.null_score_diff_threshold)
+    except ValueError:
+        p.error(f"--null-score-diff-threshold {args.null_score_diff_threshold!r}: a number or 'best'")
+    try:
+        model = pretrained.load_pretrained(args.checkpoint)
+        data = read_squad(args.data)
+    except (pretrained.ConversionError, OSError, ValueError) as err:
+        print(f"jaxqa.evaluate: error: {err}", file=sys.stderr)
+        return 2
+    settings = FeatureSettings(args.max_seq_length, args.doc_stride, args.max_query_length)
+    features = load_eval_features(args.data, model.folder, settings)
+    mesh = sharding.make_mesh(sharding.parse_mesh(None, jax.device_count()))
+    batch_size = -(-args.batch_size // jax.device_count()) * jax.device_count()
+    with_negatives = any(example.is_impossible for example in data.examples)
+    started = time.perf_counter()
+    tune = threshold is None and with_negatives
+    predictions = predict(model.module, model.params, data.examples, features, mesh, batch_size, with_negatives,
+                          threshold or 0.0, show_progress=True, keep_nbest=tune)
+    seconds = time.perf_counter() - started
+    result = score(data.articles, predictions, with_negatives)
+    if tune:  # answer again with the threshold that maximises F1 on this data
+        threshold = result["best_f1_thresh"]
+        answers = {qid: "" if odds > threshold or not predictions.nbest[qid] else predictions.nbest[qid][0].text
+                   for qid, odds in predictions.null_odds.items()}
+        predictions = Predictions(answers, predictions.null_odds, {})
+        result = score(data.articles, predictions, with_negatives)
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "predictions.json").write_text(json.dumps(predictions.answers, indent=2, ensure_ascii=False))
+    if with_negatives:
+        (out / "null_odds.json").write_text(json.dumps(predictions.null_odds, indent=2))
+    print(json.dumps(result, indent=2))
+    print(f"{len(features.input_ids)} features of {len(data.examples)} questions in {seconds:.1f}s: "
+          f"{len(features.input_ids) / seconds:.1f} features/s on {jax.device_count()} {jax.devices()[0].platform} device(s)"
+          + (f"; null_score_diff_threshold {threshold}" if with_negatives else ""), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
