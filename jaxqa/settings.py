@@ -39,7 +39,7 @@ class Settings:
     batch_size: int = 32  # sequences per optimizer step, over all devices and micro-batches
     grad_accum: int = 1  # micro-batches per step
     eval_batch_size: int = 64
-    precision: str = "bf16"  # bf16 (float32 master weights) or fp32
+    precision: str = "auto"  # bf16 (float32 master weights), fp32, or auto: bf16 on accelerators, fp32 on CPUs
     mesh: str = ""  # e.g. data=4,model=2; default: every device on data
     fsdp: bool = False  # also shard weights over the data axis
     seed: int = 0

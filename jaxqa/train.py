@@ -6,7 +6,6 @@ Sharded with one `jax.jit` over a (data, model) device mesh; resumable from the
 run folder after any interruption; evaluated with the official metric.
 """
 
-import dataclasses
 import json
 import math
 import signal
@@ -17,7 +16,6 @@ from pathlib import Path
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import struct
 from tqdm import tqdm
@@ -134,15 +132,17 @@ def train(s: Settings) -> int:
         raise TrainingError(f"--batch-size {s.batch_size}: a micro-batch of {micro} does not split over {jax.process_count()} processes")
     if s.eval_batch_size % mesh_sizes[sharding.DATA]:
         raise TrainingError(f"--eval-batch-size {s.eval_batch_size} is not divisible by the data axis ({mesh_sizes[sharding.DATA]})")
-    if s.precision not in ("bf16", "fp32"):
-        raise TrainingError(f"--precision {s.precision!r}: choose bf16 or fp32")
+    if s.precision not in ("bf16", "fp32", "auto"):
+        raise TrainingError(f"--precision {s.precision!r}: choose bf16, fp32 or auto")
     mesh = sharding.make_mesh(mesh_sizes)
     run_dir = Path(s.run_dir.format(model=s.model))
 
     # ---------------------------------------------------------------- model and data
     start_params, config, tokenizer_dir = initial_model(s, say)
     fam = models.family(s.model)
-    dtype = jnp.bfloat16 if s.precision == "bf16" else jnp.float32
+    # CPUs have no fast bfloat16 matrix units; accelerators do.
+    bf16 = s.precision == "bf16" or (s.precision == "auto" and jax.devices()[0].platform != "cpu")
+    dtype = jnp.bfloat16 if bf16 else jnp.float32
     model = fam.Model(config, dtype=dtype, param_dtype=jnp.float32)
     train_set = data.train_features(s, tokenizer_dir, say)
     eval_set = data.eval_set(s, tokenizer_dir, say) if s.eval_file else None

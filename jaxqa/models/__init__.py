@@ -33,7 +33,7 @@ def _example_batch():
 
 def init_params(model: nn.Module, rng: jax.Array):
     """Freshly initialised parameters, boxed with their logical axis names."""
-    return model.init(rng, *_example_batch())["params"]
+    return jax.jit(model.init)(rng, *_example_batch())["params"]
 
 
 def abstract_params(model: nn.Module):

@@ -11,7 +11,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxqa.models import hf_config
-from jaxqa.models.layers import ACTIVATIONS, ConfigError, LayerNorm, Dtype, attend, check_activation, dense, embed, span_head, span_logits
+from jaxqa.models.layers import ACTIVATIONS, ConfigError, Dtype, Embeddings, LayerNorm, attend, check_activation, dense, span_head, span_logits
 
 MODEL_TYPE = "bert"
 ARCHITECTURE = "BertForQuestionAnswering"
@@ -75,25 +75,6 @@ SIZES = {
 }
 
 
-class Embeddings(nn.Module):
-    config: Config
-    dtype: Dtype
-    param_dtype: Dtype
-
-    @nn.compact
-    def __call__(self, input_ids, token_type_ids, deterministic: bool):
-        cfg, std = self.config, self.config.initializer_range
-        args = dict(std=std, dtype=self.dtype, param_dtype=self.param_dtype)
-        positions = jnp.arange(input_ids.shape[1])[None, :]
-        x = (
-            embed(cfg.vocab_size, cfg.hidden_size, ("vocab", "embed"), name="word_embeddings", **args)(input_ids)
-            + embed(cfg.max_position_embeddings, cfg.hidden_size, ("position", "embed"), name="position_embeddings", **args)(positions)
-            + embed(cfg.type_vocab_size, cfg.hidden_size, ("type", "embed"), name="token_type_embeddings", **args)(token_type_ids)
-        )  # (B, T, D)
-        x = LayerNorm(cfg.layer_norm_eps, self.dtype, self.param_dtype, name="LayerNorm")(x)
-        return nn.Dropout(cfg.hidden_dropout_prob)(x, deterministic=deterministic)
-
-
 class Layer(nn.Module):
     config: Config
     num_heads: int
@@ -136,7 +117,7 @@ class Model(nn.Module):
 
     def setup(self):
         cfg = self.config
-        self.embeddings = Embeddings(cfg, self.dtype, self.param_dtype)
+        self.embeddings = Embeddings(cfg, cfg.hidden_size, self.dtype, self.param_dtype)
         self.layers = [
             Layer(cfg, cfg.heads(i), self.dtype, self.param_dtype, name=f"layer_{i}")
             for i in range(cfg.num_hidden_layers)

@@ -11,7 +11,7 @@ logits run in float32 whatever the compute dtype.
 
 import functools
 import math
-from typing import Callable
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -121,6 +121,34 @@ class NoNorm(nn.Module):
         bias = self.param("bias", zeros(("embed",)), (features,), self.param_dtype)
         y = x.astype(jnp.float32) * weight.astype(jnp.float32) + bias.astype(jnp.float32)
         return y.astype(self.dtype)
+
+
+class Embeddings(nn.Module):
+    """Word + position + token-type embeddings, LayerNorm and dropout, as BERT and
+    SqueezeBERT have them: ids (B, T) -> (B, T, features).
+
+    `config` is read by its Hugging Face field names (`vocab_size`,
+    `max_position_embeddings`, `type_vocab_size`, `layer_norm_eps`,
+    `hidden_dropout_prob`, `initializer_range`), which both families share.
+    """
+
+    config: Any
+    features: int
+    dtype: Dtype
+    param_dtype: Dtype
+
+    @nn.compact
+    def __call__(self, input_ids, token_type_ids, deterministic: bool):
+        cfg, d = self.config, self.features
+        args = dict(std=cfg.initializer_range, dtype=self.dtype, param_dtype=self.param_dtype)
+        positions = jnp.arange(input_ids.shape[1])[None, :]
+        x = (
+            embed(cfg.vocab_size, d, ("vocab", "embed"), name="word_embeddings", **args)(input_ids)
+            + embed(cfg.max_position_embeddings, d, ("position", "embed"), name="position_embeddings", **args)(positions)
+            + embed(cfg.type_vocab_size, d, ("type", "embed"), name="token_type_embeddings", **args)(token_type_ids)
+        )  # (B, T, D)
+        x = LayerNorm(cfg.layer_norm_eps, self.dtype, self.param_dtype, name="LayerNorm")(x)
+        return nn.Dropout(cfg.hidden_dropout_prob)(x, deterministic=deterministic)
 
 
 def attend(q, k, v, attention_mask, dropout: nn.Dropout, deterministic: bool):

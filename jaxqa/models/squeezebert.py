@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxqa.models import hf_config
-from jaxqa.models.layers import ACTIVATIONS, ConfigError, Dtype, LayerNorm, attend, check_activation, embed, normal, span_head, span_logits, zeros
+from jaxqa.models.layers import ACTIVATIONS, ConfigError, Dtype, Embeddings, LayerNorm, attend, check_activation, normal, span_head, span_logits, zeros
 
 MODEL_TYPE = "squeezebert"
 ARCHITECTURE = "SqueezeBertForQuestionAnswering"
@@ -121,25 +121,6 @@ class GroupedDense(nn.Module):
         return y.reshape(*y.shape[:2], self.features) + bias.astype(self.dtype)  # (B, T, G * O)
 
 
-class Embeddings(nn.Module):
-    config: Config
-    dtype: Dtype
-    param_dtype: Dtype
-
-    @nn.compact
-    def __call__(self, input_ids, token_type_ids, deterministic: bool):
-        cfg, std = self.config, self.config.initializer_range
-        args = dict(std=std, dtype=self.dtype, param_dtype=self.param_dtype)
-        positions = jnp.arange(input_ids.shape[1])[None, :]
-        x = (
-            embed(cfg.vocab_size, cfg.embedding_size, ("vocab", "embed"), name="word_embeddings", **args)(input_ids)
-            + embed(cfg.max_position_embeddings, cfg.embedding_size, ("position", "embed"), name="position_embeddings", **args)(positions)
-            + embed(cfg.type_vocab_size, cfg.embedding_size, ("type", "embed"), name="token_type_embeddings", **args)(token_type_ids)
-        )  # (B, T, D)
-        x = LayerNorm(cfg.layer_norm_eps, self.dtype, self.param_dtype, name="LayerNorm")(x)
-        return nn.Dropout(cfg.hidden_dropout_prob)(x, deterministic=deterministic)
-
-
 class Layer(nn.Module):
     config: Config
     dtype: Dtype
@@ -180,7 +161,7 @@ class Model(nn.Module):
 
     def setup(self):
         cfg = self.config
-        self.embeddings = Embeddings(cfg, self.dtype, self.param_dtype)
+        self.embeddings = Embeddings(cfg, cfg.embedding_size, self.dtype, self.param_dtype)
         self.layers = [Layer(cfg, self.dtype, self.param_dtype, name=f"layer_{i}") for i in range(cfg.num_hidden_layers)]
         self.qa_outputs = span_head(cfg.initializer_range, self.param_dtype)
 
