@@ -64,7 +64,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, seed: in
         zeros = jax.tree_util.tree_map(jnp.zeros_like, state.params)
         grads, losses = jax.lax.scan(micro, zeros, (jnp.arange(accum), batch))
         grads = jax.tree_util.tree_map(lambda g: g / accum, grads)
-        loss, grad_norm = losses.mean(), optax.global_norm(grads)
+        loss, grad_norm = losses.mean(), optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         # A non-finite loss freezes the state at the last good step and records where it happened.

@@ -1,6 +1,7 @@
 """`python -m jaxqa.train` end to end on tiny configs: sharded over 8 fake CPU
 devices, over two processes, killed and resumed, and its refusals."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -10,11 +11,18 @@ import sys
 import time
 from pathlib import Path
 
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
 from squad_fixture import write_squad
+
+from jaxqa import models, optim
+from jaxqa.models import bert
+from jaxqa.train import TrainState, make_train_step
 
 MODELS = ("bert", "squeezebert", "mobilebert")
 MESHES = ("data=1,model=1", "data=8,model=1", "data=4,model=2", "data=2,model=4")
@@ -167,3 +175,49 @@ def test_checkpoint_of_another_model_is_refused(squad, tmp_path):
     run(["-m", "jaxqa.train", *flags(squad, "bert", tmp_path / "run", "--max-steps", "1")])
     result = run(["-m", "jaxqa.train", *flags(squad, "squeezebert", tmp_path / "run", "--max-steps", "1")], check=False)
     assert result.returncode == 2 and "another model" in result.stderr and "--run-dir" in result.stderr
+
+
+def test_damaged_or_half_written_checkpoints_are_not_used(squad, tmp_path):
+    args = ["-m", "jaxqa.train", *flags(squad, "bert", tmp_path / "run", "--save-every", "1")]
+    run([*args, "--max-steps", "2"])
+    checkpoints = tmp_path / "run" / "checkpoints"
+    # An interrupted save leaves a temporary folder, never a step folder: it is ignored.
+    (checkpoints / "7.orbax-checkpoint-tmp-1").mkdir()
+    resumed = run([*args, "--max-steps", "3"])
+    assert "resumed from" in resumed.stdout and "at step 2" in resumed.stdout
+    # A damaged checkpoint is refused with the folder named, not loaded.
+    for path in (checkpoints / "3").rglob("*"):
+        if path.is_file() and path.stat().st_size > 0 and "metadata" not in path.name:
+            path.write_bytes(b"\0" * 16)
+    result = run([*args, "--max-steps", "4"], check=False)
+    assert result.returncode == 2 and "cannot restore" in result.stderr and "checkpoints/3" in result.stderr, result.stderr[-2000:]
+
+
+def one_step(model, accum: int):
+    """Loss and parameters after one LAMB step on a fixed batch of 8, as `accum` micro-batches."""
+    tx = optim.build("lamb", lambda step: 1e-3, 0.01)
+    params = nn.meta.unbox(models.init_params(model, jax.random.key(0)))
+    state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), jnp.full((), -1, jnp.int32))
+    rng = np.random.default_rng(0)
+    batch = {"input_ids": rng.integers(5, 500, (8, 32)), "attention_mask": np.ones((8, 32)),
+             "token_type_ids": np.zeros((8, 32)), "start_positions": rng.integers(0, 32, 8),
+             "end_positions": rng.integers(0, 32, 8)}
+    batch = {k: jnp.asarray(v, jnp.int32).reshape(accum, 8 // accum, *v.shape[1:]) for k, v in batch.items()}
+    state, metrics = jax.jit(make_train_step(model, tx, seed=0))(state, batch)
+    return float(metrics["loss"]), state.params
+
+
+def test_gradient_accumulation_matches_one_big_batch():
+    config = dataclasses.replace(bert.SIZES["tiny"], hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    loss_1, params_1 = one_step(bert.Model(config), accum=1)
+    loss_4, params_4 = one_step(bert.Model(config), accum=4)
+    assert abs(loss_1 - loss_4) < 1e-5
+    for a, b in zip(jax.tree_util.tree_leaves(params_1), jax.tree_util.tree_leaves(params_4)):
+        np.testing.assert_allclose(a, b, atol=2e-5)
+
+
+def test_bfloat16_compute_keeps_float32_master_weights():
+    loss_32, params_32 = one_step(bert.Model(bert.SIZES["tiny"]), accum=1)
+    loss_16, params_16 = one_step(bert.Model(bert.SIZES["tiny"], dtype=jnp.bfloat16), accum=1)
+    assert all(x.dtype == jnp.float32 for x in jax.tree_util.tree_leaves(params_16))
+    assert np.isfinite(loss_16) and abs(loss_16 - loss_32) < 0.05 * abs(loss_32)
