@@ -38,7 +38,8 @@ def stream_logits(model, params, features: EvalFeatures, mesh, batch_size: int, 
         for begin in range(0, total, batch_size):
             rows = slice(begin, min(begin + batch_size, total))
             count = rows.stop - rows.start
-            batch = [np.pad(getattr(features, key)[rows], ((0, batch_size - count), (0, 0))) for key in INPUTS]
+            batch = [sharding.from_host(np.pad(getattr(features, key)[rows], ((0, batch_size - count), (0, 0))), in_sh)
+                     for key in INPUTS]
             start, end = jax.device_get(forward(params, *batch))
             progress.update(count)
             yield start[:count], end[:count]

@@ -104,3 +104,8 @@ def global_batch(local: dict[str, np.ndarray], mesh: Mesh, leading: int = 0) -> 
         key: jax.make_array_from_process_local_data(batch_sharding(mesh, value.ndim, leading), value)
         for key, value in local.items()
     }
+
+
+def from_host(value: np.ndarray, sharding: NamedSharding) -> jax.Array:
+    """A global array from a host array that every process holds whole."""
+    return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])

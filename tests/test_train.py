@@ -59,6 +59,13 @@ def losses(run_dir: Path) -> list[float]:
     return [r["loss"] for r in map(json.loads, lines) if "loss" in r]
 
 
+def evaluation(run_dir: Path) -> dict:
+    """The final evaluation record of a run, without its timing."""
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    final = [r for r in records if "exact" in r][-1]
+    return {k: v for k, v in final.items() if k != "eval_seconds"}
+
+
 def weights(run_dir: Path) -> dict[str, np.ndarray]:
     return load_file(run_dir / "model" / "params.safetensors")
 
@@ -87,13 +94,15 @@ def free_port() -> int:
 
 def test_two_processes_match_one(squad, tmp_path):
     single = tmp_path / "single"
-    run(["-m", "jaxqa.train", *flags(squad, "bert", single, "--mesh", "data=4,model=1", "--max-steps", "3")], devices=4)
+    evaluated = ["--eval-file", str(squad), "--max-eval-examples", "12", "--eval-batch-size", "8"]
+    run(["-m", "jaxqa.train", *flags(squad, "bert", single, "--mesh", "data=4,model=1", "--max-steps", "3", *evaluated)],
+        devices=4)
     port = free_port()
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
     procs = [
         subprocess.Popen([sys.executable, "-m", "jaxqa.train",
                           *flags(squad, "bert", tmp_path / "multi", "--mesh", "data=4,model=1", "--max-steps", "3",
-                                 "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i))],
+                                 *evaluated, "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i))],
                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for i in range(2)
     ]
@@ -101,6 +110,7 @@ def test_two_processes_match_one(squad, tmp_path):
         _, err = proc.communicate(timeout=900)
         assert proc.returncode == 0, err[-3000:]
     np.testing.assert_allclose(losses(tmp_path / "multi"), losses(single), rtol=1e-5)
+    assert evaluation(tmp_path / "multi") == evaluation(single) and "f1" in evaluation(single)
     for key, value in weights(single).items():
         if key not in NOISE_ONLY:
             np.testing.assert_allclose(weights(tmp_path / "multi")[key], value, atol=WEIGHT_ATOL, err_msg=key)
