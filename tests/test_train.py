@@ -167,8 +167,11 @@ def test_non_finite_loss_stops_with_the_step_and_a_good_checkpoint(squad, tmp_pa
     (["--mesh", "data=2,model=1", "--batch-size", "7"], "not divisible by the data axis"),
     (["--precision", "fp8"], "--precision"),
     (["--init", "no/such-model-anywhere"], "--init"),
+    (["--train-file", "{not_json}"], "not a JSON file"),
+    (["--eval-file", "no-such-file.json"], "--eval-file"),
 ])
 def test_bad_flags_are_refused_before_compiling(squad, tmp_path, extra, message):
+    extra = [arg.format(not_json=squad.parent / "vocab.txt") for arg in extra]
     result = run(["-m", "jaxqa.train", *flags(squad, "bert", tmp_path / "run"), *extra], devices=2, check=False)
     assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
     assert "Traceback" not in result.stderr and "compiled" not in result.stdout
