@@ -12,6 +12,7 @@ import argparse
 import json
 import platform
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -72,8 +73,8 @@ def main() -> None:
             rows.append(measure(model_type, size, args.batch_size, args.seq_len, args.steps))
             print(json.dumps(rows[-1]), flush=True)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    result = {"command": "python benchmarks/train_speed.py", "commit": commit, "batch_size": args.batch_size,
-              "seq_len": args.seq_len,
+    result = {"command": " ".join(["python", *sys.argv]), "commit": commit, "batch_size": args.batch_size,
+              "seq_len": args.seq_len, "timed_steps": args.steps,
               "device": f"{jax.device_count()} x {jax.devices()[0].device_kind} ({platform.processor() or platform.machine()})",
               "rows": rows}
     out = ROOT / "benchmarks" / "results" / f"train_speed_{jax.devices()[0].platform}.json"
