@@ -21,10 +21,12 @@ Answers are decoded as the Hugging Face question-answering pipeline decodes them
   with the score p_start[CLS] * p_end[CLS] of the window where it is smallest.
 - The `top_k` best answers are returned, highest score first.
 
-Two deliberate differences: a question keeps its first `max_question_len`
-tokens (the Hugging Face pipeline ignores that setting with a fast tokenizer),
-and `top_k > 1` always gives a list, where Hugging Face gives a bare dict when
-only one answer is found. A one-element list of inputs gives a one-element list.
+Deliberate differences: a question keeps its first `max_question_len` tokens
+(the Hugging Face pipeline ignores that setting with a fast tokenizer); spans
+are only ever made of context tokens (Hugging Face fills a window with fewer
+valid spans than it asks for with zero-score ones); `top_k > 1` always gives a
+list and a one-element list of inputs a one-element list, where Hugging Face
+gives a bare dict.
 
 The model runs on windows padded to a few lengths (`seq_buckets`) and batch
 sizes (powers of two up to `batch_size`), so a process compiles at most
@@ -47,25 +49,39 @@ from jaxqa.squad import Example
 _MASKED_LOGIT = -10000.0
 
 
+class InputError(ValueError):
+    """A question or context that cannot be answered; `index` is its place among the inputs."""
+
+    def __init__(self, index: int, reason: str):
+        super().__init__(f"input {index}: {reason}")
+        self.index = index
+        self.reason = reason
+
+
 def pipeline(
     checkpoint: str | Path | Pretrained,
     *,
     max_seq_len: int = 384,
     doc_stride: int | None = None,
     max_question_len: int = 64,
-    batch_size: int = 32,
+    batch_size: int | None = None,
     seq_buckets: Sequence[int] | None = None,
     dtype=jnp.float32,
 ) -> "QuestionAnsweringPipeline":
     """A question-answering pipeline over a checkpoint folder (jaxqa or Hugging Face) or a loaded model.
 
     `doc_stride` defaults to min(max_seq_len // 2, 128), as in Hugging Face.
+    `batch_size` (windows per model call) defaults to 4 on CPU, where larger
+    batches spill out of the caches and run no faster per window, and to 64 on
+    accelerators, which need large batches to be busy.
     `seq_buckets` are the padded window lengths compiled; by default the
     multiples of 64 below max_seq_len, and max_seq_len.
     """
     model = checkpoint if isinstance(checkpoint, Pretrained) else load_pretrained(checkpoint, dtype=dtype)
     if doc_stride is None:
         doc_stride = min(max_seq_len // 2, 128)
+    if batch_size is None:
+        batch_size = 4 if jax.default_backend() == "cpu" else 64
     if not 0 <= doc_stride < max_seq_len:
         raise ValueError(f"doc_stride={doc_stride} must be at least 0 and below max_seq_len={max_seq_len}")
     if seq_buckets is None:
@@ -101,10 +117,12 @@ class BucketedModel:
 
     def warm_up(self, seq_buckets: Iterable[int] | None = None, batch_buckets: Iterable[int] | None = None) -> None:
         """Compiles the programs for these buckets (all of them by default) ahead of the first questions."""
-        for length in self.seq_buckets if seq_buckets is None else seq_buckets:
-            for batch in self.batch_buckets if batch_buckets is None else batch_buckets:
-                if length not in self.seq_buckets or batch not in self.batch_buckets:
-                    raise ValueError(f"({batch}, {length}) is not a bucket: lengths {self.seq_buckets}, batches {self.batch_buckets}")
+        lengths = self.seq_buckets if seq_buckets is None else tuple(seq_buckets)
+        batches = self.batch_buckets if batch_buckets is None else tuple(batch_buckets)
+        if not set(lengths) <= set(self.seq_buckets) or not set(batches) <= set(self.batch_buckets):
+            raise ValueError(f"the buckets are lengths {self.seq_buckets} and batch sizes {self.batch_buckets}")
+        for length in lengths:
+            for batch in batches:
                 zeros = np.zeros((batch, length), np.int32)
                 jax.block_until_ready(self._logits(self.model.params, zeros, zeros, zeros))
 
@@ -112,25 +130,27 @@ class BucketedModel:
         n, length = input_ids.shape
         if length > self.seq_buckets[-1]:
             raise ValueError(f"windows of {length} tokens do not fit the largest bucket, {self.seq_buckets[-1]}")
-        real = attention_mask.sum(axis=1)  # (N,) tokens in each window
-        # Windows of similar length share a batch, so little of it is padding.
-        order = np.argsort(real, kind="stable")
+        # Each window goes to the shortest bucket that holds it, and batches
+        # never mix buckets, so little of them is padding.
+        widths = np.asarray(self.seq_buckets)[np.searchsorted(self.seq_buckets, attention_mask.sum(axis=1))]  # (N,)
         batch_size = self.batch_buckets[-1]
-        pending = []
-        for begin in range(0, n, batch_size):
-            rows = order[begin : begin + batch_size]
-            width = _bucket(self.seq_buckets, int(real[rows].max()))
-            batch = _bucket(self.batch_buckets, len(rows))
+        batches = []  # (width, rows)
+        for width in np.unique(widths).tolist():
+            same = np.flatnonzero(widths == width)
+            batches += [(width, same[i : i + batch_size]) for i in range(0, len(same), batch_size)]
+        outputs = []
+        for width, rows in batches:
             padded = []
             for array in (input_ids, attention_mask, token_type_ids):
-                block = np.zeros((batch, width), np.int32)  # padding rows are all-masked: their logits are dropped
+                # Padding rows are all-masked; their logits are dropped.
+                block = np.zeros((_bucket(self.batch_buckets, len(rows)), width), np.int32)
                 block[: len(rows)] = array[rows, :width]
                 padded.append(block)
-            # Dispatched without waiting, so the next batch is prepared while this one runs.
-            pending.append((rows, width, self._logits(self.model.params, *padded)))
+            # Not waited for: the next batch is padded while this one runs.
+            outputs.append(self._logits(self.model.params, *padded))
         start_logits = np.zeros((n, length), np.float32)
         end_logits = np.zeros((n, length), np.float32)
-        for rows, width, (start, end) in pending:
+        for (width, rows), (start, end) in zip(batches, outputs):
             start_logits[rows, :width] = np.asarray(start)[: len(rows)]
             end_logits[rows, :width] = np.asarray(end)[: len(rows)]
         return start_logits, end_logits
@@ -142,7 +162,11 @@ def _bucket(buckets: Sequence[int], size: int) -> int:
 
 
 class QuestionAnsweringPipeline:
-    """Answers questions about contexts; make one with `jaxqa.pipeline`."""
+    """Answers questions about contexts; make one with `jaxqa.pipeline`.
+
+    `model_logits` is called like `BucketedModel` and gives the windows' logits;
+    tests pass a stand-in that chooses them.
+    """
 
     def __init__(self, model: Pretrained, settings: FeatureSettings, model_logits: BucketedModel):
         self.model = model
@@ -182,11 +206,16 @@ class QuestionAnsweringPipeline:
         if max_answer_len < 1:
             raise ValueError(f"max_answer_len={max_answer_len} must be at least 1")
         pairs, single = _pairs(inputs, question, context)
+        if not pairs:
+            return []
         examples = [Example(str(i), "", q, c, (), (), False) for i, (q, c) in enumerate(pairs)]
         features = featurize_eval(examples, self.model.tokenizer, self.settings)
+        is_context = features.offsets[..., 0] >= 0  # (N, L)
+        context_tokens = np.bincount(features.example_index, is_context.sum(axis=1), minlength=len(examples))  # (E,)
+        if not context_tokens.all():
+            raise InputError(int(np.argmin(context_tokens)), "the context has no tokens, so no answer")
         start_logits, end_logits = self.model_logits(features.input_ids, features.attention_mask, features.token_type_ids)
 
-        is_context = features.offsets[..., 0] >= 0  # (N, L)
         p_start, p_end = span_probabilities(start_logits, end_logits, is_context)
         candidates = 2 * top_k + 10 if align_to_words else top_k  # alignment may merge some, as in Hugging Face
         start, end, score, valid = best_spans(p_start, p_end, is_context, max_answer_len, candidates)  # (N, K)
@@ -223,7 +252,7 @@ def _pairs(inputs, question, context) -> tuple[list[tuple[str, str]], bool]:
         items = [inputs] if single else list(inputs)
         for i, item in enumerate(items):
             if not isinstance(item, dict) or "question" not in item or "context" not in item:
-                raise ValueError(f"input {i}: expected a dict with 'question' and 'context', got {str(item)[:80]!r}")
+                raise InputError(i, f"expected a dict with 'question' and 'context', got {str(item)[:80]!r}")
         pairs = [(item["question"], item["context"]) for item in items]
     elif question is None or context is None:
         raise TypeError("pass both question= and context= (or a {'question', 'context'} dict)")
@@ -231,17 +260,18 @@ def _pairs(inputs, question, context) -> tuple[list[tuple[str, str]], bool]:
         single = isinstance(question, str) and isinstance(context, str)
         questions = [question] if isinstance(question, str) else list(question)
         contexts = [context] if isinstance(context, str) else list(context)
-        if len(questions) == 1 and not isinstance(context, str):
-            questions = questions * len(contexts)
-        if len(contexts) == 1 and not isinstance(question, str):
-            contexts = contexts * len(questions)
+        # A string given with a list goes with each of its items.
+        if isinstance(question, str):
+            questions *= len(contexts)
+        if isinstance(context, str):
+            contexts *= len(questions)
         if len(questions) != len(contexts):
             raise ValueError(f"{len(questions)} questions but {len(contexts)} contexts")
         pairs = list(zip(questions, contexts))
     for i, (q, c) in enumerate(pairs):
         for name, text in (("question", q), ("context", c)):
-            if not isinstance(text, str) or not text.strip():
-                raise ValueError(f"input {i}: the {name} must be a non-empty string, got {text!r}")
+            if not isinstance(text, str) or not text:
+                raise InputError(i, f"the {name} must be a non-empty string, got {text!r}")
     return pairs, single
 
 
@@ -260,8 +290,8 @@ def span_probabilities(start_logits, end_logits, is_context) -> tuple[np.ndarray
     """Softmax of each window's logits over its context tokens and [CLS] (position 0).
 
     start_logits, end_logits: (N, L); is_context: (N, L) bool. Returns float32
-    (N, L) each, zero off the context and, after the sums, at [CLS] too: [CLS]
-    takes part in the normalisation but is no span's end.
+    (N, L) each, zero off the context but for [CLS]: it takes part in the
+    normalisation and gives the null score, though no span starts or ends there.
     """
     keep = is_context.copy()
     keep[:, 0] = True
@@ -297,7 +327,7 @@ def best_spans(p_start, p_end, is_context, max_answer_len: int, k: int):
     top = np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable"), axis=1)
     start, offset = np.divmod(top, width)
     score = np.take_along_axis(scores, top, axis=1)
-    return start, start + offset, score, score >= 0
+    return start, end_at[start, offset], score, score >= 0
 
 
 def word_bounds(input_ids, is_context, continues_word) -> tuple[np.ndarray, np.ndarray]:
@@ -321,10 +351,12 @@ def word_bounds(input_ids, is_context, continues_word) -> tuple[np.ndarray, np.n
 
 
 def _merge_answers(context: str, start_char, end_char, score, null_score: float | None) -> list[dict]:
-    """One example's answers, best first, from its windows' spans (K',) in window order, each window's best first.
+    """One example's answers, best first.
 
-    Spans of the same text up to case become one answer: the first one's
-    offsets, the sum of the scores. `null_score` adds the empty answer.
+    start_char, end_char, score: (S,), the spans of its windows in window order,
+    each window's best first. Spans of the same text up to case make one answer
+    with the first one's offsets and the sum of their scores. `null_score`
+    adds the empty answer.
     """
     answers: dict[str, dict] = {}
     for first, stop, p in zip(start_char.tolist(), end_char.tolist(), score.tolist()):
