@@ -134,6 +134,10 @@ def train(s: Settings) -> int:
         raise TrainingError(f"--eval-batch-size {s.eval_batch_size} is not divisible by the data axis ({mesh_sizes[sharding.DATA]})")
     if s.precision not in ("bf16", "fp32", "auto"):
         raise TrainingError(f"--precision {s.precision!r}: choose bf16, fp32 or auto")
+    if s.optimizer not in optim.OPTIMIZERS:
+        raise TrainingError(f"--optimizer {s.optimizer!r}: choose {' or '.join(optim.OPTIMIZERS)}")
+    if not 0 <= s.warmup_proportion < 1 or s.epochs <= 0 or s.max_steps < 0:
+        raise TrainingError("--warmup-proportion must be in [0, 1), --epochs positive and --max-steps not negative")
     mesh = sharding.make_mesh(mesh_sizes)
     run_dir = Path(s.run_dir.format(model=s.model))
 

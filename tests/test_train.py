@@ -166,6 +166,7 @@ def test_non_finite_loss_stops_with_the_step_and_a_good_checkpoint(squad, tmp_pa
     (["--grad-accum", "3"], "--grad-accum"),
     (["--mesh", "data=2,model=1", "--batch-size", "7"], "not divisible by the data axis"),
     (["--precision", "fp8"], "--precision"),
+    (["--optimizer", "sgd"], "--optimizer"),
     (["--init", "no/such-model-anywhere"], "--init"),
     (["--train-file", "{not_json}"], "not a JSON file"),
     (["--eval-file", "no-such-file.json"], "--eval-file"),
