@@ -1,0 +1,69 @@
+"""The model `jaxqa.train` writes, taken as it is by `jaxqa.evaluate`, the
+pipeline and `convert/flax2pt.py`."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from squad_fixture import write_squad
+
+import jaxqa
+from jaxqa import train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, Path]:
+    """(SQuAD 2.0 fixture file, the final model of a 2-step tiny BERT run on it)."""
+    squad = write_squad(tmp_path_factory.mktemp("squad"), with_negatives=True)
+    run_dir = tmp_path_factory.mktemp("run")
+    assert train.main(["--model", "bert", "--size", "tiny", "--init", "random", "--tokenizer", str(squad.parent),
+                       "--train-file", str(squad), "--eval-file", str(squad), "--max-seq-length", "64",
+                       "--doc-stride", "16", "--max-query-length", "16", "--batch-size", "8", "--max-steps", "2",
+                       "--run-dir", str(run_dir)]) == 0
+    return squad, run_dir / "model"
+
+
+def test_evaluate_writes_the_official_files_and_metrics(trained, tmp_path):
+    squad, model = trained
+    out = tmp_path / "eval"
+    result = subprocess.run([sys.executable, "-m", "jaxqa.evaluate", "--checkpoint", str(model), "--data", str(squad),
+                             "--out-dir", str(out), "--max-seq-length", "64", "--doc-stride", "16",
+                             "--max-query-length", "16", "--null-score-diff-threshold", "best"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads(result.stdout)
+    ids = {qa["id"] for article in json.loads(squad.read_text())["data"] for p in article["paragraphs"] for qa in p["qas"]}
+    predictions = json.loads((out / "predictions.json").read_text())
+    null_odds = json.loads((out / "null_odds.json").read_text())
+    assert set(predictions) == ids and set(null_odds) == ids
+    assert metrics["total"] == len(ids) and {"HasAns_f1", "NoAns_f1", "best_f1", "best_f1_thresh"} <= set(metrics)
+    # The tuned threshold was applied: the reported F1 is the best one.
+    assert metrics["f1"] == pytest.approx(metrics["best_f1"])
+    # The same predictions scored by the drop-in metric command give the same numbers.
+    scored = subprocess.run([sys.executable, "-m", "jaxqa.metrics", str(squad), str(out / "predictions.json"),
+                             "--na-prob-file", str(out / "null_odds.json")], capture_output=True, text=True, timeout=300)
+    assert json.loads(scored.stdout)["f1"] == pytest.approx(metrics["f1"])
+
+
+def test_pipeline_takes_the_trained_model(trained):
+    _, model = trained
+    context = "The tower of gondor stands near ithil."
+    answer = jaxqa.pipeline(model)(question="Where does the tower of gondor stand?", context=context)
+    assert answer["answer"] == context[answer["start"]:answer["end"]] and 0 <= answer["score"] <= 1
+
+
+def test_flax2pt_exports_the_trained_model(trained, tmp_path):
+    transformers = pytest.importorskip("transformers", reason="the export is checked by loading it in transformers")
+    _, model = trained
+    spec = importlib.util.spec_from_file_location("flax2pt", ROOT / "convert" / "flax2pt.py")
+    flax2pt = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(flax2pt)
+    assert flax2pt.main([str(model), str(tmp_path / "hf")]) == 0
+    back, info = transformers.AutoModelForQuestionAnswering.from_pretrained(tmp_path / "hf", output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
