@@ -8,6 +8,7 @@ are fed the same batch (padded rows, both token types).
 import importlib.util
 from pathlib import Path
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -78,3 +79,25 @@ def param_count(model) -> int:
 def seeded(cls, config, seed: int = 0):
     torch.manual_seed(seed)
     return cls(config).eval()
+
+
+def assert_padding_invariant(run) -> None:
+    """`run(ids, mask, types)` -> (start, end): 9 extra padded positions leave the
+    logits of the 16 real tokens unchanged."""
+    ids, mask, types = random_batch(30522, batch=1, length=16)
+    pad = lambda x: np.pad(x, ((0, 0), (0, 9)))
+    short = [np.asarray(x) for x in run(ids, mask, types)]
+    long = [np.asarray(x)[:, :16] for x in run(pad(ids), pad(mask), pad(types))]
+    for a, b in zip(short, long):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def bf16_relative_error(folder: Path) -> float:
+    """Relative L2 error of bfloat16 against float32 logits over the real tokens
+    of a random batch; the logits themselves stay float32."""
+    batch = random_batch(30522)
+    f32 = np.stack([np.asarray(x) for x in jaxqa.load_pretrained(folder)(*batch)])
+    bf16 = np.stack([np.asarray(x) for x in jaxqa.load_pretrained(folder, dtype=jnp.bfloat16, param_dtype=jnp.bfloat16)(*batch)])
+    assert bf16.dtype == np.float32
+    real = np.broadcast_to(batch[1] == 1, f32.shape)
+    return float(np.linalg.norm((bf16 - f32)[real]) / np.linalg.norm(f32[real]))

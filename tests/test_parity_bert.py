@@ -5,13 +5,12 @@ import subprocess
 import sys
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import traverse_util
 import flax.linen as nn
 
-from parity import ROOT, flax2pt, max_diff, param_count, pt2flax, random_batch, save_and_convert, seeded, torch, torch_logits, transformers
+from parity import ROOT, assert_padding_invariant, bf16_relative_error, flax2pt, max_diff, param_count, pt2flax, random_batch, save_and_convert, seeded, torch, torch_logits, transformers
 
 import jaxqa
 from jaxqa import models
@@ -78,13 +77,7 @@ def test_pruned_heads_match_pytorch(tmp_path):
 
 
 def test_padding_does_not_change_real_logits(tmp_path):
-    ours = jaxqa.load_pretrained(save_and_convert(qa_model(tiny()), tmp_path))
-    ids, mask, types = random_batch(30522, batch=1, length=16)
-    short = [np.asarray(x) for x in ours(ids, mask, types)]
-    pad = lambda x: np.pad(x, ((0, 0), (0, 9)))
-    long = [np.asarray(x)[:, :16] for x in ours(pad(ids), pad(mask), pad(types))]
-    for a, b in zip(short, long):
-        np.testing.assert_allclose(a, b, atol=1e-5)
+    assert_padding_invariant(jaxqa.load_pretrained(save_and_convert(qa_model(tiny()), tmp_path)))
 
 
 def test_base_matches_pytorch_and_counts_parameters(tmp_path):
@@ -107,14 +100,7 @@ def test_eval_shape_of_full_size_models():
 
 
 def test_bfloat16_stays_close_to_float32(tmp_path):
-    folder = save_and_convert(qa_model(tiny(num_hidden_layers=4)), tmp_path)
-    batch = random_batch(30522)
-    f32 = np.stack([np.asarray(x) for x in jaxqa.load_pretrained(folder)(*batch)])
-    bf16_model = jaxqa.load_pretrained(folder, dtype=jnp.bfloat16, param_dtype=jnp.bfloat16)
-    bf16 = np.stack([np.asarray(x) for x in bf16_model(*batch)])
-    assert bf16.dtype == np.float32  # logits stay float32
-    real = np.broadcast_to(batch[1] == 1, f32.shape)
-    relative = np.linalg.norm((bf16 - f32)[real]) / np.linalg.norm(f32[real])
+    relative = bf16_relative_error(save_and_convert(qa_model(tiny(num_hidden_layers=4)), tmp_path))
     assert relative < 0.05, relative
 
 

@@ -2,12 +2,11 @@
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import traverse_util
 
-from parity import flax2pt, max_diff, param_count, random_batch, save_and_convert, seeded, torch, torch_logits, transformers
+from parity import assert_padding_invariant, bf16_relative_error, flax2pt, max_diff, param_count, random_batch, save_and_convert, seeded, torch, torch_logits, transformers
 
 import jaxqa
 from jaxqa import hf_weights, models
@@ -94,16 +93,10 @@ def test_nonzero_pad_row_is_followed(tmp_path):
 
 
 def test_padding_does_not_change_real_logits(tmp_path):
-    ours = jaxqa.load_pretrained(save_and_convert(qa_model(tiny()), tmp_path))
+    assert_padding_invariant(jaxqa.load_pretrained(save_and_convert(qa_model(tiny()), tmp_path)))
     fresh = mobilebert.Model(mobilebert.SIZES["tiny"])  # the jaxqa init zeroes the pad row too
     fresh_params = nn.meta.unbox(models.init_params(fresh, jax.random.key(1)))
-    ids, mask, types = random_batch(30522, batch=1, length=16)
-    pad = lambda x: np.pad(x, ((0, 0), (0, 9)))
-    for run in (ours, lambda *b: fresh.apply({"params": fresh_params}, *b)):
-        short = [np.asarray(x) for x in run(ids, mask, types)]
-        long = [np.asarray(x)[:, :16] for x in run(pad(ids), pad(mask), pad(types))]
-        for a, b in zip(short, long):
-            np.testing.assert_allclose(a, b, atol=1e-5)
+    assert_padding_invariant(lambda *batch: fresh.apply({"params": fresh_params}, *batch))
 
 
 def test_base_matches_pytorch_and_counts_parameters(tmp_path):
@@ -132,14 +125,7 @@ def test_eval_shape_of_the_full_size_model():
 
 
 def test_bfloat16_stays_close_to_float32(tmp_path):
-    folder = save_and_convert(qa_model(tiny(num_hidden_layers=4)), tmp_path)
-    batch = random_batch(30522)
-    f32 = np.stack([np.asarray(x) for x in jaxqa.load_pretrained(folder)(*batch)])
-    bf16_model = jaxqa.load_pretrained(folder, dtype=jnp.bfloat16, param_dtype=jnp.bfloat16)
-    bf16 = np.stack([np.asarray(x) for x in bf16_model(*batch)])
-    assert bf16.dtype == np.float32  # logits stay float32
-    real = np.broadcast_to(batch[1] == 1, f32.shape)
-    relative = np.linalg.norm((bf16 - f32)[real]) / np.linalg.norm(f32[real])
+    relative = bf16_relative_error(save_and_convert(qa_model(tiny(num_hidden_layers=4)), tmp_path))
     assert relative < 0.05, relative
 
 
