@@ -17,7 +17,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from jaxqa import metrics, sharding
+from jaxqa import compilation_cache, metrics, sharding
 from jaxqa.features import EvalFeatures, FeatureSettings, load_eval_features
 from jaxqa.postprocess import AnswerCollector, Predictions
 from jaxqa.squad import read_squad
@@ -81,6 +81,7 @@ def main(argv=None) -> int:
     p.add_argument("--max-query-length", type=int, default=64)
     p.add_argument("--null-score-diff-threshold", default="0.0",
                    help="SQuAD 2.0: answer '' when null odds exceed it; 'best' applies the threshold tuned on --data")
+    p.add_argument("--compilation-cache", default="", help=compilation_cache.HELP)
     args = p.parse_args(argv)
     from jaxqa import pretrained
 
@@ -94,6 +95,7 @@ def main(argv=None) -> int:
     except (pretrained.ConversionError, OSError, ValueError) as err:
         print(f"jaxqa.evaluate: error: {err}", file=sys.stderr)
         return 2
+    compilation_cache.enable(args.compilation_cache)
     settings = FeatureSettings(args.max_seq_length, args.doc_stride, args.max_query_length)
     features = load_eval_features(args.data, model.folder, settings)
     mesh = sharding.make_mesh(sharding.parse_mesh(None, jax.device_count()))

@@ -14,6 +14,7 @@ import json
 import sys
 from pathlib import Path
 
+from jaxqa import compilation_cache
 from jaxqa.pipeline import InputError, pipeline
 
 # Inputs answered per pipeline call: enough for full batches, few enough to
@@ -73,6 +74,7 @@ def main(argv=None) -> int:
     parser.add_argument("--max-seq-len", type=int, default=384, help="tokens per window")
     parser.add_argument("--doc-stride", type=int, default=None, help="context tokens shared by consecutive windows")
     parser.add_argument("--batch-size", type=int, default=None, help="most windows per model call")
+    parser.add_argument("--compilation-cache", default="", help=compilation_cache.HELP)
     args = parser.parse_args(argv)
     if (args.question is None) != (args.context is None):
         parser.error("--question and --context go together (or use --file)")
@@ -84,6 +86,7 @@ def main(argv=None) -> int:
             inputs, located = [checked_input({"question": args.question, "context": args.context}, where)], [where]
         else:
             inputs, located = read_inputs(args.file)
+        compilation_cache.enable(args.compilation_cache)
         qa = pipeline(args.checkpoint, max_seq_len=args.max_seq_len, doc_stride=args.doc_stride, batch_size=args.batch_size)
         for begin in range(0, len(inputs), CHUNK):
             try:

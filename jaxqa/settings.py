@@ -11,7 +11,7 @@ import types
 from pathlib import Path
 from typing import get_type_hints
 
-from jaxqa import models
+from jaxqa import compilation_cache, models
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
@@ -48,6 +48,7 @@ class Settings:
     mesh: str = flag("", "device mesh, e.g. data=4,model=2; empty: every device on data")
     fsdp: bool = flag(False, "also shard weights over the data axis")
     seed: int = flag(0, "seed of the data order, dropout and fresh weights")
+    compilation_cache: str = flag("", compilation_cache.HELP)
     run_dir: str = flag("runs/{model}", "checkpoints, best and final model, metrics.jsonl")
     save_every: int = flag(500, "steps between checkpoints")
     keep: int = flag(3, "checkpoints kept (besides the best model)")

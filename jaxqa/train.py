@@ -20,7 +20,7 @@ import optax
 from flax import struct
 from tqdm import tqdm
 
-from jaxqa import checkpoint, data, evaluate, models, optim, pretrained, sharding
+from jaxqa import checkpoint, compilation_cache, data, evaluate, models, optim, pretrained, sharding
 from jaxqa.settings import Settings, parse
 
 
@@ -119,6 +119,7 @@ def train(s: Settings) -> int:
     if s.num_processes > 1:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU runs; other platforms ignore it
         jax.distributed.initialize(s.coordinator, num_processes=s.num_processes, process_id=s.process_id)
+    compilation_cache.enable(s.compilation_cache)
     leader = jax.process_index() == 0
     say = print if leader else (lambda *a, **k: None)
     mesh_sizes = sharding.parse_mesh(s.mesh, jax.device_count())

@@ -363,6 +363,22 @@ def test_predict_command(qa, checkpoint, tmp_path):
         assert [(a["answer"], a["start"], a["end"]) for a in got] == [(a["answer"], a["start"], a["end"]) for a in want]
 
 
+def test_predict_command_keeps_its_programs(checkpoint, tmp_path):
+    """The compiled programs land in --compilation-cache, and a second process answers the same from them."""
+    cache = tmp_path / "cache"
+    asked = ("--checkpoint", str(checkpoint), "--question", "Who?", "--context", "Ada wrote it.")
+    first = run_predict(*asked, "--compilation-cache", str(cache))
+    assert first.returncode == 0, first.stderr
+    programs = sorted(cache.iterdir())
+    assert programs
+    again = run_predict(*asked, "--compilation-cache", str(cache))
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == first.stdout
+    assert sorted(cache.iterdir()) == programs  # nothing compiled anew
+    off = run_predict(*asked, "--compilation-cache", "none")
+    assert off.returncode == 0 and off.stdout == first.stdout
+
+
 def test_predict_command_rejects_a_bad_file(checkpoint, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question": "Who?", "context": "Ada."}\n[1, 2]\n')
