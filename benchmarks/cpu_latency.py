@@ -1,22 +1,27 @@
 """One question at a time on the CPU, the latency a user of a QA service feels:
 jaxqa's pipeline against the `transformers` question-answering pipeline, on the
-same weights and the same real SQuAD dev questions, alternating question by
-question in one process.
+same weights and the same real SQuAD dev questions.
 
     python benchmarks/cpu_latency.py [--models bert-base,squeezebert,mobilebert,minilm] [--questions 60]
 
-Per model: warm latency (median, p90) of each side and their ratio, after both
-are warmed up (jaxqa compiles every bucket it may use; afterwards the number
-of compiled programs must not grow, and the row says whether it did); the
-agreement of the answers; and the first question's latency in a fresh process,
-including loading the weights and compiling, with JAX's persistent compilation
-cache empty and then warm. Questions are the first of evenly spaced paragraphs
-of dev-v1.1.json, so context lengths vary as SQuAD's do. Weights come from
-`same_weights.py`. Results: benchmarks/results/cpu_latency_cpu.json.
+Per model:
+- warm latency, median and p90, of each side and their ratio. Each side runs in
+  a process of its own (their thread pools never compete for the cores), both
+  are warmed up (jaxqa compiles every bucket it may use, then both answer
+  `--warm` questions), then they take the questions in turns. The row says
+  whether jaxqa compiled anything after its warm-up, and how many answers agree.
+- the first question in a fresh process: the seconds to load the weights, to
+  answer (compiling included), and from the start of the process to the
+  answer, for jaxqa with its persistent compilation cache empty and then warm,
+  and for PyTorch.
+Questions are the first of evenly spaced paragraphs of dev-v1.1.json, so
+context lengths vary as SQuAD's do. Weights come from `same_weights.py`.
+Results: benchmarks/results/cpu_latency_cpu.json.
 """
 
 import argparse
 import json
+import multiprocessing
 import subprocess
 import sys
 import tempfile
@@ -37,13 +42,14 @@ import sys, time
 started = time.perf_counter()
 side, folder, cache, question, context = sys.argv[1:]
 if side == "jaxqa":
-    import jax
-    jax.config.update("jax_compilation_cache_dir", cache)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     import jaxqa
+    from jaxqa import compilation_cache
+    compilation_cache.enable(cache)
     qa = jaxqa.pipeline(folder)
 else:
     import transformers
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
     qa = transformers.pipeline("question-answering", model=folder, tokenizer=folder, device="cpu")
 loaded = time.perf_counter()
 qa(question=question, context=context)
@@ -60,40 +66,65 @@ def squad_questions(path: Path, count: int) -> list[dict]:
     return [{"question": paragraphs[i]["qas"][0]["question"], "context": paragraphs[i]["context"]} for i in chosen]
 
 
-def timed(fn, *args, **kwargs):
+def serve(side: str, folder: str, warm_questions: list[dict], conn) -> None:
+    """A worker process: builds one side's pipeline, warms it up, then answers
+    each question it is sent with (answer, seconds, compiled programs so far)."""
     started = time.perf_counter()
-    result = fn(*args, **kwargs)
-    return result, time.perf_counter() - started
+    if side == "jaxqa":
+        import jaxqa
+
+        qa = jaxqa.pipeline(folder)
+        qa.warm_up()
+    else:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
+        qa = transformers.pipeline("question-answering", model=folder, tokenizer=folder, device="cpu")
+    for pair in warm_questions:
+        qa(**pair)
+    conn.send(time.perf_counter() - started)
+    while (pair := conn.recv()) is not None:
+        begun = time.perf_counter()
+        answer = qa(**pair)
+        conn.send((answer, time.perf_counter() - begun, getattr(qa, "traces", 0)))
 
 
 def warm_latency(hf_folder: Path, our_folder: Path, questions: list[dict], warm: int) -> dict:
-    import transformers
-
-    import jaxqa
-
-    theirs = transformers.pipeline("question-answering", model=str(hf_folder), tokenizer=str(hf_folder), device="cpu")
-    ours = jaxqa.pipeline(our_folder)
-    _, warm_up_seconds = timed(ours.warm_up)
-    for pair in questions[:warm]:
-        ours(**pair)
-        theirs(**pair)
-    programs = ours.traces
-    our_seconds, their_seconds, agree = [], [], 0
+    """Each side runs in a process of its own (their thread pools never compete);
+    they take the questions in turns, one at a time."""
+    context = multiprocessing.get_context("spawn")
+    sides = {}
+    for side, folder in (("jaxqa", our_folder), ("pytorch", hf_folder)):
+        ours, theirs = context.Pipe()
+        worker = context.Process(target=serve, args=(side, str(folder), questions[:warm], theirs))
+        worker.start()
+        sides[side] = (worker, ours)
+    ready = {side: conn.recv() for side, (_, conn) in sides.items()}
+    seconds = {side: [] for side in sides}
+    answers = {side: [] for side in sides}
+    programs = []
     for pair in questions:
-        a, seconds = timed(ours, **pair)
-        our_seconds.append(seconds)
-        b, seconds = timed(theirs, **pair)
-        their_seconds.append(seconds)
-        agree += (a["answer"], a["start"], a["end"]) == (b["answer"], b["start"], b["end"])
-    ours_ms, theirs_ms = record.summary(our_seconds), record.summary(their_seconds)
+        for side, (_, conn) in sides.items():
+            conn.send(pair)
+            answer, took, traces = conn.recv()
+            answers[side].append((answer["answer"], answer["start"], answer["end"]))
+            seconds[side].append(took)
+            if side == "jaxqa":
+                programs.append(traces)
+    for worker, conn in sides.values():
+        conn.send(None)
+        worker.join()
+    ours, theirs = record.summary(seconds["jaxqa"]), record.summary(seconds["pytorch"])
+    agree = sum(a == b for a, b in zip(answers["jaxqa"], answers["pytorch"]))
     return {
-        "jaxqa_median_ms": ours_ms["median_ms"], "jaxqa_p90_ms": ours_ms["p90_ms"],
-        "pytorch_median_ms": theirs_ms["median_ms"], "pytorch_p90_ms": theirs_ms["p90_ms"],
-        "ratio_median": round(ours_ms["median_ms"] / theirs_ms["median_ms"], 3),
-        "ratio_p90": round(ours_ms["p90_ms"] / theirs_ms["p90_ms"], 3),
+        "jaxqa_median_ms": ours["median_ms"], "jaxqa_p90_ms": ours["p90_ms"],
+        "pytorch_median_ms": theirs["median_ms"], "pytorch_p90_ms": theirs["p90_ms"],
+        "ratio_median": round(ours["median_ms"] / theirs["median_ms"], 3),
+        "ratio_p90": round(ours["p90_ms"] / theirs["p90_ms"], 3),
         "agree": f"{agree}/{len(questions)}",
-        "jaxqa_warm_up_s": round(warm_up_seconds, 1),
-        "recompiled_after_warm_up": ours.traces != programs,
+        "jaxqa_ready_s": round(ready["jaxqa"], 1),
+        "recompiled_after_warm_up": programs[-1] != programs[0],
     }
 
 
