@@ -16,7 +16,8 @@ Per model:
   and for PyTorch.
 Questions are the first of evenly spaced paragraphs of dev-v1.1.json, so
 context lengths vary as SQuAD's do. Weights come from `same_weights.py`.
-Results: benchmarks/results/cpu_latency_cpu.json.
+Results: benchmarks/results/cpu_latency_cpu.json (cpu_latency_step<N>_cpu.json
+with --bucket-step N).
 """
 
 import argparse
@@ -66,14 +67,15 @@ def squad_questions(path: Path, count: int) -> list[dict]:
     return [{"question": paragraphs[i]["qas"][0]["question"], "context": paragraphs[i]["context"]} for i in chosen]
 
 
-def serve(side: str, folder: str, warm_questions: list[dict], conn) -> None:
+def serve(side: str, folder: str, warm_questions: list[dict], bucket_step: int | None, conn) -> None:
     """A worker process: builds one side's pipeline, warms it up, then answers
     each question it is sent with (answer, seconds, compiled programs so far)."""
     started = time.perf_counter()
     if side == "jaxqa":
         import jaxqa
 
-        qa = jaxqa.pipeline(folder)
+        buckets = None if bucket_step is None else [*range(bucket_step, 384, bucket_step), 384]
+        qa = jaxqa.pipeline(folder, seq_buckets=buckets)
         qa.warm_up()
     else:
         import transformers
@@ -90,14 +92,14 @@ def serve(side: str, folder: str, warm_questions: list[dict], conn) -> None:
         conn.send((answer, time.perf_counter() - begun, getattr(qa, "traces", 0)))
 
 
-def warm_latency(hf_folder: Path, our_folder: Path, questions: list[dict], warm: int) -> dict:
+def warm_latency(hf_folder: Path, our_folder: Path, questions: list[dict], warm: int, bucket_step: int | None) -> dict:
     """Each side runs in a process of its own (their thread pools never compete);
     they take the questions in turns, one at a time."""
     context = multiprocessing.get_context("spawn")
     sides = {}
     for side, folder in (("jaxqa", our_folder), ("pytorch", hf_folder)):
         ours, theirs = context.Pipe()
-        worker = context.Process(target=serve, args=(side, str(folder), questions[:warm], theirs))
+        worker = context.Process(target=serve, args=(side, str(folder), questions[:warm], bucket_step, theirs))
         worker.start()
         sides[side] = (worker, ours)
     ready = {side: conn.recv() for side, (_, conn) in sides.items()}
@@ -154,6 +156,8 @@ def main() -> None:
     p.add_argument("--models", default=",".join(same_weights.NAMES))
     p.add_argument("--questions", type=int, default=60)
     p.add_argument("--warm", type=int, default=5, help="questions asked of both sides before timing")
+    p.add_argument("--bucket-step", type=int, default=None,
+                   help="jaxqa's padded lengths step by this many tokens (default: the pipeline's own)")
     p.add_argument("--squad-dir", type=Path, default=ROOT.parent / "shared" / "squad")
     p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "jaxqa-benchmark-weights")
     args = p.parse_args()
@@ -161,10 +165,12 @@ def main() -> None:
     rows = []
     for name in args.models.split(","):
         hf_folder, our_folder = same_weights.folders(name, args.workdir)
-        rows.append({"model": name, **warm_latency(hf_folder, our_folder, questions, args.warm),
+        rows.append({"model": name, **warm_latency(hf_folder, our_folder, questions, args.warm, args.bucket_step),
                      **cold_start(hf_folder, our_folder, questions[0])})
         print(json.dumps(rows[-1]), flush=True)
-    record.write("cpu_latency", {"questions": args.questions, "squad_file": "dev-v1.1.json", "warm": args.warm}, rows)
+    settings = {"questions": args.questions, "squad_file": "dev-v1.1.json", "warm": args.warm,
+                "bucket_step": args.bucket_step or "pipeline default"}
+    record.write("cpu_latency" + (f"_step{args.bucket_step}" if args.bucket_step else ""), settings, rows)
 
 
 if __name__ == "__main__":

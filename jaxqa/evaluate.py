@@ -8,6 +8,7 @@ whole set's logits are never held at once.
 """
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -31,8 +32,7 @@ def stream_logits(model, params, features: EvalFeatures, mesh, batch_size: int, 
     The last batch is padded to `batch_size` so that one compiled program serves all.
     """
     in_sh = sharding.batch_sharding(mesh, 2)
-    forward = jax.jit(lambda p, *batch: model.apply({"params": p}, *batch),
-                      in_shardings=(None, in_sh, in_sh, in_sh), out_shardings=sharding.replicated(mesh))
+    forward = _forward(model, mesh)
     total = len(features.input_ids)
     with tqdm(total=total, unit="feature", disable=not show_progress, dynamic_ncols=True) as progress:
         for begin in range(0, total, batch_size):
@@ -43,6 +43,15 @@ def stream_logits(model, params, features: EvalFeatures, mesh, batch_size: int, 
             start, end = jax.device_get(forward(params, *batch))
             progress.update(count)
             yield start[:count], end[:count]
+
+
+@functools.cache
+def _forward(model, mesh):
+    """The jitted forward pass over batches sharded on the mesh's data axis; one
+    per (model, mesh), so evaluations during training compile it once."""
+    in_sh = sharding.batch_sharding(mesh, 2)
+    return jax.jit(lambda p, *batch: model.apply({"params": p}, *batch),
+                   in_shardings=(None, in_sh, in_sh, in_sh), out_shardings=sharding.replicated(mesh))
 
 
 def predict(model, params, examples, features, mesh, batch_size: int, with_negatives: bool,

@@ -75,7 +75,9 @@ def pipeline(
     batches spill out of the caches and run no faster per window, and to 64 on
     accelerators, which need large batches to be busy.
     `seq_buckets` are the padded window lengths compiled; by default the
-    multiples of 64 below max_seq_len, and max_seq_len.
+    multiples of 32 below max_seq_len, and max_seq_len. Finer steps pay for
+    their extra programs (compiled once, or read from the persistent cache of
+    `jaxqa.compilation_cache`): see benchmarks/cpu_buckets.py.
     """
     model = checkpoint if isinstance(checkpoint, Pretrained) else load_pretrained(checkpoint, dtype=dtype)
     if doc_stride is None:
@@ -85,7 +87,7 @@ def pipeline(
     if not 0 <= doc_stride < max_seq_len:
         raise ValueError(f"doc_stride={doc_stride} must be at least 0 and below max_seq_len={max_seq_len}")
     if seq_buckets is None:
-        seq_buckets = [*range(64, max_seq_len, 64), max_seq_len]
+        seq_buckets = [*range(32, max_seq_len, 32), max_seq_len]
     if max(seq_buckets) != max_seq_len or min(seq_buckets) < 1:
         raise ValueError(f"seq_buckets {list(seq_buckets)} must be positive and end at max_seq_len={max_seq_len}")
     settings = FeatureSettings(max_seq_length=max_seq_len, doc_stride=doc_stride, max_query_length=max_question_len)

@@ -67,3 +67,24 @@ def test_flax2pt_exports_the_trained_model(trained, tmp_path):
     assert flax2pt.main([str(model), str(tmp_path / "hf")]) == 0
     back, info = transformers.AutoModelForQuestionAnswering.from_pretrained(tmp_path / "hf", output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+
+
+def test_repeated_evaluations_compile_once(trained):
+    """Evaluations during training reuse the compiled forward pass."""
+    import jax
+
+    from jaxqa import evaluate, sharding
+    from jaxqa.features import FeatureSettings, featurize_eval
+    from jaxqa.squad import read_squad
+
+    squad, model = trained
+    model = jaxqa.load_pretrained(model)
+    examples = read_squad(squad).examples
+    features = featurize_eval(examples, model.tokenizer, FeatureSettings(64, 16, 16))
+    mesh = sharding.make_mesh(sharding.parse_mesh(None, jax.device_count()))
+    first = evaluate.predict(model.module, model.params, examples, features, mesh, 8, True, 0.0)
+    compiled = evaluate._forward(model.module, mesh)._cache_size()
+    assert compiled >= 1  # the very function predict ran
+    again = evaluate.predict(model.module, model.params, examples, features, mesh, 8, True, 0.0)
+    assert again.answers == first.answers
+    assert evaluate._forward(model.module, mesh)._cache_size() == compiled

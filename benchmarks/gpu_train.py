@@ -1,0 +1,358 @@
+"""jaxqa against Hugging Face `transformers` in PyTorch on one GPU, back to back:
+training and inference throughput, model FLOPs utilisation, peak device memory
+and the compile time of jaxqa's train step, for BERT, SqueezeBERT and MobileBERT.
+
+    python benchmarks/gpu_train.py [--models bert,squeezebert,mobilebert] [--batch-size 64]
+
+Without a GPU it runs end to end as a smoke test (the results file is named
+after the platform, e.g. gpu_train_cpu.json, and records the device):
+
+    python benchmarks/gpu_train.py --sizes tiny --steps 2 --batch-size 4
+
+Both sides run the same config (jaxqa's `SIZES[size]`; `base` equals the
+`transformers` default config) on one device, with random weights, random token
+ids without padding and random start/end labels (speed does not depend on them):
+- training: sequence length 384, bfloat16 compute with float32 weights (jaxqa's
+  model dtype as `jaxqa.train` picks it on accelerators; `torch.autocast` in
+  PyTorch), AdamW (lr 5e-5, eps 1e-6, weight decay 0.01 on kernels and
+  embeddings, gradients clipped to norm 1): jaxqa's own train step against
+  `XForQuestionAnswering` in eager PyTorch with fused AdamW on CUDA.
+  After warm-up steps, the sides take turns for `--rounds` rounds of `--steps`
+  timed steps; each rate is the median over rounds, in sequences/s.
+- MFU: training FLOP/s over the device's bfloat16 matmul rate, measured in the
+  same run on an (n, n) @ (n, n) product (n = 8192 on accelerators, 1024 on
+  CPUs). Training FLOPs are 3 x the forward matmul FLOPs counted by
+  `flops.forward_flops`; both sides are divided by the same count.
+- peak memory: each model trains in a fresh process. jaxqa: the device's
+  `peak_bytes_in_use`, which counts only what jax allocated in that process
+  (parameters, AdamW state, batch, activations, XLA's temporaries and
+  autotuning scratch); PyTorch: `torch.cuda.max_memory_allocated()`, its
+  tensors in the same process (not the allocator's cache). Neither counts the
+  CUDA context. CPUs report none.
+- compile: seconds of `jax.jit(step).lower(...).compile()` for the train step,
+  each in a fresh process (so jax's in-memory cache does not count), first with
+  an empty persistent compilation cache (cold), then with the one it filled (warm).
+- inference: the jitted forward against `torch.inference_mode()` + autocast,
+  batch 128, taking turns as in training.
+Results go to benchmarks/results/gpu_train_<platform>.json.
+"""
+
+import argparse
+import functools
+import json
+import multiprocessing
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from typing import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import record
+from flops import forward_flops
+from jaxqa import compilation_cache, models, optim
+from jaxqa.train import TrainState, make_train_step
+
+LEARNING_RATE = 5e-5
+WEIGHT_DECAY = 0.01
+ADAM_EPS = 1e-6  # jaxqa.optim's default
+CLIP_NORM = 1.0
+GIB = 2**30
+
+
+# ---------------------------------------------------------------- the two sides
+
+
+def random_batch(batch_size: int, seq_len: int) -> dict[str, np.ndarray]:
+    """Token ids, mask and types (B, T) and start/end labels (B,), int32; no padding."""
+    rng = np.random.default_rng(0)
+    return {
+        "input_ids": rng.integers(1000, 30000, (batch_size, seq_len)).astype(np.int32),
+        "attention_mask": np.ones((batch_size, seq_len), np.int32),
+        "token_type_ids": np.zeros((batch_size, seq_len), np.int32),
+        "start_positions": rng.integers(0, seq_len, batch_size).astype(np.int32),
+        "end_positions": rng.integers(0, seq_len, batch_size).astype(np.int32),
+    }
+
+
+def jaxqa_model(model_type: str, size: str) -> nn.Module:
+    fam = models.family(model_type)
+    return fam.Model(fam.SIZES[size], dtype=jnp.bfloat16, param_dtype=jnp.float32)
+
+
+def jaxqa_train_step(model: nn.Module):
+    """(AdamW, jitted train step) as `jaxqa.train` builds them, on one device."""
+    tx = optim.build("adamw", optax.constant_schedule(LEARNING_RATE), WEIGHT_DECAY, eps=ADAM_EPS, clip_norm=CLIP_NORM)
+    return tx, jax.jit(make_train_step(model, tx, seed=0), donate_argnums=0)
+
+
+def jaxqa_state(model: nn.Module, tx: optax.GradientTransformation) -> TrainState:
+    params = nn.meta.unbox(models.init_params(model, jax.random.key(0)))
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                      bad_step=jnp.full((), -1, jnp.int32))
+
+
+def jaxqa_train(model: nn.Module, batch: dict[str, np.ndarray]) -> Callable[[int], None]:
+    """A function that runs n train steps on `batch` and waits for them."""
+    tx, step = jaxqa_train_step(model)
+    state = jaxqa_state(model, tx)
+    batch = jax.device_put({key: value[None] for key, value in batch.items()})  # (1, B, ...): one micro-batch
+
+    def run(n: int) -> None:
+        nonlocal state
+        for _ in range(n):
+            state, metrics = step(state, batch)
+        jax.block_until_ready(metrics)
+
+    return run
+
+
+def jaxqa_infer(model: nn.Module, batch: dict[str, np.ndarray]) -> Callable[[int], None]:
+    """A function that runs n forward passes on `batch` and waits for them."""
+    params = nn.meta.unbox(models.init_params(model, jax.random.key(0)))
+    forward = jax.jit(lambda params, ids, mask, types: model.apply({"params": params}, ids, mask, types))
+    ids, mask, types = jax.device_put((batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]))
+
+    def run(n: int) -> None:
+        for _ in range(n):
+            logits = forward(params, ids, mask, types)
+        jax.block_until_ready(logits)
+
+    return run
+
+
+def jaxqa_peak_bytes() -> int | None:
+    stats = jax.devices()[0].memory_stats()
+    return stats.get("peak_bytes_in_use") if stats else None
+
+
+def pytorch_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def pytorch_model(model_type: str, size: str):
+    """`XForQuestionAnswering` of the same config, float32 weights on the device."""
+    import transformers
+
+    config = transformers.AutoConfig.for_model(**models.family(model_type).SIZES[size].to_hf())
+    return transformers.AutoModelForQuestionAnswering.from_config(config).to(pytorch_device())
+
+
+def pytorch_sync() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def pytorch_train(model, batch: dict[str, np.ndarray]) -> Callable[[int], None]:
+    """A function that runs n train steps of `model` on `batch` and waits for them."""
+    import torch
+
+    device = pytorch_device()
+    model.train()
+    # Decay on kernels and embeddings only, as `jaxqa.optim.decay_mask`; fused AdamW where there is CUDA.
+    groups = [
+        {"params": [p for p in model.parameters() if p.ndim > 1], "weight_decay": WEIGHT_DECAY},
+        {"params": [p for p in model.parameters() if p.ndim <= 1], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=LEARNING_RATE, eps=ADAM_EPS, fused=device == "cuda")
+    inputs = {key: torch.as_tensor(value, dtype=torch.long, device=device) for key, value in batch.items()}
+
+    def run(n: int) -> None:
+        for _ in range(n):
+            with torch.autocast(device, dtype=torch.bfloat16):
+                loss = model(**inputs).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP_NORM)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        pytorch_sync()
+
+    return run
+
+
+def pytorch_infer(model, batch: dict[str, np.ndarray]) -> Callable[[int], None]:
+    """A function that runs n forward passes of `model` on `batch` and waits for them."""
+    import torch
+
+    device = pytorch_device()
+    model.eval()
+    inputs = {key: torch.as_tensor(batch[key], dtype=torch.long, device=device)
+              for key in ("input_ids", "attention_mask", "token_type_ids")}
+
+    def run(n: int) -> None:
+        with torch.inference_mode(), torch.autocast(device, dtype=torch.bfloat16):
+            for _ in range(n):
+                model(**inputs)
+        pytorch_sync()
+
+    return run
+
+
+def pytorch_peak_bytes() -> int | None:
+    import torch
+
+    return torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None
+
+
+# ---------------------------------------------------------------- measurements
+
+
+def take_turns(runners: dict[str, Callable[[int], None]], batch_size: int, warmup: int, steps: int,
+               rounds: int) -> dict[str, float]:
+    """Median sequences/s of each runner over `rounds` rounds of `steps` steps, the
+    runners taking turns within each round, after `warmup` steps each."""
+    for run in runners.values():
+        run(warmup)
+    rates = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, run in runners.items():
+            started = time.perf_counter()
+            run(steps)
+            rates[name].append(batch_size * steps / (time.perf_counter() - started))
+    return {name: statistics.median(values) for name, values in rates.items()}
+
+
+def train_worker(model_type: str, size: str, batch_size: int, seq_len: int, warmup: int, steps: int,
+                 rounds: int) -> dict:
+    """Training sequences/s of both sides, their peak memory and PyTorch's attention
+    implementation (sdpa, eager), in a fresh process."""
+    batch = random_batch(batch_size, seq_len)
+    theirs = pytorch_model(model_type, size)
+    runners = {"jaxqa": jaxqa_train(jaxqa_model(model_type, size), batch), "pytorch": pytorch_train(theirs, batch)}
+    rates = take_turns(runners, batch_size, warmup, steps, rounds)
+    return {**rates, "jaxqa_peak_bytes": jaxqa_peak_bytes(), "pytorch_peak_bytes": pytorch_peak_bytes(),
+            "pytorch_attention": theirs.config._attn_implementation}
+
+
+def infer_worker(model_type: str, size: str, batch_size: int, seq_len: int, warmup: int, steps: int,
+                 rounds: int) -> dict:
+    """Inference sequences/s of both sides, in a fresh process."""
+    batch = random_batch(batch_size, seq_len)
+    runners = {"jaxqa": jaxqa_infer(jaxqa_model(model_type, size), batch),
+               "pytorch": pytorch_infer(pytorch_model(model_type, size), batch)}
+    return take_turns(runners, batch_size, warmup, steps, rounds)
+
+
+def compile_worker(model_type: str, size: str, batch_size: int, seq_len: int, cache_dir: str) -> float:
+    """Seconds to trace, lower and compile the train step with `cache_dir` as the
+    persistent compilation cache, in a fresh process; nothing is allocated."""
+    compilation_cache.enable(cache_dir)
+    model = jaxqa_model(model_type, size)
+    tx, step = jaxqa_train_step(model)
+    state = jax.eval_shape(functools.partial(jaxqa_state, model, tx))
+    batch = {key: value[None] for key, value in random_batch(batch_size, seq_len).items()}
+    started = time.perf_counter()
+    step.lower(state, batch).compile()
+    return time.perf_counter() - started
+
+
+def in_fresh_process(fn: Callable, *args):
+    """fn(*args) in a new Python process, with its own jax runtime, memory statistics and caches."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(fn, *args).result()
+
+
+def matmul_flops_per_s(n: int) -> float:
+    """The device's bfloat16 matmul rate: an (n, n) @ (n, n) product, repeated for
+    at least a second after warm-up."""
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.bfloat16)
+    b = jax.random.normal(jax.random.key(1), (n, n), jnp.bfloat16)
+    matmul = jax.jit(jnp.matmul)
+    for _ in range(3):
+        jax.block_until_ready(matmul(a, b))
+    count, started = 0, time.perf_counter()
+    while time.perf_counter() - started < 1.0:
+        for _ in range(10):
+            product = matmul(a, b)
+        jax.block_until_ready(product)
+        count += 10
+    return 2 * n**3 * count / (time.perf_counter() - started)
+
+
+def measure(model_type: str, size: str, args: argparse.Namespace, matmul_rate: float) -> dict:
+    """One row: both sides' training and inference rates, MFU and peak memory, and the compile times."""
+    timing = (args.warmup, args.steps, args.rounds)
+    train = in_fresh_process(train_worker, model_type, size, args.batch_size, args.seq_len, *timing)
+    infer = in_fresh_process(infer_worker, model_type, size, args.infer_batch_size, args.seq_len, *timing)
+    cache_dir = tempfile.mkdtemp(prefix="jaxqa-compile-cache-")
+    try:
+        cold = in_fresh_process(compile_worker, model_type, size, args.batch_size, args.seq_len, cache_dir)
+        warm = in_fresh_process(compile_worker, model_type, size, args.batch_size, args.seq_len, cache_dir)
+    finally:
+        shutil.rmtree(cache_dir)
+    train_flops = 3 * forward_flops(model_type, models.family(model_type).SIZES[size], args.seq_len)  # per sequence
+    gib = lambda n: None if n is None else round(n / GIB, 2)
+    return {
+        "model": model_type,
+        "size": size,
+        "train_gflop_per_seq": round(train_flops / 1e9, 2),
+        "jaxqa_train_seq_s": round(train["jaxqa"], 2),
+        "pytorch_train_seq_s": round(train["pytorch"], 2),
+        "train_ratio": round(train["jaxqa"] / train["pytorch"], 3),
+        "jaxqa_mfu": round(train["jaxqa"] * train_flops / matmul_rate, 4),
+        "pytorch_mfu": round(train["pytorch"] * train_flops / matmul_rate, 4),
+        "jaxqa_peak_gib": gib(train["jaxqa_peak_bytes"]),
+        "pytorch_peak_gib": gib(train["pytorch_peak_bytes"]),
+        "jaxqa_infer_seq_s": round(infer["jaxqa"], 2),
+        "pytorch_infer_seq_s": round(infer["pytorch"], 2),
+        "infer_ratio": round(infer["jaxqa"] / infer["pytorch"], 3),
+        "compile_cold_s": round(cold, 2),
+        "compile_warm_s": round(warm, 2),
+        "pytorch_attention": train["pytorch_attention"],
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", default=",".join(models.MODEL_TYPES), help="comma-separated model types")
+    p.add_argument("--sizes", default="base", help="comma-separated names of each family's SIZES")
+    p.add_argument("--batch-size", type=int, default=64, help="training batch, both sides")
+    p.add_argument("--infer-batch-size", type=int, default=128, help="inference batch, both sides")
+    p.add_argument("--seq-len", type=int, default=384)
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps per side before the first round")
+    p.add_argument("--steps", type=int, default=20, help="timed steps per side and round")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--matmul-size", type=int, default=None, help="n of the matmul that sets the MFU scale "
+                   "(default 8192 on accelerators, 1024 on CPUs)")
+    args = p.parse_args()
+    pairs = [(model_type, size) for model_type in args.models.split(",") for size in args.sizes.split(",")]
+    for model_type, size in pairs:
+        if model_type not in models.MODEL_TYPES or size not in models.family(model_type).SIZES:
+            p.error(f"no {model_type!r} of size {size!r}: models are {', '.join(models.MODEL_TYPES)}, "
+                    "sizes the names in each family's SIZES")
+    # jax would take 75% of GPU memory at start-up; PyTorch shares the device, and
+    # peak memory should be what each side asks for. Children inherit this.
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+    matmul_size = args.matmul_size or (1024 if jax.devices()[0].platform == "cpu" else 8192)
+    matmul_rate = matmul_flops_per_s(matmul_size)
+    print(f"bfloat16 matmul {matmul_size}^3: {matmul_rate / 1e12:.3g} TFLOP/s", flush=True)
+    rows = []
+    for model_type, size in pairs:
+        rows.append(measure(model_type, size, args, matmul_rate))
+        print(json.dumps(rows[-1]), flush=True)
+    settings = {
+        "seq_len": args.seq_len, "batch_size": args.batch_size, "infer_batch_size": args.infer_batch_size,
+        "warmup_steps": args.warmup, "timed_steps": args.steps, "rounds": args.rounds,
+        "precision": "bfloat16 compute, float32 weights",
+        "optimizer": f"AdamW lr {LEARNING_RATE} eps {ADAM_EPS} weight decay {WEIGHT_DECAY} clip {CLIP_NORM}",
+        "matmul_size": matmul_size, "matmul_tflop_s": round(matmul_rate / 1e12, 2),
+        "train_flops": "3 x forward_flops in benchmarks/flops.py",
+        "rates": "sequences/s, median over rounds", "peak": "training, GiB; see the module docstring",
+    }
+    record.write("gpu_train", settings, rows)
+
+
+if __name__ == "__main__":
+    main()
