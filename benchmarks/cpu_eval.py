@@ -41,9 +41,9 @@ import jaxqa
 import record
 from jaxqa import sharding
 from jaxqa.evaluate import stream_logits
-from jaxqa.features import FeatureSettings, featurize_eval
-from jaxqa.postprocess import AnswerCollector
-from jaxqa.squad import Example, read_squad
+from jaxqa.squad.features import FeatureSettings, featurize_eval
+from jaxqa.squad.decode import AnswerCollector
+from jaxqa.squad.examples import Example, read_squad
 from same_weights import NAMES, folders
 
 SQUAD = record.ROOT.parent / "shared" / "squad"

@@ -33,9 +33,9 @@ import numpy as np
 import transformers
 
 import record
-from jaxqa.features import FeatureSettings, TrainFeatures, featurize_train
-from jaxqa.squad import Example, read_squad
-from jaxqa.tokenizer import load_tokenizer
+from jaxqa.squad.features import FeatureSettings, TrainFeatures, featurize_train
+from jaxqa.squad.examples import Example, read_squad
+from jaxqa.squad.tokenizer import load_tokenizer
 
 SQUAD = record.ROOT.parent / "shared" / "squad"
 SETTINGS = FeatureSettings(max_seq_length=384, doc_stride=128, max_query_length=64)

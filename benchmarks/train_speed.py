@@ -21,8 +21,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxqa import models, optim, sharding
-from jaxqa.train import TrainState, make_train_step
+from jaxqa import models, sharding
+from jaxqa.training import optim
+from jaxqa.training.step import TrainState, make_train_step
 
 ROOT = Path(__file__).resolve().parents[1]
 

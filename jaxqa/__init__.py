@@ -1,6 +1,7 @@
 """jaxqa: extractive question answering with compact BERT-family encoders in JAX."""
 
+from jaxqa.checkpoint import Pretrained, load_pretrained, save_pretrained
+from jaxqa.errors import Error
 from jaxqa.pipeline import pipeline
-from jaxqa.pretrained import Pretrained, load_pretrained, save_pretrained
 
-__all__ = ["Pretrained", "load_pretrained", "pipeline", "save_pretrained"]
+__all__ = ["Error", "Pretrained", "load_pretrained", "pipeline", "save_pretrained"]

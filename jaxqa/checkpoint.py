@@ -1,111 +1,293 @@
-"""The run folder of a training job: orbax checkpoints to resume from, the best
-and final models as jaxqa checkpoints, and the metrics log.
+"""Checkpoint folders: the only module that reads and writes weights files.
 
-    RUN/run.json          the model and config the checkpoints belong to
-    RUN/checkpoints/N/    orbax: weights, optimizer state, step (last `keep`)
-    RUN/best/, RUN/model/ jaxqa checkpoint folders (best dev F1, final)
-    RUN/metrics.jsonl     one JSON object per log line
+A jaxqa checkpoint folder holds `config.json` (the Hugging Face config of the
+model, so `transformers` and jaxqa read the same file), `params.safetensors`
+(float32 parameters keyed by their jaxqa path, e.g. `layer_0/query/kernel`) and
+the tokenizer files. Folders are written whole or not at all.
 
-orbax writes each checkpoint to a temporary folder and renames it when it is
-complete, so a run killed while saving never resumes from a partial one.
+A Hugging Face folder (`model.safetensors`, a sharded index, or
+`pytorch_model.bin`) is read here and converted in memory by the pure functions
+of `jaxqa.models.convert`. The two conversion commands live here too, so that an
+installed jaxqa has them (`jaxqa-pt2flax`, `jaxqa-flax2pt`; in a checkout,
+`convert/pt2flax.py` and `convert/flax2pt.py`).
 """
 
+import argparse
+import contextlib
+import dataclasses
+import functools
 import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
+import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
-from jax.experimental import multihost_utils
+from flax import traverse_util
+from safetensors import safe_open
+from safetensors.numpy import save_file
 
-from jaxqa import pretrained
+from jaxqa import models
+from jaxqa.errors import log_to
+from jaxqa.models import convert
+from jaxqa.models.convert import ConversionError
+from jaxqa.squad.tokenizer import TOKENIZER_FILES, load_tokenizer
+
+PARAMS_FILE = "params.safetensors"
+HUB_FILES = ("config.json", "*.safetensors", "model.safetensors.index.json", "pytorch_model.bin", *TOKENIZER_FILES)
+
+log = logging.getLogger("jaxqa.checkpoint")
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that does not belong to this run; the message names the folder."""
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """A checkpoint folder (jaxqa or Hugging Face) whose config.json has been read;
+    its weights are read only when asked for."""
+
+    folder: Path
+    model_type: str
+    config: Any
+
+    def read_params(self, seed: int = 0) -> dict:
+        """The float32 parameters, read from a jaxqa folder or converted from a
+        Hugging Face one. A Hugging Face encoder without a span head gets a
+        freshly initialised one (from `seed`), and says so (a warning)."""
+        if (self.folder / PARAMS_FILE).is_file():
+            return self._read_jaxqa_params()
+        params, report = convert.params_from_hf(self.model_type, self.config, _read_hf_state(self.folder))
+        if report.dropped:
+            groups = sorted({".".join(name.split(".")[:2]) for name in report.dropped})
+            log.info(f"{self.folder}: dropped {len(report.dropped)} tensor(s) a span model does not use ({', '.join(groups)})")
+        if report.fresh_head:
+            log.warning(f"{self.folder}: no span head (qa_outputs) in the checkpoint; initialised a fresh one (seed {seed})")
+            model = models.family(self.model_type).Model(self.config)
+            fresh = nn.meta.unbox(models.init_params(model, jax.random.key(seed)))
+            params = {**params, convert.HEAD: jax.device_get(fresh[convert.HEAD])}
+        return params
+
+    def _read_jaxqa_params(self) -> dict:
+        path = self.folder / PARAMS_FILE
+        got = _read_safetensors(path)
+        model = models.family(self.model_type).Model(self.config)
+        expected = traverse_util.flatten_dict(nn.meta.unbox(models.abstract_params(model)), sep="/")
+        if set(got) != set(expected):
+            raise ConversionError(
+                f"{path}: does not match its config.json "
+                f"(missing {sorted(set(expected) - set(got))[:3]}, unexpected {sorted(set(got) - set(expected))[:3]})"
+            )
+        for key, value in got.items():
+            if value.shape != expected[key].shape:
+                raise ConversionError(f"{path}: {key} has shape {value.shape}, config.json needs {expected[key].shape}")
+        return traverse_util.unflatten_dict(got, sep="/")
 
 
-class Checkpoints:
-    def __init__(self, run_dir: Path, model_type: str, config, tokenizer_dir: Path, keep: int):
-        self.run_dir, self.model_type, self.config, self.tokenizer_dir = Path(run_dir), model_type, config, tokenizer_dir
-        self.directory = self.run_dir / "checkpoints"
-        identity = {"model_type": model_type, "config": config.to_hf()}
-        marker = self.run_dir / "run.json"
-        if marker.is_file():
-            stored = json.loads(marker.read_text())
-            if stored != identity:
-                raise CheckpointError(
-                    f"{self.run_dir} holds checkpoints of another model ({stored['model_type']}, "
-                    f"{stored['config'].get('hidden_size')} hidden, {stored['config'].get('num_hidden_layers')} layers): "
-                    "use another --run-dir")
-        elif jax.process_index() == 0:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            marker.write_text(json.dumps(identity, indent=2))
-        self.manager = ocp.CheckpointManager(self.directory.absolute(), options=ocp.CheckpointManagerOptions(max_to_keep=keep))
-        best = self.run_dir / "best" / "metrics.json"
-        self.best_f1 = json.loads(best.read_text())["f1"] if best.is_file() else -1.0
+class Pretrained:
+    """A model ready to run: `model(input_ids, attention_mask, token_type_ids)` gives
+    `(start_logits, end_logits)`, each (B, T) float32."""
 
-    def latest_step(self) -> int | None:
-        return self.manager.latest_step()
+    def __init__(self, model_type: str, config, params, folder: Path, dtype=jnp.float32, param_dtype=jnp.float32):
+        self.model_type = model_type
+        self.config = config
+        self.folder = folder
+        self.module = models.family(model_type).Model(config, dtype=dtype, param_dtype=param_dtype)
+        self.params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, param_dtype), params)
+        self._forward = models.Forward(self.module)
 
-    def save(self, step: int, state, force: bool = False) -> None:
-        if step not in self.manager.all_steps():
-            self.manager.save(step, args=ocp.args.StandardSave(state), force=force)
+    @functools.cached_property
+    def tokenizer(self):
+        return load_tokenizer(self.folder)
 
-    def wait(self) -> None:
-        self.manager.wait_until_finished()
+    @functools.cached_property
+    def _encode(self):
+        return jax.jit(lambda params, *batch: self.module.apply({"params": params}, *batch, method="encode"))
 
-    def restore(self, abstract_state, shardings):
-        """The latest checkpoint, laid out on the mesh as `shardings` says."""
-        step = self.manager.latest_step()
-        target = jax.tree_util.tree_map(
-            lambda leaf, sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding), abstract_state, shardings)
-        try:
-            return self.manager.restore(step, args=ocp.args.StandardRestore(target))
-        except Exception as err:  # orbax raises several types for a mismatched or damaged tree
-            raise CheckpointError(f"{self.directory / str(step)}: cannot restore into this model "
-                                  f"({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
+    def __call__(self, input_ids, attention_mask, token_type_ids):
+        return self._forward(self.params, input_ids, attention_mask, token_type_ids)
 
-    def export(self, params, folder: Path) -> Path:
-        """Writes `params` as a jaxqa checkpoint folder (from process 0)."""
-        host = multihost_utils.process_allgather(params, tiled=True) if jax.process_count() > 1 else jax.device_get(params)
-        if jax.process_index() == 0:
-            host = jax.tree_util.tree_map(np.asarray, host)
-            pretrained.save_pretrained(folder, self.model_type, self.config, host, self.tokenizer_dir, overwrite=True)
+    def encode(self, input_ids, attention_mask, token_type_ids):
+        """The encoder's last hidden states, (B, T, D)."""
+        return self._encode(self.params, input_ids, attention_mask, token_type_ids)
+
+    def save(self, folder: str | Path, overwrite: bool = False) -> Path:
+        return save_pretrained(folder, self.model_type, self.config, self.params, self.folder, overwrite)
+
+
+def open_checkpoint(path: str | Path) -> Source:
+    """A jaxqa checkpoint folder, a Hugging Face folder or a hub id, with its config read."""
+    folder = resolve(path)
+    hf = _read_hf_config(folder)
+    where = folder / "config.json"
+    try:
+        fam = models.family(hf["model_type"])
+        return Source(folder, fam.MODEL_TYPE, fam.Config.from_hf(hf))
+    except (ValueError, TypeError) as err:
+        raise ConversionError(f"{where}: {err}") from None
+
+
+def load_pretrained(path: str | Path, dtype=jnp.float32, param_dtype=jnp.float32) -> Pretrained:
+    """A jaxqa checkpoint folder, a Hugging Face folder (converted on the fly) or hub id."""
+    source = open_checkpoint(path)
+    return Pretrained(source.model_type, source.config, source.read_params(), source.folder, dtype, param_dtype)
+
+
+def save_pretrained(folder, model_type: str, config, params, tokenizer_from: Path | None, overwrite: bool = False) -> Path:
+    """Writes a jaxqa checkpoint folder atomically: a failure leaves nothing at `folder`."""
+    with atomic_folder(folder, overwrite) as tmp:
+        (tmp / "config.json").write_text(json.dumps(config.to_hf(), indent=2) + "\n")
+        flat = traverse_util.flatten_dict(jax.device_get(params), sep="/")
+        save_file({key: np.ascontiguousarray(value, np.float32) for key, value in flat.items()}, tmp / PARAMS_FILE,
+                  metadata={"format": "jaxqa", "model_type": model_type})
+        if tokenizer_from:
+            _copy_tokenizer(Path(tokenizer_from), tmp)
+    return Path(folder)
+
+
+def _copy_tokenizer(src: Path, dst: Path) -> None:
+    for name in TOKENIZER_FILES:
+        if (src / name).is_file():
+            shutil.copy2(src / name, dst / name)
+
+
+def export_hf(src: str | Path, out: str | Path, overwrite: bool = False) -> Path:
+    """Writes a jaxqa checkpoint as a Hugging Face folder (`model.safetensors`,
+    `config.json`, tokenizer files) that `AutoModelForQuestionAnswering` loads."""
+    model = load_pretrained(src)
+    with atomic_folder(out, overwrite) as tmp:
+        state = convert.params_to_hf(model.model_type, model.config, model.params)
+        save_file(state, tmp / "model.safetensors", metadata={"format": "pt"})
+        (tmp / "config.json").write_text(json.dumps(model.config.to_hf(), indent=2) + "\n")
+        _copy_tokenizer(model.folder, tmp)
+    return Path(out)
+
+
+@contextlib.contextmanager
+def atomic_folder(folder: str | Path, overwrite: bool = False):
+    """Yields a temporary folder that replaces `folder` only if the block succeeds."""
+    folder = Path(folder)
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())) and not overwrite:
+        raise FileExistsError(f"{folder} already exists and is not empty (pass --overwrite to replace it)")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        yield tmp
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def resolve(path: str | Path) -> Path:
+    """A local folder as it is; otherwise a Hugging Face hub id, downloaded (needs the network)."""
+    folder = Path(path)
+    if folder.exists():
+        if not folder.is_dir():
+            raise ConversionError(f"{folder}: not a folder")
         return folder
+    if str(path).count("/") > 1 or str(path).startswith((".", "/")):
+        raise ConversionError(f"{path}: no such folder")
+    from huggingface_hub import snapshot_download
 
-    def keep_best(self, params, result: dict, step: int) -> None:
-        """Exports `params` to RUN/best when `result` has the best dev F1 so far."""
-        if "f1" not in result or result["f1"] <= self.best_f1:
-            return
-        self.best_f1 = result["f1"]
-        folder = self.export(params, self.run_dir / "best")
-        if jax.process_index() == 0:
-            (folder / "metrics.json").write_text(json.dumps({"step": step, **result}, indent=2))
+    try:
+        return Path(snapshot_download(str(path), allow_patterns=list(HUB_FILES)))
+    except Exception as err:  # offline, unknown repo, ...
+        raise ConversionError(f"{path}: not a local folder, and the hub download failed ({err})") from None
 
 
-class MetricsLog:
-    """Appends records to RUN/metrics.jsonl, and to TensorBoard when tensorboardX is installed."""
+def _read_hf_config(folder: Path) -> dict:
+    path = folder / "config.json"
+    if not path.is_file():
+        raise ConversionError(f"{folder}: no config.json")
+    try:
+        hf = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ConversionError(f"{path}: not valid JSON ({err})") from None
+    if "model_type" not in hf:
+        raise ConversionError(f"{path}: no 'model_type' field")
+    return hf
 
-    def __init__(self, run_dir: Path, enabled: bool):
-        self.enabled = enabled
-        self.path = Path(run_dir) / "metrics.jsonl"
-        self.tensorboard = None
-        if enabled:
-            try:
-                from tensorboardX import SummaryWriter
 
-                self.tensorboard = SummaryWriter(str(Path(run_dir) / "tensorboard"))
-            except ImportError:
-                pass
+def _read_hf_state(folder: Path) -> dict[str, np.ndarray]:
+    """The tensors of a Hugging Face folder: model.safetensors (or its sharded index) or pytorch_model.bin."""
+    single = folder / "model.safetensors"
+    index = folder / "model.safetensors.index.json"
+    binary = folder / "pytorch_model.bin"
+    if single.is_file():
+        return _read_safetensors(single)
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        state = {}
+        for shard in shards:
+            state.update(_read_safetensors(folder / shard))
+        return state
+    if binary.is_file():
+        return _read_torch(binary)
+    raise ConversionError(f"{folder}: no weights (model.safetensors or pytorch_model.bin)")
 
-    def write(self, record: dict) -> None:
-        if not self.enabled:
-            return
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-        if self.tensorboard and "step" in record:
-            for key, value in record.items():
-                if key != "step" and isinstance(value, (int, float)):
-                    self.tensorboard.add_scalar(key, value, record["step"])
-            self.tensorboard.flush()
+
+def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            return {key: f.get_tensor(key) for key in f.keys()}
+    except Exception as err:  # the library raises several types for corrupt files
+        raise ConversionError(f"{path}: cannot read safetensors file ({err})") from None
+
+
+def _read_torch(path: Path) -> dict[str, np.ndarray]:
+    try:
+        import torch
+    except ImportError:
+        raise ConversionError(f"{path}: reading pytorch_model.bin needs torch (pip install 'jaxqa[torch]')") from None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated zip, unpickling error, ...
+        raise ConversionError(f"{path}: cannot read PyTorch weights ({err})") from None
+    return {key: value.float().numpy() for key, value in state.items()}
+
+
+# ---------------------------------------------------------------- the conversion commands
+
+
+def pt2flax_main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="pt2flax", description="Converts a Hugging Face PyTorch checkpoint to a "
+                                     "jaxqa checkpoint folder, written whole or not at all.")
+    parser.add_argument("src", help="Hugging Face folder (config.json, model.safetensors or pytorch_model.bin, "
+                        "tokenizer files) or hub id")
+    parser.add_argument("out", help="jaxqa checkpoint folder to write")
+    parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    parser.add_argument("--seed", type=int, default=0, help="seed of a fresh span head, when SRC has none")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    try:
+        source = open_checkpoint(args.src)
+        with log_to(sys.stderr):
+            params = source.read_params(args.seed)
+        save_pretrained(args.out, source.model_type, source.config, params, source.folder, overwrite=args.overwrite)
+    except (ConversionError, FileExistsError) as err:
+        print(f"pt2flax: error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out} ({source.model_type}) in {time.perf_counter() - start:.1f}s")
+    return 0
+
+
+def flax2pt_main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="flax2pt", description="Exports a jaxqa checkpoint folder to a Hugging "
+                                     "Face folder that AutoModelForQuestionAnswering loads.")
+    parser.add_argument("src", help="jaxqa checkpoint folder")
+    parser.add_argument("out", help="Hugging Face folder to write")
+    parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    args = parser.parse_args(argv)
+    try:
+        export_hf(args.src, args.out, args.overwrite)
+    except (ConversionError, FileExistsError) as err:
+        print(f"flax2pt: error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out}")
+    return 0

@@ -8,8 +8,8 @@ whole set's logits are never held at once.
 """
 
 import argparse
-import functools
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -18,10 +18,15 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from jaxqa import compilation_cache, metrics, sharding
-from jaxqa.features import EvalFeatures, FeatureSettings, load_eval_features
-from jaxqa.postprocess import AnswerCollector, Predictions
-from jaxqa.squad import read_squad
+from jaxqa import compilation_cache, models, sharding
+from jaxqa.checkpoint import load_pretrained
+from jaxqa.errors import Error, log_to
+from jaxqa.squad import metric
+from jaxqa.squad.decode import AnswerCollector, Predictions
+from jaxqa.squad.examples import read_squad
+from jaxqa.squad.features import EvalFeatures, FeatureSettings, eval_features
+
+log = logging.getLogger("jaxqa.evaluate")
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -32,7 +37,9 @@ def stream_logits(model, params, features: EvalFeatures, mesh, batch_size: int, 
     The last batch is padded to `batch_size` so that one compiled program serves all.
     """
     in_sh = sharding.batch_sharding(mesh, 2)
-    forward = _forward(model, mesh)
+    # Replicated logits, so that every process can read them; one program per
+    # (model, mesh), so evaluations during training compile it once.
+    forward = models.forward(model, sharding.replicated(mesh))
     total = len(features.input_ids)
     with tqdm(total=total, unit="feature", disable=not show_progress, dynamic_ncols=True) as progress:
         for begin in range(0, total, batch_size):
@@ -45,16 +52,7 @@ def stream_logits(model, params, features: EvalFeatures, mesh, batch_size: int, 
             yield start[:count], end[:count]
 
 
-@functools.cache
-def _forward(model, mesh):
-    """The jitted forward pass over batches sharded on the mesh's data axis; one
-    per (model, mesh), so evaluations during training compile it once."""
-    in_sh = sharding.batch_sharding(mesh, 2)
-    return jax.jit(lambda p, *batch: model.apply({"params": p}, *batch),
-                   in_shardings=(None, in_sh, in_sh, in_sh), out_shardings=sharding.replicated(mesh))
-
-
-def predict(model, params, examples, features, mesh, batch_size: int, with_negatives: bool,
+def answer(model, params, examples, features, mesh, batch_size: int, with_negatives: bool,
             null_score_diff_threshold: float, show_progress: bool = False, keep_nbest: bool = False) -> Predictions:
     collector = AnswerCollector(examples, features, version_2_with_negative=with_negatives,
                                 null_score_diff_threshold=null_score_diff_threshold, keep_nbest=keep_nbest)
@@ -65,17 +63,17 @@ def predict(model, params, examples, features, mesh, batch_size: int, with_negat
 
 def score(articles, predictions: Predictions, with_negatives: bool) -> dict:
     """The official metric; for SQuAD 2.0 with the null odds as no-answer probabilities."""
-    return metrics.evaluate(articles, predictions.answers, na_probs=predictions.null_odds if with_negatives else None)
+    return metric.compute(articles, predictions.answers, na_probs=predictions.null_odds if with_negatives else None)
 
 
-def evaluate_model(model, params, eval_set, mesh, batch_size: int, null_score_diff_threshold: float, say) -> dict:
-    """The official metrics of `params` on an `jaxqa.data.EvalSet` (used during training)."""
+def evaluate_params(model, params, eval_set, mesh, batch_size: int, null_score_diff_threshold: float) -> dict:
+    """The official metrics of `params` on a `jaxqa.training.batches.EvalSet` (used during training)."""
     started = time.perf_counter()
-    predictions = predict(model, params, eval_set.data.examples, eval_set.features, mesh, batch_size,
+    predictions = answer(model, params, eval_set.data.examples, eval_set.features, mesh, batch_size,
                           eval_set.with_negatives, null_score_diff_threshold)
     result = dict(score(eval_set.data.articles, predictions, eval_set.with_negatives))
     result["eval_seconds"] = round(time.perf_counter() - started, 1)
-    say(f"eval: exact {result['exact']:.2f} f1 {result['f1']:.2f} ({result['total']} questions, {result['eval_seconds']}s)")
+    log.info(f"eval: exact {result['exact']:.2f} f1 {result['f1']:.2f} ({result['total']} questions, {result['eval_seconds']}s)")
     return result
 
 
@@ -92,27 +90,31 @@ def main(argv=None) -> int:
                    help="SQuAD 2.0: answer '' when null odds exceed it; 'best' applies the threshold tuned on --data")
     p.add_argument("--compilation-cache", default="", help=compilation_cache.HELP)
     args = p.parse_args(argv)
-    from jaxqa import pretrained
-
     try:
         threshold = None if args.null_score_diff_threshold == "best" else float(args.null_score_diff_threshold)
     except ValueError:
         p.error(f"--null-score-diff-threshold {args.null_score_diff_threshold!r}: a number or 'best'")
+    with log_to(sys.stderr):
+        return run(args, threshold)
+
+
+def run(args: argparse.Namespace, threshold: float | None) -> int:
+    """Evaluates as the command line asks; `threshold` None means "best"."""
     try:
-        model = pretrained.load_pretrained(args.checkpoint)
+        model = load_pretrained(args.checkpoint)
         data = read_squad(args.data)
-    except (pretrained.ConversionError, OSError, ValueError) as err:
+        settings = FeatureSettings(args.max_seq_length, args.doc_stride, args.max_query_length)
+        features = eval_features(data, model.tokenizer, settings)
+    except (Error, OSError) as err:
         print(f"jaxqa.evaluate: error: {err}", file=sys.stderr)
         return 2
     compilation_cache.enable(args.compilation_cache)
-    settings = FeatureSettings(args.max_seq_length, args.doc_stride, args.max_query_length)
-    features = load_eval_features(args.data, model.folder, settings)
     mesh = sharding.make_mesh(sharding.parse_mesh(None, jax.device_count()))
     batch_size = -(-args.batch_size // jax.device_count()) * jax.device_count()
     with_negatives = any(example.is_impossible for example in data.examples)
     started = time.perf_counter()
     tune = threshold is None and with_negatives
-    predictions = predict(model.module, model.params, data.examples, features, mesh, batch_size, with_negatives,
+    predictions = answer(model.module, model.params, data.examples, features, mesh, batch_size, with_negatives,
                           threshold or 0.0, show_progress=True, keep_nbest=tune)
     seconds = time.perf_counter() - started
     result = score(data.articles, predictions, with_negatives)
@@ -128,9 +130,9 @@ def main(argv=None) -> int:
     if with_negatives:
         (out / "null_odds.json").write_text(json.dumps(predictions.null_odds, indent=2))
     print(json.dumps(result, indent=2))
-    print(f"{len(features.input_ids)} features of {len(data.examples)} questions in {seconds:.1f}s: "
-          f"{len(features.input_ids) / seconds:.1f} features/s on {jax.device_count()} {jax.devices()[0].platform} device(s)"
-          + (f"; null_score_diff_threshold {threshold}" if with_negatives else ""), file=sys.stderr)
+    log.info(f"{len(features.input_ids)} features of {len(data.examples)} questions in {seconds:.1f}s: "
+             f"{len(features.input_ids) / seconds:.1f} features/s on {jax.device_count()} {jax.devices()[0].platform} device(s)"
+             + (f"; null_score_diff_threshold {threshold}" if with_negatives else ""))
     return 0
 
 

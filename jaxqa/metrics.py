@@ -1,164 +1,16 @@
-"""The official SQuAD evaluation: exact match, F1 and the no-answer threshold search.
+"""The official SQuAD v2.0 evaluation script's command line (`jaxqa.squad.metric`):
 
-This reproduces the logic of the official SQuAD v2.0 script (evaluate-v2.0.py)
-number for number, including its order of summation, so that every value it
-prints is the same float. The v2.0 script also scores SQuAD 1.1 data, where every
-question has answers and only the HasAns_* keys appear.
-
-One case is defined here that the official script leaves undefined: a question
-without a prediction. The script warns and skips it, then fails with a KeyError
-when it builds the HasAns/NoAns subsets. Here the warning is printed (to stderr,
-so that stdout stays JSON) and the question is left out of every number, as if it
-were not in the dataset.
-
-Command line, with the official script's arguments:
     python -m jaxqa.metrics DATA.json PREDICTIONS.json [--na-prob-file NA_PROBS.json]
         [--na-prob-thresh F] [--out-file OUT.json]
+
+It prints the same JSON as the official script.
 """
 
 import argparse
-import collections
 import json
-import re
-import string
 import sys
 
-_PUNCTUATION = frozenset(string.punctuation)
-_ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
-
-
-def normalize_answer(s: str) -> str:
-    """Lower-cases and removes punctuation, the articles a/an/the and extra white space."""
-    s = "".join(ch for ch in s.lower() if ch not in _PUNCTUATION)
-    return " ".join(_ARTICLES.sub(" ", s).split())
-
-
-def compute_exact(gold: str, pred: str) -> int:
-    return int(normalize_answer(gold) == normalize_answer(pred))
-
-
-def compute_f1(gold: str, pred: str) -> float:
-    """Token-level F1 between the normalised answers."""
-    gold_tokens = normalize_answer(gold).split()
-    pred_tokens = normalize_answer(pred).split()
-    if not gold_tokens or not pred_tokens:
-        # An empty side means "no answer": full credit only when both are empty.
-        return float(gold_tokens == pred_tokens)
-    num_same = sum((collections.Counter(gold_tokens) & collections.Counter(pred_tokens)).values())
-    if num_same == 0:
-        return 0.0
-    precision = num_same / len(pred_tokens)
-    recall = num_same / len(gold_tokens)
-    return 2 * precision * recall / (precision + recall)
-
-
-def _raw_scores(dataset: list[dict], predictions: dict[str, str]):
-    """Per-question answerability, EM and F1 (max over gold answers), in dataset order."""
-    has_answer, exact, f1 = {}, {}, {}
-    for article in dataset:
-        for paragraph in article["paragraphs"]:
-            for qa in paragraph["qas"]:
-                qid = qa["id"]
-                if qid not in predictions:
-                    print(f"Missing prediction for {qid}", file=sys.stderr)
-                    continue
-                # Answerability follows the raw list, but a gold text that normalises
-                # to nothing (say "the") counts as "no answer" when scoring.
-                has_answer[qid] = bool(qa["answers"])
-                golds = [a["text"] for a in qa["answers"] if normalize_answer(a["text"])] or [""]
-                pred = predictions[qid]
-                exact[qid] = max(compute_exact(gold, pred) for gold in golds)
-                f1[qid] = max(compute_f1(gold, pred) for gold in golds)
-    return has_answer, exact, f1
-
-
-def _apply_no_answer_threshold(scores, na_probs, has_answer, na_prob_thresh):
-    """Scores after answering "no answer" wherever the no-answer probability exceeds the threshold."""
-    return {
-        qid: float(not has_answer[qid]) if na_probs[qid] > na_prob_thresh else score
-        for qid, score in scores.items()
-    }
-
-
-def _summary(exact, f1, qids) -> dict:
-    # 100.0 * sum / total in this order, as the official script computes it.
-    return {
-        "exact": 100.0 * sum(exact[qid] for qid in qids) / len(qids),
-        "f1": 100.0 * sum(f1[qid] for qid in qids) / len(qids),
-        "total": len(qids),
-    }
-
-
-def _best_threshold(predictions, scores, na_probs, has_answer):
-    """The best total score over no-answer thresholds, in percent, and the threshold reaching it.
-
-    Below every probability all questions are answered "no answer", which scores one
-    per unanswerable question. Raising the threshold past a question's probability
-    switches it to its prediction: an answerable one gains its score, an unanswerable
-    one loses its point if the prediction is non-empty. Equal probabilities are
-    walked one question at a time in the order of `na_probs`, as the official script
-    does, so the best score may fall inside a group of ties.
-    """
-    score = sum(1 for answerable in has_answer.values() if not answerable)
-    best_score, best_thresh = score, 0.0
-    for qid in sorted(na_probs, key=na_probs.get):
-        if qid not in scores:
-            continue
-        if has_answer[qid]:
-            score += scores[qid]
-        elif predictions[qid]:
-            score -= 1
-        if score > best_score:
-            best_score, best_thresh = score, na_probs[qid]
-    return 100.0 * best_score / len(scores), best_thresh
-
-
-def best_thresholds(predictions, exact_raw, f1_raw, na_probs, has_answer) -> dict:
-    """best_exact / best_f1 and their no-answer thresholds, from scores before any threshold."""
-    best_exact, exact_thresh = _best_threshold(predictions, exact_raw, na_probs, has_answer)
-    best_f1, f1_thresh = _best_threshold(predictions, f1_raw, na_probs, has_answer)
-    return {
-        "best_exact": best_exact,
-        "best_exact_thresh": exact_thresh,
-        "best_f1": best_f1,
-        "best_f1_thresh": f1_thresh,
-    }
-
-
-def evaluate(
-    dataset: list[dict],
-    predictions: dict[str, str],
-    na_probs: dict[str, float] | None = None,
-    na_prob_thresh: float = 1.0,
-) -> dict:
-    """The official SQuAD v2.0 metrics, with the keys in the official order.
-
-    `dataset` is the "data" list of a SQuAD JSON file, `predictions` maps question
-    ids to answer texts ("" for no answer), `na_probs` maps them to no-answer
-    probabilities. Questions count as "no answer" where that probability exceeds
-    `na_prob_thresh`; given `na_probs`, the best thresholds are searched as well.
-    """
-    has_answer, exact_raw, f1_raw = _raw_scores(dataset, predictions)
-    if not exact_raw:
-        raise ValueError("no question in the dataset has a prediction")
-    probs = dict.fromkeys(predictions, 0.0) if na_probs is None else na_probs
-    unknown = [qid for qid in exact_raw if qid not in probs]
-    if unknown:
-        raise ValueError(f"{len(unknown)} question(s) have no no-answer probability, e.g. {unknown[0]!r}")
-    exact = _apply_no_answer_threshold(exact_raw, probs, has_answer, na_prob_thresh)
-    f1 = _apply_no_answer_threshold(f1_raw, probs, has_answer, na_prob_thresh)
-
-    result = _summary(exact, f1, list(exact))
-    for prefix, answerable in (("HasAns", True), ("NoAns", False)):
-        qids = [qid for qid, has in has_answer.items() if has == answerable]
-        if qids:
-            result.update({f"{prefix}_{key}": value for key, value in _summary(exact, f1, qids).items()})
-    if na_probs is not None:
-        result.update(best_thresholds(predictions, exact_raw, f1_raw, na_probs, has_answer))
-    return result
-
-
-# ---------------------------------------------------------------- command line
+from jaxqa.squad.metric import compute
 
 
 def _read_json(path: str):
@@ -217,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:
-        result = evaluate(data["data"], predictions, na_probs, args.na_prob_thresh)
+        result = compute(data["data"], predictions, na_probs, args.na_prob_thresh)
     except ValueError as e:
         inputs = ", ".join(filter(None, (args.data_file, args.pred_file, args.na_prob_file)))
         print(f"error: {inputs}: {e}", file=sys.stderr)

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from jaxqa import compilation_cache
+from jaxqa.errors import Error
 from jaxqa.pipeline import InputError, pipeline
 
 # Inputs answered per pipeline call: enough for full batches, few enough to
@@ -22,7 +23,7 @@ from jaxqa.pipeline import InputError, pipeline
 CHUNK = 256
 
 
-class BadInput(ValueError):
+class BadInput(Error):
     """Input that cannot be read or answered; the message says where it is."""
 
 
@@ -97,8 +98,7 @@ def main(argv=None) -> int:
             for result in results:
                 print(json.dumps(result, ensure_ascii=False))
             sys.stdout.flush()
-    # ValueError also covers a checkpoint that cannot be loaded (ConversionError).
-    except (OSError, ValueError) as err:
+    except (OSError, Error) as err:
         print(f"jaxqa.predict: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -13,6 +13,8 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
+from jaxqa.errors import Error
+
 DATA, MODEL = "data", "model"
 
 # Logical axis -> mesh axis. Attention heads and the feed-forward width are
@@ -33,7 +35,7 @@ RULES = {
 FSDP_RULES = {**RULES, "embed": DATA, "bottleneck": DATA}
 
 
-class MeshError(ValueError):
+class MeshError(Error):
     """A mesh the devices cannot form; the message names the flag."""
 
 

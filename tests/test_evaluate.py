@@ -22,9 +22,8 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
     """(SQuAD 2.0 fixture file, the final model of a 2-step tiny BERT run on it)."""
     squad = write_squad(tmp_path_factory.mktemp("squad"), with_negatives=True)
     run_dir = tmp_path_factory.mktemp("run")
-    assert train.main(["--model", "bert", "--size", "tiny", "--init", "random", "--tokenizer", str(squad.parent),
-                       "--train-file", str(squad), "--eval-file", str(squad), "--max-seq-length", "64",
-                       "--doc-stride", "16", "--max-query-length", "16", "--batch-size", "8", "--max-steps", "2",
+    assert train.main(["--model", "bert", "--config", "bert:tiny", "--tokenizer", str(squad.parent),
+                       "--train-file", str(squad), "--eval-file", str(squad), "--batch-size", "8", "--max-steps", "2",
                        "--run-dir", str(run_dir)]) == 0
     return squad, run_dir / "model"
 
@@ -73,18 +72,19 @@ def test_repeated_evaluations_compile_once(trained):
     """Evaluations during training reuse the compiled forward pass."""
     import jax
 
-    from jaxqa import evaluate, sharding
-    from jaxqa.features import FeatureSettings, featurize_eval
-    from jaxqa.squad import read_squad
+    from jaxqa import evaluate, models, sharding
+    from jaxqa.squad.examples import read_squad
+    from jaxqa.squad.features import FeatureSettings, featurize_eval
 
     squad, model = trained
     model = jaxqa.load_pretrained(model)
     examples = read_squad(squad).examples
     features = featurize_eval(examples, model.tokenizer, FeatureSettings(64, 16, 16))
     mesh = sharding.make_mesh(sharding.parse_mesh(None, jax.device_count()))
-    first = evaluate.predict(model.module, model.params, examples, features, mesh, 8, True, 0.0)
-    compiled = evaluate._forward(model.module, mesh)._cache_size()
-    assert compiled >= 1  # the very function predict ran
-    again = evaluate.predict(model.module, model.params, examples, features, mesh, 8, True, 0.0)
+    first = evaluate.answer(model.module, model.params, examples, features, mesh, 8, True, 0.0)
+    forward = models.forward(model.module, sharding.replicated(mesh))
+    compiled = forward.traces
+    assert compiled >= 1  # the very function `answer` ran
+    again = evaluate.answer(model.module, model.params, examples, features, mesh, 8, True, 0.0)
     assert again.answers == first.answers
-    assert evaluate._forward(model.module, mesh)._cache_size() == compiled
+    assert forward.traces == compiled

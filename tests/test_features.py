@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxqa import features
-from jaxqa.features import FeatureSettings, featurize_eval, featurize_train
-from jaxqa.squad import Example, read_squad
-from jaxqa.tokenizer import load_tokenizer
+import jaxqa
+from jaxqa.squad import features
+from jaxqa.squad.features import FeatureSettings, featurize_eval, featurize_train
+from jaxqa.squad.examples import Example, read_squad
+from jaxqa.squad.tokenizer import load_tokenizer
 
 FIXTURES = Path(__file__).parent / "fixtures" / "squad"
 REAL = Path(__file__).parents[1] / ".." / "shared" / "squad"
@@ -84,7 +85,7 @@ def test_vocab_only_folder_honours_do_lower_case(model_folder, tmp_path):
 
 
 def test_missing_tokenizer_files_name_the_folder(tmp_path):
-    with pytest.raises(FileNotFoundError, match=str(tmp_path)):
+    with pytest.raises(jaxqa.Error, match=str(tmp_path)):
         load_tokenizer(tmp_path)
 
 
@@ -353,32 +354,34 @@ def _refuse(*args):
     raise AssertionError("featurised again instead of reading the cache")
 
 
-def test_second_load_comes_from_the_cache(model_folder, tmp_path, monkeypatch):
-    data = FIXTURES / "tiny-v2.0.json"
-    first = features.load_train_features(data, model_folder, SMALL, cache_dir=tmp_path)
+def test_second_load_comes_from_the_cache(tokenizer, tmp_path, monkeypatch):
+    data = read_squad(FIXTURES / "tiny-v2.0.json")
+    first = features.train_features(data, tokenizer, SMALL, cache_dir=tmp_path)
     assert len(list(tmp_path.glob("TrainFeatures-*.npz"))) == 1
 
     monkeypatch.setattr(features, "featurize_train", _refuse)
-    _same(features.load_train_features(data, model_folder, SMALL, cache_dir=tmp_path), first)
-    tokenizer = load_tokenizer(model_folder)
-    _same(first, featurize_train(read_squad(data).examples, tokenizer, SMALL))
+    _same(features.train_features(data, tokenizer, SMALL, cache_dir=tmp_path), first)
+    monkeypatch.undo()
+    _same(first, featurize_train(data.examples, tokenizer, SMALL))
+    # The first questions of the same file are another entry.
+    assert len(features.train_features(data.head(1), tokenizer, SMALL, cache_dir=tmp_path).input_ids) < len(first.input_ids)
+    assert len(list(tmp_path.glob("TrainFeatures-*.npz"))) == 2
 
 
-def test_eval_features_are_cached_too(model_folder, tmp_path, monkeypatch):
-    data = FIXTURES / "tiny-v1.1.json"
-    first = features.load_eval_features(data, model_folder, SMALL, cache_dir=tmp_path)
+def test_eval_features_are_cached_too(tokenizer, tmp_path, monkeypatch):
+    data = read_squad(FIXTURES / "tiny-v1.1.json")
+    first = features.eval_features(data, tokenizer, SMALL, cache_dir=tmp_path)
     monkeypatch.setattr(features, "featurize_eval", _refuse)
-    _same(features.load_eval_features(data, model_folder, SMALL, cache_dir=tmp_path), first)
+    _same(features.eval_features(data, tokenizer, SMALL, cache_dir=tmp_path), first)
 
 
 def test_cache_key_covers_settings_data_tokenizer_and_kind(model_folder, tmp_path):
     data = tmp_path / "data.json"
     shutil.copy(FIXTURES / "tiny-v1.1.json", data)
-    tokenizer_folder = tmp_path / "tokenizer"
-    shutil.copytree(model_folder, tokenizer_folder)
+    tokenizer = load_tokenizer(model_folder)
 
-    def key(kind="TrainFeatures", settings=SMALL):
-        return features.cache_path(kind, data, tokenizer_folder, settings, tmp_path / "cache")
+    def key(kind="TrainFeatures", settings=SMALL, tokenizer=tokenizer):
+        return features.cache_path(kind, read_squad(data).fingerprint, tokenizer, settings, tmp_path / "cache")
 
     base = key()
     assert key() == base
@@ -388,13 +391,13 @@ def test_cache_key_covers_settings_data_tokenizer_and_kind(model_folder, tmp_pat
     data.write_text(data.read_text().replace("1907", "1908"))
     changed_data = key()
     assert changed_data != base
-    with open(tokenizer_folder / "tokenizer.json", "a") as f:
-        f.write(" ")
-    assert key() != changed_data
+    other = load_tokenizer(model_folder)
+    other.add_tokens(["jaxqa"])
+    assert key(tokenizer=other) != changed_data
 
 
-def test_interrupted_write_leaves_no_cache_entry(model_folder, tmp_path, monkeypatch):
-    data = FIXTURES / "tiny-v1.1.json"
+def test_interrupted_write_leaves_no_cache_entry(tokenizer, tmp_path, monkeypatch):
+    data = read_squad(FIXTURES / "tiny-v1.1.json")
     real_savez = np.savez
 
     def interrupted(file, **arrays):
@@ -403,12 +406,12 @@ def test_interrupted_write_leaves_no_cache_entry(model_folder, tmp_path, monkeyp
 
     monkeypatch.setattr(np, "savez", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        features.load_train_features(data, model_folder, SMALL, cache_dir=tmp_path)
+        features.train_features(data, tokenizer, SMALL, cache_dir=tmp_path)
     assert list(tmp_path.iterdir()) == []
 
     monkeypatch.setattr(np, "savez", real_savez)
-    first = features.load_train_features(data, model_folder, SMALL, cache_dir=tmp_path)
-    _same(features.load_train_features(data, model_folder, SMALL, cache_dir=tmp_path), first)
+    first = features.train_features(data, tokenizer, SMALL, cache_dir=tmp_path)
+    _same(features.train_features(data, tokenizer, SMALL, cache_dir=tmp_path), first)
 
 
 def test_default_cache_dir_follows_jaxqa_cache(monkeypatch, tmp_path):

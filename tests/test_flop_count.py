@@ -1,13 +1,11 @@
-"""The FLOP counts of benchmarks/flops.py (the benchmarks' MFU), against the
+"""The FLOP counts of each family's `forward_flops` (the benchmarks' MFU), against the
 jaxqa forward pass as XLA sees it: exactly the matrix products of the lowered
 program, and close to `cost_analysis()["flops"]`, which also counts the rest."""
 
 import dataclasses
 import functools
-import importlib.util
 import math
 import re
-from pathlib import Path
 
 import flax.linen as nn
 import jax
@@ -16,11 +14,6 @@ import pytest
 
 from jaxqa import models
 from jaxqa.models import bert, mobilebert, squeezebert
-
-ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("flops", ROOT / "benchmarks" / "flops.py")
-flops = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(flops)
 
 SEQ_LEN = 128
 SIZES = [(model_type, size) for model_type in models.MODEL_TYPES for size in ("tiny", "base")]
@@ -67,7 +60,7 @@ def dot_flops(program: str) -> int:
 def test_counts_every_matmul(model_type, config):
     program = lowered(model_type, config, SEQ_LEN).as_text()
     assert DOT.search(program)
-    assert flops.forward_flops(model_type, config, SEQ_LEN) == dot_flops(program)
+    assert models.family(model_type).forward_flops(config, SEQ_LEN) == dot_flops(program)
 
 
 @pytest.mark.parametrize("model_type, size", SIZES)
@@ -79,6 +72,6 @@ def test_close_to_xla_cost_analysis(model_type, size):
     # SqueezeBERT's groups of 16 channels, up to 20% (measured 0.80-0.94). It
     # counts every matmul too, so ours can never be above it.
     config = models.family(model_type).SIZES[size]
-    ours = flops.forward_flops(model_type, config, SEQ_LEN)
+    ours = models.family(model_type).forward_flops(config, SEQ_LEN)
     xla = lowered(model_type, config, SEQ_LEN).cost_analysis()["flops"]
     assert (0.75 if size == "tiny" else 0.95) <= ours / xla <= 1.0

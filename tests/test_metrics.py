@@ -11,6 +11,7 @@ import types
 import pytest
 
 from jaxqa import metrics
+from jaxqa.squad import metric
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SQUAD_DIR = REPO_ROOT.parent / "shared" / "squad"
@@ -48,33 +49,33 @@ def _article(*qas):
     ],
 )
 def test_normalize_answer(raw, normalised):
-    assert metrics.normalize_answer(raw) == normalised
+    assert metric.normalize_answer(raw) == normalised
 
 
 def test_compute_exact():
-    assert metrics.compute_exact("The Denver Broncos", "denver broncos.") == 1
-    assert metrics.compute_exact("Denver Broncos", "Broncos") == 0
-    assert metrics.compute_exact("", "") == 1
-    assert metrics.compute_exact("", "the") == 1  # "the" normalises to nothing
+    assert metric.compute_exact("The Denver Broncos", "denver broncos.") == 1
+    assert metric.compute_exact("Denver Broncos", "Broncos") == 0
+    assert metric.compute_exact("", "") == 1
+    assert metric.compute_exact("", "the") == 1  # "the" normalises to nothing
 
 
 def test_compute_f1_partial_overlap():
     # gold -> [cat, sat, on, mat], pred -> [cat, sat, quietly]: 2 shared tokens,
     # precision 2/3, recall 2/4 = 1/2, F1 = 2 * (1/3) / (7/6) = 4/7.
-    assert metrics.compute_f1("the cat sat on the mat", "Cat sat quietly") == pytest.approx(4 / 7)
+    assert metric.compute_f1("the cat sat on the mat", "Cat sat quietly") == pytest.approx(4 / 7)
     # Shared tokens are counted as a multiset: "to" twice in gold, three times in pred
     # gives 2 shared; precision 2/3, recall 2/6 = 1/3, F1 = 2 * (2/9) / 1 = 4/9.
-    assert metrics.compute_f1("to be or not to be", "to to to") == pytest.approx(4 / 9)
-    assert metrics.compute_f1("Denver Broncos", "Carolina Panthers") == 0.0
-    assert metrics.compute_f1("Denver Broncos", "the broncos, denver") == 1.0
+    assert metric.compute_f1("to be or not to be", "to to to") == pytest.approx(4 / 9)
+    assert metric.compute_f1("Denver Broncos", "Carolina Panthers") == 0.0
+    assert metric.compute_f1("Denver Broncos", "the broncos, denver") == 1.0
 
 
 def test_compute_f1_empty_sides():
     # An empty side is "no answer": 1 when both are empty, else 0.
-    assert metrics.compute_f1("", "") == 1.0
-    assert metrics.compute_f1("", "a the an") == 1.0
-    assert metrics.compute_f1("", "Denver") == 0.0
-    assert metrics.compute_f1("Denver", "") == 0.0
+    assert metric.compute_f1("", "") == 1.0
+    assert metric.compute_f1("", "a the an") == 1.0
+    assert metric.compute_f1("", "Denver") == 0.0
+    assert metric.compute_f1("Denver", "") == 0.0
 
 
 # ---------------------------------------------------------------- evaluate
@@ -83,18 +84,18 @@ def test_compute_f1_empty_sides():
 def test_multiple_golds_take_the_max():
     dataset = [_article(("q", ["Santa Clara, California", "Levi's Stadium", "Santa Clara"]))]
     # Exact against the third gold; F1 would be 4/5 against the first alone.
-    result = metrics.evaluate(dataset, {"q": "santa clara"})
+    result = metric.compute(dataset, {"q": "santa clara"})
     assert result == {
         "exact": 100.0, "f1": 100.0, "total": 1, "HasAns_exact": 100.0, "HasAns_f1": 100.0, "HasAns_total": 1
     }
     # "Levi Stadium": first gold shares nothing, second shares "stadium" only
     # ([levis, stadium] vs [levi, stadium]: precision 1/2, recall 1/2, F1 1/2).
-    assert metrics.evaluate(dataset, {"q": "Levi Stadium"})["f1"] == pytest.approx(50.0)
+    assert metric.compute(dataset, {"q": "Levi Stadium"})["f1"] == pytest.approx(50.0)
 
 
 def test_unanswerable_gold():
     dataset = [_article(("empty", []), ("wrong", []))]
-    result = metrics.evaluate(dataset, {"empty": "", "wrong": "Denver"})
+    result = metric.compute(dataset, {"empty": "", "wrong": "Denver"})
     assert list(result.items()) == [
         ("exact", 50.0), ("f1", 50.0), ("total", 2),
         ("NoAns_exact", 50.0), ("NoAns_f1", 50.0), ("NoAns_total", 2),
@@ -105,9 +106,9 @@ def test_gold_that_normalises_to_nothing_is_answerable_but_scores_as_empty():
     # The question has an answer list, so it is HasAns, but its only text is an
     # article, so the gold becomes "" and only an empty prediction matches.
     dataset = [_article(("q", ["The"]))]
-    assert metrics.evaluate(dataset, {"q": ""})["HasAns_exact"] == 100.0
-    assert metrics.evaluate(dataset, {"q": "the"})["HasAns_f1"] == 100.0
-    assert metrics.evaluate(dataset, {"q": "The End"})["HasAns_f1"] == 0.0
+    assert metric.compute(dataset, {"q": ""})["HasAns_exact"] == 100.0
+    assert metric.compute(dataset, {"q": "the"})["HasAns_f1"] == 100.0
+    assert metric.compute(dataset, {"q": "The End"})["HasAns_f1"] == 0.0
 
 
 # q1, q2 answerable; q3, q4 unanswerable. Raw scores:
@@ -121,7 +122,7 @@ SMALL_NA_PROBS = {"q1": 0.1, "q2": 0.3, "q3": 0.6, "q4": 0.9}
 
 
 def test_has_ans_no_ans_split():
-    result = metrics.evaluate(SMALL_V2, SMALL_PREDS)
+    result = metric.compute(SMALL_V2, SMALL_PREDS)
     # exact (1+0+0+1)/4, f1 (1+0.8+0+1)/4; HasAns q1, q2; NoAns q3, q4.
     assert list(result) == ["exact", "f1", "total", "HasAns_exact", "HasAns_f1", "HasAns_total",
                             "NoAns_exact", "NoAns_f1", "NoAns_total"]
@@ -131,12 +132,12 @@ def test_has_ans_no_ans_split():
 
 def test_na_prob_thresh_turns_confident_questions_into_no_answer():
     # Above 0.2 are q2, q3, q4, answered "": q2 scores 0, q3 and q4 score 1.
-    result = metrics.evaluate(SMALL_V2, SMALL_PREDS, SMALL_NA_PROBS, na_prob_thresh=0.2)
+    result = metric.compute(SMALL_V2, SMALL_PREDS, SMALL_NA_PROBS, na_prob_thresh=0.2)
     assert [result[k] for k in ("exact", "f1", "HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_f1")] == \
         pytest.approx([75.0, 75.0, 50.0, 50.0, 100.0, 100.0])
     # At the default threshold 1.0 no probability counts; without na_probs there is no search.
-    with_probs = metrics.evaluate(SMALL_V2, SMALL_PREDS, SMALL_NA_PROBS)
-    without = metrics.evaluate(SMALL_V2, SMALL_PREDS)
+    with_probs = metric.compute(SMALL_V2, SMALL_PREDS, SMALL_NA_PROBS)
+    without = metric.compute(SMALL_V2, SMALL_PREDS)
     assert list(with_probs.items())[:9] == list(without.items()) and len(without) == 9
 
 
@@ -146,12 +147,12 @@ def test_best_thresholds_by_hand():
     #   EM: q1 +1 -> 3 (best, 0.1); q2 +0 -> 3 (not better); q3 -1 -> 2; q4 +0 -> 2.
     #   F1: q1 +1 -> 3 (best, 0.1); q2 +0.8 -> 3.8 (best, 0.3); q3 -1 -> 2.8; q4 -> 2.8.
     # So best_exact 3/4 at 0.1 and best_f1 3.8/4 at 0.3, against 50 and 70 untuned.
-    result = metrics.evaluate(SMALL_V2, SMALL_PREDS, SMALL_NA_PROBS)
+    result = metric.compute(SMALL_V2, SMALL_PREDS, SMALL_NA_PROBS)
     assert list(result)[-4:] == ["best_exact", "best_exact_thresh", "best_f1", "best_f1_thresh"]
     assert result["best_exact"] == 75.0 and result["best_exact_thresh"] == 0.1
     assert result["best_f1"] == pytest.approx(95.0) and result["best_f1_thresh"] == 0.3
     # Applying the F1 threshold does reach the F1 it promised.
-    assert metrics.evaluate(SMALL_V2, SMALL_PREDS, SMALL_NA_PROBS, 0.3)["f1"] == pytest.approx(95.0)
+    assert metric.compute(SMALL_V2, SMALL_PREDS, SMALL_NA_PROBS, 0.3)["f1"] == pytest.approx(95.0)
 
 
 def test_best_thresholds_walk_ties_in_dict_order():
@@ -162,27 +163,27 @@ def test_best_thresholds_walk_ties_in_dict_order():
     preds = {"qa": "x", "qb": " "}
     # qa first: 1 + 1 = 2 -> best 2/2 at 0.5 (a score no threshold reaches: at 0.5
     # both are answered), then qb -1.
-    first = metrics.evaluate(dataset, preds, {"qa": 0.5, "qb": 0.5})
+    first = metric.compute(dataset, preds, {"qa": 0.5, "qb": 0.5})
     assert (first["best_exact"], first["best_exact_thresh"]) == (100.0, 0.5)
     # qb first: 1 - 1 = 0, then qa +1 = 1, never above the start: 1/2 at 0.0.
-    second = metrics.evaluate(dataset, preds, {"qb": 0.5, "qa": 0.5})
+    second = metric.compute(dataset, preds, {"qb": 0.5, "qa": 0.5})
     assert (second["best_exact"], second["best_exact_thresh"]) == (50.0, 0.0)
 
 
 def test_missing_prediction_is_warned_and_left_out(capsys):
     preds = {k: v for k, v in SMALL_PREDS.items() if k != "q3"}
-    result = metrics.evaluate(SMALL_V2, preds, {k: SMALL_NA_PROBS[k] for k in preds})
+    result = metric.compute(SMALL_V2, preds, {k: SMALL_NA_PROBS[k] for k in preds})
     assert capsys.readouterr().err == "Missing prediction for q3\n"
     without_q3 = [_article(("q1", ["Denver Broncos"]), ("q2", ["Santa Clara California"]), ("q4", []))]
-    assert result == metrics.evaluate(without_q3, preds, {k: SMALL_NA_PROBS[k] for k in preds})
+    assert result == metric.compute(without_q3, preds, {k: SMALL_NA_PROBS[k] for k in preds})
     assert (result["total"], result["NoAns_total"]) == (3, 1)
 
 
 def test_bad_inputs_raise():
     with pytest.raises(ValueError, match="no question"):
-        metrics.evaluate(SMALL_V2, {"other": "x"})
+        metric.compute(SMALL_V2, {"other": "x"})
     with pytest.raises(ValueError, match=r"1 question\(s\) have no no-answer probability, e.g. 'q4'"):
-        metrics.evaluate(SMALL_V2, SMALL_PREDS, {k: SMALL_NA_PROBS[k] for k in ("q1", "q2", "q3")})
+        metric.compute(SMALL_V2, SMALL_PREDS, {k: SMALL_NA_PROBS[k] for k in ("q1", "q2", "q3")})
 
 
 # ---------------------------------------------------------------- command line
@@ -208,7 +209,7 @@ def small_files(tmp_path):
 
 def test_cli_prints_and_writes_the_metrics(small_files, tmp_path, capsys):
     data, preds, na_probs = small_files
-    expected = metrics.evaluate(SMALL_V2, SMALL_PREDS, SMALL_NA_PROBS, 0.2)
+    expected = metric.compute(SMALL_V2, SMALL_PREDS, SMALL_NA_PROBS, 0.2)
     run = _cli(data, preds, "--na-prob-file", na_probs, "--na-prob-thresh", "0.2")
     assert run.returncode == 0, run.stderr
     assert run.stdout == json.dumps(expected, indent=2) + "\n"
@@ -280,7 +281,7 @@ def _questions(dataset):
 def test_gold_predictions_score_100_on_dev_v1_1():
     dataset = _load_squad("dev-v1.1.json")
     preds = {qa["id"]: qa["answers"][0]["text"] for _, qa in _questions(dataset)}
-    result = metrics.evaluate(dataset, preds)
+    result = metric.compute(dataset, preds)
     assert result == {"exact": 100.0, "f1": 100.0, "total": 10570,
                       "HasAns_exact": 100.0, "HasAns_f1": 100.0, "HasAns_total": 10570}
 
@@ -324,12 +325,12 @@ def test_agrees_with_transformers_reference(name, tmp_path, capsys):
     preds, na_probs = _synthetic_predictions(dataset, seed=0)
     # squad_evaluate reads only these two attributes of its examples.
     examples = [types.SimpleNamespace(qas_id=qa["id"], answers=qa["answers"]) for _, qa in _questions(dataset)]
-    ours = metrics.evaluate(dataset, preds, na_probs, na_prob_thresh=0.5)
+    ours = metric.compute(dataset, preds, na_probs, na_prob_thresh=0.5)
     theirs = reference.squad_evaluate(examples, preds, na_probs, 0.5)
     assert list(ours.items()) == list(theirs.items())  # exact floats, same key order
     # Without probabilities the official script stops before the threshold search,
     # while the transformers copy searches over its all-zero defaults: compare the rest.
-    ours = metrics.evaluate(dataset, preds)
+    ours = metric.compute(dataset, preds)
     theirs_without = reference.squad_evaluate(examples, preds)
     assert list(ours.items()) == [(k, v) for k, v in theirs_without.items() if not k.startswith("best_")]
 

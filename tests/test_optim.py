@@ -7,7 +7,8 @@ import numpy as np
 import optax
 import pytest
 
-from jaxqa import models, optim
+from jaxqa import models
+from jaxqa.training import optim
 
 B1, B2, EPS, CLIP = 0.9, 0.999, 1e-6, 1.0
 

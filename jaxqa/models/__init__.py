@@ -6,7 +6,13 @@
 - `Model`: Linen module; `(input_ids, attention_mask, token_type_ids, deterministic)`
   -> start, end logits (B, T); `encode` gives the last hidden states (B, T, D).
 - `HF_PREFIX`, `HF_DROPPED`, `hf_names(config)`, `hf_export_extras(config)`:
-  what conversion to and from Hugging Face checkpoints needs.
+  what conversion to and from Hugging Face checkpoints needs (`convert`).
+- `forward_flops(config, seq_len)`: matrix-multiply FLOPs of one forward pass
+  over one sequence (the numerator of model FLOPs utilisation). Every Linear
+  (and grouped convolution, at 1/groups of the dense cost) counts 2 x inputs x
+  outputs per token, attention 4 x S x all-head width per token; lookups,
+  norms, activations and softmax are not counted. A training step is 3 times
+  this (the backward pass takes two matmuls per forward one).
 """
 
 import functools
@@ -17,12 +23,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxqa.models.layers import ConfigError
+
 MODEL_TYPES = ("bert", "squeezebert", "mobilebert")
 
 
 def family(model_type: str) -> ModuleType:
     if model_type not in MODEL_TYPES:
-        raise ValueError(f"model_type {model_type!r} is not supported; jaxqa has {', '.join(MODEL_TYPES)}")
+        raise ConfigError(f"model_type {model_type!r} is not supported; jaxqa has {', '.join(MODEL_TYPES)}")
     return importlib.import_module(f"jaxqa.models.{model_type}")
 
 
@@ -39,3 +47,34 @@ def init_params(model: nn.Module, rng: jax.Array):
 def abstract_params(model: nn.Module):
     """Shapes, dtypes and logical axis names of the parameters, allocating nothing."""
     return jax.eval_shape(functools.partial(init_params, model), jax.random.key(0))
+
+
+class Forward:
+    """A module's jitted forward pass: `(params, input_ids, attention_mask,
+    token_type_ids)`, each batch array (B, T), -> start, end logits (B, T) float32.
+
+    `out_sharding` lays the logits out on a mesh (replicated, so that every
+    process can read them); `traces` counts the programs compiled, one per
+    input shape.
+    """
+
+    def __init__(self, module: nn.Module, out_sharding=None):
+        self.module = module
+        self.traces = 0
+        self._jitted = jax.jit(self._traced, out_shardings=out_sharding)
+
+    def _traced(self, params, input_ids, attention_mask, token_type_ids):
+        # Python runs this body only when jax traces a new input shape.
+        self.traces += 1
+        return self.module.apply({"params": params}, input_ids, attention_mask, token_type_ids)
+
+    def __call__(self, params, input_ids, attention_mask, token_type_ids):
+        return self._jitted(params, input_ids, attention_mask, token_type_ids)
+
+
+@functools.cache
+def forward(module: nn.Module, out_sharding=None) -> Forward:
+    """The shared `Forward` of a module (and output layout), so that every caller
+    of the same model (evaluations during training, a loaded checkpoint) compiles
+    each shape once per process."""
+    return Forward(module, out_sharding)

@@ -1,7 +1,6 @@
 """BERT with a SQuAD span head, including checkpoints with pruned heads.
 
-Exports what every encoder module does: `Config` (with `SIZES`), `Model`,
-`MODEL_TYPE`, `ARCHITECTURE`, `HF_PREFIX`, `HF_DROPPED` and `hf_names`.
+Exports what every encoder module does (see `jaxqa.models`).
 """
 
 import dataclasses
@@ -11,7 +10,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxqa.models import hf_config
-from jaxqa.models.layers import ACTIVATIONS, ConfigError, Dtype, Embeddings, LayerNorm, attend, check_activation, dense, span_head, span_logits
+from jaxqa.models.layers import ACTIVATIONS, ConfigError, Dtype, Embeddings, LayerNorm, attend, attention_flops, check_activation, dense, dense_flops, span_head, span_logits
 
 MODEL_TYPE = "bert"
 ARCHITECTURE = "BertForQuestionAnswering"
@@ -161,3 +160,14 @@ def hf_names(config: Config) -> dict[str, str]:
 def hf_export_extras(config: Config) -> dict:
     """Tensors `BertForQuestionAnswering` has and jaxqa does not: none."""
     return {}
+
+
+def forward_flops(cfg: Config, s: int) -> int:
+    """Matrix-multiply FLOPs of one forward pass over one sequence of `s` tokens."""
+    d, m = cfg.hidden_size, cfg.intermediate_size
+    total = 0
+    for i in range(cfg.num_hidden_layers):
+        inner = cfg.heads(i) * cfg.head_dim  # narrower where heads are pruned
+        total += 3 * dense_flops(s, d, inner) + attention_flops(s, inner) + dense_flops(s, inner, d)  # query, key, value; output
+        total += dense_flops(s, d, m) + dense_flops(s, m, d)  # feed-forward
+    return total + dense_flops(s, d, 2)  # span head

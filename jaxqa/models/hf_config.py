@@ -41,18 +41,13 @@ REQUIRED_VALUES = {
 C = TypeVar("C")
 
 
-def from_hf(cls: type[C], hf: dict[str, Any], renamed: dict[str, str] | None = None) -> C:
-    """Builds the dataclass `cls` from a Hugging Face config dict.
-
-    `renamed` maps Hugging Face keys to field names where they differ.
-    """
-    renamed = renamed or {}
+def from_hf(cls: type[C], hf: dict[str, Any]) -> C:
+    """Builds the dataclass `cls` from a Hugging Face config dict."""
     names = {f.name for f in dataclasses.fields(cls)}
     values = {}
     for key, value in hf.items():
-        field = renamed.get(key, key)
-        if field in names:
-            values[field] = value
+        if key in names:
+            values[key] = value
         elif key in REQUIRED_VALUES:
             if value != REQUIRED_VALUES[key]:
                 raise ConfigError(f"config.json: {key}={value!r} is not supported (only {REQUIRED_VALUES[key]!r})")

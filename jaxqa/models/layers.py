@@ -17,10 +17,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxqa.errors import Error
+
 Dtype = jnp.dtype
 
 
-class ConfigError(ValueError):
+class ConfigError(Error):
     """A model config that jaxqa cannot honour; the message names the field."""
 
 
@@ -54,9 +56,9 @@ ACTIVATIONS: dict[str, Callable] = {
 }
 
 
-def check_activation(name: str, field: str = "hidden_act") -> str:
+def check_activation(name: str) -> str:
     if name not in ACTIVATIONS:
-        raise ConfigError(f"{field}={name!r} is not supported; choose one of {sorted(ACTIVATIONS)}")
+        raise ConfigError(f"hidden_act={name!r} is not supported; choose one of {sorted(ACTIVATIONS)}")
     return name
 
 
@@ -89,17 +91,18 @@ def embed(num: int, features: int, axes: tuple[str, str], std: float, dtype: Dty
 
 
 class LayerNorm(nn.Module):
-    """LayerNorm over the last axis, computed in float32, returned in `dtype`."""
+    """LayerNorm over the last axis (logically named `axis`), computed in float32, returned in `dtype`."""
 
     epsilon: float
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+    axis: str = "embed"
 
     @nn.compact
     def __call__(self, x):
         features = x.shape[-1]
-        scale = self.param("scale", ones(("embed",)), (features,), self.param_dtype)
-        bias = self.param("bias", zeros(("embed",)), (features,), self.param_dtype)
+        scale = self.param("scale", ones((self.axis,)), (features,), self.param_dtype)
+        bias = self.param("bias", zeros((self.axis,)), (features,), self.param_dtype)
         x = x.astype(jnp.float32)
         mean = x.mean(-1, keepdims=True)
         var = jnp.square(x - mean).mean(-1, keepdims=True)
@@ -113,12 +116,13 @@ class NoNorm(nn.Module):
 
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+    axis: str = "embed"
 
     @nn.compact
     def __call__(self, x):
         features = x.shape[-1]
-        weight = self.param("weight", ones(("embed",)), (features,), self.param_dtype)
-        bias = self.param("bias", zeros(("embed",)), (features,), self.param_dtype)
+        weight = self.param("weight", ones((self.axis,)), (features,), self.param_dtype)
+        bias = self.param("bias", zeros((self.axis,)), (features,), self.param_dtype)
         y = x.astype(jnp.float32) * weight.astype(jnp.float32) + bias.astype(jnp.float32)
         return y.astype(self.dtype)
 
@@ -182,3 +186,13 @@ def span_logits(head: nn.Dense, hidden):
     """Start and end logits, each (B, T) float32, from hidden states (B, T, D)."""
     logits = head(hidden.astype(jnp.float32))
     return logits[..., 0], logits[..., 1]
+
+
+def dense_flops(s: int, n_in: int, n_out: int, groups: int = 1) -> int:
+    """FLOPs of a Linear (or grouped kernel-size-1 convolution) applied to s positions."""
+    return 2 * s * n_in * n_out // groups
+
+
+def attention_flops(s: int, width: int) -> int:
+    """FLOPs of the scores (S, S) and the weighted sum of values, all heads together `width` wide."""
+    return 4 * s * s * width

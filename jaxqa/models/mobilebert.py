@@ -8,9 +8,7 @@ embeddings are narrower still (`embedding_size`) and, with `trigram_input`,
 each position's embedding is concatenated with its neighbours' before a Linear
 widens it to `hidden_size`.
 
-Exports what every encoder module does: `Config` (with `SIZES`), `Model`,
-`MODEL_TYPE`, `ARCHITECTURE`, `HF_PREFIX`, `HF_DROPPED`, `hf_names` and
-`hf_export_extras`.
+Exports what every encoder module does (see `jaxqa.models`).
 """
 
 import dataclasses
@@ -21,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxqa.models import hf_config
-from jaxqa.models.layers import ACTIVATIONS, ConfigError, Dtype, LayerNorm, NoNorm, attend, check_activation, dense, embed, span_head, span_logits
+from jaxqa.models.layers import ACTIVATIONS, ConfigError, Dtype, LayerNorm, NoNorm, attend, attention_flops, check_activation, dense, dense_flops, embed, span_head, span_logits
 
 MODEL_TYPE = "mobilebert"
 ARCHITECTURE = "MobileBertForQuestionAnswering"
@@ -127,10 +125,11 @@ SIZES = {
 }
 
 
-def norm(config: Config, epsilon: float, dtype: Dtype, param_dtype: Dtype, name: str) -> nn.Module:
+def norm(config: Config, epsilon: float, dtype: Dtype, param_dtype: Dtype, name: str, axis: str = "embed") -> nn.Module:
+    """LayerNorm or NoNorm, as the config says, over a width logically named `axis`."""
     if config.normalization_type == "layer_norm":
-        return LayerNorm(epsilon, dtype, param_dtype, name=name)
-    return NoNorm(dtype, param_dtype, name=name)
+        return LayerNorm(epsilon, dtype, param_dtype, axis, name=name)
+    return NoNorm(dtype, param_dtype, axis, name=name)
 
 
 def _normal_with_zero_row(std: float, row: int):
@@ -186,12 +185,15 @@ class Layer(nn.Module):
         k = cfg.true_hidden_size
         dropout = nn.Dropout(cfg.hidden_dropout_prob)
 
-        def add_norm(y, residual, name, epsilon=cfg.layer_norm_eps):
-            return norm(cfg, epsilon, self.dtype, self.param_dtype, name=name)(y + residual)
+        # Inside the block the width is K, logically "bottleneck" (D, "embed", when there is none).
+        inner = "bottleneck" if cfg.use_bottleneck else "embed"
+
+        def add_norm(y, residual, name, epsilon=cfg.layer_norm_eps, axis=inner):
+            return norm(cfg, epsilon, self.dtype, self.param_dtype, name, axis)(y + residual)
 
         def bottleneck(name):  # (B, T, D) -> (B, T, K)
             y = dense(k, ("embed", "bottleneck"), name=name, **args)(x)
-            return norm(cfg, cfg.layer_norm_eps, self.dtype, self.param_dtype, name=f"{name}_LayerNorm")(y)
+            return norm(cfg, cfg.layer_norm_eps, self.dtype, self.param_dtype, f"{name}_LayerNorm", "bottleneck")(y)
 
         # Query/key input, value input, and the residual of the attention output.
         if not cfg.use_bottleneck:
@@ -234,7 +236,7 @@ class Layer(nn.Module):
         if not cfg.use_bottleneck:
             return h  # K == D
         y = dense(cfg.hidden_size, ("bottleneck", "embed"), name="output_bottleneck", **args)(h)  # (B, T, D)
-        return add_norm(dropout(y, deterministic=deterministic), x, "output_bottleneck_LayerNorm")
+        return add_norm(dropout(y, deterministic=deterministic), x, "output_bottleneck_LayerNorm", axis="embed")
 
 
 class Model(nn.Module):
@@ -328,3 +330,28 @@ def hf_export_extras(config: Config) -> dict[str, np.ndarray]:
             extras[f"{name}.LayerNorm.weight"] = np.ones((k,), np.float32)
             extras[f"{name}.LayerNorm.bias"] = np.zeros((k,), np.float32)
     return extras
+
+
+def forward_flops(cfg: Config, s: int) -> int:
+    """Matrix-multiply FLOPs of one forward pass over one sequence of `s` tokens."""
+    d, k, m = cfg.hidden_size, cfg.true_hidden_size, cfg.intermediate_size
+    embeddings = 0
+    if cfg.transforms_embeddings:  # (S, 3E or E) -> (S, D)
+        embeddings = dense_flops(s, cfg.embedding_size * (3 if cfg.trigram_input else 1), d)
+    # Widths of the query/key and value inputs, and the bottlenecks, as `Layer` picks them.
+    if not cfg.use_bottleneck:
+        query_key, value, bottlenecks = d, d, 0
+    elif cfg.use_bottleneck_attention:
+        query_key, value, bottlenecks = k, k, dense_flops(s, d, k) + dense_flops(s, k, d)  # input and output bottlenecks
+    elif cfg.key_query_shared_bottleneck:
+        query_key, value, bottlenecks = k, d, 2 * dense_flops(s, d, k) + dense_flops(s, k, d)  # and the query/key bottleneck
+    else:
+        query_key, value, bottlenecks = d, d, dense_flops(s, d, k) + dense_flops(s, k, d)
+    layer = (
+        bottlenecks
+        + 2 * dense_flops(s, query_key, k) + dense_flops(s, value, k)  # query, key, value: (S, K)
+        + attention_flops(s, k)
+        + dense_flops(s, k, k)  # attention output
+        + cfg.num_feedforward_networks * (dense_flops(s, k, m) + dense_flops(s, m, k))
+    )
+    return embeddings + cfg.num_hidden_layers * layer + dense_flops(s, d, 2)  # span head

@@ -5,9 +5,7 @@ kernel-size-1 convolutions. A kernel-size-1 convolution is a matrix product per
 position, so here each is a grouped matrix product on the (B, T, D) layout,
 which XLA lowers to dot products rather than convolutions.
 
-Exports what every encoder module does: `Config` (with `SIZES`), `Model`,
-`MODEL_TYPE`, `ARCHITECTURE`, `HF_PREFIX`, `HF_DROPPED`, `hf_names` and
-`hf_export_extras`.
+Exports what every encoder module does (see `jaxqa.models`).
 """
 
 import dataclasses
@@ -18,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxqa.models import hf_config
-from jaxqa.models.layers import ACTIVATIONS, ConfigError, Dtype, Embeddings, LayerNorm, attend, check_activation, normal, span_head, span_logits, zeros
+from jaxqa.models.layers import ACTIVATIONS, ConfigError, Dtype, Embeddings, LayerNorm, attend, attention_flops, check_activation, dense_flops, normal, span_head, span_logits, zeros
 
 MODEL_TYPE = "squeezebert"
 ARCHITECTURE = "SqueezeBertForQuestionAnswering"
@@ -211,3 +209,15 @@ def hf_export_extras(config: Config) -> dict[str, np.ndarray]:
         f"{HF_PREFIX}pooler.dense.weight": (rng.standard_normal((d, d)) * config.initializer_range).astype(np.float32),
         f"{HF_PREFIX}pooler.dense.bias": np.zeros((d,), np.float32),
     }
+
+
+def forward_flops(cfg: Config, s: int) -> int:
+    """Matrix-multiply FLOPs of one forward pass over one sequence of `s` tokens."""
+    d, m = cfg.hidden_size, cfg.intermediate_size
+    layer = (
+        dense_flops(s, d, d, cfg.q_groups) + dense_flops(s, d, d, cfg.k_groups) + dense_flops(s, d, d, cfg.v_groups)
+        + attention_flops(s, d)
+        + dense_flops(s, d, d, cfg.post_attention_groups)
+        + dense_flops(s, d, m, cfg.intermediate_groups) + dense_flops(s, m, d, cfg.output_groups)
+    )
+    return cfg.num_hidden_layers * layer + dense_flops(s, d, 2)  # span head

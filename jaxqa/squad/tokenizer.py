@@ -11,6 +11,15 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
+from jaxqa.errors import Error
+
+# The files of a checkpoint folder that make its tokenizer, copied with every checkpoint.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
+
+
+class TokenizerError(Error):
+    """A folder without a usable tokenizer; the message names it."""
+
 
 def load_tokenizer(folder: str | Path) -> Tokenizer:
     """Returns the folder's tokenizer with padding and truncation turned off.
@@ -24,7 +33,7 @@ def load_tokenizer(folder: str | Path) -> Tokenizer:
     elif (folder / "vocab.txt").is_file():
         tokenizer = _bert_from_vocab(folder / "vocab.txt", _read_config(folder))
     else:
-        raise FileNotFoundError(f"{folder}: no tokenizer.json or vocab.txt, so no tokenizer can be loaded")
+        raise TokenizerError(f"{folder}: no tokenizer.json or vocab.txt, so no tokenizer can be loaded")
     tokenizer.no_padding()
     tokenizer.no_truncation()
     return tokenizer
@@ -58,7 +67,7 @@ def _bert_from_vocab(vocab_path: Path, config: dict) -> Tokenizer:
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     for token in (unk, cls, sep):
         if tokenizer.token_to_id(token) is None:
-            raise ValueError(f"{vocab_path}: special token {token!r} is not in the vocabulary")
+            raise TokenizerError(f"{vocab_path}: special token {token!r} is not in the vocabulary")
     tokenizer.post_processor = processors.TemplateProcessing(
         single=f"{cls} $A {sep}",
         pair=f"{cls} $A {sep} $B:1 {sep}:1",

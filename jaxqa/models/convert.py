@@ -1,4 +1,5 @@
-"""Hugging Face PyTorch weights <-> jaxqa parameters.
+"""Hugging Face PyTorch weights <-> jaxqa parameters, with no file in sight
+(`jaxqa.checkpoint` reads and writes the files).
 
 Conversion is a pure function of a name -> numpy array mapping. The family's
 `hf_names` table gives the Hugging Face module of each jaxqa module; leaves
@@ -10,8 +11,6 @@ or dropped by name.
 """
 
 import dataclasses
-import json
-from pathlib import Path
 from typing import Mapping
 
 import flax.linen as nn
@@ -19,12 +18,13 @@ import numpy as np
 from flax import traverse_util
 
 from jaxqa import models
+from jaxqa.errors import Error
 
 LEAF_NAMES = {"kernel": "weight", "scale": "weight", "embedding": "weight", "weight": "weight", "bias": "bias"}
 HEAD = "qa_outputs"  # module path and Hugging Face name of the span head, outside the encoder prefix
 
 
-class ConversionError(ValueError):
+class ConversionError(Error):
     """A checkpoint that cannot be converted; the message names the tensor or file."""
 
 
@@ -122,56 +122,3 @@ def params_to_hf(model_type: str, config, params) -> dict[str, np.ndarray]:
         state[f"{prefix}{names[module]}.{LEAF_NAMES[leaf]}"] = np.ascontiguousarray(_to_hf(np.asarray(value, np.float32), leaf))
     state.update(fam.hf_export_extras(config))
     return state
-
-
-def read_config(folder: Path) -> dict:
-    path = folder / "config.json"
-    if not path.is_file():
-        raise ConversionError(f"{folder}: no config.json")
-    try:
-        hf = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ConversionError(f"{path}: not valid JSON ({err})") from None
-    if "model_type" not in hf:
-        raise ConversionError(f"{path}: no 'model_type' field")
-    return hf
-
-
-def read_state(folder: Path) -> dict[str, np.ndarray]:
-    """The tensors of a Hugging Face folder: model.safetensors (or its sharded index) or pytorch_model.bin."""
-    single = folder / "model.safetensors"
-    index = folder / "model.safetensors.index.json"
-    binary = folder / "pytorch_model.bin"
-    if single.is_file():
-        return _read_safetensors(single)
-    if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        state = {}
-        for shard in shards:
-            state.update(_read_safetensors(folder / shard))
-        return state
-    if binary.is_file():
-        return _read_torch(binary)
-    raise ConversionError(f"{folder}: no weights (model.safetensors or pytorch_model.bin)")
-
-
-def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="numpy") as f:
-            return {key: f.get_tensor(key) for key in f.keys()}
-    except Exception as err:  # the library raises several types for corrupt files
-        raise ConversionError(f"{path}: cannot read safetensors file ({err})") from None
-
-
-def _read_torch(path: Path) -> dict[str, np.ndarray]:
-    try:
-        import torch
-    except ImportError:
-        raise ConversionError(f"{path}: reading pytorch_model.bin needs torch (pip install 'jaxqa[torch]')") from None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated zip, unpickling error, ...
-        raise ConversionError(f"{path}: cannot read PyTorch weights ({err})") from None
-    return {key: value.float().numpy() for key, value in state.items()}

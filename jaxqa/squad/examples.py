@@ -5,15 +5,18 @@ the official `data` layout, which is what the official metric (`jaxqa.metrics`) 
 """
 
 import dataclasses
+import hashlib
 import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+from jaxqa.errors import Error
+
 log = logging.getLogger(__name__)
 
 
-class SquadFormatError(ValueError):
+class SquadFormatError(Error):
     """The data does not follow the SQuAD format; the message names the article and question."""
 
 
@@ -42,18 +45,35 @@ class SquadData:
     # such answers are kept (labels are placed by offset, as the reference
     # systems do) but counted, because the label may then be off.
     mismatched_answer_ids: tuple[str, ...]
+    # What the examples were read from, for the feature cache: the file's SHA-256
+    # (with ":N" when only its first N questions are kept); None for hub data.
+    fingerprint: str | None = None
+
+    def head(self, count: int) -> "SquadData":
+        """The first `count` questions (all of them when count is 0), with their articles."""
+        if not count or count >= len(self.examples):
+            return self
+        examples = self.examples[:count]
+        kept = {ex.id for ex in examples}
+        mismatched = tuple(i for i in self.mismatched_answer_ids if i in kept)
+        fingerprint = self.fingerprint and f"{self.fingerprint}:{count}"
+        return SquadData(examples, articles_from_examples(examples), mismatched, fingerprint)
 
 
 def read_squad(path: str | Path) -> SquadData:
     """Reads an official SQuAD v1.1 or v2.0 JSON file."""
     try:
-        with open(path, encoding="utf-8") as f:
-            document = json.load(f)
+        raw = Path(path).read_bytes()
+    except OSError as err:
+        raise SquadFormatError(f"{path}: cannot read ({err.strerror})") from None
+    try:
+        document = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise SquadFormatError(f"{path}: not a JSON file ({err})") from None
     if not isinstance(document, dict) or not isinstance(document.get("data"), list):
         raise SquadFormatError(f"{path}: no 'data' list of articles (not the SQuAD format)")
-    return _from_articles(document["data"], source=str(path))
+    data = _from_articles(document["data"], source=str(path))
+    return dataclasses.replace(data, fingerprint=hashlib.sha256(raw).hexdigest())
 
 
 def read_hub(name: str, split: str) -> SquadData:

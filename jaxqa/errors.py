@@ -1,0 +1,36 @@
+"""How jaxqa speaks to its user: one error family, one log channel.
+
+Every error a user can cause (a bad flag, file, key or input) derives from
+`Error`; its message names the flag, file or key at fault, and the command-line
+tools print it as one line and exit with status 2.
+
+Progress and notes go through the `logging` loggers under "jaxqa"
+(`logging.getLogger("jaxqa.<module>")`); a command-line tool shows them with
+`log_to`, a program of your own with its usual logging set-up.
+"""
+
+import contextlib
+import logging
+
+
+class Error(ValueError):
+    """Something jaxqa cannot do with what it was given; the message says what and where."""
+
+
+@contextlib.contextmanager
+def log_to(stream, level: int = logging.INFO):
+    """Within the block, shows jaxqa's log lines of `level` and above on `stream`
+    (and only there), as bare lines; the logging set-up is restored after it."""
+    logger = logging.getLogger("jaxqa")
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    saved = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]

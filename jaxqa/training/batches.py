@@ -1,0 +1,79 @@
+"""Training and evaluation data for `jaxqa.train`: SQuAD from a local JSON file
+or the hub, as features, and the batch of every step.
+
+The order of the training features is a function of (seed, epoch) alone, and a
+step's batch a function of the step, so a resumed run reads exactly the batches
+an uninterrupted one would, whatever the number of processes.
+"""
+
+import dataclasses
+import functools
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from jaxqa.errors import Error
+from jaxqa.squad import examples, features
+from jaxqa.squad.features import EvalFeatures, FeatureSettings, TrainFeatures
+
+HUB_DATASETS = ("squad", "squad_v2")
+# Arrays of a training batch and their rank per sequence-batch.
+TRAIN_NDIMS = {"input_ids": 2, "attention_mask": 2, "token_type_ids": 2, "start_positions": 1, "end_positions": 1}
+
+
+class DataError(Error):
+    """Data that cannot be read; the message names the file or dataset."""
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSet:
+    data: examples.SquadData  # the examples and the official articles they come from
+    features: EvalFeatures
+
+    @property
+    def with_negatives(self) -> bool:
+        """SQuAD 2.0 handling (a null answer may win) follows the data."""
+        return any(example.is_impossible for example in self.data.examples)
+
+
+def read(source: str, split: str, max_examples: int) -> examples.SquadData:
+    """The first `max_examples` questions (0: all) of a SQuAD JSON file or hub dataset."""
+    if source in HUB_DATASETS and not Path(source).exists():
+        try:
+            data = examples.read_hub(source, split)
+        except Exception as err:  # offline, or no `datasets` cache
+            raise DataError(f"{source}: could not load the hub dataset ({type(err).__name__}); use a local SQuAD JSON "
+                            f"file, e.g. ../shared/squad/{'train' if split == 'train' else 'dev'}-v1.1.json") from None
+    elif not Path(source).is_file():
+        raise DataError(f"{source}: no such file")
+    else:
+        data = examples.read_squad(source)
+    return data.head(max_examples)
+
+
+def train_set(source: str, max_examples: int, tokenizer: Tokenizer, settings: FeatureSettings) -> TrainFeatures:
+    return features.train_features(read(source, "train", max_examples), tokenizer, settings)
+
+
+def eval_set(source: str, max_examples: int, tokenizer: Tokenizer, settings: FeatureSettings) -> EvalSet:
+    data = read(source, "validation", max_examples)
+    return EvalSet(data, features.eval_features(data, tokenizer, settings))
+
+
+@functools.lru_cache(maxsize=2)
+def _order(seed: int, epoch: int, count: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch]).permutation(count)
+
+
+def train_batch(train: TrainFeatures, step: int, batch_size: int, grad_accum: int, seed: int,
+                process_index: int, process_count: int) -> dict[str, np.ndarray]:
+    """This process's rows of the batch of `step`: arrays (A, B / A / P, ...) for
+    A = grad_accum micro-batches of a global batch of B sequences over P processes."""
+    count = len(train.input_ids)
+    epoch, position = divmod(step, count // batch_size)
+    rows = _order(seed, epoch, count)[position * batch_size : (position + 1) * batch_size]
+    rows = rows.reshape(grad_accum, -1)  # (A, B / A)
+    share = rows.shape[1] // process_count
+    rows = rows[:, process_index * share : (process_index + 1) * share]
+    return {key: getattr(train, key)[rows] for key in TRAIN_NDIMS}

@@ -1,0 +1,114 @@
+"""The run folder of a training job: orbax checkpoints to resume from, the best
+and final models as jaxqa checkpoints, and the metrics log.
+
+    RUN/run.json          the model and config the checkpoints belong to
+    RUN/checkpoints/N/    orbax: weights, optimizer state, step (last `keep`)
+    RUN/best/, RUN/model/ jaxqa checkpoint folders (best dev F1, final)
+    RUN/metrics.jsonl     one JSON object per log line
+
+orbax writes each checkpoint to a temporary folder and renames it when it is
+complete, so a run killed while saving never resumes from a partial one.
+"""
+
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
+
+from jaxqa import checkpoint
+from jaxqa.errors import Error
+
+
+class RunFolderError(Error):
+    """A run folder whose checkpoints do not belong to this run, or cannot be read; the message names the folder."""
+
+
+class RunFolder:
+    """The checkpoints and exports of one run (see the module's docstring)."""
+
+    def __init__(self, run_dir: Path, model_type: str, config, tokenizer_dir: Path, keep: int):
+        self.run_dir, self.model_type, self.config, self.tokenizer_dir = Path(run_dir), model_type, config, tokenizer_dir
+        self.directory = self.run_dir / "checkpoints"
+        identity = {"model_type": model_type, "config": config.to_hf()}
+        marker = self.run_dir / "run.json"
+        if marker.is_file():
+            stored = json.loads(marker.read_text())
+            if stored != identity:
+                raise RunFolderError(
+                    f"{self.run_dir} holds checkpoints of another model ({stored['model_type']}, "
+                    f"{stored['config'].get('hidden_size')} hidden, {stored['config'].get('num_hidden_layers')} layers): "
+                    "use another --run-dir")
+        elif jax.process_index() == 0:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            marker.write_text(json.dumps(identity, indent=2))
+        self.manager = ocp.CheckpointManager(self.directory.absolute(), options=ocp.CheckpointManagerOptions(max_to_keep=keep))
+        best = self.run_dir / "best" / "metrics.json"
+        self.best_f1 = json.loads(best.read_text())["f1"] if best.is_file() else -1.0
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def save(self, step: int, state, force: bool = False) -> None:
+        if step not in self.manager.all_steps():
+            self.manager.save(step, args=ocp.args.StandardSave(state), force=force)
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def restore(self, abstract_state, shardings):
+        """The latest checkpoint, laid out on the mesh as `shardings` says."""
+        step = self.manager.latest_step()
+        target = jax.tree_util.tree_map(
+            lambda leaf, sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding), abstract_state, shardings)
+        try:
+            return self.manager.restore(step, args=ocp.args.StandardRestore(target))
+        except Exception as err:  # orbax raises several types for a mismatched or damaged tree
+            raise RunFolderError(f"{self.directory / str(step)}: cannot restore into this model "
+                                  f"({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
+
+    def export(self, params, folder: Path) -> Path:
+        """Writes `params` as a jaxqa checkpoint folder (from process 0)."""
+        host = multihost_utils.process_allgather(params, tiled=True) if jax.process_count() > 1 else jax.device_get(params)
+        if jax.process_index() == 0:
+            host = jax.tree_util.tree_map(np.asarray, host)
+            checkpoint.save_pretrained(folder, self.model_type, self.config, host, self.tokenizer_dir, overwrite=True)
+        return folder
+
+    def keep_best(self, params, result: dict, step: int) -> None:
+        """Exports `params` to RUN/best when `result` has the best dev F1 so far."""
+        if "f1" not in result or result["f1"] <= self.best_f1:
+            return
+        self.best_f1 = result["f1"]
+        folder = self.export(params, self.run_dir / "best")
+        if jax.process_index() == 0:
+            (folder / "metrics.json").write_text(json.dumps({"step": step, **result}, indent=2))
+
+
+class MetricsLog:
+    """Appends records to RUN/metrics.jsonl, and to TensorBoard when tensorboardX is installed."""
+
+    def __init__(self, run_dir: Path, enabled: bool):
+        self.enabled = enabled
+        self.path = Path(run_dir) / "metrics.jsonl"
+        self.tensorboard = None
+        if enabled:
+            try:
+                from tensorboardX import SummaryWriter
+
+                self.tensorboard = SummaryWriter(str(Path(run_dir) / "tensorboard"))
+            except ImportError:
+                pass
+
+    def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.tensorboard and "step" in record:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    self.tensorboard.add_scalar(key, value, record["step"])
+            self.tensorboard.flush()

@@ -1,0 +1,159 @@
+"""Training settings: defaults here, then a recipe (`--config`, by default the
+model's shipped one in `jaxqa/training/recipes/`), then command-line flags, each
+overriding the one before.
+
+Every field of `Settings` is a flag (`max_seq_length` -> `--max-seq-length`).
+`validate` checks them all before any work, naming the flag at fault.
+"""
+
+import argparse
+import dataclasses
+import importlib
+import importlib.util
+import types
+from pathlib import Path
+from typing import get_type_hints
+
+from jaxqa import compilation_cache, models
+from jaxqa.errors import Error
+from jaxqa.training import recipes
+from jaxqa.training.optim import OPTIMIZERS
+
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+class SettingsError(Error):
+    """Settings that cannot make a run; the message names the flag."""
+
+
+def flag(default, help: str):
+    """A setting with its default and the help text of its flag."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    model: str = dataclasses.field(metadata={"help": "the encoder family"})
+    size: str = flag("base", "a named size of the model (its SIZES); ignored when --init brings a config")
+    init: str = flag("random", 'jaxqa checkpoint, Hugging Face folder or hub id, or "random"')
+    tokenizer: str = flag("", "folder with the tokenizer files; empty: the --init folder")
+    train_file: str = flag("squad", "official SQuAD JSON, or the hub dataset name squad / squad_v2")
+    eval_file: str = flag("squad", 'likewise; "" for none')
+    max_train_examples: int = flag(0, "questions taken from the start of the training file; 0: all")
+    max_eval_examples: int = flag(0, "questions taken from the start of the evaluation file; 0: all")
+    max_seq_length: int = flag(384, "tokens per window, special tokens included")
+    doc_stride: int = flag(128, "context tokens shared by consecutive windows")
+    max_query_length: int = flag(64, "question tokens kept")
+    optimizer: str = flag("lamb", " or ".join(OPTIMIZERS))
+    learning_rate: float = flag(1e-3, "peak learning rate")
+    warmup_proportion: float = flag(0.1, "share of the steps spent warming up linearly, then decaying linearly to 0")
+    weight_decay: float = flag(0.01, "decoupled weight decay of kernels and embeddings")
+    clip_norm: float = flag(1.0, "global gradient norm clipped to")
+    epochs: float = flag(2.0, "passes over the training features")
+    max_steps: int = flag(0, "0: as many as the epochs take")
+    batch_size: int = flag(32, "sequences per optimizer step, over all devices and micro-batches")
+    grad_accum: int = flag(1, "micro-batches per step")
+    eval_batch_size: int = flag(64, "sequences per evaluation batch")
+    precision: str = flag("auto", "bf16 (float32 master weights), fp32, or auto: bf16 on accelerators, fp32 on CPUs")
+    mesh: str = flag("", "device mesh, e.g. data=4,model=2; empty: every device on data")
+    fsdp: bool = flag(False, "also shard weights over the data axis")
+    seed: int = flag(0, "seed of the data order, dropout and fresh weights")
+    compilation_cache: str = flag("", compilation_cache.HELP)
+    run_dir: str = flag("runs/{model}", "checkpoints, best and final model, metrics.jsonl")
+    save_every: int = flag(500, "steps between checkpoints")
+    keep: int = flag(3, "checkpoints kept (besides the best model)")
+    eval_every: int = flag(0, "steps between evaluations; 0: only at the end")
+    log_every: int = flag(10, "steps between log lines (and non-finite checks)")
+    null_score_diff_threshold: float = flag(0.0, 'SQuAD 2.0: answer "" when the null score beats the best span by more')
+    coordinator: str = flag("", "host:port of process 0, for several processes")
+    num_processes: int = flag(1, "processes of a multi-host run")
+    process_id: int = flag(0, "this process's index in a multi-host run")
+
+    @property
+    def micro_batch(self) -> int:
+        """Sequences per micro-batch, over all devices."""
+        return self.batch_size // self.grad_accum
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m jaxqa.train", description="Fine-tunes an encoder on SQuAD.")
+    p.add_argument("--config", help="recipe: a shipped one by name (bert, squeezebert, mobilebert) or a Python file "
+                   "with get_config(arg), then :ARG, e.g. bert:tiny (default: the --model's shipped recipe)")
+    hints = get_type_hints(Settings)
+    for field in dataclasses.fields(Settings):
+        name = "--" + field.name.replace("_", "-")
+        kind = hints[field.name]
+        text = field.metadata["help"]
+        if field.default is not dataclasses.MISSING:
+            text += f" (default: the recipe's, else {field.default!r})"
+        if kind is bool:
+            p.add_argument(name, action=argparse.BooleanOptionalAction, default=None, help=text)
+        else:
+            p.add_argument(name, type=kind, default=None, required=field.name == "model", help=text,
+                           choices=models.MODEL_TYPES if field.name == "model" else None)
+    return p
+
+
+def load_recipe(spec: str) -> dict:
+    """The settings of a recipe `NAME[:ARG]`: a shipped recipe's name, or a file's path."""
+    name, _, arg = spec.partition(":")
+    if name in models.MODEL_TYPES:
+        if arg not in recipes.VARIANTS:
+            raise SettingsError(f"--config {spec}: the shipped recipes take {' or '.join(repr(v) for v in recipes.VARIANTS)}")
+        recipe = importlib.import_module(f"jaxqa.training.recipes.{name}").get_config(arg)
+    else:
+        path = Path(name)
+        if not path.is_file():
+            raise SettingsError(f"--config {spec}: no such file, nor a shipped recipe ({', '.join(models.MODEL_TYPES)})")
+        loader = importlib.util.spec_from_file_location(path.stem, path)
+        module = types.ModuleType(path.stem)
+        loader.loader.exec_module(module)
+        recipe = module.get_config(arg)
+    unknown = set(recipe) - {f.name for f in dataclasses.fields(Settings) if f.name != "model"}
+    if unknown:
+        raise SettingsError(f"--config {spec}: setting(s) a recipe cannot hold: {sorted(unknown)}")
+    return recipe
+
+
+def parse(argv=None) -> Settings:
+    args = vars(parser().parse_args(argv))
+    recipe = load_recipe(args.pop("config") or args["model"])
+    flags = {key: value for key, value in args.items() if value is not None}
+    return Settings(**{**recipe, **flags})
+
+
+def validate(s: Settings, data_axis: int, process_count: int) -> None:
+    """Refuses settings that cannot make a run, before any work; `data_axis` is the
+    mesh's data size."""
+    at_least = {"batch_size": 1, "grad_accum": 1, "eval_batch_size": 1, "save_every": 1, "log_every": 1, "keep": 1,
+                "max_seq_length": 8, "max_query_length": 1, "doc_stride": 0, "seed": 0, "max_steps": 0,
+                "eval_every": 0, "max_train_examples": 0, "max_eval_examples": 0}
+    for name, least in at_least.items():
+        if getattr(s, name) < least:
+            raise SettingsError(f"{_flag(name)} {getattr(s, name)}: must be at least {least}")
+    if s.doc_stride >= s.max_seq_length:
+        raise SettingsError(f"--doc-stride {s.doc_stride}: must be below --max-seq-length {s.max_seq_length}")
+    if s.batch_size % s.grad_accum:
+        raise SettingsError(f"--batch-size {s.batch_size} is not a multiple of --grad-accum {s.grad_accum}")
+    if s.micro_batch % data_axis:
+        raise SettingsError(f"--batch-size {s.batch_size} / --grad-accum {s.grad_accum} = {s.micro_batch} sequences "
+                            f"per micro-batch, not divisible by the data axis ({data_axis} devices)")
+    if s.micro_batch % process_count:
+        raise SettingsError(f"--batch-size {s.batch_size}: a micro-batch of {s.micro_batch} does not split over "
+                            f"{process_count} processes")
+    if s.eval_batch_size % data_axis:
+        raise SettingsError(f"--eval-batch-size {s.eval_batch_size} is not divisible by the data axis ({data_axis})")
+    if s.precision not in PRECISIONS:
+        raise SettingsError(f"--precision {s.precision!r}: choose {', '.join(PRECISIONS)}")
+    if s.optimizer not in OPTIMIZERS:
+        raise SettingsError(f"--optimizer {s.optimizer!r}: choose {' or '.join(OPTIMIZERS)}")
+    if not 0 <= s.warmup_proportion < 1:
+        raise SettingsError(f"--warmup-proportion {s.warmup_proportion}: must be in [0, 1)")
+    if s.epochs <= 0:
+        raise SettingsError(f"--epochs {s.epochs}: must be positive")
+    if s.learning_rate <= 0 or s.clip_norm <= 0 or s.weight_decay < 0:
+        raise SettingsError("--learning-rate and --clip-norm must be positive, --weight-decay not negative")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")

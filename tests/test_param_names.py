@@ -1,0 +1,59 @@
+"""Each family's flattened parameter names and their logical axes, pinned: conversion,
+checkpoints and sharding all key on them, so a port or a rename must show here."""
+
+import flax.linen as nn
+import pytest
+from flax import traverse_util
+
+from jaxqa import models
+
+LEAVES = {"LayerNorm": ("bias", "scale"), "dense": ("bias", "kernel"), "embed": ("embedding",), "NoNorm": ("bias", "weight")}
+
+
+def named(prefix: str, **modules: str) -> set[str]:
+    return {f"{prefix}{module}/{leaf}" for module, kind in modules.items() for leaf in LEAVES[kind]}
+
+
+EXPECTED_LAYER_0 = {
+    "bert": named("layer_0/", query="dense", key="dense", value="dense", attention_output="dense",
+                  attention_LayerNorm="LayerNorm", intermediate="dense", output="dense", output_LayerNorm="LayerNorm"),
+    "squeezebert": named("layer_0/", query="dense", key="dense", value="dense", post_attention="dense",
+                         post_attention_layernorm="LayerNorm", intermediate="dense", output="dense",
+                         output_layernorm="LayerNorm"),
+    "mobilebert": named("layer_0/", query="dense", key="dense", value="dense", attention_output="dense",
+                        attention_LayerNorm="NoNorm", bottleneck_input="dense", bottleneck_input_LayerNorm="NoNorm",
+                        bottleneck_attention="dense", bottleneck_attention_LayerNorm="NoNorm",
+                        **{f"ffn_{j}_{part}": kind for j in range(3)
+                           for part, kind in (("intermediate", "dense"), ("output", "dense"), ("LayerNorm", "NoNorm"))},
+                        intermediate="dense", output="dense", output_LayerNorm="NoNorm", output_bottleneck="dense",
+                        output_bottleneck_LayerNorm="NoNorm"),
+}
+EMBEDDINGS = named("embeddings/", word_embeddings="embed", position_embeddings="embed", token_type_embeddings="embed")
+EXPECTED_OUTSIDE = {
+    "bert": EMBEDDINGS | named("embeddings/", LayerNorm="LayerNorm"),
+    "squeezebert": EMBEDDINGS | named("embeddings/", LayerNorm="LayerNorm"),
+    "mobilebert": EMBEDDINGS | named("embeddings/", LayerNorm="NoNorm", embedding_transformation="dense"),
+}
+
+
+def boxed(model_type: str):
+    fam = models.family(model_type)
+    return traverse_util.flatten_dict(models.abstract_params(fam.Model(fam.SIZES["tiny"])), sep="/")
+
+
+@pytest.mark.parametrize("model_type", models.MODEL_TYPES)
+def test_parameter_names_are_pinned(model_type):
+    names = set(boxed(model_type))
+    layers = models.family(model_type).SIZES["tiny"].num_hidden_layers
+    expected = EXPECTED_OUTSIDE[model_type] | {"qa_outputs/bias", "qa_outputs/kernel"}
+    for i in range(layers):
+        expected |= {name.replace("layer_0/", f"layer_{i}/") for name in EXPECTED_LAYER_0[model_type]}
+    assert names == expected, (sorted(names - expected), sorted(expected - names))
+
+
+def test_mobilebert_norms_carry_the_width_they_normalise():
+    axes = {name: leaf.names for name, leaf in boxed("mobilebert").items() if isinstance(leaf, nn.Partitioned)}
+    for name, names in axes.items():
+        if name.endswith("LayerNorm/weight"):
+            wide = name.startswith("embeddings/") or "output_bottleneck" in name
+            assert names == (("embed",) if wide else ("bottleneck",)), name
