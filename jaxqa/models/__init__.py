@@ -78,3 +78,12 @@ def forward(module: nn.Module, out_sharding=None) -> Forward:
     of the same model (evaluations during training, a loaded checkpoint) compiles
     each shape once per process."""
     return Forward(module, out_sharding)
+
+
+def check_length(config, length: int, what: str) -> None:
+    """Refuses windows of `length` tokens that the model's position table cannot
+    hold (past `max_position_embeddings` every logit would be NaN); `what` names
+    the flag or argument that asked for them."""
+    if length > config.max_position_embeddings:
+        raise ConfigError(f"{what} {length}: the model has positions for at most "
+                          f"{config.max_position_embeddings} tokens (max_position_embeddings)")
