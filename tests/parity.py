@@ -49,8 +49,11 @@ def random_batch(vocab_size: int, batch: int = 3, length: int = 24, seed: int = 
 
 def torch_logits(model, batch) -> tuple[np.ndarray, np.ndarray]:
     model.eval()
+    ids, mask, types = (torch.as_tensor(x, dtype=torch.long) for x in batch)
+    # DistilBERT takes no token types; jaxqa's takes and ignores them.
+    extra = {} if model.config.model_type == "distilbert" else {"token_type_ids": types}
     with torch.no_grad():
-        out = model(*(torch.as_tensor(x, dtype=torch.long) for x in batch))
+        out = model(input_ids=ids, attention_mask=mask, **extra)
     return out.start_logits.numpy(), out.end_logits.numpy()
 
 

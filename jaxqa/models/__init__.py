@@ -5,8 +5,9 @@
 - `SIZES`: named configs, at least `base` and `tiny`.
 - `Model`: Linen module; `(input_ids, attention_mask, token_type_ids, deterministic)`
   -> start, end logits (B, T); `encode` gives the last hidden states (B, T, D).
-- `HF_PREFIX`, `HF_DROPPED`, `hf_names(config)`, `hf_export_extras(config)`:
-  what conversion to and from Hugging Face checkpoints needs (`convert`).
+- `HF_PREFIX`, `HF_DROPPED`, `hf_names(config)`, `hf_export_extras(config)`,
+  `hf_fixed(config)`: what conversion to and from Hugging Face checkpoints
+  needs (`convert`).
 - `forward_flops(config, seq_len)`: matrix-multiply FLOPs of one forward pass
   over one sequence (the numerator of model FLOPs utilisation). Every Linear
   (and grouped convolution, at 1/groups of the dense cost) counts 2 x inputs x
@@ -25,7 +26,7 @@ import jax.numpy as jnp
 
 from jaxqa.models.layers import ConfigError
 
-MODEL_TYPES = ("bert", "squeezebert", "mobilebert")
+MODEL_TYPES = ("bert", "squeezebert", "mobilebert", "distilbert")
 
 
 def family(model_type: str) -> ModuleType:

@@ -8,6 +8,7 @@ from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
+import numpy as np
 
 from jaxqa.models import hf_config
 from jaxqa.models.layers import ACTIVATIONS, ConfigError, Dtype, Embeddings, LayerNorm, attend, attention_flops, check_activation, dense, dense_flops, span_head, span_logits
@@ -159,6 +160,11 @@ def hf_names(config: Config) -> dict[str, str]:
 
 def hf_export_extras(config: Config) -> dict:
     """Tensors `BertForQuestionAnswering` has and jaxqa does not: none."""
+    return {}
+
+
+def hf_fixed(config: Config) -> dict[str, np.ndarray]:
+    """Tensors the reference stores and jaxqa computes: none."""
     return {}
 
 

@@ -101,6 +101,13 @@ def params_from_hf(model_type: str, config, state: Mapping[str, np.ndarray]) -> 
     encoder_missing = [n for n in missing if not n.startswith(HEAD + ".")]
     if encoder_missing:
         raise ConversionError(f"missing tensor(s) {encoder_missing[:5]}{' ...' if len(encoder_missing) > 5 else ''}")
+    # What the family computes (`hf_fixed`) must be what the checkpoint stores.
+    for name, table in fam.hf_fixed(config).items():
+        if name in state:
+            unused.discard(name)
+            if np.shape(state[name]) != table.shape or not np.allclose(state[name], table, rtol=0, atol=1e-6):
+                raise ConversionError(f"tensor {original[name]!r} is not the fixed table the config implies "
+                                      f"(shape {tuple(np.shape(state[name]))}, this config computes {table.shape})")
     # What the family exports as `hf_export_extras` is built by the reference but unused here.
     extras = set(fam.hf_export_extras(config))
     known = {n for n in unused if n in extras or n[len(fam.HF_PREFIX):].startswith(fam.HF_DROPPED)}
@@ -121,4 +128,5 @@ def params_to_hf(model_type: str, config, params) -> dict[str, np.ndarray]:
         prefix = "" if module == HEAD else fam.HF_PREFIX
         state[f"{prefix}{names[module]}.{LEAF_NAMES[leaf]}"] = np.ascontiguousarray(_to_hf(np.asarray(value, np.float32), leaf))
     state.update(fam.hf_export_extras(config))
+    state.update(fam.hf_fixed(config))
     return state

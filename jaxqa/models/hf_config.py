@@ -27,6 +27,7 @@ GENERIC_KEYS = frozenset(
     return_dict_in_generate forced_bos_token_id forced_eos_token_id remove_invalid_values
     exponential_decay_length_penalty suppress_tokens begin_suppress_tokens
     cross_attention_hidden_size tf_legacy_loss use_bfloat16 _attn_implementation_autoset
+    tie_weights_
     """.split()
 )
 

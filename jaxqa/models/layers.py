@@ -56,9 +56,10 @@ ACTIVATIONS: dict[str, Callable] = {
 }
 
 
-def check_activation(name: str) -> str:
+def check_activation(name: str, field: str = "hidden_act") -> str:
+    """`name` if it is an activation jaxqa has; `field` is the config field that named it."""
     if name not in ACTIVATIONS:
-        raise ConfigError(f"hidden_act={name!r} is not supported; choose one of {sorted(ACTIVATIONS)}")
+        raise ConfigError(f"{field}={name!r} is not supported; choose one of {sorted(ACTIVATIONS)}")
     return name
 
 

@@ -332,6 +332,11 @@ def hf_export_extras(config: Config) -> dict[str, np.ndarray]:
     return extras
 
 
+def hf_fixed(config: Config) -> dict[str, np.ndarray]:
+    """Tensors the reference stores and jaxqa computes: none."""
+    return {}
+
+
 def forward_flops(cfg: Config, s: int) -> int:
     """Matrix-multiply FLOPs of one forward pass over one sequence of `s` tokens."""
     d, k, m = cfg.hidden_size, cfg.true_hidden_size, cfg.intermediate_size

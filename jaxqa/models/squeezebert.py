@@ -211,6 +211,11 @@ def hf_export_extras(config: Config) -> dict[str, np.ndarray]:
     }
 
 
+def hf_fixed(config: Config) -> dict[str, np.ndarray]:
+    """Tensors the reference stores and jaxqa computes: none."""
+    return {}
+
+
 def forward_flops(cfg: Config, s: int) -> int:
     """Matrix-multiply FLOPs of one forward pass over one sequence of `s` tokens."""
     d, m = cfg.hidden_size, cfg.intermediate_size
