@@ -108,7 +108,7 @@ def jaxqa_train(model: nn.Module, batch: dict[str, np.ndarray]) -> Callable[[int
     def run(n: int) -> None:
         nonlocal state
         for _ in range(n):
-            state, metrics = step(state, batch)
+            state, metrics = step(state, batch, {})
         jax.block_until_ready(metrics)
 
     return run
@@ -253,7 +253,7 @@ def compile_worker(model_type: str, size: str, batch_size: int, seq_len: int, ca
     state = jax.eval_shape(functools.partial(jaxqa_state, model, tx))
     batch = {key: value[None] for key, value in random_batch(batch_size, seq_len).items()}
     started = time.perf_counter()
-    step.lower(state, batch).compile()
+    step.lower(state, batch, {}).compile()
     return time.perf_counter() - started
 
 

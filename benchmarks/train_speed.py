@@ -48,13 +48,13 @@ def measure(model_type: str, size: str, batch_size: int, seq_len: int, steps: in
     batch = sharding.global_batch(batch, mesh, leading=1)
     step = jax.jit(make_train_step(model, tx, seed=0), donate_argnums=0)
     started = time.perf_counter()
-    compiled = step.lower(state, batch).compile()
+    compiled = step.lower(state, batch, {}).compile()
     compile_seconds = time.perf_counter() - started
-    state, metrics = compiled(state, batch)  # warm-up
+    state, metrics = compiled(state, batch, {})  # warm-up
     jax.block_until_ready(metrics)
     started = time.perf_counter()
     for _ in range(steps):
-        state, metrics = compiled(state, batch)
+        state, metrics = compiled(state, batch, {})
     jax.block_until_ready(metrics)
     seconds = (time.perf_counter() - started) / steps
     return {"model": model_type, "size": size, "compile_seconds": round(compile_seconds, 1),

@@ -29,7 +29,7 @@ from jaxqa.squad.tokenizer import load_tokenizer
 from jaxqa.training import batches, optim
 from jaxqa.training.run_folder import MetricsLog, RunFolder
 from jaxqa.training.settings import Settings, SettingsError, parse, validate
-from jaxqa.training.step import TrainState, make_train_step
+from jaxqa.training.step import Distillation, TrainState, make_train_step
 
 log = logging.getLogger("jaxqa.train")
 
@@ -91,7 +91,18 @@ def train(s: Settings) -> int:
         tokenizer = load_tokenizer(tokenizer_dir)
     # CPUs have no fast bfloat16 matrix units; accelerators do.
     bf16 = s.precision == "bf16" or (s.precision == "auto" and jax.devices()[0].platform != "cpu")
-    model = fam.Model(config, dtype=jnp.bfloat16 if bf16 else jnp.float32, param_dtype=jnp.float32)
+    dtype = jnp.bfloat16 if bf16 else jnp.float32
+    model = fam.Model(config, dtype=dtype, param_dtype=jnp.float32)
+    teacher = None
+    if s.teacher:
+        try:
+            teacher = open_checkpoint(s.teacher)
+            same_tokens = load_tokenizer(teacher.folder).to_str() == tokenizer.to_str()
+        except Error as err:
+            raise SettingsError(f"--teacher {s.teacher}: {err}") from None
+        if not same_tokens:
+            raise SettingsError(f"--teacher {teacher.folder} and the student ({tokenizer_dir}) tokenize differently; "
+                                "a teacher must share the student's tokenizer")
     windows = FeatureSettings(s.max_seq_length, s.doc_stride, s.max_query_length)
     with blame("--train-file"):
         train_set = batches.train_set(s.train_file, s.max_train_examples, tokenizer, windows)
@@ -140,9 +151,17 @@ def train(s: Settings) -> int:
         state = jax.jit(init_state, out_shardings=state_sh)(jax.device_put(start_params, param_sh))
         del start_params
 
-    # ---------------------------------------------------------------- train step
+    # ---------------------------------------------------------------- teacher and train step
+    distill, teacher_params, teacher_sh = None, {}, {}
+    if teacher:  # frozen, in the compute precision, sharded over the same mesh as the student
+        teacher_module = models.family(teacher.model_type).Model(teacher.config, dtype=dtype, param_dtype=jnp.float32)
+        teacher_sh = sharding.param_shardings(models.abstract_params(teacher_module), mesh, s.fsdp)
+        teacher_params = jax.device_put(teacher.read_params(), teacher_sh)
+        distill = Distillation(teacher_module, s.distill_alpha, s.distill_temperature)
+        log.info(f"distilling from the {teacher.model_type} teacher {teacher.folder} (alpha {s.distill_alpha}, "
+                 f"temperature {s.distill_temperature})")
     batch_sh = {key: sharding.batch_sharding(mesh, ndim, leading=1) for key, ndim in batches.TRAIN_NDIMS.items()}
-    step_fn = jax.jit(make_train_step(model, tx, s.seed), in_shardings=(state_sh, batch_sh),
+    step_fn = jax.jit(make_train_step(model, tx, s.seed, distill), in_shardings=(state_sh, batch_sh, teacher_sh),
                       out_shardings=(state_sh, replicated), donate_argnums=0)
 
     def run_eval(state):
@@ -163,7 +182,7 @@ def train(s: Settings) -> int:
                                     jax.process_count())
         batch = sharding.global_batch(local, mesh, leading=1)
         tick = time.perf_counter()
-        state, metrics = step_fn(state, batch)
+        state, metrics = step_fn(state, batch, teacher_params)
         step += 1
         window_steps += 1
         if compile_seconds is None:
@@ -180,7 +199,7 @@ def train(s: Settings) -> int:
                 raise TrainingError(f"non-finite loss or gradient at step {int(bad_step)}; the checkpoint of step "
                                     f"{int(state.step)} in {folder.directory} holds the state before it")
             elapsed = max(time.perf_counter() - window_start, 1e-9)
-            record = {"step": step, "loss": float(metrics["loss"]), "grad_norm": float(metrics["grad_norm"]),
+            record = {"step": step, **{key: float(value) for key, value in metrics.items()},
                       "learning_rate": float(lr(step - 1)),
                       "seq_per_s": window_steps * s.batch_size / elapsed if window_steps else None}
             metrics_log.write(record)

@@ -3,6 +3,7 @@ shipped recipes included, and trains from a folder outside the checkout."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,9 +20,12 @@ def run(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.Compl
 
 
 def test_the_wheel_installs_and_trains_outside_the_checkout(tmp_path):
-    # Offline: the build uses the setuptools of this environment, the install nothing but the wheel.
+    # Built from a copy, so that the build's leftovers stay out of the checkout; offline: the
+    # build uses the setuptools of this environment, the install nothing but the wheel.
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".*", "build", "runs", "tests", "benchmarks", "*.egg-info"))
     run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path / "dist"),
-         str(ROOT)], cwd=tmp_path)
+         str(source)], cwd=tmp_path)
     wheel = next((tmp_path / "dist").glob("jaxqa-*.whl"))
     site = tmp_path / "site"
     run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q", "--target", str(site), str(wheel)],

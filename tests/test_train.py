@@ -216,7 +216,7 @@ def one_step(model, accum: int):
              "token_type_ids": np.zeros((8, 32)), "start_positions": rng.integers(0, 32, 8),
              "end_positions": rng.integers(0, 32, 8)}
     batch = {k: jnp.asarray(v, jnp.int32).reshape(accum, 8 // accum, *v.shape[1:]) for k, v in batch.items()}
-    state, metrics = jax.jit(make_train_step(model, tx, seed=0))(state, batch)
+    state, metrics = jax.jit(make_train_step(model, tx, seed=0))(state, batch, {})
     return float(metrics["loss"]), state.params
 
 

@@ -65,6 +65,11 @@ class Settings:
     eval_every: int = flag(0, "steps between evaluations; 0: only at the end")
     log_every: int = flag(10, "steps between log lines (and non-finite checks)")
     null_score_diff_threshold: float = flag(0.0, 'SQuAD 2.0: answer "" when the null score beats the best span by more')
+    teacher: str = flag("", "fine-tuned checkpoint to distil from (any family with the same tokenizer); empty: none")
+    distill_alpha: float = flag(0.5, "with --teacher: the weight A of the distillation loss in "
+                                "A * distill_loss + (1 - A) * span_loss; 0 is plain fine-tuning")
+    distill_temperature: float = flag(2.0, "with --teacher: the temperature T that softens both models' start and "
+                                      "end distributions; distill_loss = T^2 * (KL(start) + KL(end)) / 2")
     coordinator: str = flag("", "host:port of process 0, for several processes")
     num_processes: int = flag(1, "processes of a multi-host run")
     process_id: int = flag(0, "this process's index in a multi-host run")
@@ -151,6 +156,10 @@ def validate(s: Settings, data_axis: int, process_count: int) -> None:
         raise SettingsError(f"--warmup-proportion {s.warmup_proportion}: must be in [0, 1)")
     if s.epochs <= 0:
         raise SettingsError(f"--epochs {s.epochs}: must be positive")
+    if not 0 <= s.distill_alpha <= 1:
+        raise SettingsError(f"--distill-alpha {s.distill_alpha}: must be in [0, 1]")
+    if s.distill_temperature <= 0:
+        raise SettingsError(f"--distill-temperature {s.distill_temperature}: must be positive")
     if s.learning_rate <= 0 or s.clip_norm <= 0 or s.weight_decay < 0:
         raise SettingsError("--learning-rate and --clip-norm must be positive, --weight-decay not negative")
 

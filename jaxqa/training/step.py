@@ -1,6 +1,8 @@
-"""The training step: span loss, gradients summed over micro-batches, one
-optimizer update, and a guard that freezes the state at the first non-finite
-loss or gradient."""
+"""The training step: span loss (and, with a teacher, the distillation loss),
+gradients summed over micro-batches, one optimizer update, and a guard that
+freezes the state at the first non-finite loss or gradient."""
+
+import dataclasses
 
 import flax.linen as nn
 import jax
@@ -24,28 +26,61 @@ def span_loss(start_logits, end_logits, start_positions, end_positions):
     return (start.mean() + end.mean()) / 2
 
 
-def make_train_step(model: nn.Module, tx: optax.GradientTransformation, seed: int):
-    def loss_fn(params, batch, rng):
-        start, end = model.apply(
-            {"params": params}, batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
-            deterministic=False, rngs={"dropout": rng},
-        )
-        return span_loss(start, end, batch["start_positions"], batch["end_positions"])
+def distill_loss(start_logits, end_logits, teacher_start, teacher_end, temperature: float):
+    """T² · ½ (KL(start) + KL(end)): the Kullback-Leibler divergence of the student's
+    softened start (end) distribution from the teacher's, each over a window's
+    positions (B, L), summed over positions and averaged over windows, as the
+    reference distillation scripts compute it (`KLDivLoss(reduction="batchmean")`)."""
 
-    def train_step(state: TrainState, batch: dict):
+    def kl(student, teacher):  # (B, L) each
+        log_p = jax.nn.log_softmax(teacher / temperature, axis=-1)
+        log_q = jax.nn.log_softmax(student / temperature, axis=-1)
+        return (jnp.exp(log_p) * (log_p - log_q)).sum(axis=-1).mean()
+
+    return temperature**2 * (kl(start_logits, teacher_start) + kl(end_logits, teacher_end)) / 2
+
+
+@dataclasses.dataclass(frozen=True)
+class Distillation:
+    """A frozen teacher (any family) and the weights of the two losses: the step
+    minimises alpha · distill_loss + (1 - alpha) · span_loss."""
+
+    teacher: nn.Module
+    alpha: float
+    temperature: float
+
+
+def make_train_step(model: nn.Module, tx: optax.GradientTransformation, seed: int, distill: Distillation | None = None):
+    """`train_step(state, batch, teacher_params)`; teacher_params is {} without distillation."""
+
+    def loss_fn(params, batch, rng, teacher_params):
+        inputs = batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
+        start, end = model.apply({"params": params}, *inputs, deterministic=False, rngs={"dropout": rng})  # (B, L) each
+        span = span_loss(start, end, batch["start_positions"], batch["end_positions"])
+        if distill is None:
+            return span, {"span_loss": span}
+        # The teacher runs in the same program, without dropout, and learns nothing.
+        teacher_start, teacher_end = jax.lax.stop_gradient(distill.teacher.apply({"params": teacher_params}, *inputs))
+        soft = distill_loss(start, end, teacher_start, teacher_end, distill.temperature)
+        loss = distill.alpha * soft + (1 - distill.alpha) * span
+        return loss, {"span_loss": span, "distill_loss": soft}
+
+    def train_step(state: TrainState, batch: dict, teacher_params: dict):
         # batch: (A, B/A, ...) micro-batches; gradients are summed over them.
         rng = jax.random.fold_in(jax.random.key(seed), state.step)
 
         def micro(grads, inputs):
             index, micro_batch = inputs
-            loss, g = jax.value_and_grad(loss_fn)(state.params, micro_batch, jax.random.fold_in(rng, index))
-            return jax.tree_util.tree_map(jnp.add, grads, g), loss
+            (loss, parts), g = jax.value_and_grad(loss_fn, has_aux=True)(
+                state.params, micro_batch, jax.random.fold_in(rng, index), teacher_params)
+            return jax.tree_util.tree_map(jnp.add, grads, g), {"loss": loss, **parts}
 
         accum = batch["input_ids"].shape[0]
         zeros = jax.tree_util.tree_map(jnp.zeros_like, state.params)
         grads, losses = jax.lax.scan(micro, zeros, (jnp.arange(accum), batch))
         grads = jax.tree_util.tree_map(lambda g: g / accum, grads)
-        loss, grad_norm = losses.mean(), optax.tree.norm(grads)
+        losses = {key: value.mean() for key, value in losses.items()}
+        loss, grad_norm = losses["loss"], optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         # A non-finite loss freezes the state at the last good step and records where it happened.
@@ -58,6 +93,6 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, seed: in
             opt_state=keep(opt_state, state.opt_state),
             bad_step=jnp.where((state.bad_step < 0) & ~finite, state.step, state.bad_step),
         )
-        return new_state, {"loss": loss, "grad_norm": grad_norm}
+        return new_state, {**losses, "grad_norm": grad_norm}
 
     return train_step
