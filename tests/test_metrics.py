@@ -255,6 +255,28 @@ def test_cli_bad_input(small_files, tmp_path, capsys, bad, named):
     assert len(err.splitlines()) == 1
 
 
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ([_article(("q1", ["Denver"]))] + [{"title": "t", "paragraphs": [{"context": "c", "qas": [{"id": "q9"}]}]}],
+         'article 1, paragraph 0, question 0 (id q9): no "answers" list'),
+        ([1, 2], 'article 0: no "paragraphs" list'),
+        ([{"title": "t", "paragraphs": {"qas": []}}], 'article 0: no "paragraphs" list'),
+        ([{"title": "t", "paragraphs": [{"context": "c", "qas": None}]}], 'article 0, paragraph 0: no "qas" list'),
+        ([{"title": "t", "paragraphs": [{"context": "c", "qas": [{"id": 1, "answers": []}]}]}],
+         'article 0, paragraph 0, question 0: no "id" string'),
+        ([{"title": "t", "paragraphs": [{"context": "c", "qas": [{"id": "q1", "answers": [{"answer": "x"}]}]}]}],
+         'question 0 (id q1): an answer without a "text" string'),
+    ],
+)
+def test_cli_malformed_data_names_the_file(small_files, tmp_path, capsys, data, message):
+    _write(tmp_path / "data.json", {"version": "v2.0", "data": data})
+    assert metrics.main(list(small_files[:2])) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith(f"error: {small_files[0]}: article ") and message in err
+    assert len(err.splitlines()) == 1
+
+
 def test_cli_rejects_plots(small_files, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         metrics.main([*small_files[:2], "--out-image-dir", str(tmp_path / "plots")])

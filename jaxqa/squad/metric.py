@@ -48,6 +48,29 @@ def compute_f1(gold: str, pred: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+def check_dataset(dataset) -> None:
+    """Raises ValueError, naming the article, paragraph and question, where `dataset`
+    lacks what the metric reads: articles > "paragraphs" > "qas", each question
+    with a string "id" and an "answers" list of objects with a string "text"."""
+    if not isinstance(dataset, list):
+        raise ValueError(f'"data" must be a list of articles, got {type(dataset).__name__}')
+    for a, article in enumerate(dataset):
+        if not isinstance(article, dict) or not isinstance(article.get("paragraphs"), list):
+            raise ValueError(f'article {a}: no "paragraphs" list')
+        for p, paragraph in enumerate(article["paragraphs"]):
+            if not isinstance(paragraph, dict) or not isinstance(paragraph.get("qas"), list):
+                raise ValueError(f'article {a}, paragraph {p}: no "qas" list')
+            for q, qa in enumerate(paragraph["qas"]):
+                where = f"article {a}, paragraph {p}, question {q}"
+                if not isinstance(qa, dict) or not isinstance(qa.get("id"), str):
+                    raise ValueError(f'{where}: no "id" string')
+                answers = qa.get("answers")
+                if not isinstance(answers, list):
+                    raise ValueError(f'{where} (id {qa["id"]}): no "answers" list')
+                if not all(isinstance(answer, dict) and isinstance(answer.get("text"), str) for answer in answers):
+                    raise ValueError(f'{where} (id {qa["id"]}): an answer without a "text" string')
+
+
 def _raw_scores(dataset: list[dict], predictions: dict[str, str]):
     """Per-question answerability, EM and F1 (max over gold answers), in dataset order."""
     has_answer, exact, f1 = {}, {}, {}
