@@ -3,6 +3,7 @@ pipeline and `convert/flax2pt.py`."""
 
 import importlib.util
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,8 @@ import pytest
 from squad_fixture import write_squad
 
 import jaxqa
-from jaxqa import train
+from jaxqa import evaluate, train
+from jaxqa.squad.decode import Predictions
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,3 +90,37 @@ def test_repeated_evaluations_compile_once(trained):
     again = evaluate.answer(model.module, model.params, examples, features, mesh, 8, True, 0.0)
     assert again.answers == first.answers
     assert forward.traces == compiled
+
+
+def _articles(*qas) -> list[dict]:
+    """One article, one paragraph; each qa is (id, [gold texts])."""
+    questions = [{"id": qid, "question": "?", "answers": [{"text": t, "answer_start": 0} for t in golds],
+                  "is_impossible": not golds} for qid, golds in qas]
+    return [{"title": "t", "paragraphs": [{"context": "c", "qas": questions}]}]
+
+
+@pytest.mark.parametrize(
+    "answers, null_odds, applied",
+    [
+        # Every null odds value is negative and every answer wrong: answering
+        # nothing is best, for which the official search reports 0.0.
+        ({"a1": "x", "a2": "y", "a3": "z", "n1": "u", "n2": "v"},
+         {"a1": -5.0, "a2": -4.0, "a3": -3.0, "n1": -2.0, "n2": -1.0}, -math.inf),
+        # Best at a negative value; as answered with threshold 0, a4 (odds 2) is "".
+        ({"a1": "Ada", "n1": "u", "a2": "y", "a4": "", "n2": ""},
+         {"a1": -3.0, "n1": -2.0, "a2": -1.0, "a4": 2.0, "n2": math.inf}, -3.0),
+        # A gold answer that normalises to nothing ("the") is matched by "": best past 0.
+        ({"a1": "Ada", "n1": "", "a6": "", "a2": "", "n2": ""},
+         {"a1": -3.0, "n1": -2.0, "a6": 2.0, "a2": 4.0, "n2": math.inf}, 2.0),
+    ],
+)
+def test_best_threshold_reaches_the_reported_best_f1(answers, null_odds, applied):
+    golds = {"a1": ["Ada"], "a2": ["Al"], "a3": ["Di"], "a4": ["Bo"], "a6": ["the"], "n1": [], "n2": []}
+    articles = _articles(*((qid, golds[qid]) for qid in answers))
+    predictions = Predictions(answers, null_odds, {})
+    reported = evaluate.score(articles, predictions, with_negatives=True)
+    tuned, threshold = evaluate.apply_best_threshold(articles, predictions)
+    assert threshold == applied
+    assert tuned.answers == {qid: "" if null_odds[qid] > applied else text for qid, text in answers.items()}
+    again = evaluate.score(articles, tuned, with_negatives=True)
+    assert again["f1"] == reported["best_f1"] == again["best_f1"]
