@@ -116,6 +116,7 @@ def run(args: argparse.Namespace, threshold: float | None) -> int:
     """Evaluates as the command line asks; `threshold` None means "best"."""
     try:
         model = load_pretrained(args.checkpoint)
+        models.check_length(model.config, args.max_seq_length, "--max-seq-length")
         data = read_squad(args.data)
         settings = FeatureSettings(args.max_seq_length, args.doc_stride, args.max_query_length)
         features = eval_features(data, model.tokenizer, settings)

@@ -80,6 +80,7 @@ def pipeline(
     `jaxqa.compilation_cache`): see benchmarks/cpu_buckets.py.
     """
     model = checkpoint if isinstance(checkpoint, Pretrained) else load_pretrained(checkpoint, dtype=dtype)
+    models.check_length(model.config, max_seq_len, "max_seq_len")
     if doc_stride is None:
         doc_stride = min(max_seq_len // 2, 128)
     if batch_size is None:

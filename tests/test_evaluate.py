@@ -13,7 +13,7 @@ import pytest
 from squad_fixture import write_squad
 
 import jaxqa
-from jaxqa import evaluate, train
+from jaxqa import evaluate, predict, train
 from jaxqa.squad.decode import Predictions
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,6 +28,38 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
                        "--train-file", str(squad), "--eval-file", str(squad), "--batch-size", "8", "--max-steps", "2",
                        "--run-dir", str(run_dir)]) == 0
     return squad, run_dir / "model"
+
+
+@pytest.fixture(scope="module")
+def untrained(tmp_path_factory) -> tuple[Path, Path]:
+    """(SQuAD 2.0 fixture file, a randomly initialised tiny BERT with its vocabulary), made without training."""
+    import jax
+    from flax import linen as nn
+
+    from jaxqa import models
+    from jaxqa.models import bert
+
+    squad = write_squad(tmp_path_factory.mktemp("squad"), with_negatives=True)
+    config = bert.SIZES["tiny"]
+    params = nn.unbox(models.init_params(bert.Model(config), jax.random.key(0)))
+    folder = jaxqa.save_pretrained(tmp_path_factory.mktemp("untrained") / "model", "bert", config, params, squad.parent)
+    return squad, folder
+
+
+def test_windows_longer_than_the_position_table_are_refused(untrained, tmp_path, capsys):
+    squad, model = untrained
+    assert jaxqa.load_pretrained(model).config.max_position_embeddings == 512
+    assert evaluate.main(["--checkpoint", str(model), "--data", str(squad), "--out-dir", str(tmp_path / "eval"),
+                          "--max-seq-length", "1024"]) == 2
+    err = capsys.readouterr().err
+    assert "--max-seq-length 1024: the model has positions for at most 512 tokens" in err and err.count("\n") == 1
+    assert predict.main(["--checkpoint", str(model), "--question", "Who?", "--context", "Ada.",
+                         "--max-seq-len", "1024"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "--max-seq-len 1024: the model has positions for at most 512" in err and err.count("\n") == 1
+    with pytest.raises(jaxqa.Error, match="^max_seq_len 1024: the model has positions for at most 512"):
+        jaxqa.pipeline(model, max_seq_len=1024)
+    assert jaxqa.pipeline(model, max_seq_len=512).settings.max_seq_length == 512
 
 
 def test_evaluate_writes_the_official_files_and_metrics(trained, tmp_path):
