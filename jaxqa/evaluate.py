@@ -112,9 +112,23 @@ def main(argv=None) -> int:
         return run(args, threshold)
 
 
+def out_folder(path: str) -> Path:
+    """The --out-dir folder, made if need be."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise Error(f"--out-dir {path}: is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise Error(f"--out-dir {path}: cannot make the folder ({err.strerror})") from None
+    return out
+
+
 def run(args: argparse.Namespace, threshold: float | None) -> int:
     """Evaluates as the command line asks; `threshold` None means "best"."""
     try:
+        # Made first, so that an unusable --out-dir is not found after the whole evaluation.
+        out = out_folder(args.out_dir)
         model = load_pretrained(args.checkpoint)
         models.check_length(model.config, args.max_seq_length, "--max-seq-length")
         data = read_squad(args.data)
@@ -135,8 +149,6 @@ def run(args: argparse.Namespace, threshold: float | None) -> int:
     if tune:
         predictions, threshold = apply_best_threshold(data.articles, predictions)
     result = score(data.articles, predictions, with_negatives)
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     (out / "predictions.json").write_text(json.dumps(predictions.answers, indent=2, ensure_ascii=False))
     if with_negatives:
         (out / "null_odds.json").write_text(json.dumps(predictions.null_odds, indent=2))

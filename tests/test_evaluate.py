@@ -62,6 +62,19 @@ def test_windows_longer_than_the_position_table_are_refused(untrained, tmp_path,
     assert jaxqa.pipeline(model, max_seq_len=512).settings.max_seq_length == 512
 
 
+@pytest.mark.parametrize("where", ["file", "inside a file"])
+def test_out_dir_is_checked_before_the_model_is_loaded(tmp_path, capsys, where):
+    taken = tmp_path / "taken"
+    taken.write_text("not a folder")
+    out_dir = taken if where == "file" else taken / "eval"
+    # The checkpoint does not exist: the --out-dir error comes first.
+    assert evaluate.main(["--checkpoint", str(tmp_path / "nowhere"), "--data", str(tmp_path / "nothing.json"),
+                          "--out-dir", str(out_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"jaxqa.evaluate: error: --out-dir {out_dir}: ") and err.count("\n") == 1
+    assert taken.read_text() == "not a folder"
+
+
 def test_evaluate_writes_the_official_files_and_metrics(trained, tmp_path):
     squad, model = trained
     out = tmp_path / "eval"
