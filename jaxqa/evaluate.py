@@ -10,6 +10,7 @@ whole set's logits are never held at once.
 import argparse
 import json
 import logging
+import math
 import sys
 import time
 from pathlib import Path
@@ -62,8 +63,21 @@ def answer(model, params, examples, features, mesh, batch_size: int, with_negati
 
 
 def score(articles, predictions: Predictions, with_negatives: bool) -> dict:
-    """The official metric; for SQuAD 2.0 with the null odds as no-answer probabilities."""
-    return metric.compute(articles, predictions.answers, na_probs=predictions.null_odds if with_negatives else None)
+    """The official metric of the answers as they are; for SQuAD 2.0 with the null
+    odds as no-answer probabilities, for the threshold search."""
+    # The answers already hold "" where the null odds exceed the threshold applied;
+    # the metric's own default (1.0, for probabilities) would turn more into "".
+    return metric.compute(articles, predictions.answers, na_probs=predictions.null_odds if with_negatives else None,
+                          na_prob_thresh=math.inf)
+
+
+def apply_best_threshold(articles, predictions: Predictions) -> tuple[Predictions, float]:
+    """The predictions with "" wherever the null odds exceed the threshold that
+    maximises their F1 on `articles`, and that threshold: scored again, they
+    reach the best_f1 that `score` reports for `predictions`."""
+    threshold = metric.best_f1_threshold(articles, predictions.answers, predictions.null_odds)
+    answers = {qid: "" if predictions.null_odds[qid] > threshold else text for qid, text in predictions.answers.items()}
+    return Predictions(answers, predictions.null_odds, {}), threshold
 
 
 def evaluate_params(model, params, eval_set, mesh, batch_size: int, null_score_diff_threshold: float) -> dict:
@@ -98,10 +112,25 @@ def main(argv=None) -> int:
         return run(args, threshold)
 
 
+def out_folder(path: str) -> Path:
+    """The --out-dir folder, made if need be."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise Error(f"--out-dir {path}: is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise Error(f"--out-dir {path}: cannot make the folder ({err.strerror})") from None
+    return out
+
+
 def run(args: argparse.Namespace, threshold: float | None) -> int:
     """Evaluates as the command line asks; `threshold` None means "best"."""
     try:
+        # Made first, so that an unusable --out-dir is not found after the whole evaluation.
+        out = out_folder(args.out_dir)
         model = load_pretrained(args.checkpoint)
+        models.check_length(model.config, args.max_seq_length, "--max-seq-length")
         data = read_squad(args.data)
         settings = FeatureSettings(args.max_seq_length, args.doc_stride, args.max_query_length)
         features = eval_features(data, model.tokenizer, settings)
@@ -115,17 +144,11 @@ def run(args: argparse.Namespace, threshold: float | None) -> int:
     started = time.perf_counter()
     tune = threshold is None and with_negatives
     predictions = answer(model.module, model.params, data.examples, features, mesh, batch_size, with_negatives,
-                          threshold or 0.0, show_progress=True, keep_nbest=tune)
+                          threshold or 0.0, show_progress=True)
     seconds = time.perf_counter() - started
+    if tune:
+        predictions, threshold = apply_best_threshold(data.articles, predictions)
     result = score(data.articles, predictions, with_negatives)
-    if tune:  # answer again with the threshold that maximises F1 on this data
-        threshold = result["best_f1_thresh"]
-        answers = {qid: "" if odds > threshold or not predictions.nbest[qid] else predictions.nbest[qid][0].text
-                   for qid, odds in predictions.null_odds.items()}
-        predictions = Predictions(answers, predictions.null_odds, {})
-        result = score(data.articles, predictions, with_negatives)
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     (out / "predictions.json").write_text(json.dumps(predictions.answers, indent=2, ensure_ascii=False))
     if with_negatives:
         (out / "null_odds.json").write_text(json.dumps(predictions.null_odds, indent=2))

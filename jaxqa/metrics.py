@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from jaxqa.squad.metric import compute
+from jaxqa.squad import metric
 
 
 def _read_json(path: str):
@@ -61,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
         data = _read_json(args.data_file)
         if not isinstance(data, dict) or not isinstance(data.get("data"), list):
             raise ValueError(f'{args.data_file}: expected a SQuAD JSON object with a "data" list')
+        try:
+            metric.check_dataset(data["data"])
+        except ValueError as e:
+            raise ValueError(f"{args.data_file}: {e}") from None
         predictions = _read_mapping(args.pred_file, (str,), "answer strings")
         na_probs = None
         if args.na_prob_file:
@@ -69,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:
-        result = compute(data["data"], predictions, na_probs, args.na_prob_thresh)
+        result = metric.compute(data["data"], predictions, na_probs, args.na_prob_thresh)
     except ValueError as e:
         inputs = ", ".join(filter(None, (args.data_file, args.pred_file, args.na_prob_file)))
         print(f"error: {inputs}: {e}", file=sys.stderr)

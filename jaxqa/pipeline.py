@@ -34,7 +34,8 @@ sizes (powers of two up to `batch_size`), so a process compiles at most
 len(seq_buckets) * len(batch sizes) programs whatever the inputs.
 """
 
-from collections.abc import Iterable, Sequence
+import numbers
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import jax
@@ -80,6 +81,7 @@ def pipeline(
     `jaxqa.compilation_cache`): see benchmarks/cpu_buckets.py.
     """
     model = checkpoint if isinstance(checkpoint, Pretrained) else load_pretrained(checkpoint, dtype=dtype)
+    models.check_length(model.config, max_seq_len, "max_seq_len")
     if doc_stride is None:
         doc_stride = min(max_seq_len // 2, 128)
     if batch_size is None:
@@ -201,10 +203,9 @@ class QuestionAnsweringPipeline:
         context[start:end]`. A question gets one answer dict, or a list of up to
         `top_k` of them when top_k > 1; a list of questions gets a list of those.
         """
-        if top_k < 1:
-            raise Error(f"top_k={top_k} must be at least 1")
-        if max_answer_len < 1:
-            raise Error(f"max_answer_len={max_answer_len} must be at least 1")
+        for name, value in (("top_k", top_k), ("max_answer_len", max_answer_len)):
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+                raise Error(f"{name}={value!r} must be a whole number, at least 1")
         pairs, single = _pairs(inputs, question, context)
         if not pairs:
             return []
@@ -231,6 +232,9 @@ def _pairs(inputs, question, context) -> tuple[list[tuple[str, str]], bool]:
         if question is not None or context is not None:
             raise TypeError("pass a {'question', 'context'} dict (or a list of them), or question= and context=, not both")
         single = isinstance(inputs, dict)
+        if not single and not _is_list(inputs):
+            raise InputError(0, f"expected a dict with 'question' and 'context', or a list of them, "
+                                f"got {type(inputs).__name__}")
         items = [inputs] if single else list(inputs)
         for i, item in enumerate(items):
             if not isinstance(item, dict) or "question" not in item or "context" not in item:
@@ -239,6 +243,10 @@ def _pairs(inputs, question, context) -> tuple[list[tuple[str, str]], bool]:
     elif question is None or context is None:
         raise TypeError("pass both question= and context= (or a {'question', 'context'} dict)")
     else:
+        for name, value in (("question", question), ("context", context)):
+            if not isinstance(value, str) and not _is_list(value):
+                raise InputError(0, f"{name}= must be a string or a list of strings, "
+                                    f"got {type(value).__name__} {value!r:.40}")
         single = isinstance(question, str) and isinstance(context, str)
         questions = [question] if isinstance(question, str) else list(question)
         contexts = [context] if isinstance(context, str) else list(context)
@@ -253,7 +261,12 @@ def _pairs(inputs, question, context) -> tuple[list[tuple[str, str]], bool]:
     for i, (q, c) in enumerate(pairs):
         for name, text in (("question", q), ("context", c)):
             if not isinstance(text, str) or not text:
-                raise InputError(i, f"the {name} must be a non-empty string, got {text!r}")
+                raise InputError(i, f"the {name} must be a non-empty string, got {text!r:.40}")
     return pairs, single
+
+
+def _is_list(value) -> bool:
+    """Whether `value` is taken as a list of inputs: any iterable but text, bytes and mappings."""
+    return isinstance(value, Iterable) and not isinstance(value, (str, bytes, Mapping))
 
 

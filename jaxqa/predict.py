@@ -14,7 +14,8 @@ import json
 import sys
 from pathlib import Path
 
-from jaxqa import compilation_cache
+from jaxqa import compilation_cache, models
+from jaxqa.checkpoint import load_pretrained
 from jaxqa.errors import Error
 from jaxqa.pipeline import InputError, pipeline
 
@@ -88,7 +89,9 @@ def main(argv=None) -> int:
         else:
             inputs, located = read_inputs(args.file)
         compilation_cache.enable(args.compilation_cache)
-        qa = pipeline(args.checkpoint, max_seq_len=args.max_seq_len, doc_stride=args.doc_stride, batch_size=args.batch_size)
+        model = load_pretrained(args.checkpoint)
+        models.check_length(model.config, args.max_seq_len, "--max-seq-len")
+        qa = pipeline(model, max_seq_len=args.max_seq_len, doc_stride=args.doc_stride, batch_size=args.batch_size)
         for begin in range(0, len(inputs), CHUNK):
             try:
                 results = qa(inputs[begin : begin + CHUNK], top_k=args.top_k, max_answer_len=args.max_answer_len,

@@ -3,6 +3,7 @@ pipeline and `convert/flax2pt.py`."""
 
 import importlib.util
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,8 @@ import pytest
 from squad_fixture import write_squad
 
 import jaxqa
-from jaxqa import train
+from jaxqa import evaluate, predict, train
+from jaxqa.squad.decode import Predictions
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,6 +28,51 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
                        "--train-file", str(squad), "--eval-file", str(squad), "--batch-size", "8", "--max-steps", "2",
                        "--run-dir", str(run_dir)]) == 0
     return squad, run_dir / "model"
+
+
+@pytest.fixture(scope="module")
+def untrained(tmp_path_factory) -> tuple[Path, Path]:
+    """(SQuAD 2.0 fixture file, a randomly initialised tiny BERT with its vocabulary), made without training."""
+    import jax
+    from flax import linen as nn
+
+    from jaxqa import models
+    from jaxqa.models import bert
+
+    squad = write_squad(tmp_path_factory.mktemp("squad"), with_negatives=True)
+    config = bert.SIZES["tiny"]
+    params = nn.unbox(models.init_params(bert.Model(config), jax.random.key(0)))
+    folder = jaxqa.save_pretrained(tmp_path_factory.mktemp("untrained") / "model", "bert", config, params, squad.parent)
+    return squad, folder
+
+
+def test_windows_longer_than_the_position_table_are_refused(untrained, tmp_path, capsys):
+    squad, model = untrained
+    assert jaxqa.load_pretrained(model).config.max_position_embeddings == 512
+    assert evaluate.main(["--checkpoint", str(model), "--data", str(squad), "--out-dir", str(tmp_path / "eval"),
+                          "--max-seq-length", "1024"]) == 2
+    err = capsys.readouterr().err
+    assert "--max-seq-length 1024: the model has positions for at most 512 tokens" in err and err.count("\n") == 1
+    assert predict.main(["--checkpoint", str(model), "--question", "Who?", "--context", "Ada.",
+                         "--max-seq-len", "1024"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "--max-seq-len 1024: the model has positions for at most 512" in err and err.count("\n") == 1
+    with pytest.raises(jaxqa.Error, match="^max_seq_len 1024: the model has positions for at most 512"):
+        jaxqa.pipeline(model, max_seq_len=1024)
+    assert jaxqa.pipeline(model, max_seq_len=512).settings.max_seq_length == 512
+
+
+@pytest.mark.parametrize("where", ["file", "inside a file"])
+def test_out_dir_is_checked_before_the_model_is_loaded(tmp_path, capsys, where):
+    taken = tmp_path / "taken"
+    taken.write_text("not a folder")
+    out_dir = taken if where == "file" else taken / "eval"
+    # The checkpoint does not exist: the --out-dir error comes first.
+    assert evaluate.main(["--checkpoint", str(tmp_path / "nowhere"), "--data", str(tmp_path / "nothing.json"),
+                          "--out-dir", str(out_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"jaxqa.evaluate: error: --out-dir {out_dir}: ") and err.count("\n") == 1
+    assert taken.read_text() == "not a folder"
 
 
 def test_evaluate_writes_the_official_files_and_metrics(trained, tmp_path):
@@ -88,3 +135,37 @@ def test_repeated_evaluations_compile_once(trained):
     again = evaluate.answer(model.module, model.params, examples, features, mesh, 8, True, 0.0)
     assert again.answers == first.answers
     assert forward.traces == compiled
+
+
+def _articles(*qas) -> list[dict]:
+    """One article, one paragraph; each qa is (id, [gold texts])."""
+    questions = [{"id": qid, "question": "?", "answers": [{"text": t, "answer_start": 0} for t in golds],
+                  "is_impossible": not golds} for qid, golds in qas]
+    return [{"title": "t", "paragraphs": [{"context": "c", "qas": questions}]}]
+
+
+@pytest.mark.parametrize(
+    "answers, null_odds, applied",
+    [
+        # Every null odds value is negative and every answer wrong: answering
+        # nothing is best, for which the official search reports 0.0.
+        ({"a1": "x", "a2": "y", "a3": "z", "n1": "u", "n2": "v"},
+         {"a1": -5.0, "a2": -4.0, "a3": -3.0, "n1": -2.0, "n2": -1.0}, -math.inf),
+        # Best at a negative value; as answered with threshold 0, a4 (odds 2) is "".
+        ({"a1": "Ada", "n1": "u", "a2": "y", "a4": "", "n2": ""},
+         {"a1": -3.0, "n1": -2.0, "a2": -1.0, "a4": 2.0, "n2": math.inf}, -3.0),
+        # A gold answer that normalises to nothing ("the") is matched by "": best past 0.
+        ({"a1": "Ada", "n1": "", "a6": "", "a2": "", "n2": ""},
+         {"a1": -3.0, "n1": -2.0, "a6": 2.0, "a2": 4.0, "n2": math.inf}, 2.0),
+    ],
+)
+def test_best_threshold_reaches_the_reported_best_f1(answers, null_odds, applied):
+    golds = {"a1": ["Ada"], "a2": ["Al"], "a3": ["Di"], "a4": ["Bo"], "a6": ["the"], "n1": [], "n2": []}
+    articles = _articles(*((qid, golds[qid]) for qid in answers))
+    predictions = Predictions(answers, null_odds, {})
+    reported = evaluate.score(articles, predictions, with_negatives=True)
+    tuned, threshold = evaluate.apply_best_threshold(articles, predictions)
+    assert threshold == applied
+    assert tuned.answers == {qid: "" if null_odds[qid] > applied else text for qid, text in answers.items()}
+    again = evaluate.score(articles, tuned, with_negatives=True)
+    assert again["f1"] == reported["best_f1"] == again["best_f1"]

@@ -170,6 +170,22 @@ def test_best_thresholds_walk_ties_in_dict_order():
     assert (second["best_exact"], second["best_exact_thresh"]) == (50.0, 0.0)
 
 
+def test_best_f1_threshold_reaches_the_reported_best_f1():
+    # Where answering something is best, it is the official threshold.
+    assert metric.best_f1_threshold(SMALL_V2, SMALL_PREDS, SMALL_NA_PROBS) == 0.3
+    # Null odds below 0 everywhere, and every answer wrong: "no answer" for all
+    # is best (2 of 4). The official search reports its starting 0.0, which
+    # would answer all four (F1 0); -inf answers none.
+    preds = {"q1": "Carolina", "q2": "Miami", "q3": "Levi's Stadium", "q4": "x"}
+    odds = {"q1": -4.0, "q2": -3.0, "q3": -2.0, "q4": -1.0}
+    result = metric.compute(SMALL_V2, preds, odds)
+    assert (result["best_f1"], result["best_f1_thresh"]) == (50.0, 0.0)
+    assert metric.compute(SMALL_V2, preds, odds, 0.0)["f1"] == 0.0
+    threshold = metric.best_f1_threshold(SMALL_V2, preds, odds)
+    assert threshold == -float("inf")
+    assert metric.compute(SMALL_V2, preds, odds, threshold)["f1"] == 50.0
+
+
 def test_missing_prediction_is_warned_and_left_out(capsys):
     preds = {k: v for k, v in SMALL_PREDS.items() if k != "q3"}
     result = metric.compute(SMALL_V2, preds, {k: SMALL_NA_PROBS[k] for k in preds})
@@ -252,6 +268,28 @@ def test_cli_bad_input(small_files, tmp_path, capsys, bad, named):
     assert metrics.main([data, preds, "--na-prob-file", na_probs]) == 2
     out, err = capsys.readouterr()
     assert out == "" and err.startswith("error: ") and named in err
+    assert len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ([_article(("q1", ["Denver"]))] + [{"title": "t", "paragraphs": [{"context": "c", "qas": [{"id": "q9"}]}]}],
+         'article 1, paragraph 0, question 0 (id q9): no "answers" list'),
+        ([1, 2], 'article 0: no "paragraphs" list'),
+        ([{"title": "t", "paragraphs": {"qas": []}}], 'article 0: no "paragraphs" list'),
+        ([{"title": "t", "paragraphs": [{"context": "c", "qas": None}]}], 'article 0, paragraph 0: no "qas" list'),
+        ([{"title": "t", "paragraphs": [{"context": "c", "qas": [{"id": 1, "answers": []}]}]}],
+         'article 0, paragraph 0, question 0: no "id" string'),
+        ([{"title": "t", "paragraphs": [{"context": "c", "qas": [{"id": "q1", "answers": [{"answer": "x"}]}]}]}],
+         'question 0 (id q1): an answer without a "text" string'),
+    ],
+)
+def test_cli_malformed_data_names_the_file(small_files, tmp_path, capsys, data, message):
+    _write(tmp_path / "data.json", {"version": "v2.0", "data": data})
+    assert metrics.main(list(small_files[:2])) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith(f"error: {small_files[0]}: article ") and message in err
     assert len(err.splitlines()) == 1
 
 

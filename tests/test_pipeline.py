@@ -307,6 +307,22 @@ def test_bad_inputs(qa):
         qa(question=["a", "b"], context=["x", "y", "z"])
     with pytest.raises(TypeError):
         qa(question="who?")
+    # Not strings: a jaxqa.Error naming the argument, not a TypeError from inside.
+    for asked, message in [
+        (dict(question="q", context=5), "input 0: context= must be a string or a list of strings, got int 5"),
+        (dict(question=3.5, context=["a", "b"]), "input 0: question= must be a string or a list of strings, got float"),
+        (dict(question=["a", 7], context="c"), "input 1: the question must be a non-empty string, got 7"),
+        (dict(question="q", context=["a", None]), "input 1: the context must be a non-empty string, got None"),
+        (dict(question=b"q", context="c"), "input 0: question= must be a string or a list of strings, got bytes"),
+        (dict(inputs=5), "input 0: expected a dict with 'question' and 'context', or a list of them, got int"),
+        (dict(inputs=[{"question": "q", "context": 5}]), "input 0: the context must be a non-empty string, got 5"),
+        (dict(question="q", context="c", top_k="3"), "top_k='3' must be a whole number"),
+        (dict(question="q", context="c", max_answer_len=2.5), "max_answer_len=2.5 must be a whole number"),
+    ]:
+        with pytest.raises(jaxqa.Error) as error:
+            qa(**asked)
+        assert str(error.value).startswith(message)
+    assert isinstance(qa(question="q", context="Ada wrote it.", top_k=np.int64(1))["answer"], str)
 
 
 # --- compile buckets --------------------------------------------------------------

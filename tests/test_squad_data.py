@@ -80,6 +80,23 @@ def _write(tmp_path, articles) -> Path:
         (_article(qas=[{"id": "q-9", "question": "Who?", "answers": [{"text": "x"}]}]), "(id q-9): malformed answer"),
         (_article(qas=_article()["paragraphs"][0]["qas"] * 2), "paragraph 0, question 1: id q-1 is used twice"),
         ({"title": "France"}, "article 'France': no 'paragraphs'"),
+        # Wrong JSON types: each names the article and question at fault.
+        (1, "article 0: expected an object, got int 1"),
+        ({"title": 5, "paragraphs": []}, "article 0: 'title' must be a string, got int 5"),
+        ({"title": "France", "paragraphs": {"context": "x"}}, "article 'France': no 'paragraphs' list"),
+        ({"title": "France", "paragraphs": ["text"]}, "'France', paragraph 0: expected an object, got str 'text'"),
+        (_article(context=5), "'France', paragraph 0: 'context' must be a string, got int 5"),
+        (_article(qas={"id": "q-1"}), "'France', paragraph 0: 'qas' must be a list, got dict"),
+        (_article(qas=["Who?"]), "'France', paragraph 0, question 0: expected an object, got str 'Who?'"),
+        (_article(qas=[{"id": 7, "question": "Who?", "answers": []}]), "question 0: 'id' must be a string, got int 7"),
+        (_article(qas=[{"id": "q-2", "question": None, "answers": []}]),
+         "question 0 (id q-2): 'question' must be a string, got NoneType None"),
+        (_article(qas=[{"id": "q-3", "question": "Who?", "answers": "Paris"}]), "(id q-3): no 'answers' list"),
+        (_article(qas=[{"id": "q-4", "question": "Who?", "is_impossible": True}]), "(id q-4): no 'answers' list"),
+        (_article(qas=[{"id": "q-5", "question": "Who?", "answers": [{"text": 5, "answer_start": 0}]}]),
+         "(id q-5): malformed answer"),
+        (_article(qas=[{"id": "q-6", "question": "Who?", "answers": [None], "is_impossible": True}]),
+         "(id q-6): malformed answer None"),
     ],
 )
 def test_bad_data_names_the_article_and_question(tmp_path, article, message):

@@ -124,17 +124,27 @@ def _from_articles(articles: Sequence[dict], source: str) -> SquadData:
     examples = []
     seen_ids = set()
     for article_number, article in enumerate(articles):
+        if not isinstance(article, dict):
+            raise SquadFormatError(f"{source}: article {article_number}: expected an object, got {_kind(article)}")
         title = article.get("title", f"<article {article_number}>")
-        if "paragraphs" not in article:
-            raise SquadFormatError(f"{source}: article {title!r}: no 'paragraphs'")
+        if not isinstance(title, str):
+            raise SquadFormatError(f"{source}: article {article_number}: 'title' must be a string, got {_kind(title)}")
+        if not isinstance(article.get("paragraphs"), list):
+            raise SquadFormatError(f"{source}: article {title!r}: no 'paragraphs' list")
         for paragraph_number, paragraph in enumerate(article["paragraphs"]):
             where = f"{source}: article {title!r}, paragraph {paragraph_number}"
+            if not isinstance(paragraph, dict):
+                raise SquadFormatError(f"{where}: expected an object, got {_kind(paragraph)}")
             for key in ("context", "qas"):
                 if key not in paragraph:
                     raise SquadFormatError(f"{where}: no {key!r}")
             context = paragraph["context"]
+            if not isinstance(context, str):
+                raise SquadFormatError(f"{where}: 'context' must be a string, got {_kind(context)}")
             if not context.strip():
                 raise SquadFormatError(f"{where}: empty context")
+            if not isinstance(paragraph["qas"], list):
+                raise SquadFormatError(f"{where}: 'qas' must be a list, got {_kind(paragraph['qas'])}")
             for question_number, qa in enumerate(paragraph["qas"]):
                 example = _example(qa, title, context, f"{where}, question {question_number}")
                 # Predictions and the metric are keyed by id.
@@ -146,23 +156,41 @@ def _from_articles(articles: Sequence[dict], source: str) -> SquadData:
 
 
 def _example(qa: dict, title: str, context: str, where: str) -> Example:
+    if not isinstance(qa, dict):
+        raise SquadFormatError(f"{where}: expected an object, got {_kind(qa)}")
     if not qa.get("id"):
         raise SquadFormatError(f"{where}: question has no id")
+    # Predictions files map ids to answers, and JSON keys are strings.
+    if not isinstance(qa["id"], str):
+        raise SquadFormatError(f"{where}: 'id' must be a string, got {_kind(qa['id'])}")
     where = f"{where} (id {qa['id']})"
     if "question" not in qa:
         raise SquadFormatError(f"{where}: no 'question'")
+    if not isinstance(qa["question"], str):
+        raise SquadFormatError(f"{where}: 'question' must be a string, got {_kind(qa['question'])}")
+    # The official metric reads every question's answer list, even an empty one.
+    if not isinstance(qa.get("answers"), list):
+        raise SquadFormatError(f"{where}: no 'answers' list")
     is_impossible = bool(qa.get("is_impossible", False))
     # SQuAD 2.0 lists no answers for an impossible question (its guesses are
     # under `plausible_answers`), so an empty list is only an error otherwise.
-    answers = [] if is_impossible else qa.get("answers", [])
+    answers = [] if is_impossible else qa["answers"]
     if not is_impossible and not answers:
         raise SquadFormatError(f"{where}: no answers and not marked is_impossible")
+    for answer in qa["answers"]:
+        if not isinstance(answer, dict) or not isinstance(answer.get("text"), str):
+            raise SquadFormatError(f"{where}: malformed answer {answer!r:.80} (needs a 'text' string)")
     try:
         texts = tuple(a["text"] for a in answers)
         starts = tuple(int(a["answer_start"]) for a in answers)
     except (KeyError, TypeError, ValueError) as e:
         raise SquadFormatError(f"{where}: malformed answer ({e!r})") from None
     return Example(qa["id"], title, qa["question"], context, texts, starts, is_impossible)
+
+
+def _kind(value) -> str:
+    """How a JSON value reads in an error message: its type, and the value when short."""
+    return f"{type(value).__name__} {value!r:.40}"
 
 
 def _mismatches(examples: Iterable[Example], source: str) -> tuple[str, ...]:

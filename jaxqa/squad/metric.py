@@ -15,6 +15,7 @@ were not in the dataset.
 """
 
 import collections
+import math
 import re
 import string
 import sys
@@ -46,6 +47,29 @@ def compute_f1(gold: str, pred: str) -> float:
     precision = num_same / len(pred_tokens)
     recall = num_same / len(gold_tokens)
     return 2 * precision * recall / (precision + recall)
+
+
+def check_dataset(dataset) -> None:
+    """Raises ValueError, naming the article, paragraph and question, where `dataset`
+    lacks what the metric reads: articles > "paragraphs" > "qas", each question
+    with a string "id" and an "answers" list of objects with a string "text"."""
+    if not isinstance(dataset, list):
+        raise ValueError(f'"data" must be a list of articles, got {type(dataset).__name__}')
+    for a, article in enumerate(dataset):
+        if not isinstance(article, dict) or not isinstance(article.get("paragraphs"), list):
+            raise ValueError(f'article {a}: no "paragraphs" list')
+        for p, paragraph in enumerate(article["paragraphs"]):
+            if not isinstance(paragraph, dict) or not isinstance(paragraph.get("qas"), list):
+                raise ValueError(f'article {a}, paragraph {p}: no "qas" list')
+            for q, qa in enumerate(paragraph["qas"]):
+                where = f"article {a}, paragraph {p}, question {q}"
+                if not isinstance(qa, dict) or not isinstance(qa.get("id"), str):
+                    raise ValueError(f'{where}: no "id" string')
+                answers = qa.get("answers")
+                if not isinstance(answers, list):
+                    raise ValueError(f'{where} (id {qa["id"]}): no "answers" list')
+                if not all(isinstance(answer, dict) and isinstance(answer.get("text"), str) for answer in answers):
+                    raise ValueError(f'{where} (id {qa["id"]}): an answer without a "text" string')
 
 
 def _raw_scores(dataset: list[dict], predictions: dict[str, str]):
@@ -86,17 +110,19 @@ def _summary(exact, f1, qids) -> dict:
 
 
 def _best_threshold(predictions, scores, na_probs, has_answer):
-    """The best total score over no-answer thresholds, in percent, and the threshold reaching it.
+    """The best total score over no-answer thresholds, in percent, the threshold
+    reaching it, and whether any question is answered there.
 
     Below every probability all questions are answered "no answer", which scores one
     per unanswerable question. Raising the threshold past a question's probability
     switches it to its prediction: an answerable one gains its score, an unanswerable
     one loses its point if the prediction is non-empty. Equal probabilities are
     walked one question at a time in the order of `na_probs`, as the official script
-    does, so the best score may fall inside a group of ties.
+    does, so the best score may fall inside a group of ties. Where "no answer" for
+    every question is best, the official threshold is its starting value, 0.0.
     """
     score = sum(1 for answerable in has_answer.values() if not answerable)
-    best_score, best_thresh = score, 0.0
+    best_score, best_thresh, answers_some = score, 0.0, False
     for qid in sorted(na_probs, key=na_probs.get):
         if qid not in scores:
             continue
@@ -105,20 +131,34 @@ def _best_threshold(predictions, scores, na_probs, has_answer):
         elif predictions[qid]:
             score -= 1
         if score > best_score:
-            best_score, best_thresh = score, na_probs[qid]
-    return 100.0 * best_score / len(scores), best_thresh
+            best_score, best_thresh, answers_some = score, na_probs[qid], True
+    return 100.0 * best_score / len(scores), best_thresh, answers_some
 
 
 def best_thresholds(predictions, exact_raw, f1_raw, na_probs, has_answer) -> dict:
     """best_exact / best_f1 and their no-answer thresholds, from scores before any threshold."""
-    best_exact, exact_thresh = _best_threshold(predictions, exact_raw, na_probs, has_answer)
-    best_f1, f1_thresh = _best_threshold(predictions, f1_raw, na_probs, has_answer)
+    best_exact, exact_thresh, _ = _best_threshold(predictions, exact_raw, na_probs, has_answer)
+    best_f1, f1_thresh, _ = _best_threshold(predictions, f1_raw, na_probs, has_answer)
     return {
         "best_exact": best_exact,
         "best_exact_thresh": exact_thresh,
         "best_f1": best_f1,
         "best_f1_thresh": f1_thresh,
     }
+
+
+def best_f1_threshold(dataset: list[dict], predictions: dict[str, str], na_probs: dict[str, float]) -> float:
+    """A no-answer threshold that, applied to `predictions`, scores the best_f1 that `compute` reports.
+
+    That is best_f1_thresh, except where answering nothing is best: the official
+    search then reports 0.0, a placeholder that answers every question whose
+    probability is 0.0 or below (null odds can all be negative), so -inf is
+    returned instead. Where the best score falls inside a group of equal
+    probabilities, no threshold reaches it exactly.
+    """
+    has_answer, _, f1_raw = _raw_scores(dataset, predictions)
+    _, thresh, answers_some = _best_threshold(predictions, f1_raw, na_probs, has_answer)
+    return thresh if answers_some else -math.inf
 
 
 def compute(
