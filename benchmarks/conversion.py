@@ -1,18 +1,16 @@
 """Converting each full-size model here: wall time of `convert/pt2flax.py`, the
 parameter counts on both sides, and the max |diff| of the span logits against
 `transformers` PyTorch on one padded batch (random-initialised published
-configs: bert-base-uncased, squeezebert-uncased, mobilebert-uncased).
+configs: bert-base-uncased, squeezebert-uncased, mobilebert-uncased,
+distilbert-base-uncased, and the latter with sinusoidal positions).
 
-    python benchmarks/conversion.py
+    python benchmarks/conversion.py [--models bert,squeezebert,mobilebert,distilbert,distilbert-sinusoidal]
 
 Results go to benchmarks/results/conversion_<platform>.json.
 """
 
-import importlib.util
+import argparse
 import json
-import platform
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,20 +21,17 @@ import torch
 import transformers
 
 import jaxqa
+import record
+from jaxqa.checkpoint import pt2flax_main
 
-ROOT = Path(__file__).resolve().parents[1]
-CLASSES = {
-    "bert": (transformers.BertConfig, transformers.BertForQuestionAnswering),
-    "squeezebert": (transformers.SqueezeBertConfig, transformers.SqueezeBertForQuestionAnswering),
-    "mobilebert": (transformers.MobileBertConfig, transformers.MobileBertForQuestionAnswering),
+CONFIGS = {
+    "bert": (transformers.BertConfig, {}, transformers.BertForQuestionAnswering),
+    "squeezebert": (transformers.SqueezeBertConfig, {}, transformers.SqueezeBertForQuestionAnswering),
+    "mobilebert": (transformers.MobileBertConfig, {}, transformers.MobileBertForQuestionAnswering),
+    "distilbert": (transformers.DistilBertConfig, {}, transformers.DistilBertForQuestionAnswering),
+    "distilbert-sinusoidal": (transformers.DistilBertConfig, {"sinusoidal_pos_embds": True},
+                              transformers.DistilBertForQuestionAnswering),
 }
-
-
-def cli(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "convert" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def batch(vocab_size: int, length: int = 128):
@@ -50,35 +45,35 @@ def batch(vocab_size: int, length: int = 128):
 
 
 def main() -> None:
-    pt2flax = cli("pt2flax")
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", default=",".join(CONFIGS))
+    args = p.parse_args()
     rows = []
-    for model_type, (config_class, model_class) in CLASSES.items():
+    for name in args.models.split(","):
+        config_class, fields, model_class = CONFIGS[name]
         torch.manual_seed(0)
-        model = model_class(config_class()).eval()
+        model = model_class(config_class(**fields)).eval()
         with tempfile.TemporaryDirectory() as tmp:
             src, out = Path(tmp) / "hf", Path(tmp) / "jaxqa"
             model.save_pretrained(src)
             started = time.perf_counter()
-            assert pt2flax.main([str(src), str(out)]) == 0
+            assert pt2flax_main([str(src), str(out)]) == 0
             seconds = time.perf_counter() - started
             ours = jaxqa.load_pretrained(out)
             inputs = batch(model.config.vocab_size)
+            ids, mask, types = (torch.as_tensor(x, dtype=torch.long) for x in inputs)
+            extra = {} if model.config.model_type == "distilbert" else {"token_type_ids": types}  # it has none
             with torch.no_grad():
-                theirs = model(*(torch.as_tensor(x, dtype=torch.long) for x in inputs))
+                theirs = model(input_ids=ids, attention_mask=mask, **extra)
             real = inputs[1] == 1
             diff = max(float(np.abs(np.asarray(a) - b.numpy())[real].max())
                        for a, b in zip(ours(*inputs), (theirs.start_logits, theirs.end_logits)))
-        rows.append({"model": model_type, "convert_seconds": round(seconds, 1),
+        rows.append({"model": name, "convert_seconds": round(seconds, 1),
                      "jaxqa_parameters": int(sum(x.size for x in jax.tree_util.tree_leaves(ours.params))),
                      "pytorch_parameters": sum(p.numel() for p in model.parameters()), "max_abs_diff": diff})
         print(json.dumps(rows[-1]), flush=True)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    result = {"command": "python benchmarks/conversion.py", "commit": commit,
-              "device": f"{platform.processor() or platform.machine()}, {jax.devices()[0].platform}", "rows": rows}
-    out = ROOT / "benchmarks" / "results" / f"conversion_{jax.devices()[0].platform}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    record.write("conversion", vars(args), rows)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
