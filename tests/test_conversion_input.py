@@ -1,5 +1,7 @@
-"""Hostile input to `convert/pt2flax.py`: a one-line error naming the file, exit
-status 2, nothing written and nothing lost; and how what it writes looks."""
+"""What `convert/pt2flax.py` reads and refuses: tensor names as `transformers`
+reads them; hostile input (a one-line error naming the file, exit status 2,
+nothing written and nothing lost); a source without a tokenizer; and the
+permissions of what it writes."""
 
 import json
 import os
