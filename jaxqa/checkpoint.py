@@ -19,9 +19,9 @@ import functools
 import json
 import logging
 import os
+import secrets
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 from safetensors import safe_open
-from safetensors.numpy import save_file
+from safetensors.numpy import save
 
 from jaxqa import models
 from jaxqa.errors import Error, log_to
@@ -142,11 +142,19 @@ def save_pretrained(folder, model_type: str, config, params, tokenizer_from: Pat
     with atomic_folder(folder, overwrite) as tmp:
         (tmp / "config.json").write_text(json.dumps(config.to_hf(), indent=2) + "\n")
         flat = traverse_util.flatten_dict(jax.device_get(params), sep="/")
-        save_file({key: np.ascontiguousarray(value, np.float32) for key, value in flat.items()}, tmp / PARAMS_FILE,
-                  metadata={"format": "jaxqa", "model_type": model_type})
+        tensors = {key: np.ascontiguousarray(value, np.float32) for key, value in flat.items()}
+        _write_safetensors(tmp / PARAMS_FILE, tensors, {"format": "jaxqa", "model_type": model_type})
         if tokenizer_from:
             _copy_tokenizer(Path(tokenizer_from), tmp)
+            if not any((tmp / name).is_file() for name in ("tokenizer.json", "vocab.txt")):
+                log.warning(f"{tokenizer_from}: no tokenizer.json or vocab.txt to copy; jaxqa.predict and "
+                            f"jaxqa.pipeline need one of them in {folder}")
     return Path(folder)
+
+
+def _write_safetensors(path: Path, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> None:
+    # Written as bytes, so the file gets the user's umask (safetensors' save_file makes it owner-only).
+    path.write_bytes(save(tensors, metadata=metadata))
 
 
 def _copy_tokenizer(src: Path, dst: Path) -> None:
@@ -161,7 +169,7 @@ def export_hf(src: str | Path, out: str | Path, overwrite: bool = False) -> Path
     model = load_pretrained(src)
     with atomic_folder(out, overwrite) as tmp:
         state = convert.params_to_hf(model.model_type, model.config, model.params)
-        save_file(state, tmp / "model.safetensors", metadata={"format": "pt"})
+        _write_safetensors(tmp / "model.safetensors", state, {"format": "pt"})
         (tmp / "config.json").write_text(json.dumps(model.config.to_hf(), indent=2) + "\n")
         _copy_tokenizer(model.folder, tmp)
     return Path(out)
@@ -171,10 +179,14 @@ def export_hf(src: str | Path, out: str | Path, overwrite: bool = False) -> Path
 def atomic_folder(folder: str | Path, overwrite: bool = False):
     """Yields a temporary folder that replaces `folder` only if the block succeeds."""
     folder = Path(folder)
-    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())) and not overwrite:
+    if folder.exists() and not folder.is_dir():
+        raise FileExistsError(f"{folder} is a file, not a folder; it is left as it is")
+    if folder.exists() and any(folder.iterdir()) and not overwrite:
         raise FileExistsError(f"{folder} already exists and is not empty (pass --overwrite to replace it)")
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    # mkdir, unlike tempfile.mkdtemp (owner-only), gives the folder the user's umask.
+    tmp = folder.parent / f".{folder.name}.{secrets.token_hex(4)}"
+    tmp.mkdir()
     try:
         yield tmp
         if folder.exists():
@@ -222,14 +234,29 @@ def _read_hf_state(folder: Path) -> dict[str, np.ndarray]:
     if single.is_file():
         return _read_safetensors(single)
     if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
         state = {}
-        for shard in shards:
+        for shard in _shards(index):
             state.update(_read_safetensors(folder / shard))
         return state
     if binary.is_file():
         return _read_torch(binary)
     raise ConversionError(f"{folder}: no weights (model.safetensors or pytorch_model.bin)")
+
+
+def _shards(index: Path) -> list[str]:
+    """The shard files a model.safetensors.index.json names, each checked to exist."""
+    try:
+        contents = json.loads(index.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConversionError(f"{index}: not valid JSON ({err})") from None
+    weight_map = contents.get("weight_map") if isinstance(contents, dict) else None
+    if not isinstance(weight_map, dict) or not all(isinstance(shard, str) for shard in weight_map.values()):
+        raise ConversionError(f"{index}: no 'weight_map' of tensor names to shard files")
+    shards = sorted(set(weight_map.values()))
+    for shard in shards:
+        if not (index.parent / shard).is_file():
+            raise ConversionError(f"{index}: names the shard {shard!r}, which is not in {index.parent}")
+    return shards
 
 
 def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
@@ -249,6 +276,12 @@ def _read_torch(path: Path) -> dict[str, np.ndarray]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated zip, unpickling error, ...
         raise ConversionError(f"{path}: cannot read PyTorch weights ({err})") from None
+    if not isinstance(state, dict):
+        raise ConversionError(f"{path}: holds a {type(state).__name__}, not a state dict (tensor name -> tensor)")
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            raise ConversionError(f"{path}: {key!r} is not a tensor (it is {type(value).__name__}); "
+                                  "a state dict maps tensor names to tensors")
     return {key: value.float().numpy() for key, value in state.items()}
 
 
@@ -269,7 +302,7 @@ def pt2flax_main(argv=None) -> int:
         source = open_checkpoint(args.src)
         with log_to(sys.stderr):
             params = source.read_params(args.seed)
-        save_pretrained(args.out, source.model_type, source.config, params, source.folder, overwrite=args.overwrite)
+            save_pretrained(args.out, source.model_type, source.config, params, source.folder, overwrite=args.overwrite)
     except (ConversionError, FileExistsError) as err:
         print(f"pt2flax: error: {err}", file=sys.stderr)
         return 2

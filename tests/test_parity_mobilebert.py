@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from parity import assert_padding_invariant, bf16_relative_error, flax2pt, max_diff, param_count, random_batch, save_and_convert, seeded, torch, torch_logits, transformers
+from parity import assert_legacy_names, assert_padding_invariant, bf16_relative_error, flax2pt, max_diff, param_count, random_batch, reloaded, save_and_convert, seeded, torch, torch_logits, transformers
 
 import jaxqa
 from jaxqa import models
@@ -78,6 +78,15 @@ def test_tiny_matches_pytorch(tmp_path):
 @pytest.mark.parametrize("option", OPTIONS)
 def test_options_match_pytorch(tmp_path, option):
     assert max_diff(qa_model(tiny(**OPTIONS[option])), tmp_path) <= 1e-4
+
+
+@pytest.mark.parametrize("option", ["no_norm", "layer_norm"])
+def test_resaved_by_transformers_matches_pytorch(tmp_path, option):
+    model = reloaded(qa_model(tiny(normalization_type=option)), tmp_path / "first")
+    diff = max_diff(model, tmp_path)  # saved again to tmp_path / "model-hf"
+    assert_legacy_names(tmp_path / "model-hf")  # NoNorm modules are named LayerNorm too
+    print(f"max |diff| {diff:.1e}")
+    assert diff <= 1e-4
 
 
 def test_nonzero_pad_row_is_followed(tmp_path):

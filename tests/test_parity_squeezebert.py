@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from parity import assert_padding_invariant, bf16_relative_error, flax2pt, max_diff, param_count, pt2flax, random_batch, save_and_convert, seeded, torch, torch_logits, transformers
+from parity import assert_legacy_names, assert_padding_invariant, bf16_relative_error, flax2pt, max_diff, param_count, pt2flax, random_batch, reloaded, save_and_convert, seeded, torch, torch_logits, transformers
 
 import jaxqa
 from jaxqa import models
@@ -30,6 +30,14 @@ def qa_model(config, seed=0):
 def test_tiny_matches_pytorch(tmp_path):
     assert tuple(getattr(tiny(), f) for f in GROUP_FIELDS) == (4, 4, 4, 1, 4, 4)  # the published groups
     assert max_diff(qa_model(tiny()), tmp_path) <= 1e-4
+
+
+def test_resaved_by_transformers_matches_pytorch(tmp_path):
+    model = reloaded(qa_model(tiny()), tmp_path / "first")
+    diff = max_diff(model, tmp_path)  # saved again to tmp_path / "model-hf"
+    assert_legacy_names(tmp_path / "model-hf")
+    print(f"max |diff| {diff:.1e}")
+    assert diff <= 1e-4
 
 
 @pytest.mark.parametrize("groups", [(1, 1, 1, 1, 1, 1), (2, 8, 2, 8, 2, 8), (8, 1, 2, 4, 8, 2)])

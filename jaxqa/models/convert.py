@@ -8,9 +8,13 @@ follow one rule (`LEAF_NAMES`) and need only two reshapes: a Linear weight
 (out, in/G, 1) is a grouped kernel (G, in/G, out/G). It fails loudly: every
 jaxqa weight must be filled with the right shape, and every source tensor used
 or dropped by name.
+
+Source names are first read as `transformers` reads them (`LEGACY_RENAMES`).
 """
 
 import dataclasses
+import difflib
+import re
 from typing import Mapping
 
 import flax.linen as nn
@@ -22,6 +26,15 @@ from jaxqa.errors import Error
 
 LEAF_NAMES = {"kernel": "weight", "scale": "weight", "embedding": "weight", "weight": "weight", "bias": "bias"}
 HEAD = "qa_outputs"  # module path and Hugging Face name of the span head, outside the encoder prefix
+
+# The renames `transformers` 5.2 applies to every checkpoint it loads
+# (conversion_mapping.py, the "legacy" mapping; no per-family mapping exists for
+# these families), as regular expressions searched for anywhere in a name. Its
+# `save_pretrained` writes them back, so a model it loaded is saved with
+# `LayerNorm.gamma`/`LayerNorm.beta`. The mapping's other two renames
+# (`.weight_g$`, `.weight_v$` to weight-norm parametrizations) name no tensor of
+# these families.
+LEGACY_RENAMES = (("LayerNorm.gamma", "LayerNorm.weight"), ("LayerNorm.beta", "LayerNorm.bias"))
 
 
 class ConversionError(Error):
@@ -55,6 +68,24 @@ def _to_hf(value: np.ndarray, leaf: str) -> np.ndarray:
     return value
 
 
+def _legacy_renamed(name: str) -> str:
+    # As transformers does it: the first match, then every copy of the matched text.
+    for pattern, replacement in LEGACY_RENAMES:
+        match = re.search(pattern, name)
+        if match:
+            name = name.replace(match.group(0), replacement)
+    return name
+
+
+def _missing_message(missing: list[str], unused: set[str], original: Mapping[str, str]) -> str:
+    """Names up to five missing tensors, each with the unused source tensors closest to it."""
+    parts = []
+    for name in missing[:5]:
+        close = difflib.get_close_matches(name, sorted(unused), n=2)
+        parts.append(f"{name!r}" + (f" (closest unused: {', '.join(repr(original[n]) for n in close)})" if close else ""))
+    return f"missing tensor(s) {', '.join(parts)}{' ...' if len(missing) > 5 else ''}"
+
+
 def _leaves(model: nn.Module) -> dict[tuple[str, str], tuple[int, ...]]:
     """(module path, leaf name) -> shape of every parameter of `model`."""
     shapes = nn.meta.unbox(models.abstract_params(model))
@@ -75,9 +106,15 @@ def params_from_hf(model_type: str, config, state: Mapping[str, np.ndarray]) -> 
     """
     fam = models.family(model_type)
     names = _names(fam, config)
-    # A bare encoder (e.g. `BertModel`) is saved without the prefix.
-    original = {key if key.startswith((fam.HF_PREFIX, HEAD + ".")) else fam.HF_PREFIX + key: key for key in state}
-    state = {key: state[source] for key, source in original.items()}
+    original = {}  # the name jaxqa reads -> the source tensor's own name
+    for key in state:
+        name = _legacy_renamed(key)
+        # A bare encoder (e.g. `BertModel`) is saved without the prefix.
+        name = name if name.startswith((fam.HF_PREFIX, HEAD + ".")) else fam.HF_PREFIX + name
+        if name in original:
+            raise ConversionError(f"tensors {original[name]!r} and {key!r} both stand for {name!r}")
+        original[name] = key
+    state = {name: state[source] for name, source in original.items()}
     unused = set(state)
     flat, missing = {}, []
     for (module, leaf), shape in _leaves(fam.Model(config)).items():
@@ -100,7 +137,7 @@ def params_from_hf(model_type: str, config, state: Mapping[str, np.ndarray]) -> 
         raise ConversionError(f"the span head is incomplete: missing {head_missing}")
     encoder_missing = [n for n in missing if not n.startswith(HEAD + ".")]
     if encoder_missing:
-        raise ConversionError(f"missing tensor(s) {encoder_missing[:5]}{' ...' if len(encoder_missing) > 5 else ''}")
+        raise ConversionError(_missing_message(encoder_missing, unused, original))
     # What the family computes (`hf_fixed`) must be what the checkpoint stores.
     for name, table in fam.hf_fixed(config).items():
         if name in state:
