@@ -1,0 +1,92 @@
+"""The teacher's share of a distillation step: the same student's train step
+with and without a frozen teacher in it, timed in turns in one process.
+
+    python benchmarks/distill_step.py [--pairs minilm,base] [--batch-size 8] [--seq-len 384] [--rounds 3]
+
+Pairs: `minilm`, a 3-layer MiniLM-sized BERT student of the 6-layer MiniLM;
+`base`, DistilBERT-base of BERT-base (the published DistilBERT recipe). Random
+weights and token ids (speed does not depend on them); LAMB, float32 on CPUs and
+bfloat16 compute on accelerators, as `jaxqa.train` does. Results go to
+benchmarks/results/distill_step_<platform>.json.
+"""
+
+import argparse
+import dataclasses
+import statistics
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import record
+from jaxqa import models
+from jaxqa.models import bert, distilbert
+from jaxqa.training import optim
+from jaxqa.training.step import Distillation, TrainState, make_train_step
+
+MINILM = bert.SIZES["minilm-l6"]
+PAIRS = {  # (student family, student config, teacher family, teacher config)
+    "minilm": ("bert", dataclasses.replace(MINILM, num_hidden_layers=3), "bert", MINILM),
+    "base": ("distilbert", distilbert.SIZES["base"], "bert", bert.SIZES["base"]),
+}
+
+
+def stepper(student: nn.Module, teacher: nn.Module | None, batch: dict):
+    """A function that runs one compiled train step and waits for it."""
+    tx = optim.build("lamb", optim.schedule(1e-3, 10, 1000), 0.01)
+    params = nn.meta.unbox(models.init_params(student, jax.random.key(0)))
+    state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), jnp.full((), -1, jnp.int32))
+    distill = teacher_params = None
+    if teacher is not None:
+        distill = Distillation(teacher, 0.5, 2.0)
+        teacher_params = nn.meta.unbox(models.init_params(teacher, jax.random.key(1)))
+    step = jax.jit(make_train_step(student, tx, seed=0, distill=distill), donate_argnums=0)
+    compiled = step.lower(state, batch, teacher_params or {}).compile()
+    holder = {"state": state}
+
+    def run():
+        holder["state"], metrics = compiled(holder["state"], batch, teacher_params or {})
+        jax.block_until_ready(metrics)
+
+    run()  # warm-up
+    return run
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--pairs", default="minilm")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--seq-len", type=int, default=384)
+    p.add_argument("--rounds", type=int, default=3)
+    args = p.parse_args()
+    dtype = jnp.float32 if jax.devices()[0].platform == "cpu" else jnp.bfloat16
+    rng = np.random.default_rng(0)
+    n, length = args.batch_size, args.seq_len
+    batch = {"input_ids": rng.integers(1000, 2000, (1, n, length)), "attention_mask": np.ones((1, n, length)),
+             "token_type_ids": np.zeros((1, n, length)), "start_positions": rng.integers(0, length, (1, n)),
+             "end_positions": rng.integers(0, length, (1, n))}
+    batch = {key: jnp.asarray(value, jnp.int32) for key, value in batch.items()}
+    rows = []
+    for pair in args.pairs.split(","):
+        student_type, student_config, teacher_type, teacher_config = PAIRS[pair]
+        student = models.family(student_type).Model(student_config, dtype=dtype)
+        teacher = models.family(teacher_type).Model(teacher_config, dtype=dtype)
+        runners = {"plain": stepper(student, None, batch), "distilled": stepper(student, teacher, batch)}
+        seconds = {name: [] for name in runners}
+        for _ in range(args.rounds):  # in turns, so that a busy machine slows both alike
+            for name, run in runners.items():
+                started = time.perf_counter()
+                run()
+                seconds[name].append(time.perf_counter() - started)
+        plain, distilled = (statistics.median(seconds[name]) for name in ("plain", "distilled"))
+        rows.append({"pair": pair, "student": f"{student_type} {student_config.num_hidden_layers} layers",
+                     "teacher": f"{teacher_type} {teacher_config.num_hidden_layers} layers",
+                     "plain_step_s": round(plain, 3), "distilled_step_s": round(distilled, 3),
+                     "teacher_share": round((distilled - plain) / distilled, 3)})
+    record.write("distill_step", vars(args), rows)
+
+
+if __name__ == "__main__":
+    main()
