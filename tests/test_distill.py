@@ -86,7 +86,7 @@ def teacher(squad, tmp_path_factory) -> Path:
 
 
 def flags(squad: Path, teacher: Path, run_dir: Path, *extra: str) -> list[str]:
-    return ["--model", "squeezebert", "--config", "squeezebert:tiny", "--tokenizer", str(squad.parent),
+    return ["--model", "distilbert", "--config", "distilbert:tiny", "--tokenizer", str(squad.parent),
             "--train-file", str(squad), "--eval-file", "", "--teacher", str(teacher), "--run-dir", str(run_dir),
             "--max-steps", "3", *extra]
 

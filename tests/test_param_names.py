@@ -27,12 +27,15 @@ EXPECTED_LAYER_0 = {
                            for part, kind in (("intermediate", "dense"), ("output", "dense"), ("LayerNorm", "NoNorm"))},
                         intermediate="dense", output="dense", output_LayerNorm="NoNorm", output_bottleneck="dense",
                         output_bottleneck_LayerNorm="NoNorm"),
+    "distilbert": named("layer_0/", q_lin="dense", k_lin="dense", v_lin="dense", out_lin="dense",
+                        sa_layer_norm="LayerNorm", lin1="dense", lin2="dense", output_layer_norm="LayerNorm"),
 }
 EMBEDDINGS = named("embeddings/", word_embeddings="embed", position_embeddings="embed", token_type_embeddings="embed")
 EXPECTED_OUTSIDE = {
     "bert": EMBEDDINGS | named("embeddings/", LayerNorm="LayerNorm"),
     "squeezebert": EMBEDDINGS | named("embeddings/", LayerNorm="LayerNorm"),
     "mobilebert": EMBEDDINGS | named("embeddings/", LayerNorm="NoNorm", embedding_transformation="dense"),
+    "distilbert": named("embeddings/", word_embeddings="embed", position_embeddings="embed", LayerNorm="LayerNorm"),
 }
 
 
