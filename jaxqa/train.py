@@ -28,7 +28,7 @@ from jaxqa.squad.features import FeatureSettings
 from jaxqa.squad.tokenizer import load_tokenizer
 from jaxqa.training import batches, optim
 from jaxqa.training.run_folder import MetricsLog, RunFolder
-from jaxqa.training.settings import Settings, SettingsError, parse, validate
+from jaxqa.training.settings import Settings, SettingsError, parse, validate, validate_mesh
 from jaxqa.training.step import TrainState, make_train_step
 
 log = logging.getLogger("jaxqa.train")
@@ -58,16 +58,17 @@ def main(argv=None) -> int:
 
 
 def train(s: Settings) -> int:
-    # ---------------------------------------------------------------- processes, mesh, settings
+    # ---------------------------------------------------------------- settings, processes, mesh
+    validate(s)
     if s.num_processes > 1:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU runs; other platforms ignore it
         jax.distributed.initialize(s.coordinator, num_processes=s.num_processes, process_id=s.process_id)
     compilation_cache.enable(s.compilation_cache)
     leader = jax.process_index() == 0
     mesh_sizes = sharding.parse_mesh(s.mesh, jax.device_count())
-    validate(s, mesh_sizes[sharding.DATA], jax.process_count())
+    validate_mesh(s, mesh_sizes[sharding.DATA], jax.process_count())
     mesh = sharding.make_mesh(mesh_sizes)
-    run_dir = Path(s.run_dir.format(model=s.model))
+    run_dir = s.run_folder
 
     # ---------------------------------------------------------------- model and data
     fam = models.family(s.model)
@@ -87,6 +88,7 @@ def train(s: Settings) -> int:
         if source.model_type != s.model:
             raise SettingsError(f"--init {s.init} holds a {source.model_type} model, not --model {s.model}")
         config, tokenizer_dir = source.config, Path(s.tokenizer or source.folder)
+    models.check_length(config, s.max_seq_length, "--max-seq-length")
     with blame("--tokenizer" if s.tokenizer else "--init"):
         tokenizer = load_tokenizer(tokenizer_dir)
     # CPUs have no fast bfloat16 matrix units; accelerators do.
