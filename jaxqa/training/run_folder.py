@@ -2,7 +2,8 @@
 and final models as jaxqa checkpoints, and the metrics log.
 
     RUN/run.json          the model and config the checkpoints belong to
-    RUN/checkpoints/N/    orbax: weights, optimizer state, step (last `keep`)
+    RUN/checkpoints/N/    orbax: weights, optimizer state, step (last `keep`);
+                          N.damaged/: one that could not be read, set aside
     RUN/best/, RUN/model/ jaxqa checkpoint folders (best dev F1, final)
     RUN/metrics.jsonl     one JSON object per log line
 
@@ -10,7 +11,11 @@ orbax writes each checkpoint to a temporary folder and renames it when it is
 complete, so a run killed while saving never resumes from a partial one.
 """
 
+import contextlib
 import json
+import logging
+import shutil
+import sys
 from pathlib import Path
 
 import jax
@@ -20,6 +25,8 @@ from jax.experimental import multihost_utils
 
 from jaxqa import checkpoint
 from jaxqa.errors import Error
+
+log = logging.getLogger("jaxqa.run_folder")
 
 
 class RunFolderError(Error):
@@ -44,7 +51,9 @@ class RunFolder:
         elif jax.process_index() == 0:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             marker.write_text(json.dumps(identity, indent=2))
-        self.manager = ocp.CheckpointManager(self.directory.absolute(), options=ocp.CheckpointManagerOptions(max_to_keep=keep))
+        with _quiet("absl"):  # orbax logs each checkpoint it cannot parse; `restore` says it in one line
+            self.manager = ocp.CheckpointManager(self.directory.absolute(),
+                                                 options=ocp.CheckpointManagerOptions(max_to_keep=keep))
         best = self.run_dir / "best" / "metrics.json"
         self.best_f1 = json.loads(best.read_text())["f1"] if best.is_file() else -1.0
 
@@ -59,15 +68,44 @@ class RunFolder:
         self.manager.wait_until_finished()
 
     def restore(self, abstract_state, shardings):
-        """The latest checkpoint, laid out on the mesh as `shardings` says."""
-        step = self.manager.latest_step()
+        """The latest readable checkpoint, laid out on the mesh as `shardings` says.
+
+        Checkpoints after it that cannot be read (damaged on disk) are moved aside
+        to `N.damaged`, with a warning; when none can be read, nothing is moved
+        (a model of other shapes reads none) and the error names the folder.
+        """
         target = jax.tree_util.tree_map(
             lambda leaf, sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding), abstract_state, shardings)
-        try:
-            return self.manager.restore(step, args=ocp.args.StandardRestore(target))
-        except Exception as err:  # orbax raises several types for a mismatched or damaged tree
-            raise RunFolderError(f"{self.directory / str(step)}: cannot restore into this model "
-                                  f"({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
+        _drop_closed_loop_reports()
+        unreadable = {}  # step -> why
+        for step in sorted(self.manager.all_steps(), reverse=True):
+            try:
+                with _quiet("absl"):
+                    state = self.manager.restore(step, args=ocp.args.StandardRestore(target))
+            except Exception as err:  # orbax raises several types for a mismatched or damaged tree
+                unreadable[step] = f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:200]}"
+                continue
+            if unreadable:
+                self._set_aside(unreadable)
+                log.warning(f"WARNING: {self.directory}: cannot read the checkpoint of step "
+                            f"{', '.join(map(str, unreadable))} ({'; '.join(unreadable.values())}); set aside as "
+                            f"{', '.join(f'{bad}.damaged' for bad in unreadable)}, resuming from step {step}")
+            return state
+        latest = max(unreadable)
+        raise RunFolderError(f"{self.directory}: cannot restore any checkpoint into this model (step {latest}: "
+                             f"{unreadable[latest]}): damaged, or of other settings; use another --run-dir")
+
+    def _set_aside(self, steps) -> None:
+        if jax.process_index() == 0:
+            for step in steps:
+                aside = self.directory / f"{step}.damaged"
+                if aside.exists():
+                    shutil.rmtree(aside)
+                (self.directory / str(step)).rename(aside)
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices("jaxqa: damaged checkpoints set aside")
+        with _quiet("absl"):
+            self.manager.reload()
 
     def export(self, params, folder: Path) -> Path:
         """Writes `params` as a jaxqa checkpoint folder (from process 0)."""
@@ -85,6 +123,37 @@ class RunFolder:
         folder = self.export(params, self.run_dir / "best")
         if jax.process_index() == 0:
             (folder / "metrics.json").write_text(json.dumps({"step": step, **result}, indent=2))
+
+
+@contextlib.contextmanager
+def _quiet(logger: str):
+    """Within the block, the `logger` says nothing below CRITICAL."""
+    saved = logging.getLogger(logger).level
+    logging.getLogger(logger).setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logging.getLogger(logger).setLevel(saved)
+
+
+def _drop_closed_loop_reports() -> None:
+    """When orbax gives up on a damaged checkpoint, the reads still in flight
+    finish later and call back into the event loop that orbax has closed by then
+    (or is closing);
+    Python reports each of those calls as an unraisable RuntimeError, with a
+    traceback of its own (hundreds of them). From now on in this process, those
+    reports, and only those, are dropped."""
+    global _report_unraisable
+    if sys.unraisablehook is not _report_unless_closed_loop:
+        _report_unraisable, sys.unraisablehook = sys.unraisablehook, _report_unless_closed_loop
+
+
+def _report_unless_closed_loop(unraisable) -> None:
+    if not (isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed"):
+        _report_unraisable(unraisable)
+
+
+_report_unraisable = sys.unraisablehook
 
 
 class MetricsLog:
