@@ -28,7 +28,8 @@ from jaxqa.squad.features import FeatureSettings
 from jaxqa.squad.tokenizer import load_tokenizer
 from jaxqa.training import batches, optim
 from jaxqa.training.run_folder import MetricsLog, RunFolder
-from jaxqa.training.settings import Settings, SettingsError, parse, validate, validate_mesh
+from jaxqa.training.settings import (Settings, SettingsError, changed_settings, parse, trajectory, validate,
+                                     validate_mesh)
 from jaxqa.training.step import TrainState, make_train_step
 
 log = logging.getLogger("jaxqa.train")
@@ -131,6 +132,13 @@ def train(s: Settings) -> int:
     )
     folder = RunFolder(run_dir, s.model, config, tokenizer_dir, keep=s.keep)
     if folder.latest_step() is not None:  # the checkpoint replaces --init, which is not read
+        changes = "; ".join(changed_settings(folder.settings, trajectory(s)))
+        if changes and not s.allow_changed_settings:
+            raise SettingsError(f"{run_dir} holds a run trained with other settings ({changes}): the same command "
+                                "resumes it exactly; pass --allow-changed-settings to go on with the new values, "
+                                "or use another --run-dir")
+        if changes:
+            log.warning(f"WARNING: --allow-changed-settings: resuming with {changes}")
         state = folder.restore(abstract_state, state_sh)
         log.info(f"resumed from {folder.directory} at step {int(state.step)}")
     else:
@@ -141,6 +149,7 @@ def train(s: Settings) -> int:
             start_params = source.read_params(s.seed)
         state = jax.jit(init_state, out_shardings=state_sh)(jax.device_put(start_params, param_sh))
         del start_params
+    folder.record_settings(trajectory(s))
 
     # ---------------------------------------------------------------- train step
     batch_sh = {key: sharding.batch_sharding(mesh, ndim, leading=1) for key, ndim in batches.TRAIN_NDIMS.items()}

@@ -202,7 +202,8 @@ def saved_steps(checkpoints: Path) -> list[int]:
 
 
 def test_damaged_or_half_written_checkpoints_are_not_used(squad, tmp_path):
-    args = ["-m", "jaxqa.train", *flags(squad, "bert", tmp_path / "run", "--save-every", "1")]
+    # Each rerun trains one step more.
+    args = ["-m", "jaxqa.train", *flags(squad, "bert", tmp_path / "run", "--save-every", "1", "--allow-changed-settings")]
     run([*args, "--max-steps", "2"])
     checkpoints = tmp_path / "run" / "checkpoints"
     # An interrupted save leaves a temporary folder, never a step folder: it is ignored.

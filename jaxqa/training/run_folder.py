@@ -1,7 +1,8 @@
 """The run folder of a training job: orbax checkpoints to resume from, the best
 and final models as jaxqa checkpoints, and the metrics log.
 
-    RUN/run.json          the model and config the checkpoints belong to
+    RUN/run.json          the model and config the checkpoints belong to, and the
+                          settings they were trained with
     RUN/checkpoints/N/    orbax: weights, optimizer state, step (last `keep`);
                           N.damaged/: one that could not be read, set aside
     RUN/best/, RUN/model/ jaxqa checkpoint folders (best dev F1, final)
@@ -39,23 +40,38 @@ class RunFolder:
     def __init__(self, run_dir: Path, model_type: str, config, tokenizer_dir: Path, keep: int):
         self.run_dir, self.model_type, self.config, self.tokenizer_dir = Path(run_dir), model_type, config, tokenizer_dir
         self.directory = self.run_dir / "checkpoints"
-        identity = {"model_type": model_type, "config": config.to_hf()}
-        marker = self.run_dir / "run.json"
-        if marker.is_file():
-            stored = json.loads(marker.read_text())
-            if stored != identity:
+        self.identity = {"model_type": model_type, "config": config.to_hf()}
+        self.marker = self.run_dir / "run.json"
+        stored = {}
+        if self.marker.is_file():
+            try:
+                stored = json.loads(self.marker.read_text())
+            except ValueError:
+                stored = None
+            if not isinstance(stored, dict):
+                raise RunFolderError(f"{self.marker}: not a JSON object; use another --run-dir")
+            if {key: stored.get(key) for key in self.identity} != self.identity:
                 raise RunFolderError(
-                    f"{self.run_dir} holds checkpoints of another model ({stored['model_type']}, "
-                    f"{stored['config'].get('hidden_size')} hidden, {stored['config'].get('num_hidden_layers')} layers): "
-                    "use another --run-dir")
-        elif jax.process_index() == 0:
+                    f"{self.run_dir} holds checkpoints of another model ({stored.get('model_type')}, "
+                    f"{stored.get('config', {}).get('hidden_size')} hidden, "
+                    f"{stored.get('config', {}).get('num_hidden_layers')} layers): use another --run-dir")
+        # The settings the checkpoints were trained with; {} from a run folder of an older jaxqa, which kept none.
+        self.settings = stored.get("settings", {})
+        if jax.process_index() == 0:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            marker.write_text(json.dumps(identity, indent=2))
         with _quiet("absl"):  # orbax logs each checkpoint it cannot parse; `restore` says it in one line
             self.manager = ocp.CheckpointManager(self.directory.absolute(),
                                                  options=ocp.CheckpointManagerOptions(max_to_keep=keep))
         best = self.run_dir / "best" / "metrics.json"
         self.best_f1 = json.loads(best.read_text())["f1"] if best.is_file() else -1.0
+
+    def record_settings(self, settings: dict) -> None:
+        """Writes run.json: the model and the `settings` that the checkpoints from now on are trained with."""
+        self.settings = settings
+        if jax.process_index() == 0:
+            tmp = self.marker.with_name("run.json.tmp")  # renamed, so that no process ever reads half of it
+            tmp.write_text(json.dumps({**self.identity, "settings": settings}, indent=2))
+            tmp.replace(self.marker)
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()

@@ -4,7 +4,9 @@ overriding the one before.
 
 Every field of `Settings` is a flag (`max_seq_length` -> `--max-seq-length`).
 `validate` checks them all before any work, naming the flag at fault
-(`validate_mesh`, the batch sizes against the device mesh).
+(`validate_mesh`, the batch sizes against the device mesh). `trajectory` picks
+those that decide what a run computes, which the run folder records so that a
+rerun with other values is caught (`changed_settings`).
 """
 
 import argparse
@@ -62,6 +64,8 @@ class Settings:
     seed: int = flag(0, "seed of the data order, dropout and fresh weights")
     compilation_cache: str = flag("", compilation_cache.HELP)
     run_dir: str = flag("runs/{model}", "checkpoints, best and final model, metrics.jsonl")
+    allow_changed_settings: bool = flag(False, "resume a run folder whose checkpoints were trained with other "
+                                        "settings (the refusal lists them), going on with the new ones")
     save_every: int = flag(500, "steps between checkpoints")
     keep: int = flag(3, "checkpoints kept (besides the best model)")
     eval_every: int = flag(0, "steps between evaluations; 0: only at the end")
@@ -80,6 +84,29 @@ class Settings:
     def run_folder(self) -> Path:
         """--run-dir with its {model} filled in."""
         return Path(self.run_dir.format(model=self.model))
+
+
+# What a resumed run may change: where and how it runs, logs, saves and evaluates,
+# not what it computes (the model itself is the run folder's own check). Every
+# other setting is recorded in the run folder, and resuming with another value
+# is refused unless --allow-changed-settings: the same command resumes exactly.
+RESUME_MAY_CHANGE = frozenset({
+    "model", "size", "run_dir", "allow_changed_settings", "mesh", "fsdp", "compilation_cache", "coordinator",
+    "num_processes", "process_id", "save_every", "keep", "log_every", "eval_every", "eval_file", "max_eval_examples",
+    "eval_batch_size", "null_score_diff_threshold",
+})
+
+
+def trajectory(s: Settings) -> dict:
+    """The settings that decide what a run computes, by name (all but RESUME_MAY_CHANGE)."""
+    return {f.name: getattr(s, f.name) for f in dataclasses.fields(s) if f.name not in RESUME_MAY_CHANGE}
+
+
+def changed_settings(recorded: dict, now: dict) -> list[str]:
+    """`--flag: old -> new` for each setting in `now` that differs from its `recorded`
+    value (one that was not recorded, by an older jaxqa, is not compared)."""
+    return [f"{_flag(name)}: {recorded[name]!r} -> {value!r}" for name, value in now.items()
+            if name in recorded and recorded[name] != value]
 
 
 def parser() -> argparse.ArgumentParser:
