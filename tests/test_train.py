@@ -216,7 +216,8 @@ def test_damaged_or_half_written_checkpoints_are_not_used(squad, tmp_path):
     warning = [line for line in resumed.stdout.splitlines() if "cannot read" in line]
     assert len(warning) == 1 and "step 3" in warning[0] and "resuming from step 2" in warning[0], resumed.stdout
     assert "at step 2" in resumed.stdout and (checkpoints / "3.damaged").is_dir()
-    assert "Traceback" not in resumed.stderr and "Event loop is closed" not in resumed.stderr, resumed.stderr[-2000:]
+    # Nothing on stderr but the progress bar: no traceback, no report of the reads that orbax left in flight.
+    assert [line for line in resumed.stderr.splitlines() if line.strip() and "%|" not in line] == [], resumed.stderr[-2000:]
     assert saved_steps(checkpoints) == [2, 3, 4]
     # When none can be read, the run stops in one line naming the folder, and moves nothing.
     for step in (2, 3, 4):

@@ -17,6 +17,7 @@ import json
 import logging
 import shutil
 import sys
+import warnings
 from pathlib import Path
 
 import jax
@@ -92,7 +93,7 @@ class RunFolder:
         """
         target = jax.tree_util.tree_map(
             lambda leaf, sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding), abstract_state, shardings)
-        _drop_closed_loop_reports()
+        _drop_reports_of_abandoned_reads()
         unreadable = {}  # step -> why
         for step in sorted(self.manager.all_steps(), reverse=True):
             try:
@@ -152,21 +153,28 @@ def _quiet(logger: str):
         logging.getLogger(logger).setLevel(saved)
 
 
-def _drop_closed_loop_reports() -> None:
-    """When orbax gives up on a damaged checkpoint, the reads still in flight
-    finish later and call back into the event loop that orbax has closed by then
-    (or is closing);
-    Python reports each of those calls as an unraisable RuntimeError, with a
-    traceback of its own (hundreds of them). From now on in this process, those
-    reports, and only those, are dropped."""
+def _drop_reports_of_abandoned_reads() -> None:
+    """When orbax gives up on a damaged checkpoint, it leaves reads in flight:
+    they finish later and call back into the event loop that orbax has closed
+    by then (Python reports each call as an unraisable RuntimeError, with a
+    traceback of its own, hundreds of them), asyncio logs the failures that
+    nobody collected, and Python warns of the coroutines never awaited. From
+    now on in this process, those reports, and only those, are dropped:
+    `restore` says what went wrong in one line."""
     global _report_unraisable
     if sys.unraisablehook is not _report_unless_closed_loop:
         _report_unraisable, sys.unraisablehook = sys.unraisablehook, _report_unless_closed_loop
+        logging.getLogger("asyncio").addFilter(_not_an_uncollected_failure)
+        warnings.filterwarnings("ignore", r"coroutine '.*' was never awaited", RuntimeWarning)
 
 
 def _report_unless_closed_loop(unraisable) -> None:
     if not (isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed"):
         _report_unraisable(unraisable)
+
+
+def _not_an_uncollected_failure(record: logging.LogRecord) -> bool:
+    return not record.getMessage().partition("\n")[0].endswith("exception was never retrieved")
 
 
 _report_unraisable = sys.unraisablehook
