@@ -14,6 +14,7 @@ installed jaxqa has them (`jaxqa-pt2flax`, `jaxqa-flax2pt`; in a checkout,
 
 import argparse
 import contextlib
+import hashlib
 import dataclasses
 import functools
 import json
@@ -86,6 +87,17 @@ class Source:
             if value.shape != expected[key].shape:
                 raise ConversionError(f"{path}: {key} has shape {value.shape}, config.json needs {expected[key].shape}")
         return traverse_util.unflatten_dict(got, sep="/")
+
+
+def params_digest(params: dict) -> str:
+    """SHA-256 of parameters (names, shapes and float32 values): what a run
+    records of its teacher, so that a changed teacher is seen even under the same path."""
+    digest = hashlib.sha256()
+    for key, value in sorted(traverse_util.flatten_dict(params, sep="/").items()):
+        value = np.ascontiguousarray(value, np.float32)
+        digest.update(f"{key}{value.shape}".encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
 
 
 class Pretrained:

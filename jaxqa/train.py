@@ -22,13 +22,14 @@ import optax
 from tqdm import tqdm
 
 from jaxqa import compilation_cache, evaluate, models, sharding
-from jaxqa.checkpoint import open_checkpoint
+from jaxqa.checkpoint import open_checkpoint, params_digest
 from jaxqa.errors import Error, log_to
 from jaxqa.squad.features import FeatureSettings
 from jaxqa.squad.tokenizer import load_tokenizer
 from jaxqa.training import batches, optim
 from jaxqa.training.run_folder import MetricsLog, RunFolder
-from jaxqa.training.settings import Settings, SettingsError, parse, validate
+from jaxqa.training.settings import (Settings, SettingsError, changed_settings, parse, trajectory, validate,
+                                     validate_mesh)
 from jaxqa.training.step import Distillation, TrainState, make_train_step
 
 log = logging.getLogger("jaxqa.train")
@@ -58,16 +59,17 @@ def main(argv=None) -> int:
 
 
 def train(s: Settings) -> int:
-    # ---------------------------------------------------------------- processes, mesh, settings
+    # ---------------------------------------------------------------- settings, processes, mesh
+    validate(s)
     if s.num_processes > 1:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU runs; other platforms ignore it
         jax.distributed.initialize(s.coordinator, num_processes=s.num_processes, process_id=s.process_id)
     compilation_cache.enable(s.compilation_cache)
     leader = jax.process_index() == 0
     mesh_sizes = sharding.parse_mesh(s.mesh, jax.device_count())
-    validate(s, mesh_sizes[sharding.DATA], jax.process_count())
+    validate_mesh(s, mesh_sizes[sharding.DATA], jax.process_count())
     mesh = sharding.make_mesh(mesh_sizes)
-    run_dir = Path(s.run_dir.format(model=s.model))
+    run_dir = s.run_folder
 
     # ---------------------------------------------------------------- model and data
     fam = models.family(s.model)
@@ -87,22 +89,27 @@ def train(s: Settings) -> int:
         if source.model_type != s.model:
             raise SettingsError(f"--init {s.init} holds a {source.model_type} model, not --model {s.model}")
         config, tokenizer_dir = source.config, Path(s.tokenizer or source.folder)
+    models.check_length(config, s.max_seq_length, "--max-seq-length")
     with blame("--tokenizer" if s.tokenizer else "--init"):
         tokenizer = load_tokenizer(tokenizer_dir)
     # CPUs have no fast bfloat16 matrix units; accelerators do.
     bf16 = s.precision == "bf16" or (s.precision == "auto" and jax.devices()[0].platform != "cpu")
     dtype = jnp.bfloat16 if bf16 else jnp.float32
     model = fam.Model(config, dtype=dtype, param_dtype=jnp.float32)
+    run_settings = trajectory(s)  # what the run folder records, to resume only what it holds
     teacher = None
     if s.teacher:
         try:
             teacher = open_checkpoint(s.teacher)
             same_tokens = load_tokenizer(teacher.folder).to_str() == tokenizer.to_str()
+            models.check_length(teacher.config, s.max_seq_length, "--max-seq-length")
+            teacher_host_params = teacher.read_params()
         except Error as err:
             raise SettingsError(f"--teacher {s.teacher}: {err}") from None
         if not same_tokens:
             raise SettingsError(f"--teacher {teacher.folder} and the student ({tokenizer_dir}) tokenize differently; "
                                 "a teacher must share the student's tokenizer")
+        run_settings["teacher_weights"] = params_digest(teacher_host_params)  # a changed teacher under the same path
     windows = FeatureSettings(s.max_seq_length, s.doc_stride, s.max_query_length)
     with blame("--train-file"):
         train_set = batches.train_set(s.train_file, s.max_train_examples, tokenizer, windows)
@@ -140,6 +147,13 @@ def train(s: Settings) -> int:
     )
     folder = RunFolder(run_dir, s.model, config, tokenizer_dir, keep=s.keep)
     if folder.latest_step() is not None:  # the checkpoint replaces --init, which is not read
+        changes = "; ".join(changed_settings(folder.settings, run_settings))
+        if changes and not s.allow_changed_settings:
+            raise SettingsError(f"{run_dir} holds a run trained with other settings ({changes}): the same command "
+                                "resumes it exactly; pass --allow-changed-settings to go on with the new values, "
+                                "or use another --run-dir")
+        if changes:
+            log.warning(f"WARNING: --allow-changed-settings: resuming with {changes}")
         state = folder.restore(abstract_state, state_sh)
         log.info(f"resumed from {folder.directory} at step {int(state.step)}")
     else:
@@ -150,13 +164,15 @@ def train(s: Settings) -> int:
             start_params = source.read_params(s.seed)
         state = jax.jit(init_state, out_shardings=state_sh)(jax.device_put(start_params, param_sh))
         del start_params
+    folder.record_settings(run_settings)
 
     # ---------------------------------------------------------------- teacher and train step
     distill, teacher_params, teacher_sh = None, {}, {}
     if teacher:  # frozen, in the compute precision, sharded over the same mesh as the student
         teacher_module = models.family(teacher.model_type).Model(teacher.config, dtype=dtype, param_dtype=jnp.float32)
         teacher_sh = sharding.param_shardings(models.abstract_params(teacher_module), mesh, s.fsdp)
-        teacher_params = jax.device_put(teacher.read_params(), teacher_sh)
+        teacher_params = jax.device_put(teacher_host_params, teacher_sh)
+        del teacher_host_params
         distill = Distillation(teacher_module, s.distill_alpha, s.distill_temperature)
         log.info(f"distilling from the {teacher.model_type} teacher {teacher.folder} (alpha {s.distill_alpha}, "
                  f"temperature {s.distill_temperature})")

@@ -1,8 +1,10 @@
 """The run folder of a training job: orbax checkpoints to resume from, the best
 and final models as jaxqa checkpoints, and the metrics log.
 
-    RUN/run.json          the model and config the checkpoints belong to
-    RUN/checkpoints/N/    orbax: weights, optimizer state, step (last `keep`)
+    RUN/run.json          the model and config the checkpoints belong to, and the
+                          settings they were trained with
+    RUN/checkpoints/N/    orbax: weights, optimizer state, step (last `keep`);
+                          N.damaged/: one that could not be read, set aside
     RUN/best/, RUN/model/ jaxqa checkpoint folders (best dev F1, final)
     RUN/metrics.jsonl     one JSON object per log line
 
@@ -10,7 +12,12 @@ orbax writes each checkpoint to a temporary folder and renames it when it is
 complete, so a run killed while saving never resumes from a partial one.
 """
 
+import contextlib
 import json
+import logging
+import shutil
+import sys
+import warnings
 from pathlib import Path
 
 import jax
@@ -20,6 +27,8 @@ from jax.experimental import multihost_utils
 
 from jaxqa import checkpoint
 from jaxqa.errors import Error
+
+log = logging.getLogger("jaxqa.run_folder")
 
 
 class RunFolderError(Error):
@@ -32,21 +41,38 @@ class RunFolder:
     def __init__(self, run_dir: Path, model_type: str, config, tokenizer_dir: Path, keep: int):
         self.run_dir, self.model_type, self.config, self.tokenizer_dir = Path(run_dir), model_type, config, tokenizer_dir
         self.directory = self.run_dir / "checkpoints"
-        identity = {"model_type": model_type, "config": config.to_hf()}
-        marker = self.run_dir / "run.json"
-        if marker.is_file():
-            stored = json.loads(marker.read_text())
-            if stored != identity:
+        self.identity = {"model_type": model_type, "config": config.to_hf()}
+        self.marker = self.run_dir / "run.json"
+        stored = {}
+        if self.marker.is_file():
+            try:
+                stored = json.loads(self.marker.read_text())
+            except ValueError:
+                stored = None
+            if not isinstance(stored, dict):
+                raise RunFolderError(f"{self.marker}: not a JSON object; use another --run-dir")
+            if {key: stored.get(key) for key in self.identity} != self.identity:
                 raise RunFolderError(
-                    f"{self.run_dir} holds checkpoints of another model ({stored['model_type']}, "
-                    f"{stored['config'].get('hidden_size')} hidden, {stored['config'].get('num_hidden_layers')} layers): "
-                    "use another --run-dir")
-        elif jax.process_index() == 0:
+                    f"{self.run_dir} holds checkpoints of another model ({stored.get('model_type')}, "
+                    f"{stored.get('config', {}).get('hidden_size')} hidden, "
+                    f"{stored.get('config', {}).get('num_hidden_layers')} layers): use another --run-dir")
+        # The settings the checkpoints were trained with; {} from a run folder of an older jaxqa, which kept none.
+        self.settings = stored.get("settings", {})
+        if jax.process_index() == 0:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            marker.write_text(json.dumps(identity, indent=2))
-        self.manager = ocp.CheckpointManager(self.directory.absolute(), options=ocp.CheckpointManagerOptions(max_to_keep=keep))
+        with _quiet("absl"):  # orbax logs each checkpoint it cannot parse; `restore` says it in one line
+            self.manager = ocp.CheckpointManager(self.directory.absolute(),
+                                                 options=ocp.CheckpointManagerOptions(max_to_keep=keep))
         best = self.run_dir / "best" / "metrics.json"
         self.best_f1 = json.loads(best.read_text())["f1"] if best.is_file() else -1.0
+
+    def record_settings(self, settings: dict) -> None:
+        """Writes run.json: the model and the `settings` that the checkpoints from now on are trained with."""
+        self.settings = settings
+        if jax.process_index() == 0:
+            tmp = self.marker.with_name("run.json.tmp")  # renamed, so that no process ever reads half of it
+            tmp.write_text(json.dumps({**self.identity, "settings": settings}, indent=2))
+            tmp.replace(self.marker)
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -59,15 +85,44 @@ class RunFolder:
         self.manager.wait_until_finished()
 
     def restore(self, abstract_state, shardings):
-        """The latest checkpoint, laid out on the mesh as `shardings` says."""
-        step = self.manager.latest_step()
+        """The latest readable checkpoint, laid out on the mesh as `shardings` says.
+
+        Checkpoints after it that cannot be read (damaged on disk) are moved aside
+        to `N.damaged`, with a warning; when none can be read, nothing is moved
+        (a model of other shapes reads none) and the error names the folder.
+        """
         target = jax.tree_util.tree_map(
             lambda leaf, sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding), abstract_state, shardings)
-        try:
-            return self.manager.restore(step, args=ocp.args.StandardRestore(target))
-        except Exception as err:  # orbax raises several types for a mismatched or damaged tree
-            raise RunFolderError(f"{self.directory / str(step)}: cannot restore into this model "
-                                  f"({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
+        _drop_reports_of_abandoned_reads()
+        unreadable = {}  # step -> why
+        for step in sorted(self.manager.all_steps(), reverse=True):
+            try:
+                with _quiet("absl"):
+                    state = self.manager.restore(step, args=ocp.args.StandardRestore(target))
+            except Exception as err:  # orbax raises several types for a mismatched or damaged tree
+                unreadable[step] = f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:200]}"
+                continue
+            if unreadable:
+                self._set_aside(unreadable)
+                log.warning(f"WARNING: {self.directory}: cannot read the checkpoint of step "
+                            f"{', '.join(map(str, unreadable))} ({'; '.join(unreadable.values())}); set aside as "
+                            f"{', '.join(f'{bad}.damaged' for bad in unreadable)}, resuming from step {step}")
+            return state
+        latest = max(unreadable)
+        raise RunFolderError(f"{self.directory}: cannot restore any checkpoint into this model (step {latest}: "
+                             f"{unreadable[latest]}): damaged, or of other settings; use another --run-dir")
+
+    def _set_aside(self, steps) -> None:
+        if jax.process_index() == 0:
+            for step in steps:
+                aside = self.directory / f"{step}.damaged"
+                if aside.exists():
+                    shutil.rmtree(aside)
+                (self.directory / str(step)).rename(aside)
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices("jaxqa: damaged checkpoints set aside")
+        with _quiet("absl"):
+            self.manager.reload()
 
     def export(self, params, folder: Path) -> Path:
         """Writes `params` as a jaxqa checkpoint folder (from process 0)."""
@@ -85,6 +140,44 @@ class RunFolder:
         folder = self.export(params, self.run_dir / "best")
         if jax.process_index() == 0:
             (folder / "metrics.json").write_text(json.dumps({"step": step, **result}, indent=2))
+
+
+@contextlib.contextmanager
+def _quiet(logger: str):
+    """Within the block, the `logger` says nothing below CRITICAL."""
+    saved = logging.getLogger(logger).level
+    logging.getLogger(logger).setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logging.getLogger(logger).setLevel(saved)
+
+
+def _drop_reports_of_abandoned_reads() -> None:
+    """When orbax gives up on a damaged checkpoint, it leaves reads in flight:
+    they finish later and call back into the event loop that orbax has closed
+    by then (Python reports each call as an unraisable RuntimeError, with a
+    traceback of its own, hundreds of them), asyncio logs the failures that
+    nobody collected, and Python warns of the coroutines never awaited. From
+    now on in this process, those reports, and only those, are dropped:
+    `restore` says what went wrong in one line."""
+    global _report_unraisable
+    if sys.unraisablehook is not _report_unless_closed_loop:
+        _report_unraisable, sys.unraisablehook = sys.unraisablehook, _report_unless_closed_loop
+        logging.getLogger("asyncio").addFilter(_not_an_uncollected_failure)
+        warnings.filterwarnings("ignore", r"coroutine '.*' was never awaited", RuntimeWarning)
+
+
+def _report_unless_closed_loop(unraisable) -> None:
+    if not (isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed"):
+        _report_unraisable(unraisable)
+
+
+def _not_an_uncollected_failure(record: logging.LogRecord) -> bool:
+    return not record.getMessage().partition("\n")[0].endswith("exception was never retrieved")
+
+
+_report_unraisable = sys.unraisablehook
 
 
 class MetricsLog:

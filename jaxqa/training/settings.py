@@ -3,13 +3,17 @@ model's shipped one in `jaxqa/training/recipes/`), then command-line flags, each
 overriding the one before.
 
 Every field of `Settings` is a flag (`max_seq_length` -> `--max-seq-length`).
-`validate` checks them all before any work, naming the flag at fault.
+`validate` checks them all before any work, naming the flag at fault
+(`validate_mesh`, the batch sizes against the device mesh). `trajectory` picks
+those that decide what a run computes, which the run folder records so that a
+rerun with other values is caught (`changed_settings`).
 """
 
 import argparse
 import dataclasses
 import importlib
 import importlib.util
+import math
 import types
 from pathlib import Path
 from typing import get_type_hints
@@ -60,6 +64,8 @@ class Settings:
     seed: int = flag(0, "seed of the data order, dropout and fresh weights")
     compilation_cache: str = flag("", compilation_cache.HELP)
     run_dir: str = flag("runs/{model}", "checkpoints, best and final model, metrics.jsonl")
+    allow_changed_settings: bool = flag(False, "resume a run folder whose checkpoints were trained with other "
+                                        "settings (the refusal lists them), going on with the new ones")
     save_every: int = flag(500, "steps between checkpoints")
     keep: int = flag(3, "checkpoints kept (besides the best model)")
     eval_every: int = flag(0, "steps between evaluations; 0: only at the end")
@@ -78,6 +84,34 @@ class Settings:
     def micro_batch(self) -> int:
         """Sequences per micro-batch, over all devices."""
         return self.batch_size // self.grad_accum
+
+    @property
+    def run_folder(self) -> Path:
+        """--run-dir with its {model} filled in."""
+        return Path(self.run_dir.format(model=self.model))
+
+
+# What a resumed run may change: where and how it runs, logs, saves and evaluates,
+# not what it computes (the model itself is the run folder's own check). Every
+# other setting is recorded in the run folder, and resuming with another value
+# is refused unless --allow-changed-settings: the same command resumes exactly.
+RESUME_MAY_CHANGE = frozenset({
+    "model", "size", "run_dir", "allow_changed_settings", "mesh", "fsdp", "compilation_cache", "coordinator",
+    "num_processes", "process_id", "save_every", "keep", "log_every", "eval_every", "eval_file", "max_eval_examples",
+    "eval_batch_size", "null_score_diff_threshold",
+})
+
+
+def trajectory(s: Settings) -> dict:
+    """The settings that decide what a run computes, by name (all but RESUME_MAY_CHANGE)."""
+    return {f.name: getattr(s, f.name) for f in dataclasses.fields(s) if f.name not in RESUME_MAY_CHANGE}
+
+
+def changed_settings(recorded: dict, now: dict) -> list[str]:
+    """`--flag: old -> new` for each setting in `now` that differs from its `recorded`
+    value (one that was not recorded, by an older jaxqa, is not compared)."""
+    return [f"{_flag(name)}: {recorded[name]!r} -> {value!r}" for name, value in now.items()
+            if name in recorded and recorded[name] != value]
 
 
 def parser() -> argparse.ArgumentParser:
@@ -127,19 +161,50 @@ def parse(argv=None) -> Settings:
     return Settings(**{**recipe, **flags})
 
 
-def validate(s: Settings, data_axis: int, process_count: int) -> None:
-    """Refuses settings that cannot make a run, before any work; `data_axis` is the
-    mesh's data size."""
+def validate(s: Settings) -> None:
+    """Refuses settings that cannot make a run, naming the flag, before any work
+    (the batch sizes against the mesh: `validate_mesh`)."""
     at_least = {"batch_size": 1, "grad_accum": 1, "eval_batch_size": 1, "save_every": 1, "log_every": 1, "keep": 1,
                 "max_seq_length": 8, "max_query_length": 1, "doc_stride": 0, "seed": 0, "max_steps": 0,
-                "eval_every": 0, "max_train_examples": 0, "max_eval_examples": 0}
+                "eval_every": 0, "max_train_examples": 0, "max_eval_examples": 0, "num_processes": 1, "process_id": 0}
     for name, least in at_least.items():
         if getattr(s, name) < least:
             raise SettingsError(f"{_flag(name)} {getattr(s, name)}: must be at least {least}")
+    if s.seed >= 2**32:
+        raise SettingsError(f"--seed {s.seed}: must be below 2**32")
+    if s.process_id >= s.num_processes:
+        raise SettingsError(f"--process-id {s.process_id}: must be below --num-processes {s.num_processes}")
     if s.doc_stride >= s.max_seq_length:
         raise SettingsError(f"--doc-stride {s.doc_stride}: must be below --max-seq-length {s.max_seq_length}")
     if s.batch_size % s.grad_accum:
         raise SettingsError(f"--batch-size {s.batch_size} is not a multiple of --grad-accum {s.grad_accum}")
+    if s.precision not in PRECISIONS:
+        raise SettingsError(f"--precision {s.precision!r}: choose {', '.join(PRECISIONS)}")
+    if s.optimizer not in OPTIMIZERS:
+        raise SettingsError(f"--optimizer {s.optimizer!r}: choose {' or '.join(OPTIMIZERS)}")
+    if not 0 <= s.warmup_proportion < 1:
+        raise SettingsError(f"--warmup-proportion {s.warmup_proportion}: must be in [0, 1)")
+    for name in ("epochs", "learning_rate", "clip_norm", "distill_temperature"):
+        if not 0 < getattr(s, name) < math.inf:  # also refuses nan
+            raise SettingsError(f"{_flag(name)} {getattr(s, name)}: must be positive and finite")
+    if not 0 <= s.distill_alpha <= 1:  # also refuses nan
+        raise SettingsError(f"--distill-alpha {s.distill_alpha}: must be in [0, 1]")
+    if not 0 <= s.weight_decay < math.inf:
+        raise SettingsError(f"--weight-decay {s.weight_decay}: must be 0 or more, and finite")
+    if not math.isfinite(s.null_score_diff_threshold):
+        raise SettingsError(f"--null-score-diff-threshold {s.null_score_diff_threshold}: must be finite")
+    try:
+        run_dir = s.run_folder
+    except (KeyError, IndexError, ValueError):
+        raise SettingsError(f"--run-dir {s.run_dir!r}: the only field it may hold is {{model}}") from None
+    in_the_way = next(p for p in (run_dir.absolute(), *run_dir.absolute().parents) if p.exists())
+    if not in_the_way.is_dir():
+        raise SettingsError(f"--run-dir {run_dir}: {in_the_way} is a file, not a folder")
+
+
+def validate_mesh(s: Settings, data_axis: int, process_count: int) -> None:
+    """Refuses batch sizes that do not split over the mesh's data axis (`data_axis`
+    devices) and the processes."""
     if s.micro_batch % data_axis:
         raise SettingsError(f"--batch-size {s.batch_size} / --grad-accum {s.grad_accum} = {s.micro_batch} sequences "
                             f"per micro-batch, not divisible by the data axis ({data_axis} devices)")
@@ -148,20 +213,6 @@ def validate(s: Settings, data_axis: int, process_count: int) -> None:
                             f"{process_count} processes")
     if s.eval_batch_size % data_axis:
         raise SettingsError(f"--eval-batch-size {s.eval_batch_size} is not divisible by the data axis ({data_axis})")
-    if s.precision not in PRECISIONS:
-        raise SettingsError(f"--precision {s.precision!r}: choose {', '.join(PRECISIONS)}")
-    if s.optimizer not in OPTIMIZERS:
-        raise SettingsError(f"--optimizer {s.optimizer!r}: choose {' or '.join(OPTIMIZERS)}")
-    if not 0 <= s.warmup_proportion < 1:
-        raise SettingsError(f"--warmup-proportion {s.warmup_proportion}: must be in [0, 1)")
-    if s.epochs <= 0:
-        raise SettingsError(f"--epochs {s.epochs}: must be positive")
-    if not 0 <= s.distill_alpha <= 1:
-        raise SettingsError(f"--distill-alpha {s.distill_alpha}: must be in [0, 1]")
-    if s.distill_temperature <= 0:
-        raise SettingsError(f"--distill-temperature {s.distill_temperature}: must be positive")
-    if s.learning_rate <= 0 or s.clip_norm <= 0 or s.weight_decay < 0:
-        raise SettingsError("--learning-rate and --clip-norm must be positive, --weight-decay not negative")
 
 
 def _flag(name: str) -> str:

@@ -1,0 +1,133 @@
+"""`jaxqa.train` against hostile input: flags out of range, a run folder that is
+a file, windows longer than the model's positions, and a rerun with other
+settings. Each is refused in one line naming the flag or folder, before any work."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from squad_fixture import write_squad
+from test_train import flags, run
+
+from jaxqa import train
+
+
+@pytest.fixture(scope="module")
+def squad(tmp_path_factory) -> Path:
+    return write_squad(tmp_path_factory.mktemp("squad"))
+
+
+def refusal(capsys, args: list[str]) -> str:
+    """The one line that `train.main(args)` prints to stderr, refusing `args` (exit status 2)."""
+    assert train.main(args) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith("jaxqa.train: error: "), err
+    return err
+
+
+@pytest.mark.parametrize("extra, flag", [
+    (["--batch-size", "0"], "--batch-size"),
+    (["--batch-size", "-16"], "--batch-size"),
+    (["--grad-accum", "0"], "--grad-accum"),
+    (["--eval-batch-size", "0"], "--eval-batch-size"),
+    (["--save-every", "0"], "--save-every"),
+    (["--log-every", "0"], "--log-every"),
+    (["--keep", "0"], "--keep"),
+    (["--eval-every", "-1"], "--eval-every"),
+    (["--seed", "-1"], "--seed"),
+    (["--seed", str(2**64)], "--seed"),
+    (["--doc-stride", "-1"], "--doc-stride"),
+    (["--doc-stride", "64"], "--doc-stride"),  # the tiny recipe's windows are 64 tokens
+    (["--max-query-length", "0"], "--max-query-length"),
+    (["--max-seq-length", "4"], "--max-seq-length"),
+    (["--max-steps", "-1"], "--max-steps"),
+    (["--max-train-examples", "-1"], "--max-train-examples"),
+    (["--max-eval-examples", "-1"], "--max-eval-examples"),
+    (["--num-processes", "0"], "--num-processes"),
+    (["--process-id", "-1"], "--process-id"),
+    (["--process-id", "1"], "--process-id"),
+    (["--epochs", "0"], "--epochs"),
+    (["--epochs", "inf"], "--epochs"),
+    (["--epochs", "nan"], "--epochs"),
+    (["--learning-rate", "-0.001"], "--learning-rate"),
+    (["--learning-rate", "nan"], "--learning-rate"),
+    (["--clip-norm", "0"], "--clip-norm"),
+    (["--weight-decay", "-0.1"], "--weight-decay"),
+    (["--weight-decay", "inf"], "--weight-decay"),
+    (["--warmup-proportion", "1"], "--warmup-proportion"),
+    (["--warmup-proportion", "nan"], "--warmup-proportion"),
+    (["--null-score-diff-threshold", "nan"], "--null-score-diff-threshold"),
+    (["--run-dir", "runs/{size}"], "--run-dir"),
+])
+def test_out_of_range_flags_are_refused_before_any_work(squad, tmp_path, capsys, extra, flag):
+    err = refusal(capsys, [*flags(squad, "bert", tmp_path / "run"), *extra])
+    assert flag in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_dir_that_is_a_file_is_refused(squad, tmp_path, capsys):
+    (tmp_path / "file").write_text("not a folder")
+    for run_dir in (tmp_path / "file", tmp_path / "file" / "run"):
+        err = refusal(capsys, flags(squad, "bert", run_dir))
+        assert "--run-dir" in err and str(tmp_path / "file") in err
+    assert (tmp_path / "file").read_text() == "not a folder"
+
+
+def test_windows_longer_than_the_position_table_are_refused(squad, tmp_path, capsys):
+    # The tiny BERT has BERT's 512 positions; past them every logit would be NaN.
+    err = refusal(capsys, [*flags(squad, "bert", tmp_path / "run"), "--max-seq-length", "1024"])
+    assert "--max-seq-length 1024" in err and "512" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_rerun_with_other_settings_says_what_changed_and_needs_a_flag(squad, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    args = [*flags(squad, "bert", run_dir), "--max-steps", "2", "--save-every", "1"]
+    run(["-m", "jaxqa.train", *args])
+    recorded = json.loads((run_dir / "run.json").read_text())
+    assert recorded["settings"]["batch_size"] == 16 and "run_dir" not in recorded["settings"]
+
+    # What the run computes: refused, naming each change; the folder is left as it was.
+    err = refusal(capsys, [*args, "--batch-size", "8", "--seed", "1", "--learning-rate", "0.002"])
+    assert "--batch-size: 16 -> 8" in err and "--seed: 0 -> 1" in err and "--learning-rate: 0.001 -> 0.002" in err
+    assert "--allow-changed-settings" in err and str(run_dir) in err
+    assert json.loads((run_dir / "run.json").read_text()) == recorded
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["1", "2"]
+
+    # Where and how it runs, saves and logs: resumed as before (all steps done, nothing to train).
+    same = run(["-m", "jaxqa.train", *args, "--save-every", "5", "--keep", "2", "--log-every", "3", "--mesh", "data=1"])
+    assert "resumed from" in same.stdout and "resuming with" not in same.stdout
+
+    # With the flag: resumed with the new values, said in one line, and recorded for the next rerun.
+    changed = [*args, "--max-steps", "3", "--allow-changed-settings"]
+    resumed = run(["-m", "jaxqa.train", *changed])
+    assert "resuming with --max-steps: 2 -> 3" in resumed.stdout and "at step 2" in resumed.stdout
+    assert json.loads((run_dir / "run.json").read_text())["settings"]["max_steps"] == 3
+    again = run(["-m", "jaxqa.train", *args, "--max-steps", "3"])
+    assert "resumed from" in again.stdout and "resuming with" not in again.stdout
+
+
+def test_a_run_folder_of_an_older_version_resumes_as_before(squad, tmp_path):
+    run_dir = tmp_path / "run"
+    args = [*flags(squad, "bert", run_dir), "--max-steps", "1"]
+    run(["-m", "jaxqa.train", *args])
+    marker = run_dir / "run.json"
+    marker.write_text(json.dumps({k: v for k, v in json.loads(marker.read_text()).items() if k != "settings"}))
+    out = run(["-m", "jaxqa.train", *args, "--seed", "5"]).stdout
+    assert "resumed from" in out and "resuming with" not in out
+    assert json.loads(marker.read_text())["settings"]["seed"] == 5
+
+
+def test_the_flag_has_help(capsys):
+    with pytest.raises(SystemExit):
+        train.main(["--help"])
+    assert "--allow-changed-settings" in capsys.readouterr().out
+
+
+def test_a_file_in_place_of_run_json_is_refused(squad, tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "run.json").write_text("{not json")
+    err = refusal(capsys, [*flags(squad, "bert", tmp_path / "run"), "--max-steps", "1"])
+    assert "run.json" in err and "--run-dir" in err
+
