@@ -122,3 +122,17 @@ def test_a_teacher_with_another_tokenizer_is_refused(squad, teacher, tmp_path, c
     err = capsys.readouterr().err
     assert str(other) in err and str(squad.parent) in err and "tokenize differently" in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_changed_teacher_is_refused_on_resume(squad, teacher, tmp_path, capsys):
+    mine = tmp_path / "teacher"
+    config = bert.SIZES["tiny"]
+    params = jax.device_get(nn.meta.unbox(models.init_params(bert.Model(config), jax.random.key(7))))
+    checkpoint.save_pretrained(mine, "bert", config, params, squad.parent)
+    assert train.main(flags(squad, mine, tmp_path / "run", "--max-steps", "1")) == 0
+    params["qa_outputs"]["bias"] = params["qa_outputs"]["bias"] + 1.0  # the same path, other weights
+    checkpoint.save_pretrained(mine, "bert", config, params, squad.parent, overwrite=True)
+    capsys.readouterr()
+    assert train.main(flags(squad, mine, tmp_path / "run", "--max-steps", "1")) == 2
+    err = capsys.readouterr().err
+    assert "--teacher-weights" in err and "--allow-changed-settings" in err and len(err.strip().splitlines()) == 1

@@ -20,7 +20,7 @@ from safetensors.numpy import load_file
 
 from squad_fixture import write_squad
 
-from jaxqa import models
+from jaxqa import checkpoint, models
 from jaxqa.training import optim
 from jaxqa.models import bert
 from jaxqa.training.step import TrainState, make_train_step
@@ -115,8 +115,15 @@ def test_two_processes_match_one(squad, tmp_path):
             np.testing.assert_allclose(weights(tmp_path / "multi")[key], value, atol=WEIGHT_ATOL, err_msg=key)
 
 
-def test_killed_run_resumes_bit_for_bit(squad, tmp_path):
-    args = lambda run_dir: ["-m", "jaxqa.train", *flags(squad, "bert", run_dir, "--max-steps", "8", "--save-every", "2")]
+@pytest.mark.parametrize("distilled", [False, True])
+def test_killed_run_resumes_bit_for_bit(squad, tmp_path, distilled):
+    extra = []
+    if distilled:  # a tiny BERT with the fixture's vocabulary stands in for a fine-tuned teacher
+        params = jax.device_get(nn.meta.unbox(models.init_params(bert.Model(bert.SIZES["tiny"]), jax.random.key(7))))
+        checkpoint.save_pretrained(tmp_path / "teacher", "bert", bert.SIZES["tiny"], params, squad.parent)
+        extra = ["--teacher", str(tmp_path / "teacher")]
+    args = lambda run_dir: ["-m", "jaxqa.train", *flags(squad, "bert", run_dir, "--max-steps", "8", "--save-every", "2",
+                                                        *extra)]
     run(args(tmp_path / "whole"))
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     proc = subprocess.Popen([sys.executable, *args(tmp_path / "killed")], env=env,
