@@ -192,9 +192,9 @@ def atomic_folder(folder: str | Path, overwrite: bool = False):
     """Yields a temporary folder that replaces `folder` only if the block succeeds."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
-        raise FileExistsError(f"{folder} is a file, not a folder; it is left as it is")
+        raise ConversionError(f"{folder} is a file, not a folder; it is left as it is")
     if folder.exists() and any(folder.iterdir()) and not overwrite:
-        raise FileExistsError(f"{folder} already exists and is not empty (pass --overwrite to replace it)")
+        raise ConversionError(f"{folder} already exists and is not empty (pass --overwrite to replace it)")
     folder.parent.mkdir(parents=True, exist_ok=True)
     # mkdir, unlike tempfile.mkdtemp (owner-only), gives the folder the user's umask.
     tmp = folder.parent / f".{folder.name}.{secrets.token_hex(4)}"
@@ -315,7 +315,7 @@ def pt2flax_main(argv=None) -> int:
         with log_to(sys.stderr):
             params = source.read_params(args.seed)
             save_pretrained(args.out, source.model_type, source.config, params, source.folder, overwrite=args.overwrite)
-    except (ConversionError, FileExistsError) as err:
+    except Error as err:
         print(f"pt2flax: error: {err}", file=sys.stderr)
         return 2
     print(f"wrote {args.out} ({source.model_type}) in {time.perf_counter() - start:.1f}s")
@@ -331,7 +331,7 @@ def flax2pt_main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         export_hf(args.src, args.out, args.overwrite)
-    except (ConversionError, FileExistsError) as err:
+    except Error as err:
         print(f"flax2pt: error: {err}", file=sys.stderr)
         return 2
     print(f"wrote {args.out}")
@@ -359,7 +359,7 @@ def student_main(argv=None) -> int:
         config, params, notes = student.make_student(teacher.model_type, teacher.config, teacher.read_params(), layers,
                                                      family)
         save_pretrained(args.out, family, config, params, teacher.folder, overwrite=args.overwrite)
-    except (Error, FileExistsError) as err:
+    except Error as err:
         print(f"make_student: error: {err}", file=sys.stderr)
         return 2
     print(f"wrote {args.out}: a {family} student of {len(layers)} layers, the teacher's {','.join(map(str, layers))}")
