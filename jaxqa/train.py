@@ -1,4 +1,5 @@
-"""Fine-tunes BERT, SqueezeBERT or MobileBERT on SQuAD 1.1 or 2.0.
+"""Fine-tunes BERT, SqueezeBERT, MobileBERT or DistilBERT on SQuAD 1.1 or 2.0,
+distilling from a teacher if asked.
 
     python -m jaxqa.train --model squeezebert [--config squeezebert:tiny] [--init DIR] [--train-file F] ...
 

@@ -116,7 +116,7 @@ def changed_settings(recorded: dict, now: dict) -> list[str]:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m jaxqa.train", description="Fine-tunes an encoder on SQuAD.")
-    p.add_argument("--config", help="recipe: a shipped one by name (bert, squeezebert, mobilebert) or a Python file "
+    p.add_argument("--config", help=f"recipe: a shipped one by name ({', '.join(models.MODEL_TYPES)}) or a Python file "
                    "with get_config(arg), then :ARG, e.g. bert:tiny (default: the --model's shipped recipe)")
     hints = get_type_hints(Settings)
     for field in dataclasses.fields(Settings):
