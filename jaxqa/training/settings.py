@@ -120,7 +120,7 @@ def parser() -> argparse.ArgumentParser:
                    "with get_config(arg), then :ARG, e.g. bert:tiny (default: the --model's shipped recipe)")
     hints = get_type_hints(Settings)
     for field in dataclasses.fields(Settings):
-        name = "--" + field.name.replace("_", "-")
+        name = _flag(field.name)
         kind = hints[field.name]
         text = field.metadata["help"]
         if field.default is not dataclasses.MISSING:
