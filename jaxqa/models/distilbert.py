@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxqa.models import hf_config
-from jaxqa.models.layers import ACTIVATIONS, ConfigError, Dtype, LayerNorm, attend, attention_flops, check_activation, dense, dense_flops, embed, span_head, span_logits
+from jaxqa.models.layers import ACTIVATIONS, ConfigError, Dtype, LayerNorm, attend, attention_flops, check_activation, dense, dense_flops, gather, normal, prefix, span_head, span_logits, Table
 
 MODEL_TYPE = "distilbert"
 ARCHITECTURE = "DistilBertForQuestionAnswering"
@@ -92,14 +92,16 @@ class Embeddings(nn.Module):
     @nn.compact
     def __call__(self, input_ids, deterministic: bool):
         cfg = self.config
-        args = dict(std=cfg.initializer_range, dtype=self.dtype, param_dtype=self.param_dtype)
-        x = embed(cfg.vocab_size, cfg.dim, ("vocab", "embed"), name="word_embeddings", **args)(input_ids)  # (B, T, D)
+        std = cfg.initializer_range
+        words = Table(cfg.vocab_size, cfg.dim, normal(std, ("vocab", "embed")), self.param_dtype, name="word_embeddings")()
+        x = gather(words, input_ids, self.dtype)  # (B, T, D)
         length = input_ids.shape[1]
         if cfg.sinusoidal_pos_embds:
             positions = jnp.asarray(sinusoidal_table(length, cfg.dim), self.dtype)[None]  # (1, T, D)
         else:
-            table = embed(cfg.max_position_embeddings, cfg.dim, ("position", "embed"), name="position_embeddings", **args)
-            positions = table(jnp.arange(length)[None, :])
+            table = Table(cfg.max_position_embeddings, cfg.dim, normal(std, ("position", "embed")), self.param_dtype,
+                          name="position_embeddings")()
+            positions = prefix(table, length, self.dtype)  # (1, T, D)
         x = LayerNorm(LAYER_NORM_EPS, self.dtype, self.param_dtype, name="LayerNorm")(x + positions)
         return nn.Dropout(cfg.dropout)(x, deterministic=deterministic)
 

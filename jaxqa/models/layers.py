@@ -87,8 +87,40 @@ def dense(features: int, axes: tuple[str, str], std: float, dtype: Dtype, param_
     )
 
 
-def embed(num: int, features: int, axes: tuple[str, str], std: float, dtype: Dtype, param_dtype: Dtype, name: str) -> nn.Embed:
-    return nn.Embed(num, features, dtype=dtype, param_dtype=param_dtype, embedding_init=normal(std, axes), name=name)
+class Table(nn.Module):
+    """An embedding table, (num, features) in param_dtype, under the parameter name
+    `embedding`. The three lookups below read it, each so that its gradient is
+    cheap on every backend: a scatter-add into a few rows (token types, positions)
+    piles every token of the batch onto them, and GPUs add bfloat16 by
+    compare-and-swap, so those run as a slice and a matrix product instead."""
+
+    num: int
+    features: int
+    initializer: Callable
+    param_dtype: Dtype
+
+    @nn.compact
+    def __call__(self) -> jax.Array:
+        return self.param("embedding", self.initializer, (self.num, self.features), self.param_dtype)
+
+
+def gather(table: jax.Array, ids: jax.Array, dtype: Dtype) -> jax.Array:
+    """Rows of `table` (V, D) at `ids` (B, T): (B, T, D) in `dtype`, gathered before
+    the cast so that the gradient's scatter-add runs in the table's float32."""
+    return jnp.take(table, ids, axis=0).astype(dtype)
+
+
+def prefix(table: jax.Array, length: int, dtype: Dtype) -> jax.Array:
+    """Rows 0..length-1 of `table` (P, D), as positions 0..T-1 read them: (1, T, D)."""
+    return table[None, :length].astype(dtype)
+
+
+def one_hot_rows(table: jax.Array, ids: jax.Array, dtype: Dtype) -> jax.Array:
+    """Rows of a table of a few rows (V, D) at `ids` (B, T) as a one-hot product:
+    (B, T, D), exact (one term per sum, at full precision)."""
+    one_hot = jax.nn.one_hot(ids, table.shape[0], dtype=jnp.float32)  # (B, T, V)
+    return jnp.einsum("btv,vd->btd", one_hot, table.astype(jnp.float32),
+                      precision=jax.lax.Precision.HIGHEST).astype(dtype)
 
 
 class LayerNorm(nn.Module):
@@ -144,13 +176,16 @@ class Embeddings(nn.Module):
 
     @nn.compact
     def __call__(self, input_ids, token_type_ids, deterministic: bool):
-        cfg, d = self.config, self.features
-        args = dict(std=cfg.initializer_range, dtype=self.dtype, param_dtype=self.param_dtype)
-        positions = jnp.arange(input_ids.shape[1])[None, :]
+        cfg, d, std = self.config, self.features, self.config.initializer_range
+        words = Table(cfg.vocab_size, d, normal(std, ("vocab", "embed")), self.param_dtype, name="word_embeddings")()
+        positions = Table(cfg.max_position_embeddings, d, normal(std, ("position", "embed")), self.param_dtype,
+                          name="position_embeddings")()
+        types = Table(cfg.type_vocab_size, d, normal(std, ("type", "embed")), self.param_dtype,
+                      name="token_type_embeddings")()
         x = (
-            embed(cfg.vocab_size, d, ("vocab", "embed"), name="word_embeddings", **args)(input_ids)
-            + embed(cfg.max_position_embeddings, d, ("position", "embed"), name="position_embeddings", **args)(positions)
-            + embed(cfg.type_vocab_size, d, ("type", "embed"), name="token_type_embeddings", **args)(token_type_ids)
+            gather(words, input_ids, self.dtype)
+            + prefix(positions, input_ids.shape[1], self.dtype)
+            + one_hot_rows(types, token_type_ids, self.dtype)
         )  # (B, T, D)
         x = LayerNorm(cfg.layer_norm_eps, self.dtype, self.param_dtype, name="LayerNorm")(x)
         return nn.Dropout(cfg.hidden_dropout_prob)(x, deterministic=deterministic)

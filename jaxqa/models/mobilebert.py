@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxqa.models import hf_config
-from jaxqa.models.layers import ACTIVATIONS, ConfigError, Dtype, LayerNorm, NoNorm, attend, attention_flops, check_activation, dense, dense_flops, embed, span_head, span_logits
+from jaxqa.models.layers import ACTIVATIONS, ConfigError, Dtype, LayerNorm, NoNorm, attend, attention_flops, check_activation, dense, dense_flops, gather, normal, one_hot_rows, prefix, span_head, span_logits, Table
 
 MODEL_TYPE = "mobilebert"
 ARCHITECTURE = "MobileBertForQuestionAnswering"
@@ -148,10 +148,9 @@ class Embeddings(nn.Module):
     def __call__(self, input_ids, token_type_ids, deterministic: bool):
         cfg, std = self.config, self.config.initializer_range
         args = dict(std=std, dtype=self.dtype, param_dtype=self.param_dtype)
-        x = nn.Embed(
-            cfg.vocab_size, cfg.embedding_size, dtype=self.dtype, param_dtype=self.param_dtype,
-            embedding_init=_normal_with_zero_row(std, cfg.pad_token_id), name="word_embeddings",
-        )(input_ids)  # (B, T, E)
+        words = Table(cfg.vocab_size, cfg.embedding_size, _normal_with_zero_row(std, cfg.pad_token_id),
+                      self.param_dtype, name="word_embeddings")()
+        x = gather(words, input_ids, self.dtype)  # (B, T, E)
         if cfg.trigram_input:
             # A kernel-size-3 convolution over positions, folded into the Linear
             # below: each position sees [next, itself, previous], zeros past the ends
@@ -161,12 +160,11 @@ class Embeddings(nn.Module):
             x = jnp.concatenate([after, x, before], axis=-1)  # (B, T, 3E)
         if cfg.transforms_embeddings:
             x = dense(cfg.hidden_size, ("kernel_in", "embed"), name="embedding_transformation", **args)(x)  # (B, T, D)
-        positions = jnp.arange(input_ids.shape[1])[None, :]
-        x = (
-            x
-            + embed(cfg.max_position_embeddings, cfg.hidden_size, ("position", "embed"), name="position_embeddings", **args)(positions)
-            + embed(cfg.type_vocab_size, cfg.hidden_size, ("type", "embed"), name="token_type_embeddings", **args)(token_type_ids)
-        )
+        positions = Table(cfg.max_position_embeddings, cfg.hidden_size, normal(std, ("position", "embed")),
+                          self.param_dtype, name="position_embeddings")()
+        types = Table(cfg.type_vocab_size, cfg.hidden_size, normal(std, ("type", "embed")), self.param_dtype,
+                      name="token_type_embeddings")()
+        x = x + prefix(positions, input_ids.shape[1], self.dtype) + one_hot_rows(types, token_type_ids, self.dtype)
         x = norm(cfg, DEFAULT_LAYER_NORM_EPS, self.dtype, self.param_dtype, name="LayerNorm")(x)
         return nn.Dropout(cfg.hidden_dropout_prob)(x, deterministic=deterministic)
 

@@ -1,0 +1,109 @@
+"""Where jaxqa's train step spends its device time: milliseconds per step and the
+kernels that take the most time over a few steps (recorded by CUPTI through
+`torch.profiler`, which sees every kernel of the process, XLA's included).
+
+    python benchmarks/gpu_profile.py [--models minilm:32,bert:64] [--minilm DIR]
+
+Each model is NAME:BATCH; `minilm` is the config of the real MiniLM folder
+(`--minilm`, default .devdata/minilm), the other names are families at their
+`base` size. Batches are SQuAD-like: random lengths from 100 to 384 tokens,
+a 20-token question as token type 0, the rest as type 1, padding after. The
+train step is the one `gpu_train.py` times (AdamW, bfloat16 compute, dropout).
+Prints a table per model; results go to benchmarks/results/gpu_profile_<platform>.json.
+"""
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+import record
+from gpu_train import jaxqa_model, jaxqa_state, jaxqa_train_step
+from jaxqa import checkpoint, models
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def squad_like_batch(batch_size: int, seq_len: int, vocab: int) -> dict[str, np.ndarray]:
+    """(1, B, T) ids, mask and types and (1, B) labels: one micro-batch with padding."""
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(100, seq_len + 1, batch_size)
+    real = np.arange(seq_len)[None, :] < lengths[:, None]  # (B, T)
+    ids = np.where(real, rng.integers(1000, vocab, (batch_size, seq_len)), 0)
+    types = (real & (np.arange(seq_len)[None, :] >= 20)).astype(np.int32)
+    batch = {"input_ids": ids.astype(np.int32), "attention_mask": real.astype(np.int32), "token_type_ids": types,
+             "start_positions": rng.integers(20, lengths).astype(np.int32),
+             "end_positions": rng.integers(20, lengths).astype(np.int32)}
+    return {key: value[None] for key, value in batch.items()}
+
+
+def profile(module, batch: dict, steps: int, top: int) -> dict:
+    import jax
+    import torch
+    from torch.profiler import ProfilerActivity
+
+    tx, step = jaxqa_train_step(module)
+    state = jaxqa_state(module, tx)
+    batch = jax.device_put(batch)
+    started = time.perf_counter()
+    step = step.lower(state, batch, {}).compile()
+    compile_seconds = time.perf_counter() - started
+    for _ in range(3):
+        state, metrics = step(state, batch, {})
+    jax.block_until_ready(metrics)
+    started = time.perf_counter()
+    for _ in range(steps):
+        state, metrics = step(state, batch, {})
+    jax.block_until_ready(metrics)
+    step_ms = 1e3 * (time.perf_counter() - started) / steps
+    kernels = []
+    if torch.cuda.is_available():  # elsewhere only the step time
+        with torch.profiler.profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(5):
+                state, metrics = step(state, batch, {})
+            jax.block_until_ready(metrics)
+        kernels = sorted(((e.key, e.device_time_total / 5e3, e.count // 5) for e in prof.key_averages()),
+                         key=lambda k: -k[1])
+    total = sum(ms for _, ms, _ in kernels)
+    return {"compile_s": round(compile_seconds, 1), "step_ms": round(step_ms, 2),
+            "kernel_ms_per_step": round(total, 2),
+            "top_kernels": [{"kernel": name[:120], "ms_per_step": round(ms, 3), "calls_per_step": count,
+                             "share": round(ms / total, 3) if total else None} for name, ms, count in kernels[:top]]}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", default="minilm:32,bert:64")
+    p.add_argument("--minilm", type=Path, default=ROOT / ".devdata" / "minilm")
+    p.add_argument("--seq-len", type=int, default=384)
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--top", type=int, default=15)
+    args = p.parse_args()
+    rows = []
+    for item in args.models.split(","):
+        name, batch_size = item.split(":")
+        if name == "minilm":
+            source = checkpoint.open_checkpoint(args.minilm)
+            import jax.numpy as jnp
+
+            module = models.family("bert").Model(source.config, dtype=jnp.bfloat16, param_dtype=jnp.float32)
+            vocab = source.config.vocab_size
+        else:
+            module = jaxqa_model(name, "base")
+            vocab = models.family(name).SIZES["base"].vocab_size
+        found = profile(module, squad_like_batch(int(batch_size), args.seq_len, vocab), args.steps, args.top)
+        print(f"{name} batch {batch_size}: compile {found['compile_s']} s, {found['step_ms']} ms/step, "
+              f"kernels {found['kernel_ms_per_step']} ms/step", flush=True)
+        kernels = found.pop("top_kernels")
+        for kernel in kernels:
+            print(f"  {kernel['ms_per_step']:8.3f} ms  {kernel['share']:6.1%}  x{kernel['calls_per_step']:<4} {kernel['kernel']}")
+            rows.append({"model": name, "batch": int(batch_size), **found, **kernel})
+        if not kernels:
+            rows.append({"model": name, "batch": int(batch_size), **found})
+        record.write("gpu_profile", {"seq_len": args.seq_len, "timed_steps": args.steps,
+                                     "batches": "SQuAD-like, lengths 100-384, padded"}, rows)
+
+
+if __name__ == "__main__":
+    main()
