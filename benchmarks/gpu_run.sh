@@ -8,12 +8,12 @@
 #       -d .whl transformers==5.2.0 tokenizers==0.22.2
 # then, from the repository root there (results and logs go to $OUT, or results/gpu/):
 #   JAXQA_COMMIT=<commit> bash benchmarks/gpu_run.sh [MINILM_SECONDS] [TRAIN_SECONDS]
-# (JAXQA_COMMIT: the commit the records name, where the tree travels without .git)
+# (JAXQA_COMMIT: the commit the records name, where the tree travels without its git history)
 set -u
 out=${OUT:-$PWD/benchmarks/results/gpu}
 mkdir -p "$out"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD TQDM_DISABLE=1 PYTHONUNBUFFERED=1
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 python3 - <<'PY' || exit 1
 import lzma, pathlib, shutil
 for path in pathlib.Path(".devdata").rglob("*"):  # to /tmp/minilm/, /tmp/squad/, unpacked

@@ -37,11 +37,12 @@ def environment() -> dict:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             pass
-    # A copy of the tree without its git history (as on a lent GPU machine) takes it from $JAXQA_COMMIT.
+    # $JAXQA_COMMIT names the commit of a copied tree whose git history is missing or stale (a lent GPU machine's).
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
                            text=True).stdout.strip()
-    commit = commit or os.environ.get("JAXQA_COMMIT", "")
+    if os.environ.get("JAXQA_COMMIT"):
+        commit, dirty = os.environ["JAXQA_COMMIT"], ""
     device = jax.devices()[0]
     return {
         "device": f"{jax.device_count()} x {device.device_kind}",
