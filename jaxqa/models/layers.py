@@ -92,7 +92,7 @@ class Table(nn.Module):
     `embedding`. The three lookups below read it, each so that its gradient is
     cheap on every backend: a scatter-add into a few rows (token types, positions)
     piles every token of the batch onto them, and GPUs add bfloat16 by
-    compare-and-swap, so those run as a slice and a matrix product instead."""
+    compare-and-swap, so those run as a slice and a one-hot sum instead."""
 
     num: int
     features: int
@@ -116,11 +116,11 @@ def prefix(table: jax.Array, length: int, dtype: Dtype) -> jax.Array:
 
 
 def one_hot_rows(table: jax.Array, ids: jax.Array, dtype: Dtype) -> jax.Array:
-    """Rows of a table of a few rows (V, D) at `ids` (B, T) as a one-hot product:
-    (B, T, D), exact (one term per sum, at full precision)."""
-    one_hot = jax.nn.one_hot(ids, table.shape[0], dtype=jnp.float32)  # (B, T, V)
-    return jnp.einsum("btv,vd->btd", one_hot, table.astype(jnp.float32),
-                      precision=jax.lax.Precision.HIGHEST).astype(dtype)
+    """Rows of a table of a few rows (V, D) at `ids` (B, T): (B, T, D), as the sum
+    of its rows weighted one-hot, which is exact and whose gradient is a sum over
+    the batch (XLA fuses the (B, T, V, D) product into the sum)."""
+    one_hot = jax.nn.one_hot(ids, table.shape[0], dtype=table.dtype)  # (B, T, V)
+    return (one_hot[..., None] * table).sum(axis=-2).astype(dtype)
 
 
 class LayerNorm(nn.Module):
