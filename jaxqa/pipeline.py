@@ -42,12 +42,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxqa import models
+from jaxqa import buckets, models
 from jaxqa.checkpoint import Pretrained, load_pretrained
 from jaxqa.errors import Error
 from jaxqa.squad import decode
 from jaxqa.squad.examples import Example
 from jaxqa.squad.features import FeatureSettings, featurize_eval
+
+
+# The pipeline pads to multiples of 32 tokens: one question at a time, finer steps
+# than training's pay (benchmarks/cpu_buckets.py).
+PIPELINE_LENGTH_STEP = 32
 
 
 class InputError(Error):
@@ -89,7 +94,7 @@ def pipeline(
     if not 0 <= doc_stride < max_seq_len:
         raise Error(f"doc_stride={doc_stride} must be at least 0 and below max_seq_len={max_seq_len}")
     if seq_buckets is None:
-        seq_buckets = [*range(32, max_seq_len, 32), max_seq_len]
+        seq_buckets = buckets.widths(max_seq_len, PIPELINE_LENGTH_STEP)
     if max(seq_buckets) != max_seq_len or min(seq_buckets) < 1:
         raise Error(f"seq_buckets {list(seq_buckets)} must be positive and end at max_seq_len={max_seq_len}")
     settings = FeatureSettings(max_seq_length=max_seq_len, doc_stride=doc_stride, max_query_length=max_question_len)
@@ -134,7 +139,7 @@ class BucketedModel:
             raise Error(f"windows of {length} tokens do not fit the largest bucket, {self.seq_buckets[-1]}")
         # Each window goes to the shortest bucket that holds it, and batches
         # never mix buckets, so little of them is padding.
-        widths = np.asarray(self.seq_buckets)[np.searchsorted(self.seq_buckets, attention_mask.sum(axis=1))]  # (N,)
+        widths = buckets.fit(self.seq_buckets, attention_mask.sum(axis=1))  # (N,)
         batch_size = self.batch_buckets[-1]
         batches = []  # (width, rows)
         for width in np.unique(widths).tolist():
@@ -145,7 +150,7 @@ class BucketedModel:
             padded = []
             for array in (input_ids, attention_mask, token_type_ids):
                 # Padding rows are all-masked; their logits are dropped.
-                block = np.zeros((_bucket(self.batch_buckets, len(rows)), width), np.int32)
+                block = np.zeros((buckets.fit(self.batch_buckets, len(rows)), width), np.int32)
                 block[: len(rows)] = array[rows, :width]
                 padded.append(block)
             # Not waited for: the next batch is padded while this one runs.
@@ -156,11 +161,6 @@ class BucketedModel:
             start_logits[rows, :width] = np.asarray(start)[: len(rows)]
             end_logits[rows, :width] = np.asarray(end)[: len(rows)]
         return start_logits, end_logits
-
-
-def _bucket(buckets: Sequence[int], size: int) -> int:
-    """The smallest bucket that holds `size`."""
-    return buckets[int(np.searchsorted(buckets, size))]
 
 
 class QuestionAnsweringPipeline:

@@ -183,7 +183,7 @@ def train(s: Settings) -> int:
 
     def run_eval(state):
         return evaluate.evaluate_params(model, state.params, eval_set, mesh, s.eval_batch_size,
-                                        s.null_score_diff_threshold) if eval_set else {}
+                                        s.null_score_diff_threshold, s.length_step) if eval_set else {}
 
     # ---------------------------------------------------------------- loop
     stop = {"signal": None}
@@ -192,21 +192,26 @@ def train(s: Settings) -> int:
     metrics_log = MetricsLog(run_dir, enabled=leader)
     step = int(state.step)
     progress = tqdm(total=total_steps, initial=step, disable=not leader, unit="step", dynamic_ncols=True)
-    started, window_start, window_steps, compile_seconds = time.perf_counter(), time.perf_counter(), 0, None
+    started, window_start, compile_seconds = time.perf_counter(), time.perf_counter(), None
+    window_steps = window_tokens = steady_tokens = 0  # steps and real tokens since window_start; tokens since steady_start
     steady_start, steady_from = started, step
     while step < total_steps and stop["signal"] is None:
-        local = batches.train_batch(train_set, step, s.batch_size, s.grad_accum, s.seed, jax.process_index(),
+        rows = batches.step_rows(train_set, step, s.batch_size, s.seed, s.length_step)
+        local = batches.train_batch(train_set, rows, s.grad_accum, s.length_step, jax.process_index(),
                                     jax.process_count())
         batch = sharding.global_batch(local, mesh, leading=1)
         tick = time.perf_counter()
-        state, metrics = step_fn(state, batch, teacher_params)
+        state, metrics = step_fn(state, batch, teacher_params)  # compiled once per padded length
         step += 1
         window_steps += 1
+        tokens = int(batches.lengths(train_set)[rows].sum())
+        window_tokens += tokens
+        steady_tokens += tokens
         if compile_seconds is None:
             jax.block_until_ready(metrics)
             compile_seconds = time.perf_counter() - tick
             log.info(f"train step compiled and ran once in {compile_seconds:.1f}s")
-            window_start, window_steps = time.perf_counter(), 0
+            window_start, window_steps, window_tokens, steady_tokens = time.perf_counter(), 0, 0, 0
             steady_start, steady_from = window_start, step
         if step % s.log_every == 0 or step == total_steps:
             metrics, bad_step = jax.device_get((metrics, state.bad_step))
@@ -218,11 +223,12 @@ def train(s: Settings) -> int:
             elapsed = max(time.perf_counter() - window_start, 1e-9)
             record = {"step": step, **{key: float(value) for key, value in metrics.items()},
                       "learning_rate": float(lr(step - 1)),
-                      "seq_per_s": window_steps * s.batch_size / elapsed if window_steps else None}
+                      "seq_per_s": window_steps * s.batch_size / elapsed if window_steps else None,
+                      "tokens_per_s": window_tokens / elapsed if window_steps else None}  # real tokens, not padding
             metrics_log.write(record)
             progress.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['learning_rate']:.2e}",
-                                 seq_s=f"{record['seq_per_s'] or 0:.1f}")
-            window_start, window_steps = time.perf_counter(), 0
+                                 seq_s=f"{record['seq_per_s'] or 0:.1f}", tok_s=f"{record['tokens_per_s'] or 0:.0f}")
+            window_start, window_steps, window_tokens = time.perf_counter(), 0, 0
         progress.update(1)
         if s.eval_every and step % s.eval_every == 0 and step < total_steps:
             result = run_eval(state)
@@ -246,8 +252,10 @@ def train(s: Settings) -> int:
         metrics_log.write({"step": step, **result})
         folder.keep_best(state.params, result, step)
     steady = (step - steady_from) * s.batch_size / (train_end - steady_start) if step > steady_from else None
+    steady_tokens = steady_tokens / (train_end - steady_start) if step > steady_from else None
     summary = {"steps": step, "wall_seconds": round(wall, 1), "compile_seconds": round(compile_seconds or 0, 1),
-               "seq_per_s": steady and round(steady, 2), **{k: result[k] for k in ("exact", "f1") if k in result}}
+               "seq_per_s": steady and round(steady, 2), "tokens_per_s": steady_tokens and round(steady_tokens),
+               **{k: result[k] for k in ("exact", "f1") if k in result}}
     metrics_log.write({"summary": summary})
     log.info(f"done: {json.dumps(summary)}; model in {final}")
     return 0

@@ -15,6 +15,7 @@ import dataclasses
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -151,6 +152,9 @@ class Embeddings(nn.Module):
         words = Table(cfg.vocab_size, cfg.embedding_size, _normal_with_zero_row(std, cfg.pad_token_id),
                       self.param_dtype, name="word_embeddings")()
         x = gather(words, input_ids, self.dtype)  # (B, T, E)
+        # The pad token's row learns nothing, as in PyTorch (`padding_idx`): it stays
+        # the zeros a trigram sees past a window's end, whatever the padded length.
+        x = jnp.where((input_ids == cfg.pad_token_id)[..., None], jax.lax.stop_gradient(x), x)
         if cfg.trigram_input:
             # A kernel-size-3 convolution over positions, folded into the Linear
             # below: each position sees [next, itself, previous], zeros past the ends

@@ -11,7 +11,9 @@ Per example, over all its windows: the `n_best_size` best start and end tokens o
 each window are paired; a pair counts when both tokens are context tokens, the end
 is not before the start and the span has at most `max_answer_length` tokens. Its
 score is start_logit + end_logit and its text is the context between the start
-token's first and the end token's last character.
+token's first and the end token's last character. Padding tokens are not among
+the best (run_qa.py ranks them too), so that an answer does not depend on the
+length a window was padded to.
 
 For SQuAD 2.0 the null score of an example is start_logits[0] + end_logits[0] of
 its window where that sum is smallest. `null_odds = null_score - best span score`
@@ -88,6 +90,7 @@ class AnswerCollector:
         self._examples = examples
         self._example_index = example_index
         self._offsets = features.offsets  # (N, L, 2)
+        self._real = features.attention_mask.astype(bool)  # (N, L)
         # An example is complete once the feature where its windows end has been added.
         self._is_last = np.append(example_index[1:] != example_index[:-1], True)  # (N,)
         self._version_2 = version_2_with_negative
@@ -116,6 +119,10 @@ class AnswerCollector:
                 f"logits {start_logits.shape} and {end_logits.shape} do not fit features {first}..{stop - 1} "
                 f"of {len(self._offsets)}, whose (B, L) is {offsets.shape[:2]}"
             )
+        # Padding never enters the best n: what a window is padded to must not change its answer.
+        real = self._real[first:stop]
+        start_logits = np.where(real, start_logits, -np.inf)
+        end_logits = np.where(real, end_logits, -np.inf)
         spans, valid = _best_spans(start_logits, end_logits, offsets, self._n_best, self._max_answer_length)
         null_scores = start_logits[:, 0] + end_logits[:, 0]  # (B,)
         for row, feature in enumerate(range(first, stop)):

@@ -3,7 +3,9 @@ or the hub, as features, and the batch of every step.
 
 The order of the training features is a function of (seed, epoch) alone, and a
 step's batch a function of the step, so a resumed run reads exactly the batches
-an uninterrupted one would, whatever the number of processes.
+an uninterrupted one would, whatever the number of processes. With a length step
+the order groups windows of like length into batches, and each batch is cut to
+the padded length (`jaxqa.buckets`) that holds its longest window.
 """
 
 import dataclasses
@@ -13,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
+from jaxqa import buckets
 from jaxqa.errors import Error
 from jaxqa.squad import examples, features
 from jaxqa.squad.features import EvalFeatures, FeatureSettings, TrainFeatures
@@ -61,19 +64,47 @@ def eval_set(source: str, max_examples: int, tokenizer: Tokenizer, settings: Fea
     return EvalSet(data, features.eval_features(data, tokenizer, settings))
 
 
+# Length-grouped batches: windows are sorted by length within groups of this many
+# batches of the epoch's random order, then the group's batches are shuffled.
+GROUP_BATCHES = 64
+
+
+@functools.lru_cache(maxsize=1)
+def lengths(train: TrainFeatures) -> np.ndarray:
+    """Real tokens of each window (N,)."""
+    return train.attention_mask.sum(axis=1)
+
+
 @functools.lru_cache(maxsize=2)
-def _order(seed: int, epoch: int, count: int) -> np.ndarray:
-    return np.random.default_rng([seed, epoch]).permutation(count)
-
-
-def train_batch(train: TrainFeatures, step: int, batch_size: int, grad_accum: int, seed: int,
-                process_index: int, process_count: int) -> dict[str, np.ndarray]:
-    """This process's rows of the batch of `step`: arrays (A, B / A / P, ...) for
-    A = grad_accum micro-batches of a global batch of B sequences over P processes."""
+def _order(train: TrainFeatures, seed: int, epoch: int, batch_size: int, length_step: int) -> np.ndarray:
+    """The epoch's windows in batch order, (steps_per_epoch * batch_size,)."""
     count = len(train.input_ids)
-    epoch, position = divmod(step, count // batch_size)
-    rows = _order(seed, epoch, count)[position * batch_size : (position + 1) * batch_size]
+    order = np.random.default_rng([seed, epoch]).permutation(count)[: count // batch_size * batch_size]
+    if not length_step:
+        return order
+    group = batch_size * GROUP_BATCHES
+    for begin in range(0, len(order), group):
+        part = order[begin : begin + group]
+        part = part[np.argsort(lengths(train)[part], kind="stable")].reshape(-1, batch_size)  # (G, B) by length
+        order[begin : begin + group] = part[np.random.default_rng([seed, epoch, begin]).permutation(len(part))].ravel()
+    return order
+
+
+def step_rows(train: TrainFeatures, step: int, batch_size: int, seed: int, length_step: int) -> np.ndarray:
+    """The windows of the global batch of `step`, (B,)."""
+    epoch, position = divmod(step, len(train.input_ids) // batch_size)
+    return _order(train, seed, epoch, batch_size, length_step)[position * batch_size : (position + 1) * batch_size]
+
+
+def train_batch(train: TrainFeatures, rows: np.ndarray, grad_accum: int, length_step: int, process_index: int,
+                process_count: int) -> dict[str, np.ndarray]:
+    """This process's share of the global batch `rows`: arrays (A, B / A / P, ...)
+    for A = grad_accum micro-batches of B sequences over P processes, the
+    windows cut to the shortest of `buckets.widths(L, length_step)` that holds
+    the batch's longest."""
+    width = buckets.fit(buckets.widths(train.input_ids.shape[1], length_step), lengths(train)[rows].max())
     rows = rows.reshape(grad_accum, -1)  # (A, B / A)
     share = rows.shape[1] // process_count
     rows = rows[:, process_index * share : (process_index + 1) * share]
-    return {key: getattr(train, key)[rows] for key in TRAIN_NDIMS}
+    return {key: getattr(train, key)[rows] if ndim == 1 else getattr(train, key)[rows, :width]
+            for key, ndim in TRAIN_NDIMS.items()}

@@ -18,7 +18,7 @@ import types
 from pathlib import Path
 from typing import get_type_hints
 
-from jaxqa import compilation_cache, models
+from jaxqa import buckets, compilation_cache, models
 from jaxqa.errors import Error
 from jaxqa.training import recipes
 from jaxqa.training.optim import OPTIMIZERS
@@ -48,6 +48,8 @@ class Settings:
     max_seq_length: int = flag(384, "tokens per window, special tokens included")
     doc_stride: int = flag(128, "context tokens shared by consecutive windows")
     max_query_length: int = flag(64, "question tokens kept")
+    length_step: int = flag(buckets.LENGTH_STEP, "batches group windows of like length and are padded to the next "
+                            "multiple of this many tokens (evaluation too); 0: every window padded to --max-seq-length")
     optimizer: str = flag("lamb", " or ".join(OPTIMIZERS))
     learning_rate: float = flag(1e-3, "peak learning rate")
     warmup_proportion: float = flag(0.1, "share of the steps spent warming up linearly, then decaying linearly to 0")
@@ -166,7 +168,8 @@ def validate(s: Settings) -> None:
     (the batch sizes against the mesh: `validate_mesh`)."""
     at_least = {"batch_size": 1, "grad_accum": 1, "eval_batch_size": 1, "save_every": 1, "log_every": 1, "keep": 1,
                 "max_seq_length": 8, "max_query_length": 1, "doc_stride": 0, "seed": 0, "max_steps": 0,
-                "eval_every": 0, "max_train_examples": 0, "max_eval_examples": 0, "num_processes": 1, "process_id": 0}
+                "eval_every": 0, "max_train_examples": 0, "max_eval_examples": 0, "num_processes": 1, "process_id": 0,
+                "length_step": 0}
     for name, least in at_least.items():
         if getattr(s, name) < least:
             raise SettingsError(f"{_flag(name)} {getattr(s, name)}: must be at least {least}")

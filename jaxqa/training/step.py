@@ -19,6 +19,18 @@ class TrainState:
     bad_step: jax.Array  # () int32: first step whose loss or gradient was not finite; -1 if none
 
 
+# Logit of padding positions in the losses: out of every softmax, and finite, so
+# that the distillation loss's 0 * log 0 terms stay 0.
+_PADDING_LOGIT = -1e9
+
+
+def without_padding(logits, attention_mask):
+    """Logits (B, L) with padding positions set far below any real one: the losses
+    then ignore padding, so a window's loss does not depend on its padded length
+    (the reference QA heads count padding in the softmax)."""
+    return jnp.where(attention_mask > 0, logits.astype(jnp.float32), _PADDING_LOGIT)
+
+
 def span_loss(start_logits, end_logits, start_positions, end_positions):
     """Mean cross-entropy of the start and end positions, as the reference QA heads."""
     start = optax.softmax_cross_entropy_with_integer_labels(start_logits, start_positions)
@@ -55,12 +67,14 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, seed: in
 
     def loss_fn(params, batch, rng, teacher_params):
         inputs = batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
-        start, end = model.apply({"params": params}, *inputs, deterministic=False, rngs={"dropout": rng})  # (B, L) each
+        logits = model.apply({"params": params}, *inputs, deterministic=False, rngs={"dropout": rng})
+        start, end = (without_padding(x, batch["attention_mask"]) for x in logits)  # (B, L) each
         span = span_loss(start, end, batch["start_positions"], batch["end_positions"])
         if distill is None:
             return span, {"span_loss": span}
         # The teacher runs in the same program, without dropout, and learns nothing.
-        teacher_start, teacher_end = jax.lax.stop_gradient(distill.teacher.apply({"params": teacher_params}, *inputs))
+        teacher = jax.lax.stop_gradient(distill.teacher.apply({"params": teacher_params}, *inputs))
+        teacher_start, teacher_end = (without_padding(x, batch["attention_mask"]) for x in teacher)
         soft = distill_loss(start, end, teacher_start, teacher_end, distill.temperature)
         loss = distill.alpha * soft + (1 - distill.alpha) * span
         return loss, {"span_loss": span, "distill_loss": soft}
