@@ -14,11 +14,11 @@ Each side answers the whole list of questions at once:
   2-core CPU, sorting took it from 5-8 to 8-10 questions/s, and batches of 32
   and 64 were its fastest (8 slower, 1 far slower), so 32 is the default.
 - jaxqa.evaluate's path: `featurize_eval`, `stream_logits` and `AnswerCollector`
-  at the command's batch size, 64, every window padded to 384 tokens.
-  `stream_logits` compiles its forward pass on every call, so this row's time
-  includes one compile (about a second for MiniLM), as the command's does. It
-  decodes as run_qa.py does (no word alignment, answers up to 30 tokens), so its
-  answers are not compared.
+  at the command's batch size, 64, windows sorted by length and padded to
+  multiples of 64 tokens (`benchmarks/length_speed.py` compares it with padding
+  to 384). Its first round includes compiling the programs it needs, as the
+  command's first run does. It decodes as run_qa.py does (no word alignment,
+  answers up to 30 tokens), so its answers are not compared.
 Model loading is left out. Sides alternate within each of `--repeats` rounds, in
 reverse order every other round; the table gives medians, and jaxqa_speedup is a
 side's median time over the jaxqa pipeline's. Agreement counts the questions
