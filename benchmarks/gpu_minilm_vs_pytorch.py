@@ -113,7 +113,10 @@ def jaxqa_run(init: Path, optimizer: str, learning_rate: float | None, args) -> 
     started = time.perf_counter()
     assert train.main(flags) == 0
     whole = time.perf_counter() - started
-    summary = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])["summary"]
+    last = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    if "summary" not in last:  # stopped by a signal, e.g. the time limit of a lent machine
+        raise SystemExit(f"{run_dir}: the jaxqa {optimizer} run stopped at step {last.get('step')} before its end")
+    summary = last["summary"]
     settings = json.loads((run_dir / "run.json").read_text())["settings"]
     return {"side": "jaxqa", "optimizer": optimizer, "learning_rate": settings["learning_rate"],
             "steps": summary["steps"], "train_seconds": summary["wall_seconds"],

@@ -1,6 +1,7 @@
 """Computing on real tokens, side by side in one run on this machine.
 
     python benchmarks/length_speed.py --checkpoint runs/minilm-cpu/train/model [--eval-examples 1000]
+        [--parts training,evaluation]
 
 1. Training: the real MiniLM's train step (LAMB, float32 on CPUs, bfloat16 on
    accelerators, batch 32) on SQuAD 1.1 train windows (384/128), timed once
@@ -126,7 +127,9 @@ def evaluation(args) -> list[dict]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", type=Path, required=True, help="fine-tuned jaxqa checkpoint for the evaluation")
+    p.add_argument("--checkpoint", type=Path, help="fine-tuned jaxqa checkpoint for the evaluation")
+    p.add_argument("--parts", default="training,evaluation", help="comma-separated; a part alone writes "
+                   "length_speed_<part>_<platform>.json")
     p.add_argument("--squad-dir", type=Path, default=ROOT.parent / "shared" / "squad")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--eval-batch-size", type=int, default=64)
@@ -134,13 +137,22 @@ def main() -> None:
     p.add_argument("--length-step", type=int, default=buckets.LENGTH_STEP)
     p.add_argument("--repeats", type=int, default=2, help="timed runs of the train step at each length")
     args = p.parse_args()
+    parts = args.parts.split(",")
+    if not parts or set(parts) - {"training", "evaluation"}:
+        p.error(f"--parts {args.parts}: training, evaluation or both")
+    if "evaluation" in parts and args.checkpoint is None:
+        p.error("--checkpoint: the evaluation needs a fine-tuned checkpoint")
     dtype = jnp.float32 if jax.devices()[0].platform == "cpu" else jnp.bfloat16
-    train_rows, facts = training(args, dtype)
-    eval_rows = evaluation(args)
-    settings = {**facts, "dtype": jnp.dtype(dtype).name, "eval_batch_size": args.eval_batch_size,
-                "length_step": args.length_step, "timed_runs_per_length": args.repeats,
-                "epoch": "the sum over the epoch's steps of the step time at each step's padded length"}
-    record.write("length_speed", settings, train_rows + eval_rows)
+    rows, settings = [], {"dtype": jnp.dtype(dtype).name, "length_step": args.length_step}
+    if "training" in parts:
+        train_rows, facts = training(args, dtype)
+        rows += train_rows
+        settings.update(facts, timed_runs_per_length=args.repeats,
+                        epoch="the sum over the epoch's steps of the step time at each step's padded length")
+    if "evaluation" in parts:
+        rows += evaluation(args)
+        settings.update(eval_batch_size=args.eval_batch_size, checkpoint=str(args.checkpoint))
+    record.write("length_speed" if len(parts) == 2 else f"length_speed_{parts[0]}", settings, rows)
 
 
 if __name__ == "__main__":
