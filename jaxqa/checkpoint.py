@@ -2,8 +2,10 @@
 
 A jaxqa checkpoint folder holds `config.json` (the Hugging Face config of the
 model, so `transformers` and jaxqa read the same file), `params.safetensors`
-(float32 parameters keyed by their jaxqa path, e.g. `layer_0/query/kernel`) and
-the tokenizer files. Folders are written whole or not at all.
+(float32 parameters keyed by their jaxqa path, e.g. `layer_0/query/kernel`; in
+an int8 checkpoint the encoder kernels are int8, each with its float32
+`kernel_scale`, see `jaxqa.precision`) and the tokenizer files. Folders are
+written whole or not at all.
 
 A Hugging Face folder (`model.safetensors`, a sharded index, or
 `pytorch_model.bin`) is read here and converted in memory by the pure functions
@@ -29,7 +31,6 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 from safetensors import safe_open
@@ -39,6 +40,7 @@ from jaxqa import models
 from jaxqa.errors import Error, log_to
 from jaxqa.models import convert, student
 from jaxqa.models.convert import ConversionError
+from jaxqa.precision import is_quantized, pick, precision_of, prepare
 from jaxqa.squad.tokenizer import TOKENIZER_FILES, load_tokenizer
 
 PARAMS_FILE = "params.safetensors"
@@ -73,11 +75,20 @@ class Source:
             params = {**params, convert.HEAD: jax.device_get(fresh[convert.HEAD])}
         return params
 
+    def load(self, precision: str = "fp32") -> "Pretrained":
+        """The model, ready to run with its matrix products in `precision`."""
+        return Pretrained(self.model_type, self.config, self.read_params(), self.folder, precision)
+
     def _read_jaxqa_params(self) -> dict:
         path = self.folder / PARAMS_FILE
         got = _read_safetensors(path)
         model = models.family(self.model_type).Model(self.config)
         expected = traverse_util.flatten_dict(nn.meta.unbox(models.abstract_params(model)), sep="/")
+        for key in [key for key, value in got.items() if value.dtype == np.int8]:  # an int8 checkpoint's kernels
+            kernel = expected[key].shape if key in expected and is_quantized(key) else None
+            if kernel is None or (key + "_scale") not in got:
+                raise ConversionError(f"{path}: {key} is int8, but only encoder kernels with a kernel_scale may be")
+            expected[key + "_scale"] = jax.ShapeDtypeStruct(kernel[:-2] + kernel[-1:], np.float32)
         if set(got) != set(expected):
             raise ConversionError(
                 f"{path}: does not match its config.json "
@@ -102,15 +113,21 @@ def params_digest(params: dict) -> str:
 
 class Pretrained:
     """A model ready to run: `model(input_ids, attention_mask, token_type_ids)` gives
-    `(start_logits, end_logits)`, each (B, T) float32."""
+    `(start_logits, end_logits)`, each (B, T) float32. `precision` ("fp32",
+    "bf16", "int8" or "auto", see `jaxqa.precision`) is that of its matrix products."""
 
-    def __init__(self, model_type: str, config, params, folder: Path, dtype=jnp.float32, param_dtype=jnp.float32):
+    def __init__(self, model_type: str, config, params, folder: Path, precision: str = "fp32"):
         self.model_type = model_type
         self.config = config
         self.folder = folder
-        self.module = models.family(model_type).Model(config, dtype=dtype, param_dtype=param_dtype)
-        self.params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, param_dtype), params)
+        self.precision = pick(precision)
+        self.module = models.family(model_type).Model(config)
+        self.params = prepare(params, self.precision)
         self._forward = models.Forward(self.module)
+
+    def with_precision(self, precision: str) -> "Pretrained":
+        """The same model with its matrix products in another precision."""
+        return Pretrained(self.model_type, self.config, self.params, self.folder, precision)
 
     @functools.cached_property
     def tokenizer(self):
@@ -128,6 +145,8 @@ class Pretrained:
         return self._encode(self.params, input_ids, attention_mask, token_type_ids)
 
     def save(self, folder: str | Path, overwrite: bool = False) -> Path:
+        """Writes the model as it runs: an int8 model as an int8 checkpoint, which
+        loads without quantizing again; a bfloat16 one as float32."""
         return save_pretrained(folder, self.model_type, self.config, self.params, self.folder, overwrite)
 
 
@@ -143,10 +162,10 @@ def open_checkpoint(path: str | Path) -> Source:
         raise ConversionError(f"{where}: {err}") from None
 
 
-def load_pretrained(path: str | Path, dtype=jnp.float32, param_dtype=jnp.float32) -> Pretrained:
-    """A jaxqa checkpoint folder, a Hugging Face folder (converted on the fly) or hub id."""
-    source = open_checkpoint(path)
-    return Pretrained(source.model_type, source.config, source.read_params(), source.folder, dtype, param_dtype)
+def load_pretrained(path: str | Path, precision: str = "fp32") -> Pretrained:
+    """A jaxqa checkpoint folder, a Hugging Face folder (converted on the fly) or
+    hub id, with its matrix products in `precision` (see `jaxqa.precision`)."""
+    return open_checkpoint(path).load(precision)
 
 
 def save_pretrained(folder, model_type: str, config, params, tokenizer_from: Path | None, overwrite: bool = False) -> Path:
@@ -154,8 +173,11 @@ def save_pretrained(folder, model_type: str, config, params, tokenizer_from: Pat
     with atomic_folder(folder, overwrite) as tmp:
         (tmp / "config.json").write_text(json.dumps(config.to_hf(), indent=2) + "\n")
         flat = traverse_util.flatten_dict(jax.device_get(params), sep="/")
-        tensors = {key: np.ascontiguousarray(value, np.float32) for key, value in flat.items()}
-        _write_safetensors(tmp / PARAMS_FILE, tensors, {"format": "jaxqa", "model_type": model_type})
+        # int8 kernels stay int8; everything else, bfloat16 kernels included, is float32.
+        tensors = {key: np.ascontiguousarray(value, np.int8 if value.dtype == np.int8 else np.float32)
+                   for key, value in flat.items()}
+        _write_safetensors(tmp / PARAMS_FILE, tensors, {"format": "jaxqa", "model_type": model_type,
+                                                        "precision": precision_of(params)})
         if tokenizer_from:
             _copy_tokenizer(Path(tokenizer_from), tmp)
             if not any((tmp / name).is_file() for name in ("tokenizer.json", "vocab.txt")):

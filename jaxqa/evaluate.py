@@ -20,8 +20,9 @@ import numpy as np
 from tqdm import tqdm
 
 from jaxqa import buckets, compilation_cache, models, sharding
-from jaxqa.checkpoint import load_pretrained
+from jaxqa.checkpoint import open_checkpoint
 from jaxqa.errors import Error, log_to
+from jaxqa.precision import MODES
 from jaxqa.squad import metric
 from jaxqa.squad.decode import AnswerCollector, Predictions
 from jaxqa.squad.examples import read_squad
@@ -131,6 +132,8 @@ def main(argv=None) -> int:
                         "--max-seq-length")
     p.add_argument("--null-score-diff-threshold", default="0.0",
                    help="SQuAD 2.0: answer '' when null odds exceed it; 'best' applies the threshold tuned on --data")
+    p.add_argument("--precision", default="auto", choices=MODES,
+                   help="of the matrix products; auto: the fastest this machine runs well (said on stderr)")
     p.add_argument("--compilation-cache", default="", help=compilation_cache.HELP)
     args = p.parse_args(argv)
     try:
@@ -160,9 +163,10 @@ def run(args: argparse.Namespace, threshold: float | None) -> int:
     try:
         # Made first, so that an unusable --out-dir is not found after the whole evaluation.
         out = out_folder(args.out_dir)
-        model = load_pretrained(args.checkpoint)
-        models.check_length(model.config, args.max_seq_length, "--max-seq-length")
+        source = open_checkpoint(args.checkpoint)
+        models.check_length(source.config, args.max_seq_length, "--max-seq-length")
         data = read_squad(args.data)
+        model = source.load(args.precision)
         settings = FeatureSettings(args.max_seq_length, args.doc_stride, args.max_query_length)
         features = eval_features(data, model.tokenizer, settings)
     except (Error, OSError) as err:
@@ -185,7 +189,8 @@ def run(args: argparse.Namespace, threshold: float | None) -> int:
         (out / "null_odds.json").write_text(json.dumps(predictions.null_odds, indent=2))
     print(json.dumps(result, indent=2))
     log.info(f"{len(features.input_ids)} features of {len(data.examples)} questions in {seconds:.1f}s: "
-             f"{len(features.input_ids) / seconds:.1f} features/s on {jax.device_count()} {jax.devices()[0].platform} device(s)"
+             f"{len(features.input_ids) / seconds:.1f} features/s on {jax.device_count()} {jax.devices()[0].platform} "
+             f"device(s) in {model.precision}"
              + (f"; null_score_diff_threshold {threshold}" if with_negatives else ""))
     return 0
 

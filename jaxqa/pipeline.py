@@ -6,7 +6,7 @@
 
 Answers are decoded (`jaxqa.squad.decode.pipeline_answers`) as the Hugging Face
 question-answering pipeline decodes them (transformers 5.2.0), so the same
-weights give the same answers:
+weights in float32 (`precision="fp32"`) give the same answers:
 
 - Each window's start and end logits get a softmax over its context tokens and
   [CLS]; question, separator and padding tokens are left out.
@@ -39,12 +39,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jaxqa import buckets, models
 from jaxqa.checkpoint import Pretrained, load_pretrained
 from jaxqa.errors import Error
+from jaxqa.precision import pick
 from jaxqa.squad import decode
 from jaxqa.squad.examples import Example
 from jaxqa.squad.features import FeatureSettings, featurize_eval
@@ -72,7 +72,7 @@ def pipeline(
     max_question_len: int = 64,
     batch_size: int | None = None,
     seq_buckets: Sequence[int] | None = None,
-    dtype=jnp.float32,
+    precision: str = "auto",
 ) -> "QuestionAnsweringPipeline":
     """A question-answering pipeline over a checkpoint folder (jaxqa or Hugging Face) or a loaded model.
 
@@ -84,8 +84,16 @@ def pipeline(
     multiples of 32 below max_seq_len, and max_seq_len. Finer steps pay for
     their extra programs (compiled once, or read from the persistent cache of
     `jaxqa.compilation_cache`): see benchmarks/cpu_buckets.py.
+    `precision` of the matrix products: "fp32" (answers as Hugging Face's
+    pipeline gives them), "bf16", "int8", or "auto", the fastest that this
+    machine runs well, logged in one line (`jaxqa.precision`); a loaded model
+    is run in it too.
     """
-    model = checkpoint if isinstance(checkpoint, Pretrained) else load_pretrained(checkpoint, dtype=dtype)
+    mode = pick(precision)
+    if not isinstance(checkpoint, Pretrained):
+        model = load_pretrained(checkpoint, mode)
+    else:
+        model = checkpoint if checkpoint.precision == mode else checkpoint.with_precision(mode)
     models.check_length(model.config, max_seq_len, "max_seq_len")
     if doc_stride is None:
         doc_stride = min(max_seq_len // 2, 128)
@@ -175,6 +183,11 @@ class QuestionAnsweringPipeline:
         self.settings = settings
         self.model_logits = model_logits
         self._continues_word = decode.continuation_table(model.tokenizer)
+
+    @property
+    def precision(self) -> str:
+        """The precision its matrix products run in: "fp32", "bf16" or "int8"."""
+        return self.model.precision
 
     @property
     def traces(self) -> int:

@@ -15,9 +15,10 @@ import sys
 from pathlib import Path
 
 from jaxqa import compilation_cache, models
-from jaxqa.checkpoint import load_pretrained
-from jaxqa.errors import Error
+from jaxqa.checkpoint import open_checkpoint
+from jaxqa.errors import Error, log_to
 from jaxqa.pipeline import InputError, pipeline
+from jaxqa.precision import MODES
 
 # Inputs answered per pipeline call: enough for full batches, few enough to
 # print the first answers early.
@@ -76,6 +77,8 @@ def main(argv=None) -> int:
     parser.add_argument("--max-seq-len", type=int, default=384, help="tokens per window")
     parser.add_argument("--doc-stride", type=int, default=None, help="context tokens shared by consecutive windows")
     parser.add_argument("--batch-size", type=int, default=None, help="most windows per model call")
+    parser.add_argument("--precision", default="auto", choices=MODES,
+                        help="of the matrix products; auto: the fastest this machine runs well (said on stderr)")
     parser.add_argument("--compilation-cache", default="", help=compilation_cache.HELP)
     args = parser.parse_args(argv)
     if (args.question is None) != (args.context is None):
@@ -89,9 +92,12 @@ def main(argv=None) -> int:
         else:
             inputs, located = read_inputs(args.file)
         compilation_cache.enable(args.compilation_cache)
-        model = load_pretrained(args.checkpoint)
-        models.check_length(model.config, args.max_seq_len, "--max-seq-len")
-        qa = pipeline(model, max_seq_len=args.max_seq_len, doc_stride=args.doc_stride, batch_size=args.batch_size)
+        source = open_checkpoint(args.checkpoint)
+        models.check_length(source.config, args.max_seq_len, "--max-seq-len")
+        with log_to(sys.stderr):
+            model = source.load(args.precision)
+        qa = pipeline(model, max_seq_len=args.max_seq_len, doc_stride=args.doc_stride, batch_size=args.batch_size,
+                      precision=model.precision)
         for begin in range(0, len(inputs), CHUNK):
             try:
                 results = qa(inputs[begin : begin + CHUNK], top_k=args.top_k, max_answer_len=args.max_answer_len,

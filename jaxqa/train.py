@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import optax
 from tqdm import tqdm
 
-from jaxqa import compilation_cache, evaluate, models, sharding
+from jaxqa import compilation_cache, evaluate, models, precision, sharding
 from jaxqa.checkpoint import open_checkpoint, params_digest
 from jaxqa.errors import Error, log_to
 from jaxqa.squad.features import FeatureSettings
@@ -93,8 +93,8 @@ def train(s: Settings) -> int:
     models.check_length(config, s.max_seq_length, "--max-seq-length")
     with blame("--tokenizer" if s.tokenizer else "--init"):
         tokenizer = load_tokenizer(tokenizer_dir)
-    # CPUs have no fast bfloat16 matrix units; accelerators do.
-    bf16 = s.precision == "bf16" or (s.precision == "auto" and jax.devices()[0].platform != "cpu")
+    bf16 = s.precision == "bf16" or (
+        s.precision == "auto" and precision.training_bf16(jax.devices()[0].platform, precision.cpu_flags()))
     dtype = jnp.bfloat16 if bf16 else jnp.float32
     model = fam.Model(config, dtype=dtype, param_dtype=jnp.float32)
     run_settings = trajectory(s)  # what the run folder records, to resume only what it holds

@@ -94,7 +94,7 @@ def test_resaved_answers_agree_with_the_transformers_pipeline(resaved):
     transformers.utils.logging.set_verbosity_error()
     pairs = squad_pairs(SQUAD / "dev-v1.1.json", 50)
     theirs, _ = hf_answers(transformers.pipeline("question-answering", model=str(folder), tokenizer=str(folder)), pairs)
-    ours = jaxqa.pipeline(converted)(pairs)
+    ours = jaxqa.pipeline(converted, precision="fp32")(pairs)
     assert compare(ours, theirs, "resaved MiniLM") == len(pairs)
 
 
@@ -109,5 +109,5 @@ def test_a_distilbert_student_answers_like_the_transformers_pipeline(converted, 
     assert type(theirs_pipe.model) is transformers.DistilBertForQuestionAnswering
     pairs = squad_pairs(SQUAD / "dev-v1.1.json", 50)
     theirs, _ = hf_answers(theirs_pipe, pairs)
-    ours = jaxqa.pipeline(student)(pairs)
+    ours = jaxqa.pipeline(student, precision="fp32")(pairs)
     assert compare(ours, theirs, "DistilBERT student of MiniLM") == len(pairs)

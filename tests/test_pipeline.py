@@ -41,7 +41,7 @@ def checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def qa(checkpoint) -> QuestionAnsweringPipeline:
-    return jaxqa.pipeline(checkpoint)
+    return jaxqa.pipeline(checkpoint, precision="fp32")  # Hugging Face's answers are float32 ones
 
 
 # --- agreement with transformers ------------------------------------------------
@@ -359,7 +359,8 @@ def run_predict(*args: str) -> subprocess.CompletedProcess:
 
 def test_predict_command(qa, checkpoint, tmp_path):
     context = "Marie Curie was born in Warsaw and worked in Paris on radium."
-    done = run_predict("--checkpoint", str(checkpoint), "--question", "Where was she born?", "--context", context)
+    done = run_predict("--checkpoint", str(checkpoint), "--question", "Where was she born?", "--context", context,
+                       "--precision", "fp32")
     assert done.returncode == 0, done.stderr
     answer = json.loads(done.stdout)
     expected = qa(question="Where was she born?", context=context)
@@ -370,7 +371,7 @@ def test_predict_command(qa, checkpoint, tmp_path):
     rows = [{"question": q, "context": context} for q in ("Who?", "Where did she work?", "On what?")]
     questions.write_text("\n".join(json.dumps(row) for row in rows[:2]) + "\n\n" + json.dumps(rows[2]) + "\n")
     done = run_predict("--checkpoint", str(checkpoint), "--file", str(questions), "--top-k", "2",
-                       "--handle-impossible-answer", "--max-answer-len", "3")
+                       "--handle-impossible-answer", "--max-answer-len", "3", "--precision", "fp32")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert len(lines) == 3
@@ -421,8 +422,10 @@ def test_predict_errors_name_the_file_and_line(checkpoint, tmp_path, capsys, con
     if content is not None:
         bad.write_text(content)
     assert predict.main(["--checkpoint", str(checkpoint), "--file", str(bad)]) == 2
-    err = capsys.readouterr().err
-    assert message in err and err.count("\n") == 1
+    # One line of error, after at most the note of the precision that auto chose.
+    *notes, error = capsys.readouterr().err.splitlines()
+    assert message in error and error.startswith("jaxqa.predict: error: ")
+    assert all(note.startswith("precision auto: ") for note in notes) and len(notes) <= 1
 
 
 def test_predict_error_for_a_missing_checkpoint(tmp_path, capsys):

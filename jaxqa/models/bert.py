@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxqa.models import hf_config
-from jaxqa.models.layers import ACTIVATIONS, ConfigError, Dtype, Embeddings, LayerNorm, attend, attention_flops, check_activation, dense, dense_flops, span_head, span_logits
+from jaxqa.models.layers import ACTIVATIONS, ConfigError, Dtype, Embeddings, LayerNorm, attend, attention_flops, check_activation, Dense, dense_flops, span_head, span_logits
 
 MODEL_TYPE = "bert"
 ARCHITECTURE = "BertForQuestionAnswering"
@@ -89,20 +89,20 @@ class Layer(nn.Module):
         inner = self.num_heads * cfg.head_dim
 
         def heads(name):  # (B, T, D) -> (B, T, N, H)
-            y = dense(inner, ("embed", "heads"), name=name, **args)(x)
+            y = Dense(inner, ("embed", "heads"), name=name, **args)(x)
             return y.reshape(*y.shape[:2], self.num_heads, cfg.head_dim)
 
         context = attend(
             heads("query"), heads("key"), heads("value"), attention_mask,
             nn.Dropout(cfg.attention_probs_dropout_prob), deterministic,
         )  # (B, T, N * H)
-        y = dense(cfg.hidden_size, ("heads", "embed"), name="attention_output", **args)(context)
+        y = Dense(cfg.hidden_size, ("heads", "embed"), name="attention_output", **args)(context)
         x = LayerNorm(cfg.layer_norm_eps, self.dtype, self.param_dtype, name="attention_LayerNorm")(
             dropout(y, deterministic=deterministic) + x
         )
-        y = dense(cfg.intermediate_size, ("embed", "mlp"), name="intermediate", **args)(x)
+        y = Dense(cfg.intermediate_size, ("embed", "mlp"), name="intermediate", **args)(x)
         y = ACTIVATIONS[cfg.hidden_act](y)
-        y = dense(cfg.hidden_size, ("mlp", "embed"), name="output", **args)(y)
+        y = Dense(cfg.hidden_size, ("mlp", "embed"), name="output", **args)(y)
         return LayerNorm(cfg.layer_norm_eps, self.dtype, self.param_dtype, name="output_LayerNorm")(
             dropout(y, deterministic=deterministic) + x
         )

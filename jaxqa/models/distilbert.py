@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxqa.models import hf_config
-from jaxqa.models.layers import ACTIVATIONS, ConfigError, Dtype, LayerNorm, attend, attention_flops, check_activation, dense, dense_flops, gather, normal, prefix, span_head, span_logits, Table
+from jaxqa.models.layers import ACTIVATIONS, ConfigError, Dtype, LayerNorm, attend, attention_flops, check_activation, Dense, dense_flops, gather, normal, prefix, span_head, span_logits, Table
 
 MODEL_TYPE = "distilbert"
 ARCHITECTURE = "DistilBertForQuestionAnswering"
@@ -117,16 +117,16 @@ class Layer(nn.Module):
         args = dict(std=cfg.initializer_range, dtype=self.dtype, param_dtype=self.param_dtype)
 
         def heads(name):  # (B, T, D) -> (B, T, N, H)
-            y = dense(cfg.dim, ("embed", "heads"), name=name, **args)(x)
+            y = Dense(cfg.dim, ("embed", "heads"), name=name, **args)(x)
             return y.reshape(*y.shape[:2], cfg.n_heads, cfg.head_dim)
 
         context = attend(heads("q_lin"), heads("k_lin"), heads("v_lin"), attention_mask,
                          nn.Dropout(cfg.attention_dropout), deterministic)  # (B, T, D)
-        y = dense(cfg.dim, ("heads", "embed"), name="out_lin", **args)(context)
+        y = Dense(cfg.dim, ("heads", "embed"), name="out_lin", **args)(context)
         x = LayerNorm(LAYER_NORM_EPS, self.dtype, self.param_dtype, name="sa_layer_norm")(y + x)
-        y = dense(cfg.hidden_dim, ("embed", "mlp"), name="lin1", **args)(x)
+        y = Dense(cfg.hidden_dim, ("embed", "mlp"), name="lin1", **args)(x)
         y = ACTIVATIONS[cfg.activation](y)
-        y = dense(cfg.dim, ("mlp", "embed"), name="lin2", **args)(y)
+        y = Dense(cfg.dim, ("mlp", "embed"), name="lin2", **args)(y)
         y = nn.Dropout(cfg.dropout)(y, deterministic=deterministic)
         return LayerNorm(LAYER_NORM_EPS, self.dtype, self.param_dtype, name="output_layer_norm")(y + x)
 

@@ -75,16 +75,56 @@ def ones(axes: tuple[str | None, ...]):
     return nn.with_logical_partitioning(nn.initializers.ones_init(), axes)
 
 
-def dense(features: int, axes: tuple[str, str], std: float, dtype: Dtype, param_dtype: Dtype, name: str) -> nn.Dense:
-    """A Linear layer: kernel (in, out) named by `axes`, bias (out,)."""
-    return nn.Dense(
-        features,
-        dtype=dtype,
-        param_dtype=param_dtype,
-        kernel_init=normal(std, axes),
-        bias_init=zeros(axes[1:]),
-        name=name,
-    )
+def matmul(x, kernel, kernel_scale, dtype: Dtype):
+    """x (..., I) times kernel (I, O): (..., O). How is chosen by the kernel's
+    dtype, which `jaxqa.precision` sets for inference:
+
+    - float32 (training, and float32 inference): operands and result in `dtype`,
+      accumulated in float32;
+    - bfloat16: bfloat16 operands, float32 result, the form CPUs with bfloat16
+      units run fastest (a bfloat16 result runs slower than float32 there);
+    - int8, with `kernel_scale` (O,) per output channel: x quantized
+      symmetrically per row (per token), int32 accumulation, float32 result.
+    """
+    contract = (((x.ndim - 1,), (0,)), ((), ()))
+    if kernel.dtype == jnp.int8:
+        x = x.astype(jnp.float32)
+        x_scale = jnp.max(jnp.abs(x), axis=-1, keepdims=True) / 127  # (..., 1)
+        x_int8 = jnp.round(x / jnp.where(x_scale > 0, x_scale, 1)).astype(jnp.int8)
+        y = jax.lax.dot_general(x_int8, kernel, contract, preferred_element_type=jnp.int32)
+        return y.astype(jnp.float32) * x_scale * kernel_scale
+    if kernel.dtype == jnp.bfloat16:
+        return jax.lax.dot_general(x.astype(jnp.bfloat16), kernel, contract, preferred_element_type=jnp.float32)
+    y = jax.lax.dot_general(x.astype(dtype), kernel.astype(dtype), contract, preferred_element_type=jnp.float32)
+    return y.astype(dtype)
+
+
+class Dense(nn.Module):
+    """A Linear layer: kernel (in, out) named by `axes`, bias (out,); an int8
+    kernel comes with its `kernel_scale` (out,) (see `matmul`)."""
+
+    features: int
+    axes: tuple[str, str]
+    std: float
+    dtype: Dtype
+    param_dtype: Dtype
+
+    @nn.compact
+    def __call__(self, x):
+        kernel = self.param("kernel", normal(self.std, self.axes), (x.shape[-1], self.features), self.param_dtype)
+        bias = self.param("bias", zeros(self.axes[1:]), (self.features,), self.param_dtype)
+        scale = quantization_scale(self, kernel)
+        y = matmul(x, kernel, scale, self.dtype)
+        return y + bias.astype(y.dtype)
+
+
+def quantization_scale(module: nn.Module, kernel: jax.Array) -> jax.Array | None:
+    """The per-output-channel `kernel_scale` beside an int8 kernel ((I, O) -> (O,),
+    (G, I, O) -> (G, O)); None beside a float one."""
+    if kernel.dtype != jnp.int8:
+        return None
+    shape = kernel.shape[:-2] + kernel.shape[-1:]
+    return module.param("kernel_scale", nn.initializers.ones_init(), shape, jnp.float32)
 
 
 class Table(nn.Module):

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxqa.models import hf_config
-from jaxqa.models.layers import ACTIVATIONS, ConfigError, Dtype, LayerNorm, NoNorm, attend, attention_flops, check_activation, dense, dense_flops, gather, normal, one_hot_rows, prefix, span_head, span_logits, Table
+from jaxqa.models.layers import ACTIVATIONS, ConfigError, Dtype, LayerNorm, NoNorm, attend, attention_flops, check_activation, Dense, dense_flops, gather, normal, one_hot_rows, prefix, span_head, span_logits, Table
 
 MODEL_TYPE = "mobilebert"
 ARCHITECTURE = "MobileBertForQuestionAnswering"
@@ -163,7 +163,7 @@ class Embeddings(nn.Module):
             before = jnp.pad(x[:, :-1], ((0, 0), (1, 0), (0, 0)))
             x = jnp.concatenate([after, x, before], axis=-1)  # (B, T, 3E)
         if cfg.transforms_embeddings:
-            x = dense(cfg.hidden_size, ("kernel_in", "embed"), name="embedding_transformation", **args)(x)  # (B, T, D)
+            x = Dense(cfg.hidden_size, ("kernel_in", "embed"), name="embedding_transformation", **args)(x)  # (B, T, D)
         positions = Table(cfg.max_position_embeddings, cfg.hidden_size, normal(std, ("position", "embed")),
                           self.param_dtype, name="position_embeddings")()
         types = Table(cfg.type_vocab_size, cfg.hidden_size, normal(std, ("type", "embed")), self.param_dtype,
@@ -194,7 +194,7 @@ class Layer(nn.Module):
             return norm(cfg, epsilon, self.dtype, self.param_dtype, name, axis)(y + residual)
 
         def bottleneck(name):  # (B, T, D) -> (B, T, K)
-            y = dense(k, ("embed", "bottleneck"), name=name, **args)(x)
+            y = Dense(k, ("embed", "bottleneck"), name=name, **args)(x)
             return norm(cfg, cfg.layer_norm_eps, self.dtype, self.param_dtype, f"{name}_LayerNorm", "bottleneck")(y)
 
         # Query/key input, value input, and the residual of the attention output.
@@ -210,7 +210,7 @@ class Layer(nn.Module):
                 query_key = value = x  # K == D here (checked by Config)
 
         def heads(inputs, axis, name):  # (B, T, K or D) -> (B, T, N, H)
-            y = dense(k, (axis, "heads"), name=name, **args)(inputs)
+            y = Dense(k, (axis, "heads"), name=name, **args)(inputs)
             return y.reshape(*y.shape[:2], cfg.num_attention_heads, cfg.head_dim)
 
         context = attend(
@@ -219,15 +219,15 @@ class Layer(nn.Module):
             heads(value, "bottleneck" if cfg.use_bottleneck_attention else "embed", "value"),
             attention_mask, nn.Dropout(cfg.attention_probs_dropout_prob), deterministic,
         )  # (B, T, K)
-        y = dense(k, ("heads", "bottleneck"), name="attention_output", **args)(context)
+        y = Dense(k, ("heads", "bottleneck"), name="attention_output", **args)(context)
         if not cfg.use_bottleneck:  # with bottlenecks the reference drops out only after the output bottleneck
             y = dropout(y, deterministic=deterministic)
         h = add_norm(y, residual, "attention_LayerNorm")  # (B, T, K)
 
         def feed_forward(h, prefix):  # (B, T, K) -> (B, T, K), before the residual
-            y = dense(cfg.intermediate_size, ("bottleneck", "mlp"), name=f"{prefix}intermediate", **args)(h)
+            y = Dense(cfg.intermediate_size, ("bottleneck", "mlp"), name=f"{prefix}intermediate", **args)(h)
             y = ACTIVATIONS[cfg.hidden_act](y)
-            return dense(k, ("mlp", "bottleneck"), name=f"{prefix}output", **args)(y)
+            return Dense(k, ("mlp", "bottleneck"), name=f"{prefix}output", **args)(y)
 
         for j in range(cfg.num_feedforward_networks - 1):
             h = add_norm(feed_forward(h, f"ffn_{j}_"), h, f"ffn_{j}_LayerNorm")
@@ -237,7 +237,7 @@ class Layer(nn.Module):
         h = add_norm(y, h, "output_LayerNorm", DEFAULT_LAYER_NORM_EPS)
         if not cfg.use_bottleneck:
             return h  # K == D
-        y = dense(cfg.hidden_size, ("bottleneck", "embed"), name="output_bottleneck", **args)(h)  # (B, T, D)
+        y = Dense(cfg.hidden_size, ("bottleneck", "embed"), name="output_bottleneck", **args)(h)  # (B, T, D)
         return add_norm(dropout(y, deterministic=deterministic), x, "output_bottleneck_LayerNorm", axis="embed")
 
 

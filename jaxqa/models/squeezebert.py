@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxqa.models import hf_config
-from jaxqa.models.layers import ACTIVATIONS, ConfigError, Dtype, Embeddings, LayerNorm, attend, attention_flops, check_activation, dense_flops, normal, span_head, span_logits, zeros
+from jaxqa.models.layers import ACTIVATIONS, ConfigError, Dtype, Embeddings, LayerNorm, attend, attention_flops, check_activation, dense_flops, matmul, normal, quantization_scale, span_head, span_logits, zeros
 
 MODEL_TYPE = "squeezebert"
 ARCHITECTURE = "SqueezeBertForQuestionAnswering"
@@ -114,9 +114,14 @@ class GroupedDense(nn.Module):
             self.param_dtype,
         )
         bias = self.param("bias", zeros((self.out_axis,)), (self.features,), self.param_dtype)
-        x = x.astype(self.dtype).reshape(*x.shape[:-1], g, -1)  # (B, T, G, I)
-        y = jnp.einsum("BTGI,GIO->BTGO", x, kernel.astype(self.dtype))
-        return y.reshape(*y.shape[:2], self.features) + bias.astype(self.dtype)  # (B, T, G * O)
+        x = x.reshape(*x.shape[:-1], g, -1)  # (B, T, G, I)
+        scale = quantization_scale(self, kernel)
+        if scale is None and kernel.dtype != jnp.bfloat16:
+            y = jnp.einsum("BTGI,GIO->BTGO", x.astype(self.dtype), kernel.astype(self.dtype))
+        else:  # a product per group: XLA's CPU runtime runs batched int8 products slowly, bfloat16 ones not at all
+            y = jnp.stack([matmul(x[:, :, i], kernel[i], None if scale is None else scale[i], self.dtype)
+                           for i in range(g)], axis=2)  # (B, T, G, O)
+        return y.reshape(*y.shape[:2], self.features) + bias.astype(y.dtype)  # (B, T, G * O)
 
 
 class Layer(nn.Module):

@@ -60,7 +60,7 @@ class Settings:
     batch_size: int = flag(32, "sequences per optimizer step, over all devices and micro-batches")
     grad_accum: int = flag(1, "micro-batches per step")
     eval_batch_size: int = flag(64, "sequences per evaluation batch")
-    precision: str = flag("auto", "bf16 (float32 master weights), fp32, or auto: bf16 on accelerators, fp32 on CPUs")
+    precision: str = flag("auto", "bf16 (float32 master weights), fp32, or auto: bf16 on accelerators and CPUs with AMX, fp32 on other CPUs")
     mesh: str = flag("", "device mesh, e.g. data=4,model=2; empty: every device on data")
     fsdp: bool = flag(False, "also shard weights over the data axis")
     seed: int = flag(0, "seed of the data order, dropout and fresh weights")

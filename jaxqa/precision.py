@@ -1,0 +1,133 @@
+"""Inference precision: the encoder's matrix products in float32, bfloat16 or
+int8, and `auto`, the fastest of them that the machine runs well.
+
+A precision is a property of the parameters (`jaxqa.models.layers.matmul`
+chooses by the kernel's dtype), so one compiled model serves each. `prepare`
+turns every encoder kernel into
+
+- `bf16`: bfloat16; activations are cast to bfloat16 at each product, which
+  accumulates and returns float32;
+- `int8`: int8 with a float32 `kernel_scale` per output channel (symmetric,
+  max |w| -> 127); activations are quantized per token at each product, which
+  accumulates in int32.
+
+Embeddings, biases, norms, softmax, attention and the span head stay float32 in
+every mode: they hold little of the work and most of the sensitivity.
+"""
+
+import functools
+import logging
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+
+from jaxqa.errors import Error
+from jaxqa.models.convert import HEAD
+
+MODES = ("auto", "fp32", "bf16", "int8")
+
+log = logging.getLogger("jaxqa.precision")
+
+# CPU flags (Linux /proc/cpuinfo names) of the units that make a mode faster
+# than float32 under XLA: AMX tiles. On a CPU with AVX2 alone, XLA's int8
+# products ran at float32's rate and its bfloat16 ones slower
+# (benchmarks/results/cpu_latency_cpu.json); CPUs with AVX-512 VNNI or BF16
+# but no AMX have not been measured, so `auto` keeps float32 there.
+INT8_FLAGS = ("amx_int8",)
+BF16_FLAGS = ("amx_bf16",)
+
+
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """This machine's CPU feature flags (empty where /proc/cpuinfo says nothing)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def choose(backend: str, flags: frozenset[str]) -> tuple[str, str]:
+    """The fastest inference mode for `backend` ("cpu", "gpu", "tpu") with these
+    CPU `flags`, and why, in a few words."""
+    if backend != "cpu":
+        return "bf16", f"{backend}: bfloat16 matrix units"
+    if any(flag in flags for flag in INT8_FLAGS):
+        return "int8", "CPU with AMX int8 units"
+    if any(flag in flags for flag in BF16_FLAGS):
+        return "bf16", "CPU with AMX bfloat16 units"
+    return "fp32", "CPU without AMX, where int8 and bfloat16 run no faster than float32"
+
+
+def training_bf16(backend: str, flags: frozenset[str]) -> bool:
+    """Whether `--precision auto` trains in bfloat16: on accelerators, and on CPUs
+    whose AMX units run bfloat16 products (with float32 results) several times
+    faster than float32 ones."""
+    return backend != "cpu" or any(flag in flags for flag in BF16_FLAGS)
+
+
+def pick(mode: str, what: str = "precision") -> str:
+    """`mode` itself, or for `auto` this machine's choice, logged in one line;
+    `what` names the argument or flag that asked."""
+    if mode not in MODES:
+        raise Error(f"{what} {mode!r}: choose one of {', '.join(MODES)}")
+    if mode != "auto":
+        return mode
+    chosen, why = choose(jax.default_backend(), cpu_flags())
+    log.info(f"precision auto: {chosen} ({why})")
+    return chosen
+
+
+def is_quantized(path: str) -> bool:
+    """Whether the parameter at `path` ("layer_0/query/kernel") is a kernel the modes change."""
+    return path.endswith("/kernel") and not path.startswith(HEAD + "/")
+
+
+def quantize(kernel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """int8 kernel and float32 scale per output channel: the kernel's input axis,
+    its second last, is reduced ((I, O) -> (O,), (G, I, O) -> (G, O))."""
+    kernel = np.asarray(kernel, np.float32)
+    scale = np.abs(kernel).max(axis=-2) / 127
+    safe = np.where(scale > 0, scale, 1)
+    return np.round(kernel / np.expand_dims(safe, -2)).astype(np.int8), scale.astype(np.float32)
+
+
+def dequantize(kernel: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    return np.asarray(kernel, np.float32) * np.expand_dims(np.asarray(scale, np.float32), -2)
+
+
+def precision_of(params: dict) -> str:
+    """"int8" for parameters with int8 kernels, else "fp32" (bfloat16 kernels are a cast of float32 ones)."""
+    flat = traverse_util.flatten_dict(params, sep="/")
+    return "int8" if any(np.dtype(value.dtype) == np.int8 for value in flat.values()) else "fp32"
+
+
+def prepare(params: dict, mode: str) -> dict:
+    """`params` (float32, or int8 as `prepare(..., "int8")` made them) with their
+    encoder kernels in `mode` ("fp32", "bf16" or "int8"), as jax arrays. int8
+    kernels asked for in another mode are dequantized: the int8 model's weights."""
+    flat = traverse_util.flatten_dict(jax.device_get(params), sep="/")
+    out = {}
+    for path, value in flat.items():
+        if path.endswith("/kernel_scale"):
+            continue
+        if is_quantized(path):
+            if np.dtype(value.dtype) == np.int8:
+                if mode == "int8":
+                    out[path], out[path + "_scale"] = value, flat[path + "_scale"]
+                    continue
+                value = dequantize(value, flat[path + "_scale"])
+            if mode == "int8":
+                out[path], out[path + "_scale"] = quantize(value)
+                continue
+            if mode == "bf16":
+                out[path] = jnp.asarray(value, jnp.bfloat16)
+                continue
+        out[path] = np.asarray(value, np.float32)
+    return traverse_util.unflatten_dict({path: jnp.asarray(value) for path, value in out.items()}, sep="/")
