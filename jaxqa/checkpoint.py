@@ -40,7 +40,7 @@ from jaxqa import models
 from jaxqa.errors import Error, log_to
 from jaxqa.models import convert, student
 from jaxqa.models.convert import ConversionError
-from jaxqa.precision import is_quantized, pick, precision_of, prepare
+from jaxqa.precision import dequantized, is_quantized, pick, precision_of, prepare
 from jaxqa.squad.tokenizer import TOKENIZER_FILES, load_tokenizer
 
 PARAMS_FILE = "params.safetensors"
@@ -58,12 +58,14 @@ class Source:
     model_type: str
     config: Any
 
-    def read_params(self, seed: int = 0) -> dict:
-        """The float32 parameters, read from a jaxqa folder or converted from a
-        Hugging Face one. A Hugging Face encoder without a span head gets a
-        freshly initialised one (from `seed`), and says so (a warning)."""
+    def read_params(self, seed: int = 0, as_stored: bool = False) -> dict:
+        """The float32 parameters, read from a jaxqa folder (an int8 one's
+        dequantized, or `as_stored`) or converted from a Hugging Face one. A
+        Hugging Face encoder without a span head gets a freshly initialised one
+        (from `seed`), and says so (a warning)."""
         if (self.folder / PARAMS_FILE).is_file():
-            return self._read_jaxqa_params()
+            params = self._read_jaxqa_params()
+            return params if as_stored else dequantized(params)
         params, report = convert.params_from_hf(self.model_type, self.config, _read_hf_state(self.folder))
         if report.dropped:
             groups = sorted({".".join(name.split(".")[:2]) for name in report.dropped})
@@ -77,7 +79,7 @@ class Source:
 
     def load(self, precision: str = "fp32") -> "Pretrained":
         """The model, ready to run with its matrix products in `precision`."""
-        return Pretrained(self.model_type, self.config, self.read_params(), self.folder, precision)
+        return Pretrained(self.model_type, self.config, self.read_params(as_stored=True), self.folder, precision)
 
     def _read_jaxqa_params(self) -> dict:
         path = self.folder / PARAMS_FILE

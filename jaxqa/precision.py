@@ -108,26 +108,30 @@ def precision_of(params: dict) -> str:
     return "int8" if any(np.dtype(value.dtype) == np.int8 for value in flat.values()) else "fp32"
 
 
-def prepare(params: dict, mode: str) -> dict:
-    """`params` (float32, or int8 as `prepare(..., "int8")` made them) with their
-    encoder kernels in `mode` ("fp32", "bf16" or "int8"), as jax arrays. int8
-    kernels asked for in another mode are dequantized: the int8 model's weights."""
+def dequantized(params: dict) -> dict:
+    """float32 numpy parameters: int8 kernels times their scales (the int8
+    model's weights), the scales dropped; float ones as they are."""
     flat = traverse_util.flatten_dict(jax.device_get(params), sep="/")
     out = {}
     for path, value in flat.items():
         if path.endswith("/kernel_scale"):
             continue
-        if is_quantized(path):
-            if np.dtype(value.dtype) == np.int8:
-                if mode == "int8":
-                    out[path], out[path + "_scale"] = value, flat[path + "_scale"]
-                    continue
-                value = dequantize(value, flat[path + "_scale"])
-            if mode == "int8":
-                out[path], out[path + "_scale"] = quantize(value)
-                continue
-            if mode == "bf16":
-                out[path] = jnp.asarray(value, jnp.bfloat16)
-                continue
+        if np.dtype(value.dtype) == np.int8:
+            value = dequantize(value, flat[path + "_scale"])
         out[path] = np.asarray(value, np.float32)
-    return traverse_util.unflatten_dict({path: jnp.asarray(value) for path, value in out.items()}, sep="/")
+    return traverse_util.unflatten_dict(out, sep="/")
+
+
+def prepare(params: dict, mode: str) -> dict:
+    """`params` (float32, or int8 as `prepare(..., "int8")` made them) with their
+    encoder kernels in `mode` ("fp32", "bf16" or "int8"), as jax arrays. int8
+    kernels asked for in another mode are dequantized: the int8 model's weights."""
+    if mode == "int8" and precision_of(params) == "int8":
+        return jax.tree_util.tree_map(jnp.asarray, params)
+    flat = traverse_util.flatten_dict(dequantized(params), sep="/")
+    for path in [path for path in flat if is_quantized(path)]:
+        if mode == "int8":
+            flat[path], flat[path + "_scale"] = quantize(flat[path])
+        elif mode == "bf16":
+            flat[path] = flat[path].astype(jnp.bfloat16)
+    return traverse_util.unflatten_dict({path: jnp.asarray(value) for path, value in flat.items()}, sep="/")

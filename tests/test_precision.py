@@ -144,6 +144,11 @@ def test_int8_checkpoints_load_without_quantizing_again(tiny_checkpoint, tmp_pat
     assert dequantized.precision == "fp32"
     kernel = dequantized.params["layer_0"]["query"]["kernel"]
     assert kernel.dtype == np.float32 and "kernel_scale" not in dequantized.params["layer_0"]["query"]
+    # Training, students and conversion read it so too.
+    read = jaxqa.checkpoint.open_checkpoint(saved).read_params()
+    np.testing.assert_array_equal(read["layer_0"]["query"]["kernel"], kernel)
+    np.testing.assert_array_equal(kernel, precision.dequantize(*[model.params["layer_0"]["query"][key]
+                                                                 for key in ("kernel", "kernel_scale")]))
 
 
 def test_an_int8_tensor_without_its_scale_is_refused(tiny_checkpoint, tmp_path):
