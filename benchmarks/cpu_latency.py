@@ -1,19 +1,30 @@
 """One question at a time on the CPU, the latency a user of a QA service feels:
 jaxqa's pipeline against the `transformers` question-answering pipeline, on the
-same weights and the same real SQuAD dev questions.
+same weights and the same real SQuAD dev questions, in every precision.
 
-    python benchmarks/cpu_latency.py [--models bert-base,squeezebert,mobilebert,minilm] [--questions 60]
+    python benchmarks/cpu_latency.py [--models bert-base,squeezebert,mobilebert,minilm]
+        [--sides jaxqa-fp32,jaxqa-bf16,jaxqa-int8,pytorch-fp32,pytorch-bf16,pytorch-int8]
+        [--finetuned runs/minilm-cpu/train/model] [--questions 60]
+
+Sides: jaxqa's pipeline with `precision=` fp32, bf16 or int8; the transformers
+pipeline in float32, under bfloat16 autocast, and with every `nn.Linear`
+quantized by PyTorch's dynamic int8 quantization (SqueezeBERT's encoder is made
+of Conv1d, which that leaves in float32).
 
 Per model:
-- warm latency, median and p90, of each side and their ratio. Each side runs in
-  a process of its own (their thread pools never compete for the cores), both
-  are warmed up (jaxqa compiles every bucket it may use, then both answer
-  `--warm` questions), then they take the questions in turns. The row says
-  whether jaxqa compiled anything after its warm-up, and how many answers agree.
+- warm latency, median and p90, of each side, and its ratio to PyTorch float32
+  and to the fastest PyTorch side. Each side runs in a process of its own
+  (their thread pools never compete for the cores), started and warmed up one
+  after the other (jaxqa compiles every bucket it may use, then each answers
+  `--warm` questions); then they take the questions in turns. Each row says
+  how many answers agree with PyTorch float32's, and whether jaxqa compiled
+  anything after its warm-up. On random weights (all but `--finetuned` and
+  minilm's encoder) the span logits are nearly flat, so agreement there says
+  little about a precision; the fine-tuned model's does.
 - the first question in a fresh process: the seconds to load the weights, to
   answer (compiling included), and from the start of the process to the
-  answer, for jaxqa with its persistent compilation cache empty and then warm,
-  and for PyTorch.
+  answer, for jaxqa (precision auto) with its persistent compilation cache
+  empty and then warm, and for PyTorch float32.
 Questions are the first of evenly spaced paragraphs of dev-v1.1.json, so
 context lengths vary as SQuAD's do. Weights come from `same_weights.py`.
 Results: benchmarks/results/cpu_latency_cpu.json (cpu_latency_step<N>_cpu.json
@@ -35,6 +46,7 @@ import record
 import same_weights
 
 ROOT = Path(__file__).resolve().parents[1]
+SIDES = ("jaxqa-fp32", "jaxqa-bf16", "jaxqa-int8", "pytorch-fp32", "pytorch-bf16", "pytorch-int8")
 
 # Run in a fresh interpreter: the seconds from the start of the process to the
 # weights loaded, and to the first answer.
@@ -71,63 +83,81 @@ def serve(side: str, folder: str, warm_questions: list[dict], bucket_step: int |
     """A worker process: builds one side's pipeline, warms it up, then answers
     each question it is sent with (answer, seconds, compiled programs so far)."""
     started = time.perf_counter()
-    if side == "jaxqa":
+    runtime, mode = side.split("-")
+    if runtime == "jaxqa":
         import jaxqa
 
         buckets = None if bucket_step is None else [*range(bucket_step, 384, bucket_step), 384]
-        qa = jaxqa.pipeline(folder, seq_buckets=buckets)
+        qa = jaxqa.pipeline(folder, seq_buckets=buckets, precision=mode)
         qa.warm_up()
+        ask = qa
     else:
+        import torch
         import transformers
 
         transformers.logging.set_verbosity_error()
         transformers.logging.disable_progress_bar()
         qa = transformers.pipeline("question-answering", model=folder, tokenizer=folder, device="cpu")
+        if mode == "int8":
+            qa.model = torch.ao.quantization.quantize_dynamic(qa.model, {torch.nn.Linear}, dtype=torch.qint8)
+
+        def ask(**pair):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode == "bf16"):
+                return qa(**pair)
+
     for pair in warm_questions:
-        qa(**pair)
+        ask(**pair)
     conn.send(time.perf_counter() - started)
     while (pair := conn.recv()) is not None:
         begun = time.perf_counter()
-        answer = qa(**pair)
+        answer = ask(**pair)
         conn.send((answer, time.perf_counter() - begun, getattr(qa, "traces", 0)))
 
 
-def warm_latency(hf_folder: Path, our_folder: Path, questions: list[dict], warm: int, bucket_step: int | None) -> dict:
-    """Each side runs in a process of its own (their thread pools never compete);
-    they take the questions in turns, one at a time."""
+def warm_latency(hf_folder: Path, our_folder: Path, sides: list[str], questions: list[dict], warm: int,
+                 bucket_step: int | None) -> list[dict]:
+    """A row per side. Each side runs in a process of its own (their thread pools never compete),
+    warmed up one after the other; they take the questions in turns, one at a time."""
     context = multiprocessing.get_context("spawn")
-    sides = {}
-    for side, folder in (("jaxqa", our_folder), ("pytorch", hf_folder)):
+    workers, ready = {}, {}
+    for side in sides:
         ours, theirs = context.Pipe()
+        folder = our_folder if side.startswith("jaxqa") else hf_folder
         worker = context.Process(target=serve, args=(side, str(folder), questions[:warm], bucket_step, theirs))
         worker.start()
-        sides[side] = (worker, ours)
-    ready = {side: conn.recv() for side, (_, conn) in sides.items()}
+        ready[side] = ours.recv()
+        workers[side] = (worker, ours)
     seconds = {side: [] for side in sides}
     answers = {side: [] for side in sides}
-    programs = []
+    programs = {side: [] for side in sides}
     for pair in questions:
-        for side, (_, conn) in sides.items():
+        for side, (_, conn) in workers.items():
             conn.send(pair)
             answer, took, traces = conn.recv()
             answers[side].append((answer["answer"], answer["start"], answer["end"]))
             seconds[side].append(took)
-            if side == "jaxqa":
-                programs.append(traces)
-    for worker, conn in sides.values():
+            programs[side].append(traces)
+    for worker, conn in workers.values():
         conn.send(None)
         worker.join()
-    ours, theirs = record.summary(seconds["jaxqa"]), record.summary(seconds["pytorch"])
-    agree = sum(a == b for a, b in zip(answers["jaxqa"], answers["pytorch"]))
-    return {
-        "jaxqa_median_ms": ours["median_ms"], "jaxqa_p90_ms": ours["p90_ms"],
-        "pytorch_median_ms": theirs["median_ms"], "pytorch_p90_ms": theirs["p90_ms"],
-        "ratio_median": round(ours["median_ms"] / theirs["median_ms"], 3),
-        "ratio_p90": round(ours["p90_ms"] / theirs["p90_ms"], 3),
-        "agree": f"{agree}/{len(questions)}",
-        "jaxqa_ready_s": round(ready["jaxqa"], 1),
-        "recompiled_after_warm_up": programs[-1] != programs[0],
-    }
+    medians = {side: record.summary(seconds[side])["median_ms"] for side in sides}
+    fastest_pytorch = min((side for side in sides if side.startswith("pytorch")), key=medians.get, default=None)
+    rows = []
+    for side in sides:
+        timing = record.summary(seconds[side])
+        row = {"side": side, "median_ms": timing["median_ms"], "p90_ms": timing["p90_ms"]}
+        if "pytorch-fp32" in sides:
+            row["vs_pytorch_fp32"] = round(timing["median_ms"] / medians["pytorch-fp32"], 3)
+        if fastest_pytorch:
+            row["vs_fastest_pytorch"] = round(timing["median_ms"] / medians[fastest_pytorch], 3)
+        if "pytorch-fp32" in sides:
+            agree = sum(a == b for a, b in zip(answers[side], answers["pytorch-fp32"]))
+            row["agree_with_pytorch_fp32"] = f"{agree}/{len(questions)}"
+        if side.startswith("jaxqa"):
+            row["ready_s"] = round(ready[side], 1)
+            row["recompiled_after_warm_up"] = programs[side][-1] != programs[side][0]
+        rows.append(row)
+    return rows
 
 
 def first_question(side: str, folder: Path, cache: Path, pair: dict) -> tuple[float, float, float]:
@@ -153,24 +183,37 @@ def cold_start(hf_folder: Path, our_folder: Path, pair: dict) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", default=",".join(same_weights.NAMES))
+    p.add_argument("--models", default=",".join(same_weights.NAMES), help="of same_weights.py; '' for none")
+    p.add_argument("--finetuned", type=Path, default=None,
+                   help="a jaxqa checkpoint of one's own (e.g. the quick start's runs/minilm-cpu/train/model) to add")
+    p.add_argument("--sides", default=",".join(SIDES))
     p.add_argument("--questions", type=int, default=60)
-    p.add_argument("--warm", type=int, default=5, help="questions asked of both sides before timing")
+    p.add_argument("--warm", type=int, default=5, help="questions asked of every side before timing")
     p.add_argument("--bucket-step", type=int, default=None,
                    help="jaxqa's padded lengths step by this many tokens (default: the pipeline's own)")
+    p.add_argument("--no-cold-start", action="store_true", help="skip the fresh-process first questions")
     p.add_argument("--squad-dir", type=Path, default=ROOT.parent / "shared" / "squad")
     p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "jaxqa-benchmark-weights")
+    p.add_argument("--name", default="cpu_latency", help="of the results file")
     args = p.parse_args()
+    sides = args.sides.split(",")
+    if unknown := set(sides) - set(SIDES):
+        p.error(f"--sides: unknown {sorted(unknown)}; choose from {', '.join(SIDES)}")
     questions = squad_questions(args.squad_dir / "dev-v1.1.json", args.questions)
+    pairs = [(name, same_weights.folders(name, args.workdir)) for name in filter(None, args.models.split(","))]
+    if args.finetuned:
+        pairs.append((f"finetuned {args.finetuned}", same_weights.exported(args.finetuned, args.workdir)))
     rows = []
-    for name in args.models.split(","):
-        hf_folder, our_folder = same_weights.folders(name, args.workdir)
-        rows.append({"model": name, **warm_latency(hf_folder, our_folder, questions, args.warm, args.bucket_step),
-                     **cold_start(hf_folder, our_folder, questions[0])})
-        print(json.dumps(rows[-1]), flush=True)
-    settings = {"questions": args.questions, "squad_file": "dev-v1.1.json", "warm": args.warm,
+    for name, (hf_folder, our_folder) in pairs:
+        for row in warm_latency(hf_folder, our_folder, sides, questions, args.warm, args.bucket_step):
+            rows.append({"model": name, **row})
+            print(json.dumps(rows[-1]), flush=True)
+        if not args.no_cold_start:
+            rows.append({"model": name, "side": "first question", **cold_start(hf_folder, our_folder, questions[0])})
+            print(json.dumps(rows[-1]), flush=True)
+    settings = {"questions": args.questions, "squad_file": "dev-v1.1.json", "warm": args.warm, "sides": sides,
                 "bucket_step": args.bucket_step or "pipeline default"}
-    record.write("cpu_latency" + (f"_step{args.bucket_step}" if args.bucket_step else ""), settings, rows)
+    record.write(args.name + (f"_step{args.bucket_step}" if args.bucket_step else ""), settings, rows)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from jaxqa import precision
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "tokenizers", "torch", "transformers", "datasets")
@@ -27,6 +29,10 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+# The CPU features that decide which precisions run fast (jaxqa.precision).
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
 
 
 def environment() -> dict:
@@ -48,6 +54,7 @@ def environment() -> dict:
         "device": f"{jax.device_count()} x {device.device_kind}",
         "platform": device.platform,
         "host": f"{cpu_name()}, {_cpu_count()} cores",
+        "cpu_flags": [flag for flag in CPU_FLAGS if flag in precision.cpu_flags()],
         "versions": versions,
         "commit": commit + ("+changes" if dirty else ""),
         "command": " ".join(["python", *sys.argv]),

@@ -8,7 +8,9 @@ benchmark run one model.
   answering model of the default config, initialised from seed 0 (no other real
   weights exist here; speed does not depend on the values).
 Every folder carries MiniLM's tokenizer (bert-base-uncased's vocabulary).
-Folders already made under `workdir` are reused.
+Folders already made under `workdir` are reused. `exported(checkpoint,
+workdir)` gives the same pair for a jaxqa checkpoint of one's own (a fine-tuned
+model), exported to a Hugging Face folder.
 """
 
 import contextlib
@@ -58,3 +60,11 @@ def folders(name: str, workdir: Path) -> tuple[Path, Path]:
                 shutil.copy2(tokenizer / file, hf / file)
             assert pt2flax_main([str(hf), str(ours)]) == 0
     return hf, ours
+
+
+def exported(checkpoint: Path, workdir: Path) -> tuple[Path, Path]:
+    """(Hugging Face folder, jaxqa folder) of the jaxqa checkpoint `checkpoint`."""
+    hf = Path(workdir) / f"{Path(checkpoint).resolve().parent.name}-{Path(checkpoint).name}-hf"
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert flax2pt_main([str(checkpoint), str(hf), "--overwrite"]) == 0
+    return hf, Path(checkpoint)

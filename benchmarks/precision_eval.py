@@ -1,0 +1,87 @@
+"""Accuracy and batch throughput of one checkpoint in each precision:
+`python -m jaxqa.evaluate --precision MODE` on the first questions of
+dev-v1.1.json, each mode in a process of its own, one after the other.
+
+    python benchmarks/precision_eval.py [--checkpoint runs/minilm-cpu/train/model] [--questions 1000]
+
+Per mode: EM/F1, their difference to float32's, the share of answers equal to
+float32's, and the evaluation's windows per second (as jaxqa.evaluate logs it:
+featurized windows through the model and decoding, loading excluded). The
+default checkpoint is the quick start's fine-tuned MiniLM.
+Results: benchmarks/results/precision_eval_cpu.json.
+"""
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import record
+
+ROOT = Path(__file__).resolve().parents[1]
+MODES = ("fp32", "bf16", "int8")
+
+
+def first_questions(path: Path, count: int) -> dict:
+    """The SQuAD file cut after its first `count` questions."""
+    squad = json.loads(path.read_text(encoding="utf-8"))
+    articles, left = [], count
+    for article in squad["data"]:
+        paragraphs = []
+        for paragraph in article["paragraphs"]:
+            if left <= 0:
+                break
+            qas = paragraph["qas"][:left]
+            left -= len(qas)
+            paragraphs.append({**paragraph, "qas": qas})
+        if paragraphs:
+            articles.append({**article, "paragraphs": paragraphs})
+    return {**squad, "data": articles}
+
+
+def evaluate(checkpoint: Path, data: Path, mode: str, batch_size: int, out: Path) -> dict:
+    done = subprocess.run([sys.executable, "-m", "jaxqa.evaluate", "--checkpoint", str(checkpoint), "--data", str(data),
+                           "--out-dir", str(out), "--precision", mode, "--batch-size", str(batch_size)],
+                          capture_output=True, text=True, check=True, cwd=ROOT)
+    metrics = json.loads(done.stdout)
+    rate = re.search(r"(\d+) features of (\d+) questions in ([\d.]+)s: ([\d.]+) features/s", done.stderr)
+    windows, _, seconds, per_second = rate.groups()
+    answers = json.loads((out / "predictions.json").read_text())
+    return {"exact": round(metrics["exact"], 2), "f1": round(metrics["f1"], 2), "windows": int(windows),
+            "seconds": float(seconds), "windows_per_s": float(per_second), "answers": answers}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", type=Path, default=ROOT / "runs" / "minilm-cpu" / "train" / "model")
+    p.add_argument("--questions", type=int, default=1000)
+    p.add_argument("--modes", default=",".join(MODES))
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--squad-dir", type=Path, default=ROOT.parent / "shared" / "squad")
+    args = p.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "dev.json"
+        data.write_text(json.dumps(first_questions(args.squad_dir / "dev-v1.1.json", args.questions)))
+        results = {mode: evaluate(args.checkpoint, data, mode, args.batch_size, Path(tmp) / mode)
+                   for mode in args.modes.split(",")}
+    reference = results.get("fp32")
+    for mode, result in results.items():
+        answers = result.pop("answers")
+        row = {"mode": mode, **result}
+        if reference:
+            row["f1_minus_fp32"] = round(result["f1"] - reference["f1"], 2)
+            same = sum(answers[qid] == text for qid, text in reference["answers"].items())
+            row["same_answer_as_fp32"] = f"{same}/{len(answers)}"
+            row["windows_per_s_vs_fp32"] = round(result["windows_per_s"] / reference["windows_per_s"], 3)
+        rows.append(row)
+    settings = {"checkpoint": str(args.checkpoint), "questions": args.questions, "squad_file": "dev-v1.1.json",
+                "batch_size": args.batch_size}
+    record.write("precision_eval", settings, rows)
+
+
+if __name__ == "__main__":
+    main()
