@@ -68,14 +68,14 @@ def main() -> None:
         data.write_text(json.dumps(first_questions(args.squad_dir / "dev-v1.1.json", args.questions)))
         results = {mode: evaluate(args.checkpoint, data, mode, args.batch_size, Path(tmp) / mode)
                    for mode in args.modes.split(",")}
+    answers = {mode: result.pop("answers") for mode, result in results.items()}
     reference = results.get("fp32")
     for mode, result in results.items():
-        answers = result.pop("answers")
         row = {"mode": mode, **result}
         if reference:
             row["f1_minus_fp32"] = round(result["f1"] - reference["f1"], 2)
-            same = sum(answers[qid] == text for qid, text in reference["answers"].items())
-            row["same_answer_as_fp32"] = f"{same}/{len(answers)}"
+            same = sum(answers[mode][qid] == text for qid, text in answers["fp32"].items())
+            row["same_answer_as_fp32"] = f"{same}/{len(answers[mode])}"
             row["windows_per_s_vs_fp32"] = round(result["windows_per_s"] / reference["windows_per_s"], 3)
         rows.append(row)
     settings = {"checkpoint": str(args.checkpoint), "questions": args.questions, "squad_file": "dev-v1.1.json",
