@@ -1,8 +1,11 @@
 """Inference precisions (`jaxqa.precision`): the int8 product against NumPy,
 each mode's logits against float32 for every family, `auto` by CPU features,
-int8 checkpoints, and no compiling after warm-up in any mode."""
+int8 checkpoints, no compiling after warm-up in any mode, and the persistent
+compilation cache holding every mode."""
 
 import logging
+import subprocess
+import sys
 
 import flax.linen as nn
 import jax
@@ -171,3 +174,17 @@ def test_no_compiling_after_warm_up(tiny_checkpoint, mode):
         assert answer["answer"] == (context * 2)[answer["start"]:answer["end"]]
     qa([{"question": "Where?", "context": context * 6}] * 3)
     assert qa.traces == compiled
+
+
+def test_the_compilation_cache_holds_every_mode(tiny_checkpoint, tmp_path):
+    """A second `jaxqa.predict` in each mode answers the same from the programs the first one left."""
+    cache = tmp_path / "cache"
+    asked = [sys.executable, "-m", "jaxqa.predict", "--checkpoint", str(tiny_checkpoint), "--question", "Where?",
+             "--context", "The tower of gondor stands near ithil.", "--compilation-cache", str(cache)]
+    for mode in ("int8", "bf16"):
+        first = subprocess.run([*asked, "--precision", mode], capture_output=True, text=True, timeout=300)
+        assert first.returncode == 0, first.stderr
+        programs = sorted(cache.iterdir())
+        again = subprocess.run([*asked, "--precision", mode], capture_output=True, text=True, timeout=300)
+        assert again.returncode == 0 and again.stdout == first.stdout
+        assert sorted(cache.iterdir()) == programs  # nothing compiled anew
