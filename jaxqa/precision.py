@@ -2,7 +2,8 @@
 int8, and `auto`, the fastest of them that the machine runs well.
 
 A precision is a property of the parameters (`jaxqa.models.layers.matmul`
-chooses by the kernel's dtype), so one compiled model serves each. `prepare`
+chooses by the kernel's dtype), so one model definition serves each (each
+compiles to its own programs). `prepare`
 turns every encoder kernel into
 
 - `bf16`: bfloat16; activations are cast to bfloat16 at each product, which
@@ -33,7 +34,9 @@ log = logging.getLogger("jaxqa.precision")
 
 # CPU flags (Linux /proc/cpuinfo names) of the units that make a mode faster
 # than float32 under XLA: AMX tiles. On a CPU with AVX2 alone, XLA's int8
-# products ran at float32's rate and its bfloat16 ones slower
+# products ran at 1.0-1.4x float32's rate and its bfloat16 ones at 0.6-0.9x
+# (benchmarks/results/cpu_matmul_cpu.json), and with activations quantized per
+# token the int8 models ran no faster than float32 ones
 # (benchmarks/results/cpu_latency_cpu.json); CPUs with AVX-512 VNNI or BF16
 # but no AMX have not been measured, so `auto` keeps float32 there.
 INT8_FLAGS = ("amx_int8",)
