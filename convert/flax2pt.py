@@ -1,6 +1,6 @@
 """Exports a jaxqa checkpoint folder to a Hugging Face PyTorch folder.
 
-    python convert/flax2pt.py SRC OUT [--overwrite]
+    python convert/flax2pt.py SRC OUT [--overwrite] [--pad]
 
 OUT holds config.json, model.safetensors and the tokenizer files, and loads with
 `transformers.AutoModelForQuestionAnswering.from_pretrained(OUT)`. An installed

@@ -38,7 +38,7 @@ from safetensors.numpy import save
 
 from jaxqa import models
 from jaxqa.errors import Error, log_to
-from jaxqa.models import convert, student
+from jaxqa.models import compact, convert, student
 from jaxqa.models.convert import ConversionError
 from jaxqa.precision import dequantized, is_quantized, pick, precision_of, prepare
 from jaxqa.squad.tokenizer import TOKENIZER_FILES, load_tokenizer
@@ -199,14 +199,25 @@ def _copy_tokenizer(src: Path, dst: Path) -> None:
             shutil.copy2(src / name, dst / name)
 
 
-def export_hf(src: str | Path, out: str | Path, overwrite: bool = False) -> Path:
+def export_hf(src: str | Path, out: str | Path, overwrite: bool = False, pad: bool = False) -> Path:
     """Writes a jaxqa checkpoint as a Hugging Face folder (`model.safetensors`,
-    `config.json`, tokenizer files) that `AutoModelForQuestionAnswering` loads."""
+    `config.json`, tokenizer files) that `AutoModelForQuestionAnswering` loads.
+    A pruned BERT (heads removed, or feed-forward layers of their own widths) is
+    refused unless `pad`: then it is written at full shape with zeros (`compact.padded`)."""
     model = load_pretrained(src)
+    config, params = model.config, jax.device_get(model.params)
+    if model.model_type == "bert" and (config.pruned_heads or config.intermediate_sizes):
+        if not pad:
+            raise ConversionError(
+                f"{src}: a pruned BERT (removed heads: pruned_heads; or per-layer feed-forward widths: "
+                "intermediate_sizes), which transformers 5 cannot hold; keep the jaxqa folder (jaxqa loads and runs "
+                "it), or pass --pad to export it at full shape with zero heads and units (the same logits, without "
+                "the speed-up)")
+        config, params = compact.padded(config, params)
     with atomic_folder(out, overwrite) as tmp:
-        state = convert.params_to_hf(model.model_type, model.config, model.params)
+        state = convert.params_to_hf(model.model_type, config, params)
         _write_safetensors(tmp / "model.safetensors", state, {"format": "pt"})
-        (tmp / "config.json").write_text(json.dumps(model.config.to_hf(), indent=2) + "\n")
+        (tmp / "config.json").write_text(json.dumps(config.to_hf(), indent=2) + "\n")
         _copy_tokenizer(model.folder, tmp)
     return Path(out)
 
@@ -332,13 +343,19 @@ def pt2flax_main(argv=None) -> int:
     parser.add_argument("out", help="jaxqa checkpoint folder to write")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     parser.add_argument("--seed", type=int, default=0, help="seed of a fresh span head, when SRC has none")
+    parser.add_argument("--compact", action="store_true", help="BERT: remove the heads and feed-forward units that a "
+                        "pruned SRC zeroed out (as block-pruned checkpoints hold them), exactly")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     try:
         source = open_checkpoint(args.src)
+        if args.compact and source.model_type != "bert":
+            raise ConversionError(f"--compact: {args.src} is a {source.model_type} model; compaction is for bert ones")
         with log_to(sys.stderr):
-            params = source.read_params(args.seed)
-            save_pretrained(args.out, source.model_type, source.config, params, source.folder, overwrite=args.overwrite)
+            config, params = source.config, source.read_params(args.seed)
+            if args.compact:
+                config, params = compact.compact(config, params)
+            save_pretrained(args.out, source.model_type, config, params, source.folder, overwrite=args.overwrite)
     except Error as err:
         print(f"pt2flax: error: {err}", file=sys.stderr)
         return 2
@@ -352,9 +369,11 @@ def flax2pt_main(argv=None) -> int:
     parser.add_argument("src", help="jaxqa checkpoint folder")
     parser.add_argument("out", help="Hugging Face folder to write")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    parser.add_argument("--pad", action="store_true", help="a pruned BERT: write its removed heads and feed-forward "
+                        "units back as zeros, at the full shape that transformers holds")
     args = parser.parse_args(argv)
     try:
-        export_hf(args.src, args.out, args.overwrite)
+        export_hf(args.src, args.out, args.overwrite, args.pad)
     except Error as err:
         print(f"flax2pt: error: {err}", file=sys.stderr)
         return 2

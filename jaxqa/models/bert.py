@@ -1,4 +1,6 @@
-"""BERT with a SQuAD span head, including checkpoints with pruned heads.
+"""BERT with a SQuAD span head, including pruned checkpoints: heads removed
+per layer (`pruned_heads`) and feed-forward layers of their own widths
+(`intermediate_sizes`, which `transformers` cannot hold; see `jaxqa.models.compact`).
 
 Exports what every encoder module does (see `jaxqa.models`).
 """
@@ -35,6 +37,8 @@ class Config:
     initializer_range: float = 0.02
     # ((layer, (head, ...)), ...): heads removed from each layer, as in `pruned_heads`.
     pruned_heads: tuple[tuple[int, tuple[int, ...]], ...] = ()
+    # Feed-forward units of each layer, where pruning made them differ; (): `intermediate_size` everywhere.
+    intermediate_sizes: tuple[int, ...] = ()
 
     def __post_init__(self):
         check_activation(self.hidden_act)
@@ -48,6 +52,11 @@ class Config:
             if not 0 <= layer < self.num_hidden_layers or any(not 0 <= h < self.num_attention_heads for h in heads):
                 raise ConfigError(f"pruned_heads: layer {layer} heads {list(heads)} out of range")
         object.__setattr__(self, "pruned_heads", pruned)
+        widths = tuple(int(w) for w in self.intermediate_sizes)
+        if widths and (len(widths) != self.num_hidden_layers or min(widths) < 0):
+            raise ConfigError(f"intermediate_sizes {list(widths)}: needs one width of 0 or more per layer "
+                              f"({self.num_hidden_layers})")
+        object.__setattr__(self, "intermediate_sizes", widths)
 
     @property
     def head_dim(self) -> int:
@@ -57,6 +66,10 @@ class Config:
         """Attention heads left in `layer` after pruning."""
         return self.num_attention_heads - len(dict(self.pruned_heads).get(layer, ()))
 
+    def ffn(self, layer: int) -> int:
+        """Feed-forward units of `layer`."""
+        return self.intermediate_sizes[layer] if self.intermediate_sizes else self.intermediate_size
+
     @classmethod
     def from_hf(cls, hf: dict[str, Any]) -> "Config":
         return hf_config.from_hf(cls, hf)
@@ -64,6 +77,10 @@ class Config:
     def to_hf(self) -> dict[str, Any]:
         hf = hf_config.to_hf(self, MODEL_TYPE, ARCHITECTURE)
         hf["pruned_heads"] = {str(layer): list(heads) for layer, heads in self.pruned_heads}
+        if self.intermediate_sizes:
+            hf["intermediate_sizes"] = list(self.intermediate_sizes)
+        else:
+            del hf["intermediate_sizes"]  # a config.json that transformers reads as it is
         return hf
 
 
@@ -78,6 +95,7 @@ SIZES = {
 class Layer(nn.Module):
     config: Config
     num_heads: int
+    ffn: int  # feed-forward units
     dtype: Dtype
     param_dtype: Dtype
 
@@ -100,7 +118,7 @@ class Layer(nn.Module):
         x = LayerNorm(cfg.layer_norm_eps, self.dtype, self.param_dtype, name="attention_LayerNorm")(
             dropout(y, deterministic=deterministic) + x
         )
-        y = Dense(cfg.intermediate_size, ("embed", "mlp"), name="intermediate", **args)(x)
+        y = Dense(self.ffn, ("embed", "mlp"), name="intermediate", **args)(x)
         y = ACTIVATIONS[cfg.hidden_act](y)
         y = Dense(cfg.hidden_size, ("mlp", "embed"), name="output", **args)(y)
         return LayerNorm(cfg.layer_norm_eps, self.dtype, self.param_dtype, name="output_LayerNorm")(
@@ -119,7 +137,7 @@ class Model(nn.Module):
         cfg = self.config
         self.embeddings = Embeddings(cfg, cfg.hidden_size, self.dtype, self.param_dtype)
         self.layers = [
-            Layer(cfg, cfg.heads(i), self.dtype, self.param_dtype, name=f"layer_{i}")
+            Layer(cfg, cfg.heads(i), cfg.ffn(i), self.dtype, self.param_dtype, name=f"layer_{i}")
             for i in range(cfg.num_hidden_layers)
         ]
         self.qa_outputs = span_head(cfg.initializer_range, self.param_dtype)
@@ -170,10 +188,10 @@ def hf_fixed(config: Config) -> dict[str, np.ndarray]:
 
 def forward_flops(cfg: Config, s: int) -> int:
     """Matrix-multiply FLOPs of one forward pass over one sequence of `s` tokens."""
-    d, m = cfg.hidden_size, cfg.intermediate_size
+    d = cfg.hidden_size
     total = 0
     for i in range(cfg.num_hidden_layers):
         inner = cfg.heads(i) * cfg.head_dim  # narrower where heads are pruned
         total += 3 * dense_flops(s, d, inner) + attention_flops(s, inner) + dense_flops(s, inner, d)  # query, key, value; output
-        total += dense_flops(s, d, m) + dense_flops(s, m, d)  # feed-forward
+        total += dense_flops(s, d, cfg.ffn(i)) + dense_flops(s, cfg.ffn(i), d)  # feed-forward
     return total + dense_flops(s, d, 2)  # span head

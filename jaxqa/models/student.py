@@ -49,9 +49,10 @@ def make_student(model_type: str, config, params: dict, layers: Sequence[int], f
 def _same_family(model_type: str, config, params: dict, layers: tuple[int, ...]):
     depth_field = "n_layers" if model_type == "distilbert" else "num_hidden_layers"
     fields = {depth_field: len(layers)}
-    if model_type == "bert":  # pruned heads follow their layers to the new numbers
+    if model_type == "bert":  # pruned heads and feed-forward widths follow their layers to the new numbers
         pruned = dict(config.pruned_heads)
         fields["pruned_heads"] = tuple((new, pruned[old]) for new, old in enumerate(layers) if old in pruned)
+        fields["intermediate_sizes"] = tuple(config.intermediate_sizes[old] for old in layers) if config.intermediate_sizes else ()
     student = {key: value for key, value in params.items() if not key.startswith("layer_")}
     student |= {f"layer_{new}": params[f"layer_{old}"] for new, old in enumerate(layers)}
     return dataclasses.replace(config, **fields), student
@@ -61,6 +62,9 @@ def _bert_to_distilbert(config, params: dict, layers: tuple[int, ...]):
     pruned = [layer for layer, _ in config.pruned_heads if layer in layers]
     if pruned:
         raise StudentError(f"--layers: layer(s) {pruned} have pruned heads, which DistilBERT cannot hold")
+    if config.intermediate_sizes:
+        raise StudentError("--family distilbert: the teacher's feed-forward layers differ in width, which DistilBERT "
+                           "cannot hold (one hidden_dim)")
     student_config = distilbert.Config(
         vocab_size=config.vocab_size, max_position_embeddings=config.max_position_embeddings, n_layers=len(layers),
         n_heads=config.num_attention_heads, dim=config.hidden_size, hidden_dim=config.intermediate_size,
