@@ -1,5 +1,5 @@
 """Fine-tunes BERT, SqueezeBERT, MobileBERT or DistilBERT on SQuAD 1.1 or 2.0,
-distilling from a teacher if asked.
+distilling from a teacher and pruning (BERT) if asked.
 
     python -m jaxqa.train --model squeezebert [--config squeezebert:tiny] [--init DIR] [--train-file F] ...
 
@@ -25,9 +25,10 @@ from tqdm import tqdm
 from jaxqa import compilation_cache, evaluate, models, precision, sharding
 from jaxqa.checkpoint import open_checkpoint, params_digest
 from jaxqa.errors import Error, log_to
+from jaxqa.models import compact
 from jaxqa.squad.features import FeatureSettings
 from jaxqa.squad.tokenizer import load_tokenizer
-from jaxqa.training import batches, optim
+from jaxqa.training import batches, optim, pruning
 from jaxqa.training.run_folder import MetricsLog, RunFolder
 from jaxqa.training.settings import (Settings, SettingsError, changed_settings, parse, trajectory, validate,
                                      validate_mesh)
@@ -130,23 +131,44 @@ def train(s: Settings) -> int:
     # ---------------------------------------------------------------- optimizer and sharded state
     lr = optim.schedule(s.learning_rate, int(s.warmup_proportion * total_steps), total_steps)
     tx = optim.build(s.optimizer, lr, s.weight_decay, clip_norm=s.clip_norm)
+    prune, score_tx = None, None
+    if s.prune:
+        block = pruning.block_edge(s.prune_block, config.head_dim, config.hidden_size)
+        if block != s.prune_block and s.prune == "hybrid":
+            log.info(f"--prune-block {s.prune_block}: blocks of {block} x {block}, which divide the model's heads")
+        warmup = int(s.warmup_proportion * total_steps)
+        prune = pruning.Pruning(s.prune, s.prune_remaining, total_steps, warmup, s.prune_initial_warmup,
+                                s.prune_final_warmup, s.prune_penalty, block)
+        score_tx = optim.scores(optim.schedule(s.prune_score_learning_rate, warmup, total_steps), s.clip_norm)
     boxed = models.abstract_params(model)
     param_sh = sharding.param_shardings(boxed, mesh, s.fsdp)
 
     def init_state(params):
+        scores = prune.init_scores(params) if prune else None
         return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                          bad_step=jnp.full((), -1, jnp.int32))
+                          bad_step=jnp.full((), -1, jnp.int32), scores=scores,
+                          score_opt_state=None if scores is None else score_tx.init(scores))
 
     abstract_state = jax.eval_shape(init_state, nn.meta.unbox(boxed))
     replicated = sharding.replicated(mesh)
+    # Scores of one weight each are laid out as their kernels; block and unit scores are small: replicated.
+    score_sh = None if abstract_state.scores is None else {
+        layer: {name: param_sh[layer][name]["kernel"] if name in param_sh[layer]
+                and score.shape == abstract_state.params[layer][name]["kernel"].shape else replicated
+                for name, score in named.items()}
+        for layer, named in abstract_state.scores.items()}
     state_sh = TrainState(
         step=replicated,
         params=param_sh,
         opt_state=optax.tree_utils.tree_map_params(
             tx, lambda _, sh: sh, abstract_state.opt_state, param_sh, transform_non_params=lambda _: replicated),
         bad_step=replicated,
+        scores=score_sh,
+        score_opt_state=None if score_sh is None else optax.tree_utils.tree_map_params(
+            score_tx, lambda _, sh: sh, abstract_state.score_opt_state, score_sh,
+            transform_non_params=lambda _: replicated),
     )
-    folder = RunFolder(run_dir, s.model, config, tokenizer_dir, keep=s.keep)
+    folder = RunFolder(run_dir, s.model, config, tokenizer_dir, keep=s.keep, shrink=compact.compact if prune else None)
     if folder.latest_step() is not None:  # the checkpoint replaces --init, which is not read
         changes = "; ".join(changed_settings(folder.settings, run_settings))
         if changes and not s.allow_changed_settings:
@@ -178,11 +200,15 @@ def train(s: Settings) -> int:
         log.info(f"distilling from the {teacher.model_type} teacher {teacher.folder} (alpha {s.distill_alpha}, "
                  f"temperature {s.distill_temperature})")
     batch_sh = {key: sharding.batch_sharding(mesh, ndim, leading=1) for key, ndim in batches.TRAIN_NDIMS.items()}
-    step_fn = jax.jit(make_train_step(model, tx, s.seed, distill), in_shardings=(state_sh, batch_sh, teacher_sh),
-                      out_shardings=(state_sh, replicated), donate_argnums=0)
+    step_fn = jax.jit(make_train_step(model, tx, s.seed, distill, prune, score_tx),
+                      in_shardings=(state_sh, batch_sh, teacher_sh), out_shardings=(state_sh, replicated),
+                      donate_argnums=0)
+    # The model a state stands for: pruned, its weights masked as the schedule says now (and the share kept).
+    masked = (jax.jit(lambda st: prune.apply(st.params, st.scores, st.step), out_shardings=(param_sh, replicated))
+              if prune else lambda st: (st.params, 1.0))
 
-    def run_eval(state):
-        return evaluate.evaluate_params(model, state.params, eval_set, mesh, s.eval_batch_size,
+    def run_eval(params):
+        return evaluate.evaluate_params(model, params, eval_set, mesh, s.eval_batch_size,
                                         s.null_score_diff_threshold, s.length_step) if eval_set else {}
 
     # ---------------------------------------------------------------- loop
@@ -231,9 +257,10 @@ def train(s: Settings) -> int:
             window_start, window_steps, window_tokens = time.perf_counter(), 0, 0
         progress.update(1)
         if s.eval_every and step % s.eval_every == 0 and step < total_steps:
-            result = run_eval(state)
+            params = masked(state)[0]
+            result = run_eval(params)
             metrics_log.write({"step": step, **result})
-            folder.keep_best(state.params, result, step)
+            folder.keep_best(params, result, step)
         if step % s.save_every == 0:
             folder.save(step, state)
     progress.close()
@@ -246,18 +273,31 @@ def train(s: Settings) -> int:
 
     # ---------------------------------------------------------------- final model and summary
     wall = train_end - started
-    final = folder.export(state.params, run_dir / "model")
-    result = run_eval(state)
+    params, kept = masked(state)
+    final_config = folder.export(params, run_dir / "model")
+    if prune:
+        report = {"method": s.prune, "remaining_target": s.prune_remaining, "remaining": round(float(kept), 4),
+                  **compact.report(config, final_config, s.max_seq_length)}
+        if leader:
+            (run_dir / "pruning.json").write_text(json.dumps(report, indent=2) + "\n")
+        before, after = report["before"], report["after"]
+        log.info(f"pruned by {s.prune}: {report['remaining']:.1%} of the encoder's Linear weights kept; heads "
+                 f"{sum(before['heads'])} -> {sum(after['heads'])} ({after['heads']}), feed-forward units "
+                 f"{sum(before['feed_forward_units'])} -> {sum(after['feed_forward_units'])} "
+                 f"({after['feed_forward_units']}), parameters {before['parameters']:,} -> {after['parameters']:,}, "
+                 f"FLOPs per {s.max_seq_length}-token sequence {before['flops_per_sequence'] / 1e9:.2f}G -> "
+                 f"{after['flops_per_sequence'] / 1e9:.2f}G; report in {run_dir / 'pruning.json'}")
+    result = run_eval(params)
     if result:
         metrics_log.write({"step": step, **result})
-        folder.keep_best(state.params, result, step)
+        folder.keep_best(params, result, step)
     steady = (step - steady_from) * s.batch_size / (train_end - steady_start) if step > steady_from else None
     steady_tokens = steady_tokens / (train_end - steady_start) if step > steady_from else None
     summary = {"steps": step, "wall_seconds": round(wall, 1), "compile_seconds": round(compile_seconds or 0, 1),
                "seq_per_s": steady and round(steady, 2), "tokens_per_s": steady_tokens and round(steady_tokens),
                **{k: result[k] for k in ("exact", "f1") if k in result}}
     metrics_log.write({"summary": summary})
-    log.info(f"done: {json.dumps(summary)}; model in {final}")
+    log.info(f"done: {json.dumps(summary)}; model in {run_dir / 'model'}")
     return 0
 
 

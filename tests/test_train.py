@@ -115,10 +115,10 @@ def test_two_processes_match_one(squad, tmp_path):
             np.testing.assert_allclose(weights(tmp_path / "multi")[key], value, atol=WEIGHT_ATOL, err_msg=key)
 
 
-@pytest.mark.parametrize("distilled", [False, True])
-def test_killed_run_resumes_bit_for_bit(squad, tmp_path, distilled):
-    extra = []
-    if distilled:  # a tiny BERT with the fixture's vocabulary stands in for a fine-tuned teacher
+@pytest.mark.parametrize("recipe", ["plain", "distilled", "pruned"])
+def test_killed_run_resumes_bit_for_bit(squad, tmp_path, recipe):
+    extra = ["--prune", "hybrid", "--grad-accum", "2"] if recipe == "pruned" else []  # scores and schedule resume too
+    if recipe == "distilled":  # a tiny BERT with the fixture's vocabulary stands in for a fine-tuned teacher
         params = jax.device_get(nn.meta.unbox(models.init_params(bert.Model(bert.SIZES["tiny"]), jax.random.key(7))))
         checkpoint.save_pretrained(tmp_path / "teacher", "bert", bert.SIZES["tiny"], params, squad.parent)
         extra = ["--teacher", str(tmp_path / "teacher")]
@@ -138,6 +138,7 @@ def test_killed_run_resumes_bit_for_bit(squad, tmp_path, distilled):
     resumed = run(args(tmp_path / "killed"))
     assert "resumed from" in resumed.stdout
     whole, killed = weights(tmp_path / "whole"), weights(tmp_path / "killed")
+    assert whole.keys() == killed.keys()
     for key in whole:
         assert np.array_equal(whole[key], killed[key]), key
 
@@ -176,6 +177,9 @@ def test_non_finite_loss_stops_with_the_step_and_a_good_checkpoint(squad, tmp_pa
     (["--init", "no/such-model-anywhere"], "--init"),
     (["--train-file", "{not_json}"], "not a JSON file"),
     (["--eval-file", "no-such-file.json"], "--eval-file"),
+    (["--prune", "random"], "--prune"),
+    (["--prune", "movement", "--prune-remaining", "0"], "--prune-remaining"),
+    (["--prune-block", "0"], "--prune-block"),
 ])
 def test_bad_flags_are_refused_before_compiling(squad, tmp_path, extra, message):
     extra = [arg.format(not_json=squad.parent / "vocab.txt") for arg in extra]

@@ -90,6 +90,16 @@ def adamw(schedule: optax.Schedule, weight_decay: float, clip_norm: float = 1.0)
     )
 
 
+def scores(schedule: optax.Schedule, clip_norm: float = 1.0) -> optax.GradientTransformation:
+    """Adam for pruning scores, as movement pruning trains them: a parameter group
+    of their own, with its own learning rate, no weight decay and no trust ratio."""
+    return optax.chain(
+        optax.clip_by_global_norm(clip_norm),
+        optax.scale_by_adam(b1=B1, b2=B2, eps=EPS),
+        optax.scale_by_learning_rate(schedule),
+    )
+
+
 OPTIMIZERS = {"lamb": lamb, "adamw": adamw}
 
 

@@ -38,8 +38,10 @@ class RunFolderError(Error):
 class RunFolder:
     """The checkpoints and exports of one run (see the module's docstring)."""
 
-    def __init__(self, run_dir: Path, model_type: str, config, tokenizer_dir: Path, keep: int):
+    def __init__(self, run_dir: Path, model_type: str, config, tokenizer_dir: Path, keep: int, shrink=None):
+        """`shrink(config, params) -> (config, params)`, if given, makes each exported model compact."""
         self.run_dir, self.model_type, self.config, self.tokenizer_dir = Path(run_dir), model_type, config, tokenizer_dir
+        self.shrink = shrink
         self.directory = self.run_dir / "checkpoints"
         self.identity = {"model_type": model_type, "config": config.to_hf()}
         self.marker = self.run_dir / "run.json"
@@ -124,22 +126,24 @@ class RunFolder:
         with _quiet("absl"):
             self.manager.reload()
 
-    def export(self, params, folder: Path) -> Path:
-        """Writes `params` as a jaxqa checkpoint folder (from process 0)."""
+    def export(self, params, folder: Path):
+        """Writes `params` as a jaxqa checkpoint folder (from process 0), compact if
+        the run shrinks its models; returns the config written."""
         host = multihost_utils.process_allgather(params, tiled=True) if jax.process_count() > 1 else jax.device_get(params)
+        host = jax.tree_util.tree_map(np.asarray, host)
+        config, host = self.shrink(self.config, host) if self.shrink else (self.config, host)
         if jax.process_index() == 0:
-            host = jax.tree_util.tree_map(np.asarray, host)
-            checkpoint.save_pretrained(folder, self.model_type, self.config, host, self.tokenizer_dir, overwrite=True)
-        return folder
+            checkpoint.save_pretrained(folder, self.model_type, config, host, self.tokenizer_dir, overwrite=True)
+        return config
 
     def keep_best(self, params, result: dict, step: int) -> None:
         """Exports `params` to RUN/best when `result` has the best dev F1 so far."""
         if "f1" not in result or result["f1"] <= self.best_f1:
             return
         self.best_f1 = result["f1"]
-        folder = self.export(params, self.run_dir / "best")
+        self.export(params, self.run_dir / "best")
         if jax.process_index() == 0:
-            (folder / "metrics.json").write_text(json.dumps({"step": step, **result}, indent=2))
+            (self.run_dir / "best" / "metrics.json").write_text(json.dumps({"step": step, **result}, indent=2))
 
 
 @contextlib.contextmanager

@@ -22,6 +22,7 @@ from jaxqa import buckets, compilation_cache, models
 from jaxqa.errors import Error
 from jaxqa.training import recipes
 from jaxqa.training.optim import OPTIMIZERS
+from jaxqa.training.pruning import METHODS
 
 PRECISIONS = ("auto", "bf16", "fp32")
 
@@ -78,6 +79,17 @@ class Settings:
                                 "A * distill_loss + (1 - A) * span_loss; 0 is plain fine-tuning")
     distill_temperature: float = flag(2.0, "with --teacher: the temperature T that softens both models' start and "
                                       "end distributions; distill_loss = T^2 * (KL(start) + KL(end)) / 2")
+    prune: str = flag("", f"BERT: prune while fine-tuning, by {', '.join(METHODS)}; the final model is compact "
+                      "(empty: no pruning)")
+    prune_remaining: float = flag(0.5, "with --prune: share of the encoder's Linear weights kept at the end")
+    prune_score_learning_rate: float = flag(1e-2, "with --prune movement, soft-movement or hybrid: peak learning rate "
+                                            "of the scores (Adam, on the --learning-rate schedule's shape)")
+    prune_penalty: float = flag(400.0, "with --prune soft-movement or hybrid: final weight of the L1 penalty on the "
+                                "scores' sigmoids, growing with the share pruned")
+    prune_block: int = flag(32, "with --prune hybrid: edge of the square blocks of the attention kernels (smaller "
+                            "where a head is narrower)")
+    prune_initial_warmup: float = flag(1.0, "with --prune: learning-rate warm-ups before pruning starts")
+    prune_final_warmup: float = flag(2.0, "with --prune: learning-rate warm-ups at the final share before the end")
     coordinator: str = flag("", "host:port of process 0, for several processes")
     num_processes: int = flag(1, "processes of a multi-host run")
     process_id: int = flag(0, "this process's index in a multi-host run")
@@ -190,6 +202,18 @@ def validate(s: Settings) -> None:
     for name in ("epochs", "learning_rate", "clip_norm", "distill_temperature"):
         if not 0 < getattr(s, name) < math.inf:  # also refuses nan
             raise SettingsError(f"{_flag(name)} {getattr(s, name)}: must be positive and finite")
+    if s.prune and s.prune not in METHODS:
+        raise SettingsError(f"--prune {s.prune!r}: choose {', '.join(METHODS)}")
+    if s.prune and s.model != "bert":
+        raise SettingsError(f"--prune {s.prune}: pruning is built for bert models (BERT, MiniLM), not {s.model}")
+    if not 0 < s.prune_remaining <= 1:  # also refuses nan
+        raise SettingsError(f"--prune-remaining {s.prune_remaining}: must be in (0, 1]")
+    for name in ("prune_score_learning_rate", "prune_block"):
+        if not 0 < getattr(s, name) < math.inf:
+            raise SettingsError(f"{_flag(name)} {getattr(s, name)}: must be positive and finite")
+    for name in ("prune_penalty", "prune_initial_warmup", "prune_final_warmup"):
+        if not 0 <= getattr(s, name) < math.inf:
+            raise SettingsError(f"{_flag(name)} {getattr(s, name)}: must be 0 or more, and finite")
     if not 0 <= s.distill_alpha <= 1:  # also refuses nan
         raise SettingsError(f"--distill-alpha {s.distill_alpha}: must be in [0, 1]")
     if not 0 <= s.weight_decay < math.inf:

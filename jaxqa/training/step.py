@@ -1,4 +1,5 @@
-"""The training step: span loss (and, with a teacher, the distillation loss),
+"""The training step: span loss (and, with a teacher, the distillation loss;
+with pruning, the model's pruned weights zeroed and the scores' penalty),
 gradients summed over micro-batches, one optimizer update, and a guard that
 freezes the state at the first non-finite loss or gradient."""
 
@@ -10,6 +11,8 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from jaxqa.training.pruning import Pruning
+
 
 @struct.dataclass
 class TrainState:
@@ -17,6 +20,8 @@ class TrainState:
     params: dict
     opt_state: optax.OptState
     bad_step: jax.Array  # () int32: first step whose loss or gradient was not finite; -1 if none
+    scores: dict | None = None  # pruning scores (see `pruning`); None when not pruning or by magnitude
+    score_opt_state: optax.OptState | None = None
 
 
 # Logit of padding positions in the losses: out of every softmax, and finite, so
@@ -62,43 +67,53 @@ class Distillation:
     temperature: float
 
 
-def make_train_step(model: nn.Module, tx: optax.GradientTransformation, seed: int, distill: Distillation | None = None):
-    """`train_step(state, batch, teacher_params)`; teacher_params is {} without distillation."""
+def make_train_step(model: nn.Module, tx: optax.GradientTransformation, seed: int, distill: Distillation | None = None,
+                    prune: Pruning | None = None, score_tx: optax.GradientTransformation | None = None):
+    """`train_step(state, batch, teacher_params)`; teacher_params is {} without
+    distillation; `score_tx` updates the pruning scores."""
 
-    def loss_fn(params, batch, rng, teacher_params):
+    def loss_fn(params, scores, batch, rng, teacher_params, step):
+        parts = {}
+        if prune is not None:
+            params, parts["remaining"] = prune.apply(params, scores, step)
+            parts["penalty_weight"], parts["penalty"] = prune.penalty_term(scores, step)
         inputs = batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
         logits = model.apply({"params": params}, *inputs, deterministic=False, rngs={"dropout": rng})
         start, end = (without_padding(x, batch["attention_mask"]) for x in logits)  # (B, L) each
-        span = span_loss(start, end, batch["start_positions"], batch["end_positions"])
-        if distill is None:
-            return span, {"span_loss": span}
-        # The teacher runs in the same program, without dropout, and learns nothing.
-        teacher = jax.lax.stop_gradient(distill.teacher.apply({"params": teacher_params}, *inputs))
-        teacher_start, teacher_end = (without_padding(x, batch["attention_mask"]) for x in teacher)
-        soft = distill_loss(start, end, teacher_start, teacher_end, distill.temperature)
-        loss = distill.alpha * soft + (1 - distill.alpha) * span
-        return loss, {"span_loss": span, "distill_loss": soft}
+        loss = parts["span_loss"] = span_loss(start, end, batch["start_positions"], batch["end_positions"])
+        if distill is not None:
+            # The teacher runs in the same program, without dropout, and learns nothing.
+            teacher = jax.lax.stop_gradient(distill.teacher.apply({"params": teacher_params}, *inputs))
+            teacher_start, teacher_end = (without_padding(x, batch["attention_mask"]) for x in teacher)
+            soft = parts["distill_loss"] = distill_loss(start, end, teacher_start, teacher_end, distill.temperature)
+            loss = distill.alpha * soft + (1 - distill.alpha) * loss
+        return loss + parts.get("penalty", 0.0), parts
 
     def train_step(state: TrainState, batch: dict, teacher_params: dict):
         # batch: (A, B/A, ...) micro-batches; gradients are summed over them.
         rng = jax.random.fold_in(jax.random.key(seed), state.step)
+        trained = (state.params, state.scores)
 
         def micro(grads, inputs):
             index, micro_batch = inputs
-            (loss, parts), g = jax.value_and_grad(loss_fn, has_aux=True)(
-                state.params, micro_batch, jax.random.fold_in(rng, index), teacher_params)
+            (loss, parts), g = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(
+                *trained, micro_batch, jax.random.fold_in(rng, index), teacher_params, state.step)
             return jax.tree_util.tree_map(jnp.add, grads, g), {"loss": loss, **parts}
 
         accum = batch["input_ids"].shape[0]
-        zeros = jax.tree_util.tree_map(jnp.zeros_like, state.params)
+        zeros = jax.tree_util.tree_map(jnp.zeros_like, trained)
         grads, losses = jax.lax.scan(micro, zeros, (jnp.arange(accum), batch))
-        grads = jax.tree_util.tree_map(lambda g: g / accum, grads)
+        grads, score_grads = jax.tree_util.tree_map(lambda g: g / accum, grads)
         losses = {key: value.mean() for key, value in losses.items()}
         loss, grad_norm = losses["loss"], optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
+        scores, score_opt_state = state.scores, state.score_opt_state
+        if scores is not None:
+            score_updates, score_opt_state = score_tx.update(score_grads, score_opt_state, scores)
+            scores = optax.apply_updates(scores, score_updates)
         # A non-finite loss freezes the state at the last good step and records where it happened.
-        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.tree.norm(score_grads))
         ok = finite & (state.bad_step < 0)
         keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, old)
         new_state = TrainState(
@@ -106,6 +121,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, seed: in
             params=keep(params, state.params),
             opt_state=keep(opt_state, state.opt_state),
             bad_step=jnp.where((state.bad_step < 0) & ~finite, state.step, state.bad_step),
+            scores=keep(scores, state.scores),
+            score_opt_state=keep(score_opt_state, state.score_opt_state),
         )
         return new_state, {**losses, "grad_norm": grad_norm}
 

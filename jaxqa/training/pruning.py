@@ -1,0 +1,156 @@
+"""Pruning BERT while fine-tuning: which encoder weights are kept, the cubic
+schedule of the share kept, and the L1 penalty on the scores.
+
+The weights pruned are the kernels of every layer's six Linear layers (query,
+key, value, attention output, intermediate, output). The methods, as movement
+pruning (Sanh et al., 2020) and block movement pruning (nn_pruning) define them:
+
+- `magnitude`: in each kernel, the largest |weights|;
+- `movement`: in each kernel, the top of a learned score per weight;
+- `soft-movement`: learned scores per weight under an L1 penalty on their
+  sigmoids, kept above one threshold shared by all kernels (so layers end with
+  the sparsity the scores give them);
+- `hybrid`: the same with one score per square block of the attention kernels
+  and one per feed-forward unit, shared by its column of the intermediate
+  kernel and its row of the output one, so whole units go.
+
+Scores start at zero and learn through the straight-through estimator: the
+mask's gradient is passed to the scores as it is (for movement, dL/dS =
+dL/dW' * W where W' = W * mask). The share kept follows the cubic schedule:
+all weights until the initial warm-up, then a cubic decay to `remaining`,
+reached at the final warm-up and held there. For the thresholded methods the
+threshold is set each step so that the share kept is the schedule's (counting
+the weights each score covers); `Pruning.apply` reports the share reached.
+"""
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+
+METHODS = ("magnitude", "movement", "soft-movement", "hybrid")
+KERNELS = ("query", "key", "value", "attention_output", "intermediate", "output")
+ATTENTION = KERNELS[:4]
+
+
+@dataclasses.dataclass(frozen=True)
+class Pruning:
+    method: str
+    remaining: float  # share of the encoder's Linear weights kept at the end
+    total_steps: int
+    warmup_steps: int  # the learning rate's warm-up: the unit of the two below
+    initial_warmup: float  # steps (in warm-ups) before pruning starts
+    final_warmup: float  # steps (in warm-ups) at `remaining` before the end
+    penalty: float  # final weight of the L1 penalty (soft-movement and hybrid)
+    block: int  # edge of the square blocks of `hybrid`'s attention kernels
+
+    def share(self, step) -> jax.Array:
+        """The share of weights kept at optimizer step `step`, () float32."""
+        start = self.initial_warmup * self.warmup_steps
+        end = self.total_steps - self.final_warmup * self.warmup_steps
+        progress = jnp.clip((step - start) / max(end - start, 1), 0, 1)
+        return self.remaining + (1 - self.remaining) * (1 - progress) ** 3
+
+    def init_scores(self, params: dict) -> dict | None:
+        """Zero scores for every kernel pruned; None for magnitude pruning, which has none."""
+        if self.method == "magnitude":
+            return None
+        scores = {}
+        for layer in _layers(params):
+            kernels = {name: params[layer][name]["kernel"] for name in KERNELS}
+            if self.method == "hybrid":
+                b = self.block
+                scores[layer] = {name: jnp.zeros((k.shape[0] // b, k.shape[1] // b)) for name, k in kernels.items()
+                                 if name in ATTENTION}
+                scores[layer]["feed_forward"] = jnp.zeros(kernels["intermediate"].shape[1])  # (M,)
+            else:
+                scores[layer] = {name: jnp.zeros(k.shape) for name, k in kernels.items()}
+        return scores
+
+    def masks(self, params: dict, scores: dict | None, step) -> dict:
+        """{layer: {kernel name: 0/1 mask of the kernel's shape}}; the scores get the
+        masks' gradients straight through."""
+        share = self.share(step)
+        if self.method == "magnitude":
+            return {layer: {name: jax.lax.stop_gradient(_top(jnp.abs(params[layer][name]["kernel"]), share))
+                            for name in KERNELS} for layer in _layers(params)}
+        if self.method == "movement":
+            return {layer: {name: _straight_through(_top(s, share), s) for name, s in named.items()}
+                    for layer, named in scores.items()}
+        # Weights each score covers: one, or a block, or a unit's column and row.
+        covers = {layer: {name: 1 if self.method == "soft-movement" else self.block**2 for name in named}
+                  for layer, named in scores.items()}
+        if self.method == "hybrid":
+            for layer, named in covers.items():
+                named["feed_forward"] = 2 * params[layer]["intermediate"]["kernel"].shape[0]
+        threshold = _threshold(scores, covers, share)
+        hard = jax.tree_util.tree_map(lambda s: _straight_through((s >= threshold).astype(s.dtype), s), scores)
+        if self.method == "soft-movement":
+            return hard
+        b = self.block
+        return {layer: {**{name: jnp.repeat(jnp.repeat(named[name], b, 0), b, 1) for name in ATTENTION},
+                        "intermediate": named["feed_forward"][None, :], "output": named["feed_forward"][:, None]}
+                for layer, named in hard.items()}
+
+    def apply(self, params: dict, scores: dict | None, step) -> tuple[dict, jax.Array]:
+        """(params with the pruned weights zero, share of the weights kept)."""
+        masks = self.masks(params, scores, step)
+        pruned, kept, total = dict(params), 0, 0
+        for layer, named in masks.items():
+            pruned[layer] = dict(params[layer])
+            for name, mask in named.items():
+                kernel = params[layer][name]["kernel"]
+                pruned[layer][name] = {**params[layer][name], "kernel": kernel * mask}
+                kept += jnp.broadcast_to(jax.lax.stop_gradient(mask), kernel.shape).sum()
+                total += kernel.size
+        return pruned, kept / total
+
+    def penalty_term(self, scores: dict | None, step) -> tuple[jax.Array, jax.Array]:
+        """(the penalty's weight now, its term in the loss): the weight grows with the
+        share pruned, to `penalty` at the end; the term is the weight times the
+        mean over kernels of the mean sigmoid of their scores (soft-movement and
+        hybrid; 0 otherwise)."""
+        if self.method not in ("soft-movement", "hybrid") or self.remaining == 1:
+            return jnp.zeros(()), jnp.zeros(())
+        weight = self.penalty * (1 - self.share(step)) / (1 - self.remaining)
+        leaves = jax.tree_util.tree_leaves(scores)
+        return weight, weight * sum(jax.nn.sigmoid(s).mean() for s in leaves) / len(leaves)
+
+
+def block_edge(block: int, head_dim: int, hidden_size: int) -> int:
+    """The block edge used: `block`, or the largest edge dividing it, a head and the
+    hidden size, where heads are narrower than a block (or not a multiple of it)."""
+    return math.gcd(block, head_dim, hidden_size)
+
+
+def _layers(params: dict) -> list[str]:
+    return sorted((key for key in params if key.startswith("layer_")), key=lambda key: int(key[len("layer_"):]))
+
+
+def _straight_through(hard, scores):
+    """`hard` forward; the gradient passes to `scores` unchanged."""
+    return hard + scores - jax.lax.stop_gradient(scores)
+
+
+def _top(x, share):
+    """1 where `x` is among its floor(share * size) largest entries (at least one;
+    ties with the smallest of them are kept too), else 0."""
+    flat = jnp.sort(x.ravel())
+    k = jnp.maximum(jnp.floor(share * flat.size).astype(jnp.int32), 1)
+    return (x >= flat[flat.size - k]).astype(x.dtype)
+
+
+def _threshold(scores: dict, covers: dict, share) -> jax.Array:
+    """The score at or above which the highest scores cover floor(share * all
+    weights) weights (at least one score); `covers` says how many weights each
+    score of a leaf covers."""
+    leaves = jax.tree_util.tree_leaves(scores)
+    s = jnp.concatenate([leaf.ravel() for leaf in leaves])
+    c = jnp.concatenate([jnp.full(leaf.size, cover, jnp.int32)
+                         for leaf, cover in zip(leaves, jax.tree_util.tree_leaves(covers))])
+    order = jnp.argsort(-s)
+    covered = jnp.cumsum(c[order])  # weights covered by the highest scores
+    need = jnp.maximum(jnp.floor(share * covered[-1]), 1)
+    last = jnp.minimum(jnp.searchsorted(covered, need), s.size - 1)
+    return jax.lax.stop_gradient(s[order][last])
