@@ -114,16 +114,18 @@ def serve(side: str, folder: str, warm_questions: list[dict], bucket_step: int |
         conn.send((answer, time.perf_counter() - begun, getattr(qa, "traces", 0)))
 
 
-def warm_latency(hf_folder: Path, our_folder: Path, sides: list[str], questions: list[dict], warm: int,
+def warm_latency(runs: dict[str, tuple[str, Path]], questions: list[dict], warm: int,
                  bucket_step: int | None) -> list[dict]:
-    """A row per side. Each side runs in a process of its own (their thread pools never compete),
-    warmed up one after the other; they take the questions in turns, one at a time."""
+    """A row per side: `runs` maps each side's name to what runs (one of SIDES) and
+    its folder. Each side runs in a process of its own (their thread pools never
+    compete), warmed up one after the other; they take the questions in turns,
+    one at a time."""
+    sides = list(runs)
     context = multiprocessing.get_context("spawn")
     workers, ready = {}, {}
-    for side in sides:
+    for side, (kind, folder) in runs.items():
         ours, theirs = context.Pipe()
-        folder = our_folder if side.startswith("jaxqa") else hf_folder
-        worker = context.Process(target=serve, args=(side, str(folder), questions[:warm], bucket_step, theirs))
+        worker = context.Process(target=serve, args=(kind, str(folder), questions[:warm], bucket_step, theirs))
         worker.start()
         ready[side] = ours.recv()
         workers[side] = (worker, ours)
@@ -205,7 +207,8 @@ def main() -> None:
         pairs.append((f"finetuned {args.finetuned}", same_weights.exported(args.finetuned, args.workdir)))
     rows = []
     for name, (hf_folder, our_folder) in pairs:
-        for row in warm_latency(hf_folder, our_folder, sides, questions, args.warm, args.bucket_step):
+        runs = {side: (side, our_folder if side.startswith("jaxqa") else hf_folder) for side in sides}
+        for row in warm_latency(runs, questions, args.warm, args.bucket_step):
             rows.append({"model": name, **row})
             print(json.dumps(rows[-1]), flush=True)
         if not args.no_cold_start:

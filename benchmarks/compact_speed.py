@@ -1,0 +1,98 @@
+"""Compact models run as fast as their FLOPs say: BERT-base pruned at random to
+about the shape of the published block-pruned model (80 of its 144 heads and
+two thirds of its feed-forward units removed), one question at a time on the
+CPU. Sides: jaxqa dense, jaxqa compact and PyTorch dense, all float32, each in
+a process of its own, taking the same real dev questions in turns
+(`cpu_latency.py`).
+
+    python benchmarks/compact_speed.py [--questions 40] [--heads-removed 80] [--units-kept 0.333]
+
+The compact model is made as a pruning run makes it: the removed heads' rows
+of the attention output and the removed units' rows of the output kernel are
+zeroed in the dense weights (random initialisation, seed 0), and
+`compact.compact` takes them out. The FLOP ratio is dense over compact
+`forward_flops` summed over the questions' first windows at their padded
+lengths; the target is a speed-up of at least 0.8 times it.
+Results: benchmarks/results/compact_speed_<platform>.json.
+"""
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import jax
+import numpy as np
+
+import cpu_latency
+import record
+import same_weights
+from jaxqa import buckets, checkpoint
+from jaxqa.models import bert, compact
+from jaxqa.pipeline import PIPELINE_LENGTH_STEP
+
+ROOT = Path(__file__).resolve().parents[1]
+MAX_LEN = 384
+
+
+def pruned_at_random(dense: Path, out: Path, heads_removed: int, units_kept: float, seed: int) -> bert.Config:
+    """Writes a compact copy of the dense BERT at `dense` to `out`, with
+    `heads_removed` heads and all but `units_kept` of the feed-forward units
+    removed, chosen at random over all layers; returns its config."""
+    source = checkpoint.open_checkpoint(dense)
+    config, params = source.config, jax.tree_util.tree_map(np.array, source.read_params())  # writable copies
+    rng = np.random.default_rng(seed)
+    layers, heads, width, head_dim = config.num_hidden_layers, config.num_attention_heads, config.intermediate_size, config.head_dim
+    gone_heads = rng.choice(layers * heads, heads_removed, replace=False)
+    gone_units = rng.choice(layers * width, layers * width - round(units_kept * layers * width), replace=False)
+    for i in range(layers):
+        layer = params[f"layer_{i}"]
+        for h in gone_heads[gone_heads // heads == i] % heads:
+            layer["attention_output"]["kernel"][h * head_dim:(h + 1) * head_dim] = 0
+        layer["output"]["kernel"][gone_units[gone_units // width == i] % width] = 0
+    config, params = compact.compact(config, params)
+    checkpoint.save_pretrained(out, "bert", config, params, dense, overwrite=True)
+    return config
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--questions", type=int, default=40)
+    p.add_argument("--warm", type=int, default=5, help="questions asked of every side before timing")
+    p.add_argument("--heads-removed", type=int, default=80)
+    p.add_argument("--units-kept", type=float, default=1 / 3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--squad-dir", type=Path, default=ROOT.parent / "shared" / "squad")
+    p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "jaxqa-benchmark-weights")
+    args = p.parse_args()
+
+    hf_folder, dense = same_weights.folders("bert-base", args.workdir)
+    small = args.workdir / "bert-base-compact-jaxqa"
+    small_config = pruned_at_random(dense, small, args.heads_removed, args.units_kept, args.seed)
+    dense_config = checkpoint.open_checkpoint(dense).config
+    questions = cpu_latency.squad_questions(args.squad_dir / "dev-v1.1.json", args.questions)
+    tokenizer = checkpoint.load_pretrained(small).tokenizer
+    lengths = [min(MAX_LEN, len(tokenizer.encode(q["question"], q["context"]).ids)) for q in questions]
+    padded = buckets.fit(buckets.widths(MAX_LEN, PIPELINE_LENGTH_STEP), np.asarray(lengths))
+    flops = {name: sum(bert.forward_flops(config, int(n)) for n in padded)
+             for name, config in (("dense", dense_config), ("compact", small_config))}
+    flop_ratio = flops["dense"] / flops["compact"]
+
+    rows = cpu_latency.warm_latency({"jaxqa-dense": ("jaxqa-fp32", dense), "jaxqa-compact": ("jaxqa-fp32", small),
+                                     "pytorch-fp32": ("pytorch-fp32", hf_folder)}, questions, args.warm, None)
+    median = {row["side"]: row["median_ms"] for row in rows}
+    for row in rows:
+        row["speed_up_vs_jaxqa_dense"] = round(median["jaxqa-dense"] / row["median_ms"], 3)
+    rows[1]["flop_ratio"] = round(flop_ratio, 3)
+    rows[1]["speed_up_over_flop_ratio"] = round(median["jaxqa-dense"] / median["jaxqa-compact"] / flop_ratio, 3)
+    rows[1]["target_met"] = rows[1]["speed_up_over_flop_ratio"] >= 0.8
+    settings = {**{key: (str(value) if isinstance(value, Path) else value) for key, value in vars(args).items()},
+                "heads_after": [small_config.heads(i) for i in range(small_config.num_hidden_layers)],
+                "feed_forward_units_after": [small_config.ffn(i) for i in range(small_config.num_hidden_layers)],
+                "median_padded_length": int(np.median(padded)), "flops_dense": flops["dense"],
+                "flops_compact": flops["compact"], "flop_ratio_at_384": round(
+                    bert.forward_flops(dense_config, MAX_LEN) / bert.forward_flops(small_config, MAX_LEN), 3)}
+    record.write("compact_speed", settings, rows)
+
+
+if __name__ == "__main__":
+    main()
