@@ -355,6 +355,7 @@ def pt2flax_main(argv=None) -> int:
             config, params = source.config, source.read_params(args.seed)
             if args.compact:
                 config, params = compact.compact(config, params)
+                log.info(f"compact: {compact.describe(compact.report(source.config, config))}")
             save_pretrained(args.out, source.model_type, config, params, source.folder, overwrite=args.overwrite)
     except Error as err:
         print(f"pt2flax: error: {err}", file=sys.stderr)

@@ -280,13 +280,7 @@ def train(s: Settings) -> int:
                   **compact.report(config, final_config, s.max_seq_length)}
         if leader:
             (run_dir / "pruning.json").write_text(json.dumps(report, indent=2) + "\n")
-        before, after = report["before"], report["after"]
-        log.info(f"pruned by {s.prune}: {report['remaining']:.1%} of the encoder's Linear weights kept; heads "
-                 f"{sum(before['heads'])} -> {sum(after['heads'])} ({after['heads']}), feed-forward units "
-                 f"{sum(before['feed_forward_units'])} -> {sum(after['feed_forward_units'])} "
-                 f"({after['feed_forward_units']}), parameters {before['parameters']:,} -> {after['parameters']:,}, "
-                 f"FLOPs per {s.max_seq_length}-token sequence {before['flops_per_sequence'] / 1e9:.2f}G -> "
-                 f"{after['flops_per_sequence'] / 1e9:.2f}G; report in {run_dir / 'pruning.json'}")
+        log.info(f"pruned by {s.prune}: {compact.describe(report)}; report in {run_dir / 'pruning.json'}")
     result = run_eval(params)
     if result:
         metrics_log.write({"step": step, **result})

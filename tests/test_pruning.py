@@ -172,13 +172,24 @@ def test_magnitude_and_movement_pass_no_gradient_to_pruned_weights():
             np.testing.assert_array_equal(np.asarray(grads["layer_0"][n]["kernel"]), np.asarray(masks["layer_0"][n]))
 
 
-def test_penalty_grows_with_the_share_pruned():
-    prune, params, scores = params_and_scores("soft-movement")
-    assert [float(w) for w in prune.penalty_term(scores, 0)] == [0.0, 0.0]  # before pruning starts
-    weight, term = prune.penalty_term(scores, prune.total_steps)
-    mean_sigmoid = np.mean([np.mean(1 / (1 + np.exp(-s))) for s in jax.tree_util.tree_leaves(scores)])
-    assert float(weight) == pytest.approx(400.0) and float(term) == pytest.approx(400.0 * mean_sigmoid, rel=1e-5)
-    assert [float(w) for w in method("movement").penalty_term(scores, 20)] == [0.0, 0.0]
+@pytest.mark.parametrize("name", ["soft-movement", "hybrid"])
+def test_penalty_pushes_every_weight_alike_and_grows_with_the_share_pruned(name):
+    prune, params, scores = params_and_scores(name)
+    assert [float(w) for w in prune.penalty_term(params, scores, 0)] == [0.0, 0.0]  # before pruning starts
+    weight, term = prune.penalty_term(params, scores, prune.total_steps)
+    # The sigmoids' soft share of weights kept, each score standing for the weights it covers.
+    cover = lambda n: 1 if name == "soft-movement" else 2 * 64 if n == "feed_forward" else 16 * 16
+    sigmoid = lambda s: 1 / (1 + np.exp(-s))
+    covered = sum(cover(n) * sigmoid(s).sum() for named in scores.values() for n, s in named.items())
+    total = sum(cover(n) * s.size for named in scores.values() for n, s in named.items())
+    assert total == 2 * (4 * 64 * 64 + 2 * 64 * 96)  # every encoder Linear weight, once
+    assert float(weight) == pytest.approx(400.0) and float(term) == pytest.approx(400.0 * covered / total, rel=1e-5)
+    grads = jax.grad(lambda s: prune.penalty_term(params, s, prune.total_steps)[1])(
+        jax.tree_util.tree_map(np.zeros_like, scores))  # at zero every sigmoid has the same slope
+    for named in grads.values():
+        for n, g in named.items():
+            np.testing.assert_allclose(g, 400.0 * 0.25 * cover(n) / total, rtol=1e-5)
+    assert [float(w) for w in method("movement").penalty_term(params, scores, 20)] == [0.0, 0.0]
 
 
 # ---------------------------------------------------------------- jaxqa.train --prune
@@ -237,6 +248,7 @@ def test_hybrid_pruning_with_a_teacher_on_a_mesh_ends_compact(squad, teacher, tm
 
     # The compact model on disk computes what the masked model of the last checkpoint computes.
     compact = jaxqa.load_pretrained(tmp_path / "one" / "model")
+    assert jaxqa.load_pretrained(tmp_path / "one" / "best").config == compact.config  # best/ is compact too
     assert [compact.config.ffn(i) for i in range(2)] == after["feed_forward_units"]
     assert [compact.config.heads(i) for i in range(2)] == after["heads"]
     state = ocp.StandardCheckpointer().restore((tmp_path / "one" / "checkpoints" / "12" / "default").absolute())

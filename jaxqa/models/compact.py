@@ -112,3 +112,13 @@ def report(before: bert.Config, after: bert.Config, seq_len: int = 384) -> dict:
 
     return {"seq_len": seq_len, "before": shape(before), "after": shape(after)}
 
+
+
+def describe(report: dict) -> str:
+    """One line of a `report` (with the share of Linear weights kept, `remaining`, if it has one)."""
+    before, after = report["before"], report["after"]
+    kept = f"{report['remaining']:.1%} of the encoder's Linear weights kept; " if "remaining" in report else ""
+    return (f"{kept}heads {sum(before['heads'])} -> {sum(after['heads'])} {after['heads']}, feed-forward units "
+            f"{sum(before['feed_forward_units'])} -> {sum(after['feed_forward_units'])} {after['feed_forward_units']}, "
+            f"parameters {before['parameters']:,} -> {after['parameters']:,}, FLOPs per {report['seq_len']}-token "
+            f"sequence {before['flops_per_sequence'] / 1e9:.2f}G -> {after['flops_per_sequence'] / 1e9:.2f}G")

@@ -78,13 +78,7 @@ class Pruning:
         if self.method == "movement":
             return {layer: {name: _straight_through(_top(s, share), s) for name, s in named.items()}
                     for layer, named in scores.items()}
-        # Weights each score covers: one, or a block, or a unit's column and row.
-        covers = {layer: {name: 1 if self.method == "soft-movement" else self.block**2 for name in named}
-                  for layer, named in scores.items()}
-        if self.method == "hybrid":
-            for layer, named in covers.items():
-                named["feed_forward"] = 2 * params[layer]["intermediate"]["kernel"].shape[0]
-        threshold = _threshold(scores, covers, share)
+        threshold = _threshold(scores, self._covers(params, scores), share)
         hard = jax.tree_util.tree_map(lambda s: _straight_through((s >= threshold).astype(s.dtype), s), scores)
         if self.method == "soft-movement":
             return hard
@@ -106,16 +100,29 @@ class Pruning:
                 total += kernel.size
         return pruned, kept / total
 
-    def penalty_term(self, scores: dict | None, step) -> tuple[jax.Array, jax.Array]:
-        """(the penalty's weight now, its term in the loss): the weight grows with the
-        share pruned, to `penalty` at the end; the term is the weight times the
-        mean over kernels of the mean sigmoid of their scores (soft-movement and
-        hybrid; 0 otherwise)."""
+    def penalty_term(self, params: dict, scores: dict | None, step) -> tuple[jax.Array, jax.Array]:
+        """(the penalty's weight now, its term in the loss), for soft-movement and
+        hybrid (0 otherwise). The weight grows with the share pruned, to `penalty`
+        at the end. The term is the weight times the share of weights the
+        sigmoids of the scores keep, each score counted for the weights it
+        covers, so that every weight is pushed alike: a block score as hard as
+        the 1,024 weights of its block, a unit's as its column and row. (The
+        reference averages over kernels instead, which in hybrid pushes a block
+        score about ten times as hard as a unit's; see the README.)"""
         if self.method not in ("soft-movement", "hybrid") or self.remaining == 1:
             return jnp.zeros(()), jnp.zeros(())
         weight = self.penalty * (1 - self.share(step)) / (1 - self.remaining)
-        leaves = jax.tree_util.tree_leaves(scores)
-        return weight, weight * sum(jax.nn.sigmoid(s).mean() for s in leaves) / len(leaves)
+        pairs = list(zip(jax.tree_util.tree_leaves(scores), jax.tree_util.tree_leaves(self._covers(params, scores))))
+        soft_kept = sum(cover * jax.nn.sigmoid(s).sum() for s, cover in pairs) / sum(cover * s.size for s, cover in pairs)
+        return weight, weight * soft_kept
+
+    def _covers(self, params: dict, scores: dict) -> dict:
+        """How many weights each score of a leaf covers: one, a block, or a unit's column and row."""
+        if self.method == "soft-movement":
+            return {layer: {name: 1 for name in named} for layer, named in scores.items()}
+        return {layer: {**{name: self.block**2 for name in ATTENTION},
+                        "feed_forward": 2 * params[layer]["intermediate"]["kernel"].shape[0]}
+                for layer in scores}
 
 
 def block_edge(block: int, head_dim: int, hidden_size: int) -> int:

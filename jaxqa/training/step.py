@@ -75,8 +75,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, seed: in
     def loss_fn(params, scores, batch, rng, teacher_params, step):
         parts = {}
         if prune is not None:
+            parts["penalty_weight"], parts["penalty"] = prune.penalty_term(params, scores, step)
             params, parts["remaining"] = prune.apply(params, scores, step)
-            parts["penalty_weight"], parts["penalty"] = prune.penalty_term(scores, step)
         inputs = batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
         logits = model.apply({"params": params}, *inputs, deterministic=False, rngs={"dropout": rng})
         start, end = (without_padding(x, batch["attention_mask"]) for x in logits)  # (B, L) each
