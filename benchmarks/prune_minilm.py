@@ -10,9 +10,13 @@ pruning, distilling from itself unpruned, into a compact model.
    questions, with the evaluation that training runs.
 3. Times both one question at a time (jaxqa's pipeline in float32, each in a
    process of its own, taking the questions in turns; `cpu_latency.py`).
+With `--control`, the dense model is also trained as long with the same
+distillation but no pruning, and scored: what the extra training alone gives.
+`--keep-pruned` takes the pruned model a previous run left in --run-dir
+instead of pruning again (its row then reports that run's training figures).
 Results: benchmarks/results/prune_minilm_<platform>.json, and pruning.json in the run folder.
 
-    python benchmarks/prune_minilm.py [--train-examples 1500] [--epochs 2] [--remaining 0.5]
+    python benchmarks/prune_minilm.py [--train-examples 1500] [--epochs 2] [--remaining 0.5] [--control] [--keep-pruned]
 """
 
 import argparse
@@ -64,6 +68,8 @@ def main() -> None:
     p.add_argument("--max-seq-length", type=int, default=192)
     p.add_argument("--doc-stride", type=int, default=64)
     p.add_argument("--questions", type=int, default=40, help="asked one at a time of each model")
+    p.add_argument("--control", action="store_true", help="also train the dense model as long, without pruning")
+    p.add_argument("--keep-pruned", action="store_true", help="reuse the pruned model a previous run made")
     p.add_argument("--squad-dir", type=Path, default=SQUAD)
     p.add_argument("--run-dir", type=Path, default=ROOT / "runs" / "prune-minilm")
     args = p.parse_args()
@@ -74,11 +80,12 @@ def main() -> None:
         shutil.rmtree(args.run_dir / "teacher", ignore_errors=True)
         assert train.main(train_flags(args, args.run_dir / "teacher", init, 800, 1.0)) == 0
         args.teacher = args.run_dir / "teacher" / "model"
-    pruned = args.run_dir / "pruned"
-    shutil.rmtree(pruned, ignore_errors=True)
-    assert train.main([*train_flags(args, pruned, args.teacher, args.train_examples, args.epochs),
-                       "--teacher", str(args.teacher), "--prune", args.method,
-                       "--prune-remaining", str(args.remaining)]) == 0
+    pruned, control = args.run_dir / "pruned", args.run_dir / "control"
+    distilled = lambda run_dir: [*train_flags(args, run_dir, args.teacher, args.train_examples, args.epochs),
+                                 "--teacher", str(args.teacher)]
+    if not (args.keep_pruned and (pruned / "pruning.json").is_file()):
+        shutil.rmtree(pruned, ignore_errors=True)
+        assert train.main([*distilled(pruned), "--prune", args.method, "--prune-remaining", str(args.remaining)]) == 0
     summary = json.loads((pruned / "metrics.jsonl").read_text().splitlines()[-1])["summary"]
     report = json.loads((pruned / "pruning.json").read_text())
 
@@ -93,6 +100,10 @@ def main() -> None:
                      "gflops_per_sequence": round(shape["flops_per_sequence"] / 1e9, 3),
                      "median_ms": latency[f"jaxqa-{name}"]["median_ms"], "p90_ms": latency[f"jaxqa-{name}"]["p90_ms"]})
     dense, small = rows
+    if args.control:
+        shutil.rmtree(control, ignore_errors=True)
+        assert train.main(distilled(control)) == 0
+        rows.append({"model": "dense, distilled as long without pruning", **scores(control / "model", args)})
     small["speed_up"] = round(dense["median_ms"] / small["median_ms"], 3)
     small["flop_ratio"] = round(dense["gflops_per_sequence"] / small["gflops_per_sequence"], 3)
     small["remaining"] = report["remaining"]

@@ -106,7 +106,7 @@ class Pruning:
         at the end. The term is the weight times the share of weights the
         sigmoids of the scores keep, each score counted for the weights it
         covers, so that every weight is pushed alike: a block score as hard as
-        the 1,024 weights of its block, a unit's as its column and row. (The
+        the weights of its block, a unit's as its column and row. (The
         reference averages over kernels instead, which in hybrid pushes a block
         score about ten times as hard as a unit's; see the README.)"""
         if self.method not in ("soft-movement", "hybrid") or self.remaining == 1:
