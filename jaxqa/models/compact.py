@@ -32,11 +32,10 @@ def compact(config: bert.Config, params: dict) -> tuple[bert.Config, dict]:
     """(config, parameters) without the heads and feed-forward units that add nothing
     but a constant; the logits are the same up to float32 rounding."""
     head_dim, pruned = config.head_dim, dict(config.pruned_heads)
-    params = {key: value for key, value in params.items()}
+    params = dict(params)
     all_pruned, widths = [], []
     for i in range(config.num_hidden_layers):
-        layer = {name: {leaf: np.asarray(value, np.float32) for leaf, value in leaves.items()}
-                 for name, leaves in params[f"layer_{i}"].items()}
+        layer = _float32_copy(params[f"layer_{i}"])
         heads = [h for h in range(config.num_attention_heads) if h not in pruned.get(i, ())]  # original numbers
         out = layer["attention_output"]
         value = layer["value"]["kernel"].reshape(config.hidden_size, len(heads), head_dim)  # (D, N, H)
@@ -79,8 +78,7 @@ def padded(config: bert.Config, params: dict) -> tuple[bert.Config, dict]:
     head_dim, pruned = config.head_dim, dict(config.pruned_heads)
     params = dict(params)
     for i in range(config.num_hidden_layers):
-        layer = {name: {leaf: np.asarray(value, np.float32) for leaf, value in leaves.items()}
-                 for name, leaves in params[f"layer_{i}"].items()}
+        layer = _float32_copy(params[f"layer_{i}"])
         kept = [h for h in range(config.num_attention_heads) if h not in pruned.get(i, ())]
         columns = np.concatenate([np.arange(h * head_dim, (h + 1) * head_dim) for h in kept] or [np.zeros(0, int)])
         full = config.hidden_size
@@ -97,6 +95,12 @@ def padded(config: bert.Config, params: dict) -> tuple[bert.Config, dict]:
         outer["kernel"] = np.pad(outer["kernel"], ((0, missing), (0, 0)))
         params[f"layer_{i}"] = layer
     return dataclasses.replace(config, pruned_heads=(), intermediate_size=width, intermediate_sizes=()), params
+
+
+def _float32_copy(layer: dict) -> dict:
+    """A layer's {module: {leaf: array}} as new dicts of float32 NumPy arrays, whose
+    entries can be replaced without touching `layer` (the arrays are not written to)."""
+    return {name: {leaf: np.asarray(value, np.float32) for leaf, value in leaves.items()} for name, leaves in layer.items()}
 
 
 def report(before: bert.Config, after: bert.Config, seq_len: int = 384) -> dict:
