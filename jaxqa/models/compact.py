@@ -117,7 +117,6 @@ def report(before: bert.Config, after: bert.Config, seq_len: int = 384) -> dict:
     return {"seq_len": seq_len, "before": shape(before), "after": shape(after)}
 
 
-
 def describe(report: dict) -> str:
     """One line of a `report` (with the share of Linear weights kept, `remaining`, if it has one)."""
     before, after = report["before"], report["after"]
