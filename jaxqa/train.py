@@ -204,7 +204,8 @@ def train(s: Settings) -> int:
                       in_shardings=(state_sh, batch_sh, teacher_sh), out_shardings=(state_sh, replicated),
                       donate_argnums=0)
     # The model a state stands for: pruned, its weights masked as the schedule says now (and the share kept).
-    masked = (jax.jit(lambda st: prune.apply(st.params, st.scores, st.step), out_shardings=(param_sh, replicated))
+    masked = (jax.jit(lambda st: prune.apply(st.params, st.scores, prune.select(st.params, st.scores, st.step)),
+                      out_shardings=(param_sh, replicated))
               if prune else lambda st: (st.params, 1.0))
 
     def run_eval(params):

@@ -11,6 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import orbax.checkpoint as ocp
 import pytest
 
@@ -21,6 +22,7 @@ from jaxqa import checkpoint, models, train
 from jaxqa.models import bert
 from jaxqa.training import pruning
 from jaxqa.training.pruning import KERNELS, Pruning
+from jaxqa.training.step import TrainState, make_train_step
 
 CONFIG = bert.Config(vocab_size=100, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96)
 
@@ -82,7 +84,7 @@ STEP = 9  # midway through the cubic decay of `method`'s schedule
 def test_magnitude_keeps_the_largest_weights_of_each_kernel():
     prune, params, _ = params_and_scores("magnitude")
     share = float(prune.share(STEP))
-    masks = prune.masks(params, None, STEP)
+    masks = prune.masks(None, prune.select(params, None, STEP))
     for layer in ("layer_0", "layer_1"):
         for name in KERNELS:
             kernel = np.asarray(params[layer][name]["kernel"])
@@ -91,7 +93,7 @@ def test_magnitude_keeps_the_largest_weights_of_each_kernel():
 
 def test_movement_keeps_the_top_scores_of_each_kernel():
     prune, params, scores = params_and_scores("movement")
-    masks = prune.masks(params, scores, STEP)
+    masks = prune.masks(scores, prune.select(params, scores, STEP))
     for layer, named in scores.items():
         for name, s in named.items():
             np.testing.assert_array_equal(np.asarray(masks[layer][name]) > 0, reference_top(s, float(prune.share(STEP))))
@@ -100,21 +102,23 @@ def test_movement_keeps_the_top_scores_of_each_kernel():
 def test_soft_movement_keeps_the_top_scores_of_all_kernels():
     prune, params, scores = params_and_scores("soft-movement")
     scores["layer_0"]["query"] += 1.0  # one kernel's weights matter more: it keeps more of them
-    masks = prune.masks(params, scores, STEP)
+    chosen = prune.select(params, scores, STEP)
+    masks = prune.masks(scores, chosen)
     keys = [(layer, name) for layer in sorted(scores) for name in sorted(scores[layer])]
     want = reference_global([scores[l][n] for l, n in keys], [1] * len(keys), float(prune.share(STEP)))
     for (layer, name), keep in zip(keys, want):
         np.testing.assert_array_equal(np.asarray(masks[layer][name]).ravel() > 0, keep)
     kept = {key: float(np.mean(np.asarray(masks[key[0]][key[1]]))) for key in keys}
     assert kept["layer_0", "query"] > max(v for k, v in kept.items() if k != ("layer_0", "query")) + 0.2
-    _, kept = prune.apply(params, scores, STEP)
+    _, kept = prune.apply(params, scores, chosen)
     assert float(kept) == pytest.approx(float(prune.share(STEP)), abs=1e-4)
 
 
 def test_hybrid_keeps_blocks_and_whole_units():
     prune, params, scores = params_and_scores("hybrid")
     assert scores["layer_0"]["query"].shape == (4, 4) and scores["layer_0"]["feed_forward"].shape == (96,)
-    masks = prune.masks(params, scores, STEP)
+    chosen = prune.select(params, scores, STEP)
+    masks = prune.masks(scores, chosen)
     keys = [(layer, name) for layer in sorted(scores) for name in sorted(scores[layer])]
     covers = [2 * 64 if name == "feed_forward" else 16 * 16 for _, name in keys]
     want = dict(zip(keys, reference_global([scores[l][n] for l, n in keys], covers, float(prune.share(STEP)))))
@@ -123,7 +127,7 @@ def test_hybrid_keeps_blocks_and_whole_units():
             block_keep = want[layer, name].reshape(4, 4)
             np.testing.assert_array_equal(np.asarray(masks[layer][name]) > 0, np.kron(block_keep, np.ones((16, 16))) > 0)
         unit_keep = want[layer, "feed_forward"]
-        pruned, _ = prune.apply(params, scores, STEP)
+        pruned, _ = prune.apply(params, scores, chosen)
         inner, outer = (np.asarray(pruned[layer][n]["kernel"]) for n in ("intermediate", "output"))
         np.testing.assert_array_equal(inner.any(axis=0), unit_keep)  # a unit goes with its column and its row
         np.testing.assert_array_equal(outer.any(axis=1), unit_keep)
@@ -145,8 +149,10 @@ def test_scores_get_the_gradient_straight_through(name):
     weights = {layer: {n: rng.normal(size=params[layer][n]["kernel"].shape).astype(np.float32) for n in KERNELS}
                for layer in scores}
 
+    chosen = prune.select(params, scores, STEP)
+
     def objective(scores):
-        pruned, _ = prune.apply(params, scores, STEP)
+        pruned, _ = prune.apply(params, scores, chosen)
         return sum((pruned[l][n]["kernel"] * weights[l][n]).sum() for l in weights for n in KERNELS)
 
     grads = jax.grad(objective)(scores)
@@ -166,8 +172,9 @@ def test_scores_get_the_gradient_straight_through(name):
 def test_magnitude_and_movement_pass_no_gradient_to_pruned_weights():
     for name in ("magnitude", "movement"):
         prune, params, scores = params_and_scores(name)
-        grads = jax.grad(lambda p: sum(prune.apply(p, scores, STEP)[0]["layer_0"][n]["kernel"].sum() for n in KERNELS))(params)
-        masks = prune.masks(params, scores, STEP)
+        chosen = prune.select(params, scores, STEP)
+        grads = jax.grad(lambda p: sum(prune.apply(p, scores, chosen)[0]["layer_0"][n]["kernel"].sum() for n in KERNELS))(params)
+        masks = prune.masks(scores, chosen)
         for n in KERNELS:
             np.testing.assert_array_equal(np.asarray(grads["layer_0"][n]["kernel"]), np.asarray(masks["layer_0"][n]))
 
@@ -190,6 +197,37 @@ def test_penalty_pushes_every_weight_alike_and_grows_with_the_share_pruned(name)
         for n, g in named.items():
             np.testing.assert_allclose(g, 400.0 * 0.25 * cover(n) / total, rtol=1e-5)
     assert [float(w) for w in method("movement").penalty_term(params, scores, 20)] == [0.0, 0.0]
+
+
+def primitive_names(jaxpr) -> list[str]:
+    """Every primitive of a jaxpr, those of the jaxprs inside it included."""
+    names = []
+    for eqn in jaxpr.eqns:
+        names.append(eqn.primitive.name)
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    names += primitive_names(inner)
+    return names
+
+
+@pytest.mark.parametrize("name", ["movement", "hybrid"])
+def test_a_step_chooses_what_to_keep_once_for_all_its_micro_batches(name):
+    """The sorts that choose the kept weights run outside the scan over micro-batches."""
+    prune, params, scores = params_and_scores(name)
+    tx = score_tx = optax.sgd(0.1)
+    state = TrainState(jnp.array(STEP), params, tx.init(params), jnp.array(-1), scores, score_tx.init(scores))
+    rng = np.random.default_rng(0)
+    batch = {"input_ids": rng.integers(5, 100, (2, 4, 16)), "attention_mask": np.ones((2, 4, 16)),
+             "token_type_ids": np.zeros((2, 4, 16)), "start_positions": rng.integers(0, 16, (2, 4)),
+             "end_positions": rng.integers(0, 16, (2, 4))}  # two micro-batches of 4
+    batch = {key: jnp.asarray(value, jnp.int32) for key, value in batch.items()}
+    step = make_train_step(bert.Model(CONFIG), tx, 0, prune=prune, score_tx=score_tx)
+    jaxpr = jax.make_jaxpr(step)(state, batch, {}).jaxpr
+    scans = [eqn for eqn in jaxpr.eqns if eqn.primitive.name == "scan"]
+    assert len(scans) == 1 and "sort" not in primitive_names(scans[0].params["jaxpr"].jaxpr)
+    assert "sort" in primitive_names(jaxpr)
 
 
 # ---------------------------------------------------------------- jaxqa.train --prune
@@ -253,7 +291,7 @@ def test_hybrid_pruning_with_a_teacher_on_a_mesh_ends_compact(squad, teacher, tm
     assert [compact.config.heads(i) for i in range(2)] == after["heads"]
     state = ocp.StandardCheckpointer().restore((tmp_path / "one" / "checkpoints" / "12" / "default").absolute())
     prune = Pruning("hybrid", 0.5, 12, 1, 1.0, 2.0, 400.0, 16)
-    masked, _ = prune.apply(state["params"], state["scores"], 12)
+    masked, _ = prune.apply(state["params"], state["scores"], prune.select(state["params"], state["scores"], 12))
     ids = np.arange(1, 33, dtype=np.int32)[None] % 90 + 5
     inputs = ids, np.ones_like(ids), np.zeros_like(ids)
     dense = bert.Model(bert.SIZES["tiny"]).apply({"params": masked}, *inputs)

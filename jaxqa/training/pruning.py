@@ -20,7 +20,8 @@ dL/dW' * W where W' = W * mask). The share kept follows the cubic schedule:
 all weights until the initial warm-up, then a cubic decay to `remaining`,
 reached at the final warm-up and held there. For the thresholded methods the
 threshold is set each step so that the share kept is the schedule's (counting
-the weights each score covers); `Pruning.apply` reports the share reached.
+the weights each score covers). `Pruning.select` chooses what is kept, once per
+training step; `Pruning.apply` zeroes the rest and reports the share reached.
 """
 
 import dataclasses
@@ -68,28 +69,38 @@ class Pruning:
                 scores[layer] = {name: jnp.zeros(k.shape) for name, k in kernels.items()}
         return scores
 
-    def masks(self, params: dict, scores: dict | None, step) -> dict:
-        """{layer: {kernel name: 0/1 mask of the kernel's shape}}; the scores get the
-        masks' gradients straight through."""
+    def select(self, params: dict, scores: dict | None, step) -> dict:
+        """What is kept at optimizer step `step`: {layer: {name: 0/1}} at the
+        scores' shapes (the kernels' for magnitude), with no gradient. It depends
+        on the parameters, the scores and the step alone, so a training step finds
+        it once for all its micro-batches."""
         share = self.share(step)
         if self.method == "magnitude":
-            return {layer: {name: jax.lax.stop_gradient(_top(jnp.abs(params[layer][name]["kernel"]), share))
-                            for name in KERNELS} for layer in _layers(params)}
-        if self.method == "movement":
-            return {layer: {name: _straight_through(_top(s, share), s) for name, s in named.items()}
-                    for layer, named in scores.items()}
-        threshold = _threshold(scores, self._covers(params, scores), share)
-        hard = jax.tree_util.tree_map(lambda s: _straight_through((s >= threshold).astype(s.dtype), s), scores)
-        if self.method == "soft-movement":
+            chosen = {layer: {name: _top(jnp.abs(params[layer][name]["kernel"]), share) for name in KERNELS}
+                      for layer in _layers(params)}
+        elif self.method == "movement":
+            chosen = {layer: {name: _top(s, share) for name, s in named.items()} for layer, named in scores.items()}
+        else:
+            threshold = _threshold(scores, self._covers(params, scores), share)
+            chosen = jax.tree_util.tree_map(lambda s: (s >= threshold).astype(s.dtype), scores)
+        return jax.lax.stop_gradient(chosen)
+
+    def masks(self, scores: dict | None, chosen: dict) -> dict:
+        """{layer: {kernel name: 0/1 mask that broadcasts to the kernel}} from
+        `select`'s choice; the scores get the masks' gradients straight through."""
+        if self.method == "magnitude":
+            return chosen
+        hard = jax.tree_util.tree_map(_straight_through, chosen, scores)
+        if self.method != "hybrid":
             return hard
         b = self.block
         return {layer: {**{name: jnp.repeat(jnp.repeat(named[name], b, 0), b, 1) for name in ATTENTION},
                         "intermediate": named["feed_forward"][None, :], "output": named["feed_forward"][:, None]}
                 for layer, named in hard.items()}
 
-    def apply(self, params: dict, scores: dict | None, step) -> tuple[dict, jax.Array]:
-        """(params with the pruned weights zero, share of the weights kept)."""
-        masks = self.masks(params, scores, step)
+    def apply(self, params: dict, scores: dict | None, chosen: dict) -> tuple[dict, jax.Array]:
+        """(params with the weights `select` did not choose zero, share of the weights kept)."""
+        masks = self.masks(scores, chosen)
         pruned, kept, total = dict(params), 0, 0
         for layer, named in masks.items():
             pruned[layer] = dict(params[layer])

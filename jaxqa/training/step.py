@@ -72,11 +72,11 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, seed: in
     """`train_step(state, batch, teacher_params)`; teacher_params is {} without
     distillation; `score_tx` updates the pruning scores."""
 
-    def loss_fn(params, scores, batch, rng, teacher_params, step):
+    def loss_fn(params, scores, batch, rng, teacher_params, step, chosen):
         parts = {}
         if prune is not None:
             parts["penalty_weight"], parts["penalty"] = prune.penalty_term(params, scores, step)
-            params, parts["remaining"] = prune.apply(params, scores, step)
+            params, parts["remaining"] = prune.apply(params, scores, chosen)
         inputs = batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
         logits = model.apply({"params": params}, *inputs, deterministic=False, rngs={"dropout": rng})
         start, end = (without_padding(x, batch["attention_mask"]) for x in logits)  # (B, L) each
@@ -93,11 +93,13 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, seed: in
         # batch: (A, B/A, ...) micro-batches; gradients are summed over them.
         rng = jax.random.fold_in(jax.random.key(seed), state.step)
         trained = (state.params, state.scores)
+        # What pruning keeps depends on neither the batch nor the micro-batch: found once.
+        chosen = prune.select(state.params, state.scores, state.step) if prune is not None else None
 
         def micro(grads, inputs):
             index, micro_batch = inputs
             (loss, parts), g = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(
-                *trained, micro_batch, jax.random.fold_in(rng, index), teacher_params, state.step)
+                *trained, micro_batch, jax.random.fold_in(rng, index), teacher_params, state.step, chosen)
             return jax.tree_util.tree_map(jnp.add, grads, g), {"loss": loss, **parts}
 
         accum = batch["input_ids"].shape[0]
