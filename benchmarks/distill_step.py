@@ -24,6 +24,7 @@ import record
 from jaxqa import models
 from jaxqa.models import bert, distilbert
 from jaxqa.training import optim
+from jaxqa.training.pruning import Pruning
 from jaxqa.training.step import Distillation, TrainState, make_train_step
 
 MINILM = bert.SIZES["minilm-l6"]
@@ -33,16 +34,22 @@ PAIRS = {  # (student family, student config, teacher family, teacher config)
 }
 
 
-def stepper(student: nn.Module, teacher: nn.Module | None, batch: dict):
-    """A function that runs one compiled train step and waits for it."""
-    tx = optim.build("lamb", optim.schedule(1e-3, 10, 1000), 0.01)
+def stepper(student: nn.Module, teacher: nn.Module | None, batch: dict, prune: Pruning | None = None):
+    """A function that runs one compiled train step (distilled from `teacher`,
+    pruned by `prune`, where given) and waits for it."""
+    schedule = optim.schedule(1e-3, 10, 1000)
+    tx = optim.build("lamb", schedule, 0.01)
     params = nn.meta.unbox(models.init_params(student, jax.random.key(0)))
-    state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), jnp.full((), -1, jnp.int32))
+    scores = prune.init_scores(params) if prune else None
+    score_tx = optim.scores(schedule)
+    state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), jnp.full((), -1, jnp.int32), scores,
+                       None if scores is None else score_tx.init(scores))
     distill = teacher_params = None
     if teacher is not None:
         distill = Distillation(teacher, 0.5, 2.0)
         teacher_params = nn.meta.unbox(models.init_params(teacher, jax.random.key(1)))
-    step = jax.jit(make_train_step(student, tx, seed=0, distill=distill), donate_argnums=0)
+    step = jax.jit(make_train_step(student, tx, seed=0, distill=distill, prune=prune, score_tx=score_tx),
+                   donate_argnums=0)
     compiled = step.lower(state, batch, teacher_params or {}).compile()
     holder = {"state": state}
 
@@ -52,6 +59,18 @@ def stepper(student: nn.Module, teacher: nn.Module | None, batch: dict):
 
     run()  # warm-up
     return run
+
+
+def timed_in_turns(runners: dict, rounds: int) -> dict:
+    """{name: median seconds of a step}, the runners taking turns, so that a busy
+    machine slows them alike."""
+    seconds = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, run in runners.items():
+            started = time.perf_counter()
+            run()
+            seconds[name].append(time.perf_counter() - started)
+    return {name: statistics.median(values) for name, values in seconds.items()}
 
 
 def main() -> None:
@@ -74,13 +93,8 @@ def main() -> None:
         student = models.family(student_type).Model(student_config, dtype=dtype)
         teacher = models.family(teacher_type).Model(teacher_config, dtype=dtype)
         runners = {"plain": stepper(student, None, batch), "distilled": stepper(student, teacher, batch)}
-        seconds = {name: [] for name in runners}
-        for _ in range(args.rounds):  # in turns, so that a busy machine slows both alike
-            for name, run in runners.items():
-                started = time.perf_counter()
-                run()
-                seconds[name].append(time.perf_counter() - started)
-        plain, distilled = (statistics.median(seconds[name]) for name in ("plain", "distilled"))
+        seconds = timed_in_turns(runners, args.rounds)
+        plain, distilled = seconds["plain"], seconds["distilled"]
         rows.append({"pair": pair, "student": f"{student_type} {student_config.num_hidden_layers} layers",
                      "teacher": f"{teacher_type} {teacher_config.num_hidden_layers} layers",
                      "plain_step_s": round(plain, 3), "distilled_step_s": round(distilled, 3),

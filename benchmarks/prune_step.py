@@ -1,0 +1,56 @@
+"""What pruning adds to a train step: the same BERT's step unpruned and pruned by
+each method, its batch split into micro-batches, timed in turns in one process.
+
+    python benchmarks/prune_step.py [--size base] [--methods movement,hybrid] [--batch-size 8] [--seq-len 128]
+                                    [--grad-accum 4] [--rounds 3]
+
+Random weights and token ids (speed does not depend on them); LAMB, float32 on
+CPUs and bfloat16 compute on accelerators, as `jaxqa.train` does; pruning to
+half the encoder's Linear weights. Results go to
+benchmarks/results/prune_step_<platform>.json.
+"""
+
+import argparse
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import record
+from distill_step import stepper, timed_in_turns
+from jaxqa.models import bert
+from jaxqa.training import pruning
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--size", default="base", choices=sorted(bert.SIZES))
+    p.add_argument("--methods", default="movement,hybrid")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--grad-accum", type=int, default=4)
+    p.add_argument("--rounds", type=int, default=3)
+    args = p.parse_args()
+    dtype = jnp.float32 if jax.devices()[0].platform == "cpu" else jnp.bfloat16
+    config = bert.SIZES[args.size]
+    model = bert.Model(config, dtype=dtype)
+    rng = np.random.default_rng(0)
+    shape = args.grad_accum, args.batch_size // args.grad_accum  # (micro-batches, windows each)
+    batch = {"input_ids": rng.integers(1000, 2000, (*shape, args.seq_len)), "attention_mask": np.ones((*shape, args.seq_len)),
+             "token_type_ids": np.zeros((*shape, args.seq_len)), "start_positions": rng.integers(0, args.seq_len, shape),
+             "end_positions": rng.integers(0, args.seq_len, shape)}
+    batch = {key: jnp.asarray(value, jnp.int32) for key, value in batch.items()}
+    block = pruning.block_edge(32, config.head_dim, config.hidden_size)
+    runners = {"none": stepper(model, None, batch)}
+    for method in args.methods.split(","):
+        prune = pruning.Pruning(method, 0.5, 1000, 10, 1.0, 2.0, 400.0, block)
+        runners[method] = stepper(model, None, batch, prune)
+    seconds = timed_in_turns(runners, args.rounds)
+    rows = [{"model": f"bert {args.size}", "pruning": name, "step_s": round(value, 3),
+             "added_s": round(value - seconds["none"], 3), "ratio": round(value / seconds["none"], 3)}
+            for name, value in seconds.items()]
+    record.write("prune_step", vars(args), rows)
+
+
+if __name__ == "__main__":
+    main()
