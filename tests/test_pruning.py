@@ -133,6 +133,36 @@ def test_hybrid_keeps_blocks_and_whole_units():
         np.testing.assert_array_equal(outer.any(axis=1), unit_keep)
 
 
+def sort_threshold(values, covers, share):
+    """The value where the highest values, in a sorted order, reach floor(share * all) covered weights."""
+    flat = np.concatenate([v.ravel() for v in values])
+    weight = np.concatenate([np.full(v.size, c) for v, c in zip(values, covers)])
+    order = np.argsort(-flat, kind="stable")
+    need = max(np.floor(np.float32(share) * np.float32(weight.sum())), 1)
+    return flat[order][np.searchsorted(np.cumsum(weight[order]), need)]
+
+
+@pytest.mark.parametrize("share", [0.0005, 0.3, 0.5, 1.0])
+@pytest.mark.parametrize("name", ["movement", "soft-movement"])
+def test_ties_and_signed_zeros_are_kept_as_a_sort_keeps_them(name, share):
+    """Scores of few distinct values, -0.0 and +0.0 among them: every score equal
+    to the threshold a sort finds is kept."""
+    prune, params, scores = params_and_scores(name)
+    rng = np.random.default_rng(3)
+    scores = jax.tree_util.tree_map(lambda s: np.round(rng.normal(size=s.shape), 1).astype(np.float32), scores)
+    for named in scores.values():
+        for s in named.values():
+            s.ravel()[: s.size // 4] = 0.0
+            s.ravel()[s.size // 4 : s.size // 2] = -0.0
+    prune = method(name, remaining=share)
+    chosen = prune.select(params, scores, prune.total_steps)  # at `share`
+    leaves = [(layer, n) for layer in sorted(scores) for n in sorted(scores[layer])]
+    thresholds = ({key: sort_threshold([scores[key[0]][key[1]]], [1], share) for key in leaves} if name == "movement"
+                  else dict.fromkeys(leaves, sort_threshold([scores[l][n] for l, n in leaves], [1] * len(leaves), share)))
+    for (layer, n), threshold in thresholds.items():
+        np.testing.assert_array_equal(np.asarray(chosen[layer][n]) > 0, scores[layer][n] >= threshold)
+
+
 def test_blocks_shrink_where_heads_are_narrower():
     assert pruning.block_edge(32, 64, 768) == 32  # BERT-base
     assert pruning.block_edge(32, 32, 384) == 32  # MiniLM
@@ -199,22 +229,23 @@ def test_penalty_pushes_every_weight_alike_and_grows_with_the_share_pruned(name)
     assert [float(w) for w in method("movement").penalty_term(params, scores, 20)] == [0.0, 0.0]
 
 
-def primitive_names(jaxpr) -> list[str]:
-    """Every primitive of a jaxpr, those of the jaxprs inside it included."""
-    names = []
+def searches(jaxpr) -> int:
+    """How many 32-pass bit searches (`pruning._highest`, a scan of length 32) a jaxpr
+    holds, those of the jaxprs inside it included."""
+    found = 0
     for eqn in jaxpr.eqns:
-        names.append(eqn.primitive.name)
+        found += eqn.primitive.name == "scan" and eqn.params["length"] == 32
         for value in eqn.params.values():
             for sub in value if isinstance(value, (tuple, list)) else (value,):
                 inner = getattr(sub, "jaxpr", sub)
                 if hasattr(inner, "eqns"):
-                    names += primitive_names(inner)
-    return names
+                    found += searches(inner)
+    return found
 
 
 @pytest.mark.parametrize("name", ["movement", "hybrid"])
 def test_a_step_chooses_what_to_keep_once_for_all_its_micro_batches(name):
-    """The sorts that choose the kept weights run outside the scan over micro-batches."""
+    """The searches that choose the kept weights run outside the scan over micro-batches."""
     prune, params, scores = params_and_scores(name)
     tx = score_tx = optax.sgd(0.1)
     state = TrainState(jnp.array(STEP), params, tx.init(params), jnp.array(-1), scores, score_tx.init(scores))
@@ -225,9 +256,9 @@ def test_a_step_chooses_what_to_keep_once_for_all_its_micro_batches(name):
     batch = {key: jnp.asarray(value, jnp.int32) for key, value in batch.items()}
     step = make_train_step(bert.Model(CONFIG), tx, 0, prune=prune, score_tx=score_tx)
     jaxpr = jax.make_jaxpr(step)(state, batch, {}).jaxpr
-    scans = [eqn for eqn in jaxpr.eqns if eqn.primitive.name == "scan"]
-    assert len(scans) == 1 and "sort" not in primitive_names(scans[0].params["jaxpr"].jaxpr)
-    assert "sort" in primitive_names(jaxpr)
+    micro = [eqn for eqn in jaxpr.eqns if eqn.primitive.name == "scan" and eqn.params["length"] == 2]
+    assert len(micro) == 1 and searches(micro[0].params["jaxpr"].jaxpr) == 0
+    assert searches(jaxpr) == (12 if name == "movement" else 1)  # one per kernel, or one threshold for all
 
 
 # ---------------------------------------------------------------- jaxqa.train --prune

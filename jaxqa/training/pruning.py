@@ -154,21 +154,38 @@ def _straight_through(hard, scores):
 def _top(x, share):
     """1 where `x` is among its floor(share * size) largest entries (at least one;
     ties with the smallest of them are kept too), else 0."""
-    flat = jnp.sort(x.ravel())
-    k = jnp.maximum(jnp.floor(share * flat.size).astype(jnp.int32), 1)
-    return (x >= flat[flat.size - k]).astype(x.dtype)
+    k = jnp.maximum(jnp.floor(share * x.size).astype(jnp.int32), 1)
+    return (x >= _highest([x], [1], k)).astype(x.dtype)
 
 
 def _threshold(scores: dict, covers: dict, share) -> jax.Array:
     """The score at or above which the highest scores cover floor(share * all
     weights) weights (at least one score); `covers` says how many weights each
     score of a leaf covers."""
-    leaves = jax.tree_util.tree_leaves(scores)
-    s = jnp.concatenate([leaf.ravel() for leaf in leaves])
-    c = jnp.concatenate([jnp.full(leaf.size, cover, jnp.int32)
-                         for leaf, cover in zip(leaves, jax.tree_util.tree_leaves(covers))])
-    order = jnp.argsort(-s)
-    covered = jnp.cumsum(c[order])  # weights covered by the highest scores
-    need = jnp.maximum(jnp.floor(share * covered[-1]), 1)
-    last = jnp.minimum(jnp.searchsorted(covered, need), s.size - 1)
-    return jax.lax.stop_gradient(s[order][last])
+    leaves, counts = jax.tree_util.tree_leaves(scores), jax.tree_util.tree_leaves(covers)
+    total = sum(leaf.size * cover for leaf, cover in zip(leaves, counts))
+    return _highest(leaves, counts, jnp.maximum(jnp.floor(share * total), 1).astype(jnp.int32))
+
+
+def _highest(leaves: list, covers: list, need) -> jax.Array:
+    """The largest value t such that the entries >= t of `leaves` cover at least
+    `need` weights (each entry of a leaf covering that leaf's `covers`): the value
+    at which the highest entries reach `need`, ties and all. Found bit by bit in
+    the float32 order, in 32 counting passes: a sort of a BERT-base's 85M scores
+    takes 30 times as long on a CPU."""
+    keys = [_order_key(leaf) for leaf in leaves]
+
+    def next_bit(i, found):
+        candidate = found | jnp.left_shift(jnp.uint32(1), (31 - i).astype(jnp.uint32))
+        covered = sum(cover * jnp.sum(key >= candidate, dtype=jnp.int32) for key, cover in zip(keys, covers))
+        return jnp.where(covered >= need, candidate, found)
+
+    found = jax.lax.fori_loop(0, 32, next_bit, jnp.uint32(0))  # the largest key that still covers `need`
+    bits = jnp.where(found >> 31 == 1, found & jnp.uint32(0x7FFFFFFF), ~found)
+    return jax.lax.stop_gradient(jax.lax.bitcast_convert_type(bits, jnp.float32))
+
+
+def _order_key(x) -> jax.Array:
+    """uint32 keys of float32 values, in the values' order (-0 just below +0)."""
+    bits = jax.lax.bitcast_convert_type(x.astype(jnp.float32), jnp.uint32)
+    return jnp.where(bits >> 31 == 1, ~bits, bits | jnp.uint32(0x80000000))
