@@ -171,8 +171,8 @@ def _highest(leaves: list, covers: list, need) -> jax.Array:
     """The largest value t such that the entries >= t of `leaves` cover at least
     `need` weights (each entry of a leaf covering that leaf's `covers`): the value
     at which the highest entries reach `need`, ties and all. Found bit by bit in
-    the float32 order, in 32 counting passes: a sort of a BERT-base's 85M scores
-    takes 30 times as long on a CPU."""
+    the float32 order, in 32 counting passes instead of a sort, which is far
+    slower on a CPU (benchmarks/prune_step.py)."""
     keys = [_order_key(leaf) for leaf in leaves]
 
     def next_bit(i, found):
