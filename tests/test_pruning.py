@@ -161,6 +161,8 @@ def test_ties_and_signed_zeros_are_kept_as_a_sort_keeps_them(name, share):
                   else dict.fromkeys(leaves, sort_threshold([scores[l][n] for l, n in leaves], [1] * len(leaves), share)))
     for (layer, n), threshold in thresholds.items():
         np.testing.assert_array_equal(np.asarray(chosen[layer][n]) > 0, scores[layer][n] >= threshold)
+    values = scores["layer_0"]["query"]
+    assert float(pruning._highest([values], [3], 1.0001)) == values.min()  # a share above all there is
 
 
 def test_blocks_shrink_where_heads_are_narrower():

@@ -154,25 +154,25 @@ def _straight_through(hard, scores):
 def _top(x, share):
     """1 where `x` is among its floor(share * size) largest entries (at least one;
     ties with the smallest of them are kept too), else 0."""
-    k = jnp.maximum(jnp.floor(share * x.size).astype(jnp.int32), 1)
-    return (x >= _highest([x], [1], k)).astype(x.dtype)
+    return (x >= _highest([x], [1], share)).astype(x.dtype)
 
 
 def _threshold(scores: dict, covers: dict, share) -> jax.Array:
     """The score at or above which the highest scores cover floor(share * all
     weights) weights (at least one score); `covers` says how many weights each
     score of a leaf covers."""
-    leaves, counts = jax.tree_util.tree_leaves(scores), jax.tree_util.tree_leaves(covers)
-    total = sum(leaf.size * cover for leaf, cover in zip(leaves, counts))
-    return _highest(leaves, counts, jnp.maximum(jnp.floor(share * total), 1).astype(jnp.int32))
+    return _highest(jax.tree_util.tree_leaves(scores), jax.tree_util.tree_leaves(covers), share)
 
 
-def _highest(leaves: list, covers: list, need) -> jax.Array:
+def _highest(leaves: list, covers: list, share) -> jax.Array:
     """The largest value t such that the entries >= t of `leaves` cover at least
-    `need` weights (each entry of a leaf covering that leaf's `covers`): the value
-    at which the highest entries reach `need`, ties and all. Found bit by bit in
-    the float32 order, in 32 counting passes instead of a sort, which is far
-    slower on a CPU (benchmarks/prune_step.py)."""
+    floor(share * all weights) weights, and at least one entry (each entry of a
+    leaf covering that leaf's `covers`): the value at which the highest entries
+    reach the share, ties and all. Found bit by bit in the float32 order, in 32
+    counting passes instead of a sort, which is far slower on a CPU
+    (benchmarks/prune_step.py). A share above 1 gives the smallest value."""
+    total = sum(leaf.size * cover for leaf, cover in zip(leaves, covers))
+    need = jnp.clip(jnp.floor(share * total), 1, total).astype(jnp.int32)
     keys = [_order_key(leaf) for leaf in leaves]
 
     def next_bit(i, found):
