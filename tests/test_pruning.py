@@ -59,23 +59,26 @@ def test_schedule_matches_the_reference(total, warmup):
     assert got[-1] == pytest.approx(0.3)  # however short the run, it ends at its target
 
 
-# The share of weights times their count is rounded in float32, as in the step.
+def sort_threshold(values, covers, share):
+    """The value at which the highest values, sorted, reach floor(share * all) covered
+    weights (at least one value); the share times the count is rounded in float32, as in the step."""
+    flat = np.concatenate([v.ravel() for v in values])
+    weight = np.concatenate([np.full(v.size, c) for v, c in zip(values, covers)])
+    order = np.argsort(-flat, kind="stable")
+    need = max(np.floor(np.float32(share) * np.float32(weight.sum())), 1)
+    return flat[order][np.searchsorted(np.cumsum(weight[order]), need)]
+
+
 def reference_top(x, share):
     """The k largest entries, and any equal to the smallest of them."""
-    k = max(int(np.floor(np.float32(share) * np.float32(x.size))), 1)
-    return x >= np.sort(x.ravel())[::-1][k - 1]
+    return x >= sort_threshold([x], [1], share)
 
 
 def reference_global(values, covers, share):
-    """The highest values, fewest first, until they cover floor(share * all) weights."""
-    flat = np.concatenate([v.ravel() for v in values])
-    weight = np.concatenate([np.full(v.size, c) for v, c in zip(values, covers)])
-    order = np.argsort(-flat)
-    need = max(np.floor(np.float32(share) * np.float32(weight.sum())), 1)
-    count = np.searchsorted(np.cumsum(weight[order]), need) + 1
-    keep = np.zeros(flat.size, bool)
-    keep[order[:count]] = True
-    return np.split(keep, np.cumsum([v.size for v in values])[:-1])
+    """Each of `values`, flat: the highest of all of them, until they cover floor(share * all)
+    weights, and any equal to the last."""
+    threshold = sort_threshold(values, covers, share)
+    return [v.ravel() >= threshold for v in values]
 
 
 STEP = 9  # midway through the cubic decay of `method`'s schedule
@@ -133,15 +136,6 @@ def test_hybrid_keeps_blocks_and_whole_units():
         np.testing.assert_array_equal(outer.any(axis=1), unit_keep)
 
 
-def sort_threshold(values, covers, share):
-    """The value where the highest values, in a sorted order, reach floor(share * all) covered weights."""
-    flat = np.concatenate([v.ravel() for v in values])
-    weight = np.concatenate([np.full(v.size, c) for v, c in zip(values, covers)])
-    order = np.argsort(-flat, kind="stable")
-    need = max(np.floor(np.float32(share) * np.float32(weight.sum())), 1)
-    return flat[order][np.searchsorted(np.cumsum(weight[order]), need)]
-
-
 @pytest.mark.parametrize("share", [0.0005, 0.3, 0.5, 1.0])
 @pytest.mark.parametrize("name", ["movement", "soft-movement"])
 def test_ties_and_signed_zeros_are_kept_as_a_sort_keeps_them(name, share):
@@ -156,11 +150,11 @@ def test_ties_and_signed_zeros_are_kept_as_a_sort_keeps_them(name, share):
             s.ravel()[s.size // 4 : s.size // 2] = -0.0
     prune = method(name, remaining=share)
     chosen = prune.select(params, scores, prune.total_steps)  # at `share`
-    leaves = [(layer, n) for layer in sorted(scores) for n in sorted(scores[layer])]
-    thresholds = ({key: sort_threshold([scores[key[0]][key[1]]], [1], share) for key in leaves} if name == "movement"
-                  else dict.fromkeys(leaves, sort_threshold([scores[l][n] for l, n in leaves], [1] * len(leaves), share)))
-    for (layer, n), threshold in thresholds.items():
-        np.testing.assert_array_equal(np.asarray(chosen[layer][n]) > 0, scores[layer][n] >= threshold)
+    keys = [(layer, n) for layer in sorted(scores) for n in sorted(scores[layer])]
+    want = ([reference_top(scores[l][n], share).ravel() for l, n in keys] if name == "movement"
+            else reference_global([scores[l][n] for l, n in keys], [1] * len(keys), share))
+    for (layer, n), keep in zip(keys, want):
+        np.testing.assert_array_equal(np.asarray(chosen[layer][n]).ravel() > 0, keep)
     values = scores["layer_0"]["query"]
     assert float(pruning._highest([values], [3], 1.0001)) == values.min()  # a share above all there is
 

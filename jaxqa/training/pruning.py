@@ -81,7 +81,8 @@ class Pruning:
         elif self.method == "movement":
             chosen = {layer: {name: _top(s, share) for name, s in named.items()} for layer, named in scores.items()}
         else:
-            threshold = _threshold(scores, self._covers(params, scores), share)
+            covers = jax.tree_util.tree_leaves(self._covers(params, scores))
+            threshold = _highest(jax.tree_util.tree_leaves(scores), covers, share)  # one for all kernels
             chosen = jax.tree_util.tree_map(lambda s: (s >= threshold).astype(s.dtype), scores)
         return jax.lax.stop_gradient(chosen)
 
@@ -155,13 +156,6 @@ def _top(x, share):
     """1 where `x` is among its floor(share * size) largest entries (at least one;
     ties with the smallest of them are kept too), else 0."""
     return (x >= _highest([x], [1], share)).astype(x.dtype)
-
-
-def _threshold(scores: dict, covers: dict, share) -> jax.Array:
-    """The score at or above which the highest scores cover floor(share * all
-    weights) weights (at least one score); `covers` says how many weights each
-    score of a leaf covers."""
-    return _highest(jax.tree_util.tree_leaves(scores), jax.tree_util.tree_leaves(covers), share)
 
 
 def _highest(leaves: list, covers: list, share) -> jax.Array:
