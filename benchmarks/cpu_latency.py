@@ -41,7 +41,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 import record
 import same_weights
 
@@ -79,17 +78,26 @@ def squad_questions(path: Path, count: int) -> list[dict]:
     return [{"question": paragraphs[i]["qas"][0]["question"], "context": paragraphs[i]["context"]} for i in chosen]
 
 
-def serve(side: str, folder: str, warm_questions: list[dict], bucket_step: int | None, conn) -> None:
-    """A worker process: builds one side's pipeline, warms it up, then answers
-    each question it is sent with (answer, seconds, compiled programs so far)."""
+def serve(side: str, folder: str, warm_questions: list[dict], bucket_step: int | None, tree: str | None,
+          conn) -> None:
+    """A worker process: builds one side's pipeline (jaxqa from the checkout
+    `tree`, if given), warms it up, then answers each question it is sent with
+    (answer, seconds, compiled programs so far)."""
     started = time.perf_counter()
     runtime, mode = side.split("-")
+    compiling = 0.0
     if runtime == "jaxqa":
+        if tree:  # this module's imports brought this checkout's jaxqa: that of `tree` replaces it
+            for name in [name for name in sys.modules if name.split(".")[0] == "jaxqa"]:
+                del sys.modules[name]
+            sys.path.insert(0, tree)
         import jaxqa
 
         buckets = None if bucket_step is None else [*range(bucket_step, 384, bucket_step), 384]
         qa = jaxqa.pipeline(folder, seq_buckets=buckets, precision=mode)
+        compiling = time.perf_counter()
         qa.warm_up()
+        compiling = time.perf_counter() - compiling
         ask = qa
     else:
         import torch
@@ -107,7 +115,7 @@ def serve(side: str, folder: str, warm_questions: list[dict], bucket_step: int |
 
     for pair in warm_questions:
         ask(**pair)
-    conn.send(time.perf_counter() - started)
+    conn.send((time.perf_counter() - started, compiling))
     while (pair := conn.recv()) is not None:
         begun = time.perf_counter()
         answer = ask(**pair)
@@ -115,19 +123,22 @@ def serve(side: str, folder: str, warm_questions: list[dict], bucket_step: int |
 
 
 def warm_latency(runs: dict[str, tuple[str, Path]], questions: list[dict], warm: int,
-                 bucket_step: int | None) -> list[dict]:
+                 bucket_step: int | None, trees: dict[str, Path] | None = None) -> list[dict]:
     """A row per side: `runs` maps each side's name to what runs (one of SIDES) and
-    its folder. Each side runs in a process of its own (their thread pools never
-    compete), warmed up one after the other; they take the questions in turns,
-    one at a time."""
+    its folder; `trees` the jaxqa sides that run another checkout to its folder.
+    Each side runs in a process of its own (their thread pools never compete),
+    warmed up one after the other; they take the questions in turns, one at a
+    time."""
     sides = list(runs)
     context = multiprocessing.get_context("spawn")
-    workers, ready = {}, {}
+    workers, ready, warm_up = {}, {}, {}
     for side, (kind, folder) in runs.items():
         ours, theirs = context.Pipe()
-        worker = context.Process(target=serve, args=(kind, str(folder), questions[:warm], bucket_step, theirs))
+        tree = (trees or {}).get(side)
+        worker = context.Process(target=serve, args=(kind, str(folder), questions[:warm], bucket_step,
+                                                     tree and str(tree), theirs))
         worker.start()
-        ready[side] = ours.recv()
+        ready[side], warm_up[side] = ours.recv()
         workers[side] = (worker, ours)
     seconds = {side: [] for side in sides}
     answers = {side: [] for side in sides}
@@ -157,6 +168,7 @@ def warm_latency(runs: dict[str, tuple[str, Path]], questions: list[dict], warm:
             row["agree_with_pytorch_fp32"] = f"{agree}/{len(questions)}"
         if side.startswith("jaxqa"):
             row["ready_s"] = round(ready[side], 1)
+            row["warm_up_s"] = round(warm_up[side], 1)  # compiling every bucket
             row["recompiled_after_warm_up"] = programs[side][-1] != programs[side][0]
         rows.append(row)
     return rows

@@ -19,10 +19,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-
 import record
+
 from jaxqa import models
 from jaxqa.models import bert, distilbert
+from jaxqa.models.encoder import SpanModel
 from jaxqa.training import optim
 from jaxqa.training.pruning import Pruning
 from jaxqa.training.step import Distillation, TrainState, make_train_step
@@ -90,8 +91,8 @@ def main() -> None:
     rows = []
     for pair in args.pairs.split(","):
         student_type, student_config, teacher_type, teacher_config = PAIRS[pair]
-        student = models.family(student_type).Model(student_config, dtype=dtype)
-        teacher = models.family(teacher_type).Model(teacher_config, dtype=dtype)
+        student = SpanModel(student_config, dtype=dtype)
+        teacher = SpanModel(teacher_config, dtype=dtype)
         runners = {"plain": stepper(student, None, batch), "distilled": stepper(student, teacher, batch)}
         seconds = timed_in_turns(runners, args.rounds)
         plain, distilled = seconds["plain"], seconds["distilled"]

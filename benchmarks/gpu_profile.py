@@ -17,10 +17,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 import record
 from gpu_train import jaxqa_model, jaxqa_state, jaxqa_train_step
+
 from jaxqa import checkpoint, models
+from jaxqa.models.encoder import SpanModel
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,11 +88,11 @@ def main() -> None:
             source = checkpoint.open_checkpoint(args.minilm)
             import jax.numpy as jnp
 
-            module = models.family("bert").Model(source.config, dtype=jnp.bfloat16, param_dtype=jnp.float32)
+            module = SpanModel(source.config, dtype=jnp.bfloat16, param_dtype=jnp.float32)
             vocab = source.config.vocab_size
         else:
             module = jaxqa_model(name, "base")
-            vocab = models.family(name).SIZES["base"].vocab_size
+            vocab = models.family(name).sizes["base"].vocab_size
         found = profile(module, squad_like_batch(int(batch_size), args.seq_len, vocab), args.steps, args.top)
         print(f"{name} batch {batch_size}: compile {found['compile_s']} s, {found['step_ms']} ms/step, "
               f"kernels {found['kernel_ms_per_step']} ms/step", flush=True)

@@ -41,6 +41,7 @@ Results go to benchmarks/results/gpu_train_<platform>.json, rewritten after each
 """
 
 import argparse
+import dataclasses
 import functools
 import json
 import multiprocessing
@@ -57,9 +58,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-
 import record
+
 from jaxqa import compilation_cache, models
+from jaxqa.models.encoder import SpanModel, runtime_params
+from jaxqa.models.stacking import REMAT, Execution
 from jaxqa.training import optim
 from jaxqa.training.step import TrainState, make_train_step
 
@@ -85,9 +88,17 @@ def random_batch(batch_size: int, seq_len: int) -> dict[str, np.ndarray]:
     }
 
 
-def jaxqa_model(model_type: str, size: str) -> nn.Module:
+def config_of(model_type: str, size: str, attention_dropout: float | None):
+    """The family's named config, with attention's dropout rate replaced unless None."""
     fam = models.family(model_type)
-    return fam.Model(fam.SIZES[size], dtype=jnp.bfloat16, param_dtype=jnp.float32)
+    config = fam.sizes[size]
+    return config if attention_dropout is None else dataclasses.replace(config, **{fam.attention_dropout: attention_dropout})
+
+
+def jaxqa_model(model_type: str, size: str, args: argparse.Namespace) -> nn.Module:
+    execution = Execution(scan=not args.unrolled, remat=args.remat)
+    return SpanModel(config_of(model_type, size, args.attention_dropout), dtype=jnp.bfloat16, param_dtype=jnp.float32,
+                     execution=execution)
 
 
 def jaxqa_train_step(model: nn.Module):
@@ -123,7 +134,7 @@ def jaxqa_train(model: nn.Module, batch: dict[str, np.ndarray]) -> tuple[Callabl
 
 def jaxqa_infer(model: nn.Module, batch: dict[str, np.ndarray]) -> Callable[[int], None]:
     """A function that runs n forward passes on `batch` and waits for them."""
-    params = nn.meta.unbox(models.init_params(model, jax.random.key(0)))
+    params = runtime_params(model, nn.meta.unbox(models.init_params(model, jax.random.key(0))))
     forward = jax.jit(lambda params, ids, mask, types: model.apply({"params": params}, ids, mask, types))
     ids, mask, types = jax.device_put((batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]))
 
@@ -146,11 +157,11 @@ def pytorch_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def pytorch_model(model_type: str, size: str):
+def pytorch_model(model_type: str, size: str, attention_dropout: float | None):
     """`XForQuestionAnswering` of the same config, float32 weights on the device."""
     import transformers
 
-    config = transformers.AutoConfig.for_model(**models.family(model_type).SIZES[size].to_hf())
+    config = transformers.AutoConfig.for_model(**config_of(model_type, size, attention_dropout).to_hf())
     return transformers.AutoModelForQuestionAnswering.from_config(config).to(pytorch_device())
 
 
@@ -236,27 +247,27 @@ def worker(model_type: str, size: str, args: argparse.Namespace, cache_dir: str)
     inference rates, and PyTorch's attention implementation (sdpa, eager)."""
     compilation_cache.enable(cache_dir)
     timing = (args.warmup, args.steps, args.rounds)
-    theirs = pytorch_model(model_type, size)
+    theirs = pytorch_model(model_type, size, args.attention_dropout)
     batch = random_batch(args.batch_size, args.seq_len)
-    jaxqa_run, compile_seconds = jaxqa_train(jaxqa_model(model_type, size), batch)
+    jaxqa_run, compile_seconds = jaxqa_train(jaxqa_model(model_type, size, args), batch)
     train = take_turns({"jaxqa": jaxqa_run, "pytorch": pytorch_train(theirs, batch)}, args.batch_size, *timing)
     row = {"train": train, "compile_cold_s": compile_seconds, "jaxqa_peak_bytes": jaxqa_peak_bytes(),
            "pytorch_peak_bytes": pytorch_peak_bytes(), "pytorch_attention": theirs.config._attn_implementation}
     del jaxqa_run  # the train state, before the inference programs allocate
     batch = random_batch(args.infer_batch_size, args.seq_len)
-    row["infer"] = take_turns({"jaxqa": jaxqa_infer(jaxqa_model(model_type, size), batch),
+    row["infer"] = take_turns({"jaxqa": jaxqa_infer(jaxqa_model(model_type, size, args), batch),
                                "pytorch": pytorch_infer(theirs, batch)}, args.infer_batch_size, *timing)
     return row
 
 
-def compile_worker(model_type: str, size: str, batch_size: int, seq_len: int, cache_dir: str) -> float:
+def compile_worker(model_type: str, size: str, args: argparse.Namespace, cache_dir: str) -> float:
     """Seconds to trace, lower and compile the train step with `cache_dir` as the
     persistent compilation cache, in a fresh process; nothing is allocated."""
     compilation_cache.enable(cache_dir)
-    model = jaxqa_model(model_type, size)
+    model = jaxqa_model(model_type, size, args)
     tx, step = jaxqa_train_step(model)
     state = jax.eval_shape(functools.partial(jaxqa_state, model, tx))
-    batch = {key: value[None] for key, value in random_batch(batch_size, seq_len).items()}
+    batch = {key: value[None] for key, value in random_batch(args.batch_size, args.seq_len).items()}
     started = time.perf_counter()
     step.lower(state, batch, {}).compile()
     return time.perf_counter() - started
@@ -290,12 +301,12 @@ def measure(model_type: str, size: str, args: argparse.Namespace, matmul_rate: f
     cache_dir = tempfile.mkdtemp(prefix="jaxqa-compile-cache-")
     try:
         found = in_fresh_process(worker, model_type, size, args, cache_dir)
-        warm = in_fresh_process(compile_worker, model_type, size, args.batch_size, args.seq_len, cache_dir)
+        warm = in_fresh_process(compile_worker, model_type, size, args, cache_dir)
     finally:
         shutil.rmtree(cache_dir)
     train, infer = found["train"], found["infer"]
     fam = models.family(model_type)
-    train_flops = 3 * fam.forward_flops(fam.SIZES[size], args.seq_len)  # per sequence
+    train_flops = 3 * fam.forward_flops(fam.sizes[size], args.seq_len)  # per sequence
     gib = lambda n: None if n is None else round(n / GIB, 2)
     mfu = lambda rate, scale: None if scale is None else round(rate * train_flops / scale, 4)
     return {
@@ -335,12 +346,16 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=3, help="untimed steps per side before the first round")
     p.add_argument("--steps", type=int, default=20, help="timed steps per side and round")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--remat", default="attention", choices=REMAT, help="what jaxqa's backward pass recomputes")
+    p.add_argument("--attention-dropout", type=float, default=None,
+                   help="attention's dropout rate on both sides (default: the config's); 0: jaxqa's fused kernel")
+    p.add_argument("--unrolled", action="store_true", help="jaxqa's layers unrolled, not scanned")
     p.add_argument("--matmul-size", type=int, default=None, help="n of the matmul that sets the MFU scale "
                    "(default 8192 on accelerators, 1024 on CPUs)")
     args = p.parse_args()
     pairs = [(model_type, size) for model_type in args.models.split(",") for size in args.sizes.split(",")]
     for model_type, size in pairs:
-        if model_type not in models.MODEL_TYPES or size not in models.family(model_type).SIZES:
+        if model_type not in models.MODEL_TYPES or size not in models.family(model_type).sizes:
             p.error(f"no {model_type!r} of size {size!r}: models are {', '.join(models.MODEL_TYPES)}, "
                     "sizes the names in each family's SIZES")
     # jax would take 75% of GPU memory at start-up; PyTorch shares the device, and
@@ -357,6 +372,7 @@ def main() -> None:
         "warmup_steps": args.warmup, "timed_steps": args.steps, "rounds": args.rounds,
         "precision": "bfloat16 compute, float32 weights",
         "optimizer": f"AdamW lr {LEARNING_RATE} eps {ADAM_EPS} weight decay {WEIGHT_DECAY} clip {CLIP_NORM}",
+        "remat": args.remat, "attention_dropout": args.attention_dropout, "layers": "unrolled" if args.unrolled else "scanned",
         "matmul_size": matmul_size, "matmul_tflop_s": round(matmul_rate / 1e12, 2),
         "nominal_peak_tflop_s": peak_rate and peak_rate / 1e12,
         "train_flops": "3 x the family's forward_flops (jaxqa.models)",

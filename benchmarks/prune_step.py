@@ -15,10 +15,11 @@ import argparse
 import jax
 import jax.numpy as jnp
 import numpy as np
-
 import record
 from distill_step import stepper, timed_in_turns
+
 from jaxqa.models import bert
+from jaxqa.models.encoder import SpanModel
 from jaxqa.training import pruning
 
 
@@ -33,7 +34,7 @@ def main() -> None:
     args = p.parse_args()
     dtype = jnp.float32 if jax.devices()[0].platform == "cpu" else jnp.bfloat16
     config = bert.SIZES[args.size]
-    model = bert.Model(config, dtype=dtype)
+    model = SpanModel(config, dtype=dtype)
     rng = np.random.default_rng(0)
     shape = args.grad_accum, args.batch_size // args.grad_accum  # (micro-batches, windows each)
     batch = {"input_ids": rng.integers(1000, 2000, (*shape, args.seq_len)), "attention_mask": np.ones((*shape, args.seq_len)),

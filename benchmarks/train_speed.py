@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxqa import models, sharding
+from jaxqa.models.encoder import SpanModel
 from jaxqa.training import optim
 from jaxqa.training.step import TrainState, make_train_step
 
@@ -31,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def measure(model_type: str, size: str, batch_size: int, seq_len: int, steps: int) -> dict:
     fam = models.family(model_type)
     on_cpu = jax.devices()[0].platform == "cpu"
-    model = fam.Model(fam.SIZES[size], dtype=jnp.float32 if on_cpu else jnp.bfloat16)
+    model = SpanModel(fam.sizes[size], dtype=jnp.float32 if on_cpu else jnp.bfloat16)
     mesh = sharding.make_mesh(sharding.parse_mesh(None, jax.device_count()))
     tx = optim.build("lamb", optim.schedule(1e-3, 10, 1000), 0.01)
     params = nn.meta.unbox(models.init_params(model, jax.random.key(0)))

@@ -16,9 +16,9 @@ installed jaxqa has them (`jaxqa-pt2flax`, `jaxqa-flax2pt`; in a checkout,
 
 import argparse
 import contextlib
-import hashlib
 import dataclasses
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -40,6 +40,7 @@ from jaxqa import models
 from jaxqa.errors import Error, log_to
 from jaxqa.models import compact, convert, student
 from jaxqa.models.convert import ConversionError
+from jaxqa.models.encoder import SpanModel, runtime_params
 from jaxqa.precision import dequantized, is_quantized, pick, precision_of, prepare
 from jaxqa.squad.tokenizer import TOKENIZER_FILES, load_tokenizer
 
@@ -72,7 +73,7 @@ class Source:
             log.info(f"{self.folder}: dropped {len(report.dropped)} tensor(s) a span model does not use ({', '.join(groups)})")
         if report.fresh_head:
             log.warning(f"{self.folder}: no span head (qa_outputs) in the checkpoint; initialised a fresh one (seed {seed})")
-            model = models.family(self.model_type).Model(self.config)
+            model = SpanModel(self.config)
             fresh = nn.meta.unbox(models.init_params(model, jax.random.key(seed)))
             params = {**params, convert.HEAD: jax.device_get(fresh[convert.HEAD])}
         return params
@@ -84,7 +85,7 @@ class Source:
     def _read_jaxqa_params(self) -> dict:
         path = self.folder / PARAMS_FILE
         got = _read_safetensors(path)
-        model = models.family(self.model_type).Model(self.config)
+        model = SpanModel(self.config)
         expected = traverse_util.flatten_dict(nn.meta.unbox(models.abstract_params(model)), sep="/")
         for key in [key for key, value in got.items() if value.dtype == np.int8]:  # an int8 checkpoint's kernels
             kernel = expected[key].shape if key in expected and is_quantized(key) else None
@@ -116,15 +117,21 @@ def params_digest(params: dict) -> str:
 class Pretrained:
     """A model ready to run: `model(input_ids, attention_mask, token_type_ids)` gives
     `(start_logits, end_logits)`, each (B, T) float32. `precision` ("fp32",
-    "bf16", "int8" or "auto", see `jaxqa.precision`) is that of its matrix products."""
+    "bf16", "int8" or "auto", see `jaxqa.precision`) is that of its matrix products.
+
+    `params` are its weights per layer, as saved; it runs `run_params`, the same
+    weights with runs of like layers stacked (`encoder.runtime_params`), so that
+    each program holds one copy of a layer and no call copies the weights.
+    """
 
     def __init__(self, model_type: str, config, params, folder: Path, precision: str = "fp32"):
         self.model_type = model_type
         self.config = config
         self.folder = folder
         self.precision = pick(precision)
-        self.module = models.family(model_type).Model(config)
+        self.module = SpanModel(config)
         self.params = prepare(params, self.precision)
+        self.run_params = runtime_params(self.module, self.params)
         self._forward = models.Forward(self.module)
 
     def with_precision(self, precision: str) -> "Pretrained":
@@ -140,11 +147,11 @@ class Pretrained:
         return jax.jit(lambda params, *batch: self.module.apply({"params": params}, *batch, method="encode"))
 
     def __call__(self, input_ids, attention_mask, token_type_ids):
-        return self._forward(self.params, input_ids, attention_mask, token_type_ids)
+        return self._forward(self.run_params, input_ids, attention_mask, token_type_ids)
 
     def encode(self, input_ids, attention_mask, token_type_ids):
         """The encoder's last hidden states, (B, T, D)."""
-        return self._encode(self.params, input_ids, attention_mask, token_type_ids)
+        return self._encode(self.run_params, input_ids, attention_mask, token_type_ids)
 
     def save(self, folder: str | Path, overwrite: bool = False) -> Path:
         """Writes the model as it runs: an int8 model as an int8 checkpoint, which
@@ -159,7 +166,7 @@ def open_checkpoint(path: str | Path) -> Source:
     where = folder / "config.json"
     try:
         fam = models.family(hf["model_type"])
-        return Source(folder, fam.MODEL_TYPE, fam.Config.from_hf(hf))
+        return Source(folder, fam.model_type, fam.config.from_hf(hf))
     except (ValueError, TypeError) as err:
         raise ConversionError(f"{where}: {err}") from None
 

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from jaxqa import buckets, compilation_cache, models, sharding
 from jaxqa.checkpoint import open_checkpoint
 from jaxqa.errors import Error, log_to
+from jaxqa.models.encoder import runtime_params
 from jaxqa.precision import MODES
 from jaxqa.squad import metric
 from jaxqa.squad.decode import AnswerCollector, Predictions
@@ -49,6 +50,7 @@ def stream_logits(model, params, features: EvalFeatures, mesh, batch_size: int, 
     which decoding skips.
     """
     in_sh = sharding.batch_sharding(mesh, 2)
+    params = runtime_params(model, params)  # stacked once, not in every batch's program
     # Replicated logits, so that every process can read them; one program per
     # (model, mesh, width), so evaluations during training compile them once.
     forward = models.forward(model, sharding.replicated(mesh))
@@ -178,7 +180,7 @@ def run(args: argparse.Namespace, threshold: float | None) -> int:
     with_negatives = any(example.is_impossible for example in data.examples)
     started = time.perf_counter()
     tune = threshold is None and with_negatives
-    predictions = answer(model.module, model.params, data.examples, features, mesh, batch_size, with_negatives,
+    predictions = answer(model.module, model.run_params, data.examples, features, mesh, batch_size, with_negatives,
                          threshold or 0.0, show_progress=True, length_step=args.length_step)
     seconds = time.perf_counter() - started
     if tune:

@@ -49,7 +49,6 @@ from jaxqa.squad import decode
 from jaxqa.squad.examples import Example
 from jaxqa.squad.features import FeatureSettings, featurize_eval
 
-
 # The pipeline pads to multiples of 32 tokens: one question at a time, finer steps
 # than training's pay (benchmarks/cpu_buckets.py).
 PIPELINE_LENGTH_STEP = 32
@@ -139,7 +138,7 @@ class BucketedModel:
         for length in lengths:
             for batch in batches:
                 zeros = np.zeros((batch, length), np.int32)
-                jax.block_until_ready(self._logits(self.model.params, zeros, zeros, zeros))
+                jax.block_until_ready(self._logits(self.model.run_params, zeros, zeros, zeros))
 
     def __call__(self, input_ids, attention_mask, token_type_ids) -> tuple[np.ndarray, np.ndarray]:
         n, length = input_ids.shape
@@ -162,7 +161,7 @@ class BucketedModel:
                 block[: len(rows)] = array[rows, :width]
                 padded.append(block)
             # Not waited for: the next batch is padded while this one runs.
-            outputs.append(self._logits(self.model.params, *padded))
+            outputs.append(self._logits(self.model.run_params, *padded))
         start_logits = np.zeros((n, length), np.float32)
         end_logits = np.zeros((n, length), np.float32)
         for (width, rows), (start, end) in zip(batches, outputs):

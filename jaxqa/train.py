@@ -8,6 +8,8 @@ run folder after any interruption; evaluated with the official metric.
 """
 
 import contextlib
+import dataclasses
+import functools
 import json
 import logging
 import math
@@ -26,12 +28,22 @@ from jaxqa import compilation_cache, evaluate, models, precision, sharding
 from jaxqa.checkpoint import open_checkpoint, params_digest
 from jaxqa.errors import Error, log_to
 from jaxqa.models import compact
+from jaxqa.models.encoder import SpanModel, runtime_params
+from jaxqa.models.stacking import Execution
 from jaxqa.squad.features import FeatureSettings
 from jaxqa.squad.tokenizer import load_tokenizer
 from jaxqa.training import batches, optim, pruning
 from jaxqa.training.run_folder import MetricsLog, RunFolder
-from jaxqa.training.settings import (Settings, SettingsError, changed_settings, parse, trajectory, validate,
-                                     validate_mesh)
+from jaxqa.training.settings import (
+    Settings,
+    SettingsError,
+    changed_settings,
+    parse,
+    remat_for,
+    trajectory,
+    validate,
+    validate_mesh,
+)
 from jaxqa.training.step import Distillation, TrainState, make_train_step
 
 log = logging.getLogger("jaxqa.train")
@@ -78,9 +90,9 @@ def train(s: Settings) -> int:
     if s.init == "random":
         if not s.tokenizer:
             raise SettingsError("--init random needs --tokenizer DIR (a folder with tokenizer.json or vocab.txt)")
-        if s.size not in fam.SIZES:
-            raise SettingsError(f"--size {s.size!r}: {s.model} has {', '.join(fam.SIZES)}")
-        source, config = None, fam.SIZES[s.size]
+        if s.size not in fam.sizes:
+            raise SettingsError(f"--size {s.size!r}: {s.model} has {', '.join(fam.sizes)}")
+        source, config = None, fam.sizes[s.size]
         tokenizer_dir = Path(s.tokenizer)
     else:
         try:
@@ -97,7 +109,11 @@ def train(s: Settings) -> int:
     bf16 = s.precision == "bf16" or (
         s.precision == "auto" and precision.training_bf16(jax.devices()[0].platform, precision.cpu_flags()))
     dtype = jnp.bfloat16 if bf16 else jnp.float32
-    model = fam.Model(config, dtype=dtype, param_dtype=jnp.float32)
+    execution = Execution(scan=s.scan_layers, remat=remat_for(s, jax.devices()[0].platform))
+    # The run folder keeps the config as it came; training may drop out attention at another rate.
+    trained_config = config if s.attention_dropout is None else dataclasses.replace(
+        config, **{fam.attention_dropout: s.attention_dropout})
+    model = SpanModel(trained_config, dtype=dtype, param_dtype=jnp.float32, execution=execution)
     run_settings = trajectory(s)  # what the run folder records, to resume only what it holds
     teacher = None
     if s.teacher:
@@ -126,7 +142,8 @@ def train(s: Settings) -> int:
     total_steps = s.max_steps or math.ceil(s.epochs * steps_per_epoch)
     log.info(f"{len(train_set.input_ids)} training features from {s.train_file}, {steps_per_epoch} steps per epoch, "
              f"{total_steps} steps; mesh data={mesh_sizes['data']} model={mesh_sizes['model']} over "
-             f"{jax.device_count()} {jax.devices()[0].platform} device(s)")
+             f"{jax.device_count()} {jax.devices()[0].platform} device(s); layers {'scanned' if execution.scan else 'unrolled'}, "
+             f"remat {execution.remat}")
 
     # ---------------------------------------------------------------- optimizer and sharded state
     lr = optim.schedule(s.learning_rate, int(s.warmup_proportion * total_steps), total_steps)
@@ -192,9 +209,12 @@ def train(s: Settings) -> int:
     # ---------------------------------------------------------------- teacher and train step
     distill, teacher_params, teacher_sh = None, {}, {}
     if teacher:  # frozen, in the compute precision, sharded over the same mesh as the student
-        teacher_module = models.family(teacher.model_type).Model(teacher.config, dtype=dtype, param_dtype=jnp.float32)
+        teacher_module = SpanModel(teacher.config, dtype=dtype, param_dtype=jnp.float32, execution=execution)
         teacher_sh = sharding.param_shardings(models.abstract_params(teacher_module), mesh, s.fsdp)
-        teacher_params = jax.device_put(teacher_host_params, teacher_sh)
+        # Stacked once, as the teacher's weights never change: no step copies them.
+        teacher_params = jax.jit(functools.partial(runtime_params, teacher_module))(
+            jax.device_put(teacher_host_params, teacher_sh))
+        teacher_sh = jax.tree_util.tree_map(lambda leaf: leaf.sharding, teacher_params)
         del teacher_host_params
         distill = Distillation(teacher_module, s.distill_alpha, s.distill_temperature)
         log.info(f"distilling from the {teacher.model_type} teacher {teacher.folder} (alpha {s.distill_alpha}, "

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 from safetensors.numpy import load_file
-
 from squad_fixture import write_squad
 
 from jaxqa import checkpoint, models, train
 from jaxqa.models import bert
+from jaxqa.models.encoder import SpanModel
 from jaxqa.training import optim
 from jaxqa.training.step import Distillation, TrainState, distill_loss, make_train_step
 
@@ -37,16 +37,16 @@ def batch_of(seed: int = 0) -> dict:
 def one_step(distill, teacher_params, params):
     tx = optim.build("lamb", lambda step: 1e-3, 0.01)
     state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), jnp.full((), -1, jnp.int32))
-    return jax.jit(make_train_step(bert.Model(QUIET), tx, seed=0, distill=distill))(state, batch_of(), teacher_params)
+    return jax.jit(make_train_step(SpanModel(QUIET), tx, seed=0, distill=distill))(state, batch_of(), teacher_params)
 
 
 def fresh(seed: int):
-    return nn.meta.unbox(models.init_params(bert.Model(QUIET), jax.random.key(seed)))
+    return nn.meta.unbox(models.init_params(SpanModel(QUIET), jax.random.key(seed)))
 
 
 def test_a_student_identical_to_its_teacher_has_no_distillation_loss():
     params = fresh(0)
-    _, metrics = one_step(Distillation(bert.Model(QUIET), 0.5, 2.0), params, params)
+    _, metrics = one_step(Distillation(SpanModel(QUIET), 0.5, 2.0), params, params)
     assert abs(float(metrics["distill_loss"])) < 1e-6
     assert float(metrics["loss"]) == pytest.approx(0.5 * float(metrics["span_loss"]), rel=1e-6)
 
@@ -66,7 +66,7 @@ def test_distillation_loss_gradient_matches_finite_differences():
 def test_alpha_zero_is_plain_fine_tuning_bit_for_bit():
     params = fresh(0)
     plain, plain_metrics = one_step(None, {}, params)
-    taught, taught_metrics = one_step(Distillation(bert.Model(QUIET), 0.0, 2.0), fresh(1), params)
+    taught, taught_metrics = one_step(Distillation(SpanModel(QUIET), 0.0, 2.0), fresh(1), params)
     assert float(plain_metrics["loss"]) == float(taught_metrics["loss"])
     for a, b in zip(jax.tree_util.tree_leaves(plain.params), jax.tree_util.tree_leaves(taught.params)):
         np.testing.assert_array_equal(a, b)
@@ -81,7 +81,7 @@ def squad(tmp_path_factory) -> Path:
 def teacher(squad, tmp_path_factory) -> Path:
     """A tiny BERT with the squad fixture's tokenizer, standing in for a fine-tuned teacher."""
     config = bert.SIZES["tiny"]
-    params = jax.device_get(nn.meta.unbox(models.init_params(bert.Model(config), jax.random.key(7))))
+    params = jax.device_get(nn.meta.unbox(models.init_params(SpanModel(config), jax.random.key(7))))
     return checkpoint.save_pretrained(tmp_path_factory.mktemp("teacher") / "bert", "bert", config, params, squad.parent)
 
 
@@ -127,7 +127,7 @@ def test_a_teacher_with_another_tokenizer_is_refused(squad, teacher, tmp_path, c
 def test_a_changed_teacher_is_refused_on_resume(squad, teacher, tmp_path, capsys):
     mine = tmp_path / "teacher"
     config = bert.SIZES["tiny"]
-    params = jax.device_get(nn.meta.unbox(models.init_params(bert.Model(config), jax.random.key(7))))
+    params = jax.device_get(nn.meta.unbox(models.init_params(SpanModel(config), jax.random.key(7))))
     checkpoint.save_pretrained(mine, "bert", config, params, squad.parent)
     assert train.main(flags(squad, mine, tmp_path / "run", "--max-steps", "1")) == 0
     params["qa_outputs"]["bias"] = params["qa_outputs"]["bias"] + 1.0  # the same path, other weights

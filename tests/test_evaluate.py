@@ -9,11 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from squad_fixture import write_squad
 
 import jaxqa
 from jaxqa import evaluate, predict, train
+from jaxqa.models.encoder import SpanModel
 from jaxqa.squad.decode import Predictions
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,7 +41,7 @@ def untrained(tmp_path_factory) -> tuple[Path, Path]:
 
     squad = write_squad(tmp_path_factory.mktemp("squad"), with_negatives=True)
     config = bert.SIZES["tiny"]
-    params = nn.unbox(models.init_params(bert.Model(config), jax.random.key(0)))
+    params = nn.unbox(models.init_params(SpanModel(config), jax.random.key(0)))
     folder = jaxqa.save_pretrained(tmp_path_factory.mktemp("untrained") / "model", "bert", config, params, squad.parent)
     return squad, folder
 

@@ -8,10 +8,10 @@ import jax
 import numpy as np
 import optax
 import pytest
-
 from parity import SQUAD
 
 from jaxqa import buckets, models, sharding
+from jaxqa.models.encoder import SpanModel
 from jaxqa.squad.features import TrainFeatures
 from jaxqa.training import batches
 from jaxqa.training.step import without_padding
@@ -66,8 +66,8 @@ def test_a_batch_is_cut_to_the_padded_length_of_its_longest_window():
 @pytest.mark.parametrize("family", FAMILIES)
 def test_cut_batches_have_the_padded_batches_losses_and_gradients(family):
     fam = models.family(family)
-    config = fam.SIZES["tiny"]
-    module = fam.Model(config)
+    config = fam.sizes["tiny"]
+    module = SpanModel(config)
     params = nn.meta.unbox(models.init_params(module, jax.random.key(0)))
     train = features([20, 33, 40, 9], vocab=config.vocab_size)
     rows = np.arange(4)

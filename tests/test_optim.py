@@ -8,6 +8,7 @@ import optax
 import pytest
 
 from jaxqa import models
+from jaxqa.models.encoder import SpanModel
 from jaxqa.training import optim
 
 B1, B2, EPS, CLIP = 0.9, 0.999, 1e-6, 1.0
@@ -119,7 +120,7 @@ def test_decay_mask_by_leaf_name():
 @pytest.mark.parametrize("model_type", models.MODEL_TYPES)
 def test_decay_mask_covers_every_encoder(model_type):
     family = models.family(model_type)
-    params = nn.meta.unbox(models.abstract_params(family.Model(family.SIZES["tiny"])))
+    params = nn.meta.unbox(models.abstract_params(SpanModel(family.sizes["tiny"])))
     mask = optim.decay_mask(params)
     for path, decayed in jax.tree_util.tree_leaves_with_path(mask):
         assert decayed == _is_decayed(path), jax.tree_util.keystr(path)

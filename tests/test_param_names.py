@@ -6,6 +6,7 @@ import pytest
 from flax import traverse_util
 
 from jaxqa import models
+from jaxqa.models.encoder import SpanModel
 
 LEAVES = {"LayerNorm": ("bias", "scale"), "dense": ("bias", "kernel"), "embed": ("embedding",), "NoNorm": ("bias", "weight")}
 
@@ -41,13 +42,13 @@ EXPECTED_OUTSIDE = {
 
 def boxed(model_type: str):
     fam = models.family(model_type)
-    return traverse_util.flatten_dict(models.abstract_params(fam.Model(fam.SIZES["tiny"])), sep="/")
+    return traverse_util.flatten_dict(models.abstract_params(SpanModel(fam.sizes["tiny"])), sep="/")
 
 
 @pytest.mark.parametrize("model_type", models.MODEL_TYPES)
 def test_parameter_names_are_pinned(model_type):
     names = set(boxed(model_type))
-    layers = models.family(model_type).SIZES["tiny"].num_hidden_layers
+    layers = models.family(model_type).sizes["tiny"].num_hidden_layers
     expected = EXPECTED_OUTSIDE[model_type] | {"qa_outputs/bias", "qa_outputs/kernel"}
     for i in range(layers):
         expected |= {name.replace("layer_0/", f"layer_{i}/") for name in EXPECTED_LAYER_0[model_type]}

@@ -4,17 +4,31 @@ import json
 import subprocess
 import sys
 
+import flax.linen as nn
 import jax
 import numpy as np
 import pytest
 from flax import traverse_util
-import flax.linen as nn
-
-from parity import ROOT, assert_padding_invariant, bf16_relative_error, flax2pt, max_diff, param_count, pt2flax, random_batch, save_and_convert, seeded, torch, torch_logits, transformers
+from parity import (
+    ROOT,
+    assert_padding_invariant,
+    bf16_relative_error,
+    flax2pt,
+    max_diff,
+    param_count,
+    pt2flax,
+    random_batch,
+    save_and_convert,
+    seeded,
+    torch,
+    torch_logits,
+    transformers,
+)
 
 import jaxqa
 from jaxqa import models
 from jaxqa.models import bert
+from jaxqa.models.encoder import SpanModel
 from jaxqa.models.layers import ConfigError
 
 TINY = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128)
@@ -90,7 +104,7 @@ def test_base_matches_pytorch_and_counts_parameters(tmp_path):
 
 def test_eval_shape_of_full_size_models():
     for name, count in [("base", 108_893_186), ("large", 334_094_338)]:
-        shapes = models.abstract_params(bert.Model(bert.SIZES[name]))
+        shapes = models.abstract_params(SpanModel(bert.SIZES[name]))
         assert sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(nn.meta.unbox(shapes))) == count
     # Every weight carries logical axis names, one per dimension.
     specs = traverse_util.flatten_dict(nn.get_partition_spec(shapes))

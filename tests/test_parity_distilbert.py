@@ -7,12 +7,25 @@ import jax
 import numpy as np
 import pytest
 from flax import traverse_util
-
-from parity import assert_padding_invariant, bf16_relative_error, flax2pt, max_diff, param_count, pt2flax, random_batch, save_and_convert, seeded, torch, torch_logits, transformers
+from parity import (
+    assert_padding_invariant,
+    bf16_relative_error,
+    flax2pt,
+    max_diff,
+    param_count,
+    pt2flax,
+    random_batch,
+    save_and_convert,
+    seeded,
+    torch,
+    torch_logits,
+    transformers,
+)
 
 import jaxqa
 from jaxqa import models
 from jaxqa.models import distilbert
+from jaxqa.models.encoder import SpanModel
 from jaxqa.models.layers import ConfigError
 
 TINY = dict(dim=64, n_layers=2, n_heads=4, hidden_dim=128)
@@ -111,7 +124,7 @@ def test_base_matches_pytorch_and_counts_parameters(tmp_path):
 
 
 def test_eval_shape_of_full_size_model():
-    shapes = models.abstract_params(distilbert.Model(distilbert.SIZES["base"]))
+    shapes = models.abstract_params(SpanModel(distilbert.SIZES["base"]))
     leaves = traverse_util.flatten_dict(nn.meta.unbox(shapes))
     assert sum(np.prod(x.shape) for x in leaves.values()) == BASE_PARAMS
     specs = traverse_util.flatten_dict(nn.get_partition_spec(shapes))

@@ -5,13 +5,26 @@ import jax
 import numpy as np
 import pytest
 from flax import traverse_util
-
-from parity import assert_legacy_names, assert_padding_invariant, bf16_relative_error, flax2pt, max_diff, param_count, random_batch, reloaded, save_and_convert, seeded, torch, torch_logits, transformers
+from parity import (
+    assert_legacy_names,
+    assert_padding_invariant,
+    bf16_relative_error,
+    flax2pt,
+    max_diff,
+    param_count,
+    random_batch,
+    reloaded,
+    save_and_convert,
+    seeded,
+    torch,
+    torch_logits,
+    transformers,
+)
 
 import jaxqa
 from jaxqa import models
-from jaxqa.models import convert
-from jaxqa.models import mobilebert
+from jaxqa.models import convert, mobilebert
+from jaxqa.models.encoder import SpanModel
 from jaxqa.models.layers import ConfigError
 
 TINY = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
@@ -104,7 +117,7 @@ def test_nonzero_pad_row_is_followed(tmp_path):
 
 def test_padding_does_not_change_real_logits(tmp_path):
     assert_padding_invariant(jaxqa.load_pretrained(save_and_convert(qa_model(tiny()), tmp_path)))
-    fresh = mobilebert.Model(mobilebert.SIZES["tiny"])  # the jaxqa init zeroes the pad row too
+    fresh = SpanModel(mobilebert.SIZES["tiny"])  # the jaxqa init zeroes the pad row too
     fresh_params = nn.meta.unbox(models.init_params(fresh, jax.random.key(1)))
     assert_padding_invariant(lambda *batch: fresh.apply({"params": fresh_params}, *batch))
 
@@ -120,7 +133,7 @@ def test_base_matches_pytorch_and_counts_parameters(tmp_path):
 
 
 def test_eval_shape_of_the_full_size_model():
-    shapes = models.abstract_params(mobilebert.Model(mobilebert.SIZES["base"]))
+    shapes = models.abstract_params(SpanModel(mobilebert.SIZES["base"]))
     leaves = traverse_util.flatten_dict(nn.meta.unbox(shapes))
     assert sum(np.prod(x.shape) for x in leaves.values()) == BASE_PARAMS
     # One distinct logical axis name per dimension (a repeated name cannot be sharded).
@@ -161,7 +174,7 @@ def test_round_trip_gives_back_the_same_tensors(tmp_path, option):
 
 
 def test_dropout_only_when_not_deterministic():
-    model = mobilebert.Model(mobilebert.Config(**{**TINY, "hidden_dropout_prob": 0.1}))
+    model = SpanModel(mobilebert.Config(**{**TINY, "hidden_dropout_prob": 0.1}))
     batch = random_batch(30522)
     params = models.init_params(model, jax.random.key(0))
     plain = model.apply({"params": params}, *batch)

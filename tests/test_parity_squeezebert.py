@@ -6,13 +6,29 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import traverse_util
-
-from parity import assert_legacy_names, assert_padding_invariant, bf16_relative_error, flax2pt, max_diff, param_count, pt2flax, random_batch, reloaded, save_and_convert, seeded, torch, torch_logits, transformers
+from parity import (
+    assert_legacy_names,
+    assert_padding_invariant,
+    bf16_relative_error,
+    flax2pt,
+    max_diff,
+    param_count,
+    pt2flax,
+    random_batch,
+    reloaded,
+    save_and_convert,
+    seeded,
+    torch,
+    torch_logits,
+    transformers,
+)
 
 import jaxqa
 from jaxqa import models
 from jaxqa.models import squeezebert
+from jaxqa.models.encoder import SpanModel
 from jaxqa.models.layers import ConfigError
+from jaxqa.models.stacking import Execution
 
 TINY = dict(hidden_size=64, embedding_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128)
 BASE_PARAMS = 50_500_610  # squeezebert-uncased with the span head, without the unused pooler (PyTorch: 51_091_202)
@@ -77,7 +93,7 @@ def test_grouped_dense_matches_torch_conv1d():
 
 
 def test_grouped_layers_lower_to_dot_products():
-    model = squeezebert.Model(squeezebert.SIZES["tiny"])
+    model = SpanModel(squeezebert.SIZES["tiny"], execution=Execution(scan=False))  # each layer in the program
     params = nn.meta.unbox(models.abstract_params(model))  # shapes are all lowering needs
     lowered = jax.jit(model.apply).lower({"params": params}, *random_batch(30522))
     stablehlo, compiled = lowered.as_text(debug_info=True), lowered.compile().as_text()
@@ -102,7 +118,7 @@ def test_base_matches_pytorch_and_counts_parameters(tmp_path):
 
 
 def test_eval_shape_of_full_size_model():
-    shapes = models.abstract_params(squeezebert.Model(squeezebert.SIZES["base"]))
+    shapes = models.abstract_params(SpanModel(squeezebert.SIZES["base"]))
     leaves = traverse_util.flatten_dict(nn.meta.unbox(shapes))
     assert sum(np.prod(x.shape) for x in leaves.values()) == BASE_PARAMS
     # Every weight carries logical axis names, one per dimension.

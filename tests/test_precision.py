@@ -13,13 +13,14 @@ import numpy as np
 import pytest
 from flax import traverse_util
 from safetensors import safe_open
+from squad_fixture import write_squad
 
 import jaxqa
 from jaxqa import models, precision
 from jaxqa.checkpoint import PARAMS_FILE
 from jaxqa.models.convert import ConversionError
+from jaxqa.models.encoder import SpanModel
 from jaxqa.models.layers import matmul
-from squad_fixture import write_squad
 
 # Relative L2 error of the logits against float32 over the real tokens of a
 # random batch, for the tiny random models. Rounding a product's operands to
@@ -60,8 +61,8 @@ def test_quantize_and_dequantize_grouped_kernels():
 
 def random_model(model_type: str):
     fam = models.family(model_type)
-    config = fam.SIZES["tiny"]
-    module = fam.Model(config)
+    config = fam.sizes["tiny"]
+    module = SpanModel(config)
     params = jax.device_get(nn.meta.unbox(models.init_params(module, jax.random.key(0))))
     return module, params
 
@@ -116,8 +117,8 @@ def test_auto_chooses_by_cpu_features(monkeypatch, caplog):
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
     squad = write_squad(tmp_path_factory.mktemp("squad"))
-    config = models.family("bert").SIZES["tiny"]
-    params = nn.unbox(models.init_params(models.family("bert").Model(config), jax.random.key(0)))
+    config = models.family("bert").sizes["tiny"]
+    params = nn.unbox(models.init_params(SpanModel(config), jax.random.key(0)))
     folder = tmp_path_factory.mktemp("tiny") / "model"
     return jaxqa.save_pretrained(folder, "bert", config, params, squad.parent)
 

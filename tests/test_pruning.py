@@ -14,12 +14,12 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 import pytest
-
 from squad_fixture import write_squad
 
 import jaxqa
 from jaxqa import checkpoint, models, train
 from jaxqa.models import bert
+from jaxqa.models.encoder import SpanModel
 from jaxqa.training import pruning
 from jaxqa.training.pruning import KERNELS, Pruning
 from jaxqa.training.step import TrainState, make_train_step
@@ -32,7 +32,7 @@ def method(name, remaining=0.4, total=20, warmup=2, block=16, penalty=400.0):
 
 
 def params_and_scores(name, seed=0):
-    params = jax.device_get(nn.meta.unbox(models.init_params(bert.Model(CONFIG), jax.random.key(seed))))
+    params = jax.device_get(nn.meta.unbox(models.init_params(SpanModel(CONFIG), jax.random.key(seed))))
     prune = method(name)
     scores = prune.init_scores(params)
     rng = np.random.default_rng(seed)
@@ -250,7 +250,7 @@ def test_a_step_chooses_what_to_keep_once_for_all_its_micro_batches(name):
              "token_type_ids": np.zeros((2, 4, 16)), "start_positions": rng.integers(0, 16, (2, 4)),
              "end_positions": rng.integers(0, 16, (2, 4))}  # two micro-batches of 4
     batch = {key: jnp.asarray(value, jnp.int32) for key, value in batch.items()}
-    step = make_train_step(bert.Model(CONFIG), tx, 0, prune=prune, score_tx=score_tx)
+    step = make_train_step(SpanModel(CONFIG), tx, 0, prune=prune, score_tx=score_tx)
     jaxpr = jax.make_jaxpr(step)(state, batch, {}).jaxpr
     micro = [eqn for eqn in jaxpr.eqns if eqn.primitive.name == "scan" and eqn.params["length"] == 2]
     assert len(micro) == 1 and searches(micro[0].params["jaxpr"].jaxpr) == 0
@@ -268,7 +268,7 @@ def squad(tmp_path_factory):
 @pytest.fixture(scope="module")
 def teacher(squad, tmp_path_factory):
     folder = tmp_path_factory.mktemp("teacher") / "model"
-    params = jax.device_get(nn.meta.unbox(models.init_params(bert.Model(bert.SIZES["tiny"]), jax.random.key(7))))
+    params = jax.device_get(nn.meta.unbox(models.init_params(SpanModel(bert.SIZES["tiny"]), jax.random.key(7))))
     checkpoint.save_pretrained(folder, "bert", bert.SIZES["tiny"], params, squad.parent)
     return folder
 
@@ -321,7 +321,7 @@ def test_hybrid_pruning_with_a_teacher_on_a_mesh_ends_compact(squad, teacher, tm
     masked, _ = prune.apply(state["params"], state["scores"], prune.select(state["params"], state["scores"], 12))
     ids = np.arange(1, 33, dtype=np.int32)[None] % 90 + 5
     inputs = ids, np.ones_like(ids), np.zeros_like(ids)
-    dense = bert.Model(bert.SIZES["tiny"]).apply({"params": masked}, *inputs)
+    dense = SpanModel(bert.SIZES["tiny"]).apply({"params": masked}, *inputs)
     for a, b in zip(compact(*inputs), dense):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=0)
 

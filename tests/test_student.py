@@ -11,11 +11,12 @@ import pytest
 import jaxqa
 from jaxqa import checkpoint, models
 from jaxqa.models import bert, student
+from jaxqa.models.encoder import SpanModel
 
 
 def teacher(layers: int = 3, **fields):
     config = dataclasses.replace(bert.SIZES["tiny"], num_hidden_layers=layers, hidden_dropout_prob=0.0, **fields)
-    params = jax.device_get(nn.meta.unbox(models.init_params(bert.Model(config), jax.random.key(0))))
+    params = jax.device_get(nn.meta.unbox(models.init_params(SpanModel(config), jax.random.key(0))))
     # Distinct token-type rows, so that folding them is visible.
     params["embeddings"]["token_type_embeddings"]["embedding"] = np.random.default_rng(1).normal(0, 0.5, (2, 64))
     return config, params
@@ -23,7 +24,7 @@ def teacher(layers: int = 3, **fields):
 
 def logits(model_type, config, params, types):
     ids = np.random.default_rng(0).integers(5, 1000, (2, 16)).astype(np.int32)
-    module = models.family(model_type).Model(config)
+    module = SpanModel(config)
     return np.stack(module.apply({"params": params}, ids, np.ones_like(ids), types))
 
 

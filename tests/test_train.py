@@ -17,12 +17,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from safetensors.numpy import load_file
-
 from squad_fixture import write_squad
 
 from jaxqa import checkpoint, models
-from jaxqa.training import optim
 from jaxqa.models import bert
+from jaxqa.models.encoder import SpanModel
+from jaxqa.training import optim
 from jaxqa.training.step import TrainState, make_train_step
 
 MODELS = ("bert", "squeezebert", "mobilebert")
@@ -119,7 +119,7 @@ def test_two_processes_match_one(squad, tmp_path):
 def test_killed_run_resumes_bit_for_bit(squad, tmp_path, recipe):
     extra = ["--prune", "hybrid", "--grad-accum", "2"] if recipe == "pruned" else []  # scores and schedule resume too
     if recipe == "distilled":  # a tiny BERT with the fixture's vocabulary stands in for a fine-tuned teacher
-        params = jax.device_get(nn.meta.unbox(models.init_params(bert.Model(bert.SIZES["tiny"]), jax.random.key(7))))
+        params = jax.device_get(nn.meta.unbox(models.init_params(SpanModel(bert.SIZES["tiny"]), jax.random.key(7))))
         checkpoint.save_pretrained(tmp_path / "teacher", "bert", bert.SIZES["tiny"], params, squad.parent)
         extra = ["--teacher", str(tmp_path / "teacher")]
     args = lambda run_dir: ["-m", "jaxqa.train", *flags(squad, "bert", run_dir, "--max-steps", "8", "--save-every", "2",
@@ -255,15 +255,15 @@ def one_step(model, accum: int):
 
 def test_gradient_accumulation_matches_one_big_batch():
     config = dataclasses.replace(bert.SIZES["tiny"], hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    loss_1, params_1 = one_step(bert.Model(config), accum=1)
-    loss_4, params_4 = one_step(bert.Model(config), accum=4)
+    loss_1, params_1 = one_step(SpanModel(config), accum=1)
+    loss_4, params_4 = one_step(SpanModel(config), accum=4)
     assert abs(loss_1 - loss_4) < 1e-5
     for a, b in zip(jax.tree_util.tree_leaves(params_1), jax.tree_util.tree_leaves(params_4)):
         np.testing.assert_allclose(a, b, atol=2e-5)
 
 
 def test_bfloat16_compute_keeps_float32_master_weights():
-    loss_32, params_32 = one_step(bert.Model(bert.SIZES["tiny"]), accum=1)
-    loss_16, params_16 = one_step(bert.Model(bert.SIZES["tiny"], dtype=jnp.bfloat16), accum=1)
+    loss_32, params_32 = one_step(SpanModel(bert.SIZES["tiny"]), accum=1)
+    loss_16, params_16 = one_step(SpanModel(bert.SIZES["tiny"], dtype=jnp.bfloat16), accum=1)
     assert all(x.dtype == jnp.float32 for x in jax.tree_util.tree_leaves(params_16))
     assert np.isfinite(loss_16) and abs(loss_16 - loss_32) < 0.05 * abs(loss_32)

@@ -1,38 +1,102 @@
-"""The encoder families. Each module here exports the same names:
-
-- `MODEL_TYPE`, `ARCHITECTURE`: the Hugging Face `model_type` and QA class name.
-- `Config`: frozen dataclass with Hugging Face field names, `from_hf`/`to_hf`.
-- `SIZES`: named configs, at least `base` and `tiny`.
-- `Model`: Linen module; `(input_ids, attention_mask, token_type_ids, deterministic)`
-  -> start, end logits (B, T); `encode` gives the last hidden states (B, T, D).
-- `HF_PREFIX`, `HF_DROPPED`, `hf_names(config)`, `hf_export_extras(config)`,
-  `hf_fixed(config)`: what conversion to and from Hugging Face checkpoints
-  needs (`convert`).
-- `forward_flops(config, seq_len)`: matrix-multiply FLOPs of one forward pass
-  over one sequence (the numerator of model FLOPs utilisation). Every Linear
-  (and grouped convolution, at 1/groups of the dense cost) counts 2 x inputs x
-  outputs per token, attention 4 x S x all-head width per token; lookups,
-  norms, activations and softmax are not counted. A training step is 3 times
-  this (the backward pass takes two matmuls per forward one).
+"""The encoder families, each described by one `Family` (its module's `FAMILY`):
+what differs between them is data and a few modules, and
+`jaxqa.models.encoder.SpanModel` runs any of them: embeddings, the layer stack,
+the span head.
 """
 
+import dataclasses
 import functools
 import importlib
-from types import ModuleType
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxqa.models.layers import ConfigError
+from jaxqa.models.stacking import Repeated
 
 MODEL_TYPES = ("bert", "squeezebert", "mobilebert", "distilbert")
 
 
-def family(model_type: str) -> ModuleType:
+@dataclasses.dataclass(frozen=True)
+class HFNames:
+    """Where a Hugging Face checkpoint keeps each jaxqa module. Leaves follow one
+    rule (`jaxqa.models.convert.LEAF_NAMES`)."""
+
+    prefix: str  # of the encoder's tensors, e.g. "bert."; the span head is top-level
+    dropped: tuple[str, ...]  # tensors (after the prefix) a span model does not use: pooler, pre-training heads
+    embeddings: Mapping[str, str]  # module under jaxqa's `embeddings/` -> Hugging Face module
+    layer: str  # Hugging Face module of layer {i}, e.g. "encoder.layer.{i}"
+    layer_modules: Mapping[str, str]  # module of a jaxqa layer -> module under `layer`; {j} numbers a repeated block
+
+    def module(self, path: str) -> str:
+        """The Hugging Face module (without the prefix) of a jaxqa module path
+        ("layer_3/query" -> "encoder.layer.3.attention.self.query")."""
+        scope, _, name = path.partition("/")
+        if scope == "embeddings" and name in self.embeddings:
+            return self.embeddings[name]
+        layer = re.fullmatch(r"layer_(\d+)", scope)
+        for ours, theirs in self.layer_modules.items() if layer else ():
+            block = re.fullmatch(re.escape(ours).replace(re.escape("{j}"), r"(?P<j>\d+)"), name)
+            if block:
+                return f"{self.layer.format(i=layer[1])}.{theirs.format(**block.groupdict())}"
+        raise KeyError(path)
+
+
+def _no_tensors(config) -> dict[str, np.ndarray]:
+    return {}
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Family:
+    """What one encoder family is, for `SpanModel`, conversion and the benchmarks.
+
+    `embeddings(config, dtype, param_dtype)` is a module (input_ids,
+    token_type_ids, deterministic) -> (B, T, D); `layer(config, index, dtype,
+    param_dtype, execution)` a module (x, attention_mask, deterministic) -> x,
+    (B, T, D) each. A layer's computation depends on its index only through its
+    parameters' shapes, so that layers of equal shapes can run as one scanned
+    body (`jaxqa.models.stacking`).
+    """
+
+    model_type: str  # the Hugging Face model_type
+    architecture: str  # the Hugging Face question-answering class
+    config: type  # frozen dataclass with Hugging Face field names, `from_hf`, `to_hf`
+    sizes: Mapping[str, Any]  # named configs, at least "base" and "tiny"
+    embeddings: type[nn.Module]
+    layer: type[nn.Module]
+    hf: HFNames
+    # Matrix-multiply FLOPs of one forward pass over one sequence of S tokens
+    # (the numerator of model FLOPs utilisation). Every Linear (and grouped
+    # convolution, at 1/groups of the dense cost) counts 2 x inputs x outputs per
+    # token, attention 4 x S x all-head width per token; lookups, norms,
+    # activations and softmax are not counted. A training step is 3 times this.
+    forward_flops: Callable[[Any, int], int]
+    attention_dropout: str  # the config field of attention's dropout rate
+    head_dropout: str | None = None  # the config field of dropout before the span head, where there is one
+    layer_blocks: tuple[Repeated, ...] = ()  # blocks a layer repeats, stacked with it for inference
+    # Tensors the Hugging Face class has and jaxqa does not (built as the reference
+    # builds them, for export), and tensors it stores that jaxqa computes.
+    hf_export_extras: Callable[[Any], dict[str, np.ndarray]] = _no_tensors
+    hf_fixed: Callable[[Any], dict[str, np.ndarray]] = _no_tensors
+
+
+def family(model_type: str) -> Family:
     if model_type not in MODEL_TYPES:
         raise ConfigError(f"model_type {model_type!r} is not supported; jaxqa has {', '.join(MODEL_TYPES)}")
-    return importlib.import_module(f"jaxqa.models.{model_type}")
+    return importlib.import_module(f"jaxqa.models.{model_type}").FAMILY
+
+
+def family_of(config) -> Family:
+    """The family whose Config `config` is."""
+    for model_type in MODEL_TYPES:
+        if isinstance(config, family(model_type).config):
+            return family(model_type)
+    raise ConfigError(f"{type(config).__name__} is the config of no jaxqa family")
 
 
 def _example_batch():

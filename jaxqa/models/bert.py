@@ -2,23 +2,31 @@
 per layer (`pruned_heads`) and feed-forward layers of their own widths
 (`intermediate_sizes`, which `transformers` cannot hold; see `jaxqa.models.compact`).
 
-Exports what every encoder module does (see `jaxqa.models`).
+Its `FAMILY` is what `jaxqa.models.encoder.SpanModel` and conversion need.
 """
 
 import dataclasses
 from typing import Any
 
 import flax.linen as nn
-import jax.numpy as jnp
-import numpy as np
 
-from jaxqa.models import hf_config
-from jaxqa.models.layers import ACTIVATIONS, ConfigError, Dtype, Embeddings, LayerNorm, attend, attention_flops, check_activation, Dense, dense_flops, span_head, span_logits
+from jaxqa.models import Family, HFNames, hf_config
+from jaxqa.models.layers import (
+    ACTIVATIONS,
+    Attention,
+    ConfigError,
+    Dense,
+    Dtype,
+    Embeddings,
+    LayerNorm,
+    attention_flops,
+    check_activation,
+    dense_flops,
+)
+from jaxqa.models.stacking import Execution
 
 MODEL_TYPE = "bert"
 ARCHITECTURE = "BertForQuestionAnswering"
-HF_PREFIX = "bert."  # encoder tensors in a Hugging Face checkpoint; the span head is top-level
-HF_DROPPED = ("pooler.", "cls.", "embeddings.position_ids", "embeddings.token_type_ids")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,97 +101,38 @@ SIZES = {
 
 
 class Layer(nn.Module):
+    """Layer `index`, with the heads and feed-forward units left to it: (B, T, D) -> (B, T, D)."""
+
     config: Config
-    num_heads: int
-    ffn: int  # feed-forward units
+    index: int
     dtype: Dtype
     param_dtype: Dtype
+    execution: Execution
 
     @nn.compact
     def __call__(self, x, attention_mask, deterministic: bool):
         cfg = self.config
         args = dict(std=cfg.initializer_range, dtype=self.dtype, param_dtype=self.param_dtype)
         dropout = nn.Dropout(cfg.hidden_dropout_prob)
-        inner = self.num_heads * cfg.head_dim
+        num_heads = cfg.heads(self.index)
+        inner = num_heads * cfg.head_dim
 
         def heads(name):  # (B, T, D) -> (B, T, N, H)
             y = Dense(inner, ("embed", "heads"), name=name, **args)(x)
-            return y.reshape(*y.shape[:2], self.num_heads, cfg.head_dim)
+            return y.reshape(*y.shape[:2], num_heads, cfg.head_dim)
 
-        context = attend(
-            heads("query"), heads("key"), heads("value"), attention_mask,
-            nn.Dropout(cfg.attention_probs_dropout_prob), deterministic,
-        )  # (B, T, N * H)
+        attention = Attention(cfg.attention_probs_dropout_prob, self.execution.recomputes_attention)
+        context = attention(heads("query"), heads("key"), heads("value"), attention_mask, deterministic)  # (B, T, N * H)
         y = Dense(cfg.hidden_size, ("heads", "embed"), name="attention_output", **args)(context)
         x = LayerNorm(cfg.layer_norm_eps, self.dtype, self.param_dtype, name="attention_LayerNorm")(
             dropout(y, deterministic=deterministic) + x
         )
-        y = Dense(self.ffn, ("embed", "mlp"), name="intermediate", **args)(x)
+        y = Dense(cfg.ffn(self.index), ("embed", "mlp"), name="intermediate", **args)(x)
         y = ACTIVATIONS[cfg.hidden_act](y)
         y = Dense(cfg.hidden_size, ("mlp", "embed"), name="output", **args)(y)
         return LayerNorm(cfg.layer_norm_eps, self.dtype, self.param_dtype, name="output_LayerNorm")(
             dropout(y, deterministic=deterministic) + x
         )
-
-
-class Model(nn.Module):
-    """BERT encoder and span head: token ids (B, T) -> start, end logits (B, T)."""
-
-    config: Config
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-
-    def setup(self):
-        cfg = self.config
-        self.embeddings = Embeddings(cfg, cfg.hidden_size, self.dtype, self.param_dtype)
-        self.layers = [
-            Layer(cfg, cfg.heads(i), cfg.ffn(i), self.dtype, self.param_dtype, name=f"layer_{i}")
-            for i in range(cfg.num_hidden_layers)
-        ]
-        self.qa_outputs = span_head(cfg.initializer_range, self.param_dtype)
-
-    def encode(self, input_ids, attention_mask, token_type_ids, deterministic: bool = True):
-        """The last hidden states, (B, T, D)."""
-        x = self.embeddings(input_ids, token_type_ids, deterministic)
-        for layer in self.layers:
-            x = layer(x, attention_mask, deterministic)
-        return x
-
-    def __call__(self, input_ids, attention_mask, token_type_ids, deterministic: bool = True):
-        return span_logits(self.qa_outputs, self.encode(input_ids, attention_mask, token_type_ids, deterministic))
-
-
-def hf_names(config: Config) -> dict[str, str]:
-    """jaxqa module path -> Hugging Face module name (without `HF_PREFIX`)."""
-    names = {
-        "embeddings/word_embeddings": "embeddings.word_embeddings",
-        "embeddings/position_embeddings": "embeddings.position_embeddings",
-        "embeddings/token_type_embeddings": "embeddings.token_type_embeddings",
-        "embeddings/LayerNorm": "embeddings.LayerNorm",
-    }
-    for i in range(config.num_hidden_layers):
-        hf = f"encoder.layer.{i}"
-        names |= {
-            f"layer_{i}/query": f"{hf}.attention.self.query",
-            f"layer_{i}/key": f"{hf}.attention.self.key",
-            f"layer_{i}/value": f"{hf}.attention.self.value",
-            f"layer_{i}/attention_output": f"{hf}.attention.output.dense",
-            f"layer_{i}/attention_LayerNorm": f"{hf}.attention.output.LayerNorm",
-            f"layer_{i}/intermediate": f"{hf}.intermediate.dense",
-            f"layer_{i}/output": f"{hf}.output.dense",
-            f"layer_{i}/output_LayerNorm": f"{hf}.output.LayerNorm",
-        }
-    return names
-
-
-def hf_export_extras(config: Config) -> dict:
-    """Tensors `BertForQuestionAnswering` has and jaxqa does not: none."""
-    return {}
-
-
-def hf_fixed(config: Config) -> dict[str, np.ndarray]:
-    """Tensors the reference stores and jaxqa computes: none."""
-    return {}
 
 
 def forward_flops(cfg: Config, s: int) -> int:
@@ -195,3 +144,32 @@ def forward_flops(cfg: Config, s: int) -> int:
         total += 3 * dense_flops(s, d, inner) + attention_flops(s, inner) + dense_flops(s, inner, d)  # query, key, value; output
         total += dense_flops(s, d, cfg.ffn(i)) + dense_flops(s, cfg.ffn(i), d)  # feed-forward
     return total + dense_flops(s, d, 2)  # span head
+
+
+FAMILY = Family(
+    model_type=MODEL_TYPE,
+    architecture=ARCHITECTURE,
+    config=Config,
+    sizes=SIZES,
+    embeddings=Embeddings,
+    layer=Layer,
+    hf=HFNames(
+        prefix="bert.",
+        dropped=("pooler.", "cls.", "embeddings.position_ids", "embeddings.token_type_ids"),
+        embeddings={name: f"embeddings.{name}" for name in
+                    ("word_embeddings", "position_embeddings", "token_type_embeddings", "LayerNorm")},
+        layer="encoder.layer.{i}",
+        layer_modules={
+            "query": "attention.self.query",
+            "key": "attention.self.key",
+            "value": "attention.self.value",
+            "attention_output": "attention.output.dense",
+            "attention_LayerNorm": "attention.output.LayerNorm",
+            "intermediate": "intermediate.dense",
+            "output": "output.dense",
+            "output_LayerNorm": "output.LayerNorm",
+        },
+    ),
+    forward_flops=forward_flops,
+    attention_dropout="attention_probs_dropout_prob",
+)

@@ -25,6 +25,7 @@ import numpy as np
 
 from jaxqa import models
 from jaxqa.models import bert
+from jaxqa.models.encoder import SpanModel
 from jaxqa.models.layers import ACTIVATIONS
 
 
@@ -108,7 +109,7 @@ def report(before: bert.Config, after: bert.Config, seq_len: int = 384) -> dict:
     sequence of `seq_len` tokens, before and after compaction."""
 
     def shape(config):
-        module = bert.Model(config)
+        module = SpanModel(config)
         count = sum(leaf.size for leaf in jax.tree_util.tree_leaves(nn.meta.unbox(models.abstract_params(module))))
         return {"heads": [config.heads(i) for i in range(config.num_hidden_layers)],
                 "feed_forward_units": [config.ffn(i) for i in range(config.num_hidden_layers)],

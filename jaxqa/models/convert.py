@@ -2,7 +2,7 @@
 (`jaxqa.checkpoint` reads and writes the files).
 
 Conversion is a pure function of a name -> numpy array mapping. The family's
-`hf_names` table gives the Hugging Face module of each jaxqa module; leaves
+name table (`Family.hf`) gives the Hugging Face module of each jaxqa module; leaves
 follow one rule (`LEAF_NAMES`) and need only two reshapes: a Linear weight
 (out, in) is a transposed kernel (in, out), and a kernel-size-1 Conv1d weight
 (out, in/G, 1) is a grouped kernel (G, in/G, out/G). It fails loudly: every
@@ -23,6 +23,7 @@ from flax import traverse_util
 
 from jaxqa import models
 from jaxqa.errors import Error
+from jaxqa.models.encoder import SpanModel
 
 LEAF_NAMES = {"kernel": "weight", "scale": "weight", "embedding": "weight", "weight": "weight", "bias": "bias"}
 HEAD = "qa_outputs"  # module path and Hugging Face name of the span head, outside the encoder prefix
@@ -86,16 +87,17 @@ def _missing_message(missing: list[str], unused: set[str], original: Mapping[str
     return f"missing tensor(s) {', '.join(parts)}{' ...' if len(missing) > 5 else ''}"
 
 
-def _leaves(model: nn.Module) -> dict[tuple[str, str], tuple[int, ...]]:
-    """(module path, leaf name) -> shape of every parameter of `model`."""
-    shapes = nn.meta.unbox(models.abstract_params(model))
+def _leaves(config) -> dict[tuple[str, str], tuple[int, ...]]:
+    """(module path, leaf name) -> shape of every parameter of the model of `config`."""
+    shapes = nn.meta.unbox(models.abstract_params(SpanModel(config)))
     flat = traverse_util.flatten_dict(shapes)
     return {("/".join(path[:-1]), path[-1]): s.shape for path, s in flat.items()}
 
 
-def _names(fam, config) -> dict[str, str]:
-    names = fam.hf_names(config)
-    return {**names, HEAD: HEAD}
+def _hf_name(fam: models.Family, module: str, leaf: str) -> str:
+    """The Hugging Face tensor of a jaxqa parameter."""
+    name = HEAD if module == HEAD else fam.hf.prefix + fam.hf.module(module)
+    return f"{name}.{LEAF_NAMES[leaf]}"
 
 
 def params_from_hf(model_type: str, config, state: Mapping[str, np.ndarray]) -> tuple[dict, Report]:
@@ -105,23 +107,19 @@ def params_from_hf(model_type: str, config, state: Mapping[str, np.ndarray]) -> 
     the source has no span head) and a report of what was dropped.
     """
     fam = models.family(model_type)
-    names = _names(fam, config)
     original = {}  # the name jaxqa reads -> the source tensor's own name
     for key in state:
         name = _legacy_renamed(key)
         # A bare encoder (e.g. `BertModel`) is saved without the prefix.
-        name = name if name.startswith((fam.HF_PREFIX, HEAD + ".")) else fam.HF_PREFIX + name
+        name = name if name.startswith((fam.hf.prefix, HEAD + ".")) else fam.hf.prefix + name
         if name in original:
             raise ConversionError(f"tensors {original[name]!r} and {key!r} both stand for {name!r}")
         original[name] = key
     state = {name: state[source] for name, source in original.items()}
     unused = set(state)
     flat, missing = {}, []
-    for (module, leaf), shape in _leaves(fam.Model(config)).items():
-        if module not in names:
-            raise ConversionError(f"jaxqa module {module!r} has no Hugging Face name in the {model_type} table")
-        prefix = "" if module == HEAD else fam.HF_PREFIX
-        name = f"{prefix}{names[module]}.{LEAF_NAMES[leaf]}"
+    for (module, leaf), shape in _leaves(config).items():
+        name = _hf_name(fam, module, leaf)
         if name not in state:
             missing.append(name)
             continue
@@ -147,7 +145,7 @@ def params_from_hf(model_type: str, config, state: Mapping[str, np.ndarray]) -> 
                                       f"(shape {tuple(np.shape(state[name]))}, this config computes {table.shape})")
     # What the family exports as `hf_export_extras` is built by the reference but unused here.
     extras = set(fam.hf_export_extras(config))
-    known = {n for n in unused if n in extras or n[len(fam.HF_PREFIX):].startswith(fam.HF_DROPPED)}
+    known = {n for n in unused if n in extras or n[len(fam.hf.prefix):].startswith(fam.hf.dropped)}
     dropped = sorted(original[n] for n in known)
     leftover = sorted(original[n] for n in unused - known)
     if leftover:
@@ -158,12 +156,10 @@ def params_from_hf(model_type: str, config, state: Mapping[str, np.ndarray]) -> 
 def params_to_hf(model_type: str, config, params) -> dict[str, np.ndarray]:
     """jaxqa parameters -> the state dict of the Hugging Face QA class."""
     fam = models.family(model_type)
-    names = _names(fam, config)
     state = {}
     for path, value in traverse_util.flatten_dict(params).items():
         module, leaf = "/".join(path[:-1]), path[-1]
-        prefix = "" if module == HEAD else fam.HF_PREFIX
-        state[f"{prefix}{names[module]}.{LEAF_NAMES[leaf]}"] = np.ascontiguousarray(_to_hf(np.asarray(value, np.float32), leaf))
+        state[_hf_name(fam, module, leaf)] = np.ascontiguousarray(_to_hf(np.asarray(value, np.float32), leaf))
     state.update(fam.hf_export_extras(config))
     state.update(fam.hf_fixed(config))
     return state

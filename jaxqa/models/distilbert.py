@@ -6,7 +6,7 @@ attention output is not dropped out, and positions either learned or the fixed
 sinusoidal table (`sinusoidal_pos_embds`). That table is computed here, not
 stored: conversion checks a checkpoint's copy against it and export writes it.
 
-Exports what every encoder module does (see `jaxqa.models`).
+Its `FAMILY` is what `jaxqa.models.encoder.SpanModel` and conversion need.
 """
 
 import dataclasses
@@ -16,13 +16,27 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from jaxqa.models import hf_config
-from jaxqa.models.layers import ACTIVATIONS, ConfigError, Dtype, LayerNorm, attend, attention_flops, check_activation, Dense, dense_flops, gather, normal, prefix, span_head, span_logits, Table
+from jaxqa.models import Family, HFNames, hf_config
+from jaxqa.models.layers import (
+    ACTIVATIONS,
+    Attention,
+    ConfigError,
+    Dense,
+    Dtype,
+    LayerNorm,
+    Table,
+    attention_flops,
+    check_activation,
+    dense_flops,
+    gather,
+    normal,
+    prefix,
+)
+from jaxqa.models.stacking import Execution
 
 MODEL_TYPE = "distilbert"
 ARCHITECTURE = "DistilBertForQuestionAnswering"
 HF_PREFIX = "distilbert."  # encoder tensors in a Hugging Face checkpoint; the span head is top-level
-HF_DROPPED = ("embeddings.position_ids", "vocab_transform.", "vocab_layer_norm.", "vocab_projector.")
 # The reference's LayerNorms all have this epsilon; no config field sets it.
 LAYER_NORM_EPS = 1e-12
 
@@ -83,14 +97,15 @@ def sinusoidal_table(positions: int, dim: int) -> np.ndarray:
 
 
 class Embeddings(nn.Module):
-    """Word + position embeddings, LayerNorm and dropout: ids (B, T) -> (B, T, D)."""
+    """Word + position embeddings, LayerNorm and dropout: ids (B, T) -> (B, T, D);
+    DistilBERT has no token types, so `token_type_ids` is ignored."""
 
     config: Config
     dtype: Dtype
     param_dtype: Dtype
 
     @nn.compact
-    def __call__(self, input_ids, deterministic: bool):
+    def __call__(self, input_ids, token_type_ids, deterministic: bool):
         cfg = self.config
         std = cfg.initializer_range
         words = Table(cfg.vocab_size, cfg.dim, normal(std, ("vocab", "embed")), self.param_dtype, name="word_embeddings")()
@@ -107,9 +122,13 @@ class Embeddings(nn.Module):
 
 
 class Layer(nn.Module):
+    """One DistilBERT block: (B, T, D) -> (B, T, D)."""
+
     config: Config
+    index: int
     dtype: Dtype
     param_dtype: Dtype
+    execution: Execution
 
     @nn.compact
     def __call__(self, x, attention_mask, deterministic: bool):
@@ -120,8 +139,8 @@ class Layer(nn.Module):
             y = Dense(cfg.dim, ("embed", "heads"), name=name, **args)(x)
             return y.reshape(*y.shape[:2], cfg.n_heads, cfg.head_dim)
 
-        context = attend(heads("q_lin"), heads("k_lin"), heads("v_lin"), attention_mask,
-                         nn.Dropout(cfg.attention_dropout), deterministic)  # (B, T, D)
+        attention = Attention(cfg.attention_dropout, self.execution.recomputes_attention)
+        context = attention(heads("q_lin"), heads("k_lin"), heads("v_lin"), attention_mask, deterministic)  # (B, T, D)
         y = Dense(cfg.dim, ("heads", "embed"), name="out_lin", **args)(context)
         x = LayerNorm(LAYER_NORM_EPS, self.dtype, self.param_dtype, name="sa_layer_norm")(y + x)
         y = Dense(cfg.hidden_dim, ("embed", "mlp"), name="lin1", **args)(x)
@@ -129,57 +148,6 @@ class Layer(nn.Module):
         y = Dense(cfg.dim, ("mlp", "embed"), name="lin2", **args)(y)
         y = nn.Dropout(cfg.dropout)(y, deterministic=deterministic)
         return LayerNorm(LAYER_NORM_EPS, self.dtype, self.param_dtype, name="output_layer_norm")(y + x)
-
-
-class Model(nn.Module):
-    """DistilBERT encoder and span head: token ids (B, T) -> start, end logits (B, T)."""
-
-    config: Config
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-
-    def setup(self):
-        cfg = self.config
-        self.embeddings = Embeddings(cfg, self.dtype, self.param_dtype)
-        self.layers = [Layer(cfg, self.dtype, self.param_dtype, name=f"layer_{i}") for i in range(cfg.n_layers)]
-        self.qa_dropout = nn.Dropout(cfg.qa_dropout)
-        self.qa_outputs = span_head(cfg.initializer_range, self.param_dtype)
-
-    def encode(self, input_ids, attention_mask, token_type_ids, deterministic: bool = True):
-        """The last hidden states, (B, T, D); `token_type_ids` is ignored (DistilBERT has no token types)."""
-        x = self.embeddings(input_ids, deterministic)
-        for layer in self.layers:
-            x = layer(x, attention_mask, deterministic)
-        return x
-
-    def __call__(self, input_ids, attention_mask, token_type_ids, deterministic: bool = True):
-        hidden = self.encode(input_ids, attention_mask, token_type_ids, deterministic)
-        return span_logits(self.qa_outputs, self.qa_dropout(hidden, deterministic=deterministic))
-
-
-def hf_names(config: Config) -> dict[str, str]:
-    """jaxqa module path -> Hugging Face module name (without `HF_PREFIX`)."""
-    names = {"embeddings/word_embeddings": "embeddings.word_embeddings", "embeddings/LayerNorm": "embeddings.LayerNorm"}
-    if not config.sinusoidal_pos_embds:
-        names["embeddings/position_embeddings"] = "embeddings.position_embeddings"
-    for i in range(config.n_layers):
-        hf = f"transformer.layer.{i}"
-        names |= {
-            f"layer_{i}/q_lin": f"{hf}.attention.q_lin",
-            f"layer_{i}/k_lin": f"{hf}.attention.k_lin",
-            f"layer_{i}/v_lin": f"{hf}.attention.v_lin",
-            f"layer_{i}/out_lin": f"{hf}.attention.out_lin",
-            f"layer_{i}/sa_layer_norm": f"{hf}.sa_layer_norm",
-            f"layer_{i}/lin1": f"{hf}.ffn.lin1",
-            f"layer_{i}/lin2": f"{hf}.ffn.lin2",
-            f"layer_{i}/output_layer_norm": f"{hf}.output_layer_norm",
-        }
-    return names
-
-
-def hf_export_extras(config: Config) -> dict[str, np.ndarray]:
-    """Tensors `DistilBertForQuestionAnswering` has and jaxqa does not: none."""
-    return {}
 
 
 def hf_fixed(config: Config) -> dict[str, np.ndarray]:
@@ -194,3 +162,33 @@ def forward_flops(cfg: Config, s: int) -> int:
     d, m = cfg.dim, cfg.hidden_dim
     layer = 4 * dense_flops(s, d, d) + attention_flops(s, d) + dense_flops(s, d, m) + dense_flops(s, m, d)
     return cfg.n_layers * layer + dense_flops(s, d, 2)  # span head
+
+
+FAMILY = Family(
+    model_type=MODEL_TYPE,
+    architecture=ARCHITECTURE,
+    config=Config,
+    sizes=SIZES,
+    embeddings=Embeddings,
+    layer=Layer,
+    hf=HFNames(
+        prefix=HF_PREFIX,
+        dropped=("embeddings.position_ids", "vocab_transform.", "vocab_layer_norm.", "vocab_projector."),
+        embeddings={name: f"embeddings.{name}" for name in ("word_embeddings", "position_embeddings", "LayerNorm")},
+        layer="transformer.layer.{i}",
+        layer_modules={
+            "q_lin": "attention.q_lin",
+            "k_lin": "attention.k_lin",
+            "v_lin": "attention.v_lin",
+            "out_lin": "attention.out_lin",
+            "sa_layer_norm": "sa_layer_norm",
+            "lin1": "ffn.lin1",
+            "lin2": "ffn.lin2",
+            "output_layer_norm": "output_layer_norm",
+        },
+    ),
+    forward_flops=forward_flops,
+    attention_dropout="attention_dropout",
+    head_dropout="qa_dropout",
+    hf_fixed=hf_fixed,
+)

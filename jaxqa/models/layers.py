@@ -202,21 +202,20 @@ class NoNorm(nn.Module):
 
 class Embeddings(nn.Module):
     """Word + position + token-type embeddings, LayerNorm and dropout, as BERT and
-    SqueezeBERT have them: ids (B, T) -> (B, T, features).
+    SqueezeBERT have them: ids (B, T) -> (B, T, hidden_size).
 
     `config` is read by its Hugging Face field names (`vocab_size`,
-    `max_position_embeddings`, `type_vocab_size`, `layer_norm_eps`,
+    `hidden_size`, `max_position_embeddings`, `type_vocab_size`, `layer_norm_eps`,
     `hidden_dropout_prob`, `initializer_range`), which both families share.
     """
 
     config: Any
-    features: int
     dtype: Dtype
     param_dtype: Dtype
 
     @nn.compact
     def __call__(self, input_ids, token_type_ids, deterministic: bool):
-        cfg, d, std = self.config, self.features, self.config.initializer_range
+        cfg, d, std = self.config, self.config.hidden_size, self.config.initializer_range
         words = Table(cfg.vocab_size, d, normal(std, ("vocab", "embed")), self.param_dtype, name="word_embeddings")()
         positions = Table(cfg.max_position_embeddings, d, normal(std, ("position", "embed")), self.param_dtype,
                           name="position_embeddings")()
@@ -231,20 +230,64 @@ class Embeddings(nn.Module):
         return nn.Dropout(cfg.hidden_dropout_prob)(x, deterministic=deterministic)
 
 
-def attend(q, k, v, attention_mask, dropout: nn.Dropout, deterministic: bool):
-    """Scaled dot-product attention over padded keys.
+class Attention(nn.Module):
+    """Scaled dot-product attention over right-padded keys: q, k, v (B, T, N, H)
+    and attention_mask (B, T), 1 for real tokens, -> (B, T, N * H) in v's dtype.
+    Scores and softmax run in float32.
 
-    q, k: (B, T, N, H); v: (B, T, N, Hv); attention_mask: (B, T), 1 for real tokens.
-    Returns (B, T, N * Hv) in v's dtype; scores and softmax run in float32.
+    Without dropout (deterministic, or a rate of 0: inference, evaluation, a
+    teacher) it is `jax.nn.dot_product_attention`, which XLA fuses and, for
+    bfloat16 on GPUs, cuDNN's flash attention computes without storing the
+    probabilities. With dropout the probabilities are dropped out, as the
+    reference does. `recompute`: the backward pass recomputes the probabilities
+    from q, k and v instead of keeping them (`stacking.REMAT`, "attention").
     """
+
+    rate: float
+    recompute: bool = False
+
+    @nn.compact
+    def __call__(self, q, k, v, attention_mask, deterministic: bool):
+        if q.shape[2] == 0:  # a pruned layer that lost every head
+            return jnp.zeros(q.shape[:2] + (0,), v.dtype)
+        if deterministic or self.rate == 0:
+            attend = functools.partial(fused_attention, attention_mask=attention_mask)
+        else:
+            attend = functools.partial(dropped_out_attention, attention_mask=attention_mask, rate=self.rate,
+                                       rng=self.make_rng("dropout"))
+        # cuDNN keeps no probabilities of its own, and recomputing them is its backward pass.
+        if self.recompute and not _uses_cudnn(q.dtype):
+            attend = jax.checkpoint(attend)
+        context = attend(q, k, v)  # (B, T, N, H)
+        return context.reshape(*context.shape[:2], -1)
+
+
+def _uses_cudnn(dtype: Dtype) -> bool:
+    """Whether fused attention runs as cuDNN's flash attention, which takes 16-bit floats on GPUs."""
+    return jax.default_backend() == "gpu" and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)
+
+
+def fused_attention(q, k, v, attention_mask):
+    """Attention without dropout; (B, T, N, H) -> (B, T, N, H)."""
+    if _uses_cudnn(q.dtype):
+        # Padding as lengths, which cuDNN takes; a filler row of only padding
+        # attends to its first position and stays finite.
+        lengths = jnp.maximum(attention_mask.sum(axis=-1), 1).astype(jnp.int32)  # (B,)
+        return jax.nn.dot_product_attention(q, k, v, key_value_seq_lengths=lengths, implementation="cudnn")
+    keep = attention_mask[:, None, None, :].astype(bool)  # (B, 1, 1, S)
+    return jax.nn.dot_product_attention(q, k, v, mask=keep)
+
+
+def dropped_out_attention(q, k, v, attention_mask, rate: float, rng: jax.Array):
+    """Attention whose probabilities are dropped out at `rate`; (B, T, N, H) -> (B, T, N, H)."""
     scale = 1.0 / math.sqrt(q.shape[-1])
     scores = jnp.einsum("BTNH,BSNH->BNTS", q, k, preferred_element_type=jnp.float32) * scale
     keep = attention_mask[:, None, None, :].astype(bool)  # (B, 1, 1, S)
     scores = jnp.where(keep, scores, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(scores, axis=-1)
-    probs = dropout(probs, deterministic=deterministic).astype(v.dtype)
-    context = jnp.einsum("BNTS,BSNH->BTNH", probs, v)
-    return context.reshape(*context.shape[:2], -1)
+    kept = jax.random.bernoulli(rng, 1 - rate, probs.shape)
+    probs = jnp.where(kept, probs / (1 - rate), 0).astype(v.dtype)
+    return jnp.einsum("BNTS,BSNH->BTNH", probs, v)
 
 
 def span_head(std: float, param_dtype: Dtype) -> nn.Dense:

@@ -8,7 +8,7 @@ embeddings are narrower still (`embedding_size`) and, with `trigram_input`,
 each position's embedding is concatenated with its neighbours' before a Linear
 widens it to `hidden_size`.
 
-Exports what every encoder module does (see `jaxqa.models`).
+Its `FAMILY` is what `jaxqa.models.encoder.SpanModel` and conversion need.
 """
 
 import dataclasses
@@ -19,13 +19,32 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxqa.models import hf_config
-from jaxqa.models.layers import ACTIVATIONS, ConfigError, Dtype, LayerNorm, NoNorm, attend, attention_flops, check_activation, Dense, dense_flops, gather, normal, one_hot_rows, prefix, span_head, span_logits, Table
+from jaxqa.models import Family, HFNames, hf_config
+from jaxqa.models.layers import (
+    ACTIVATIONS,
+    Attention,
+    ConfigError,
+    Dense,
+    Dtype,
+    LayerNorm,
+    NoNorm,
+    Table,
+    attention_flops,
+    check_activation,
+    dense_flops,
+    gather,
+    normal,
+    one_hot_rows,
+    prefix,
+)
+from jaxqa.models.stacking import Execution, Repeated, apply
 
 MODEL_TYPE = "mobilebert"
 ARCHITECTURE = "MobileBertForQuestionAnswering"
 HF_PREFIX = "mobilebert."  # encoder tensors in a Hugging Face checkpoint; the span head is top-level
-HF_DROPPED = ("pooler.", "cls.", "embeddings.position_ids")
+# A layer's feed-forward networks but its last, each with its residual and norm:
+# `ffn_{j}_intermediate`, `ffn_{j}_output`, `ffn_{j}_LayerNorm`.
+FEED_FORWARD = Repeated("ffn", ("intermediate", "output", "LayerNorm"))
 
 # The reference builds two of its norms (after the embeddings, and after a
 # layer's last feed-forward network) without passing `layer_norm_eps`, so with
@@ -173,12 +192,42 @@ class Embeddings(nn.Module):
         return nn.Dropout(cfg.hidden_dropout_prob)(x, deterministic=deterministic)
 
 
-class Layer(nn.Module):
-    """One MobileBERT block on the wide stream (B, T, D); inside it runs at width K = true_hidden_size."""
+def feed_forward(cfg: Config, h, dtype: Dtype, param_dtype: Dtype):
+    """One feed-forward network, in the module that calls it: (B, T, K) -> (B, T, K), before the residual."""
+    args = dict(std=cfg.initializer_range, dtype=dtype, param_dtype=param_dtype)
+    y = Dense(cfg.intermediate_size, ("bottleneck", "mlp"), name="intermediate", **args)(h)
+    y = ACTIVATIONS[cfg.hidden_act](y)
+    return Dense(cfg.true_hidden_size, ("mlp", "bottleneck"), name="output", **args)(y)
+
+
+def inner_axis(cfg: Config) -> str:
+    """The logical name of a layer's inner width K: "bottleneck" (D, "embed", when there is none)."""
+    return "bottleneck" if cfg.use_bottleneck else "embed"
+
+
+class FeedForward(nn.Module):
+    """One of a layer's stacked feed-forward networks but its last, with its
+    residual and norm: (B, T, K) -> (B, T, K)."""
 
     config: Config
     dtype: Dtype
     param_dtype: Dtype
+
+    @nn.compact
+    def __call__(self, h):
+        cfg = self.config
+        y = feed_forward(cfg, h, self.dtype, self.param_dtype)
+        return norm(cfg, cfg.layer_norm_eps, self.dtype, self.param_dtype, "LayerNorm", inner_axis(cfg))(y + h)
+
+
+class Layer(nn.Module):
+    """One MobileBERT block on the wide stream (B, T, D); inside it runs at width K = true_hidden_size."""
+
+    config: Config
+    index: int
+    dtype: Dtype
+    param_dtype: Dtype
+    execution: Execution
 
     @nn.compact
     def __call__(self, x, attention_mask, deterministic: bool):
@@ -186,9 +235,7 @@ class Layer(nn.Module):
         args = dict(std=cfg.initializer_range, dtype=self.dtype, param_dtype=self.param_dtype)
         k = cfg.true_hidden_size
         dropout = nn.Dropout(cfg.hidden_dropout_prob)
-
-        # Inside the block the width is K, logically "bottleneck" (D, "embed", when there is none).
-        inner = "bottleneck" if cfg.use_bottleneck else "embed"
+        inner = inner_axis(cfg)
 
         def add_norm(y, residual, name, epsilon=cfg.layer_norm_eps, axis=inner):
             return norm(cfg, epsilon, self.dtype, self.param_dtype, name, axis)(y + residual)
@@ -213,25 +260,20 @@ class Layer(nn.Module):
             y = Dense(k, (axis, "heads"), name=name, **args)(inputs)
             return y.reshape(*y.shape[:2], cfg.num_attention_heads, cfg.head_dim)
 
-        context = attend(
+        attention = Attention(cfg.attention_probs_dropout_prob, self.execution.recomputes_attention)
+        context = attention(
             heads(query_key, "bottleneck", "query"),
             heads(query_key, "bottleneck", "key"),
             heads(value, "bottleneck" if cfg.use_bottleneck_attention else "embed", "value"),
-            attention_mask, nn.Dropout(cfg.attention_probs_dropout_prob), deterministic,
+            attention_mask, deterministic,
         )  # (B, T, K)
         y = Dense(k, ("heads", "bottleneck"), name="attention_output", **args)(context)
         if not cfg.use_bottleneck:  # with bottlenecks the reference drops out only after the output bottleneck
             y = dropout(y, deterministic=deterministic)
         h = add_norm(y, residual, "attention_LayerNorm")  # (B, T, K)
-
-        def feed_forward(h, prefix):  # (B, T, K) -> (B, T, K), before the residual
-            y = Dense(cfg.intermediate_size, ("bottleneck", "mlp"), name=f"{prefix}intermediate", **args)(h)
-            y = ACTIVATIONS[cfg.hidden_act](y)
-            return Dense(k, ("mlp", "bottleneck"), name=f"{prefix}output", **args)(y)
-
-        for j in range(cfg.num_feedforward_networks - 1):
-            h = add_norm(feed_forward(h, f"ffn_{j}_"), h, f"ffn_{j}_LayerNorm")
-        y = feed_forward(h, "")
+        networks = [FeedForward(cfg, self.dtype, self.param_dtype, parent=None)] * (cfg.num_feedforward_networks - 1)
+        h = apply(self, FEED_FORWARD, networks, h, scan=self.execution.scan)
+        y = feed_forward(cfg, h, self.dtype, self.param_dtype)
         if not cfg.use_bottleneck:
             y = dropout(y, deterministic=deterministic)
         h = add_norm(y, h, "output_LayerNorm", DEFAULT_LAYER_NORM_EPS)
@@ -239,73 +281,6 @@ class Layer(nn.Module):
             return h  # K == D
         y = Dense(cfg.hidden_size, ("bottleneck", "embed"), name="output_bottleneck", **args)(h)  # (B, T, D)
         return add_norm(dropout(y, deterministic=deterministic), x, "output_bottleneck_LayerNorm", axis="embed")
-
-
-class Model(nn.Module):
-    """MobileBERT encoder and span head: token ids (B, T) -> start, end logits (B, T)."""
-
-    config: Config
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-
-    def setup(self):
-        cfg = self.config
-        self.embeddings = Embeddings(cfg, self.dtype, self.param_dtype)
-        self.layers = [Layer(cfg, self.dtype, self.param_dtype, name=f"layer_{i}") for i in range(cfg.num_hidden_layers)]
-        self.qa_outputs = span_head(cfg.initializer_range, self.param_dtype)
-
-    def encode(self, input_ids, attention_mask, token_type_ids, deterministic: bool = True):
-        """The last hidden states, (B, T, D)."""
-        x = self.embeddings(input_ids, token_type_ids, deterministic)
-        for layer in self.layers:
-            x = layer(x, attention_mask, deterministic)
-        return x
-
-    def __call__(self, input_ids, attention_mask, token_type_ids, deterministic: bool = True):
-        return span_logits(self.qa_outputs, self.encode(input_ids, attention_mask, token_type_ids, deterministic))
-
-
-def hf_names(config: Config) -> dict[str, str]:
-    """jaxqa module path -> Hugging Face module name (without `HF_PREFIX`)."""
-    names = {
-        "embeddings/word_embeddings": "embeddings.word_embeddings",
-        "embeddings/position_embeddings": "embeddings.position_embeddings",
-        "embeddings/token_type_embeddings": "embeddings.token_type_embeddings",
-        "embeddings/LayerNorm": "embeddings.LayerNorm",
-    }
-    if config.transforms_embeddings:
-        names["embeddings/embedding_transformation"] = "embeddings.embedding_transformation"
-    for i in range(config.num_hidden_layers):
-        hf, ours = f"encoder.layer.{i}", f"layer_{i}"
-        names |= {
-            f"{ours}/query": f"{hf}.attention.self.query",
-            f"{ours}/key": f"{hf}.attention.self.key",
-            f"{ours}/value": f"{hf}.attention.self.value",
-            f"{ours}/attention_output": f"{hf}.attention.output.dense",
-            f"{ours}/attention_LayerNorm": f"{hf}.attention.output.LayerNorm",
-            f"{ours}/intermediate": f"{hf}.intermediate.dense",
-            f"{ours}/output": f"{hf}.output.dense",
-            f"{ours}/output_LayerNorm": f"{hf}.output.LayerNorm",
-        }
-        for j in range(config.num_feedforward_networks - 1):
-            names |= {
-                f"{ours}/ffn_{j}_intermediate": f"{hf}.ffn.{j}.intermediate.dense",
-                f"{ours}/ffn_{j}_output": f"{hf}.ffn.{j}.output.dense",
-                f"{ours}/ffn_{j}_LayerNorm": f"{hf}.ffn.{j}.output.LayerNorm",
-            }
-        if config.use_bottleneck:
-            names |= {
-                f"{ours}/bottleneck_input": f"{hf}.bottleneck.input.dense",
-                f"{ours}/bottleneck_input_LayerNorm": f"{hf}.bottleneck.input.LayerNorm",
-                f"{ours}/output_bottleneck": f"{hf}.output.bottleneck.dense",
-                f"{ours}/output_bottleneck_LayerNorm": f"{hf}.output.bottleneck.LayerNorm",
-            }
-        if config.shares_query_key_bottleneck:
-            names |= {
-                f"{ours}/bottleneck_attention": f"{hf}.bottleneck.attention.dense",
-                f"{ours}/bottleneck_attention_LayerNorm": f"{hf}.bottleneck.attention.LayerNorm",
-            }
-    return names
 
 
 def hf_export_extras(config: Config) -> dict[str, np.ndarray]:
@@ -334,11 +309,6 @@ def hf_export_extras(config: Config) -> dict[str, np.ndarray]:
     return extras
 
 
-def hf_fixed(config: Config) -> dict[str, np.ndarray]:
-    """Tensors the reference stores and jaxqa computes: none."""
-    return {}
-
-
 def forward_flops(cfg: Config, s: int) -> int:
     """Matrix-multiply FLOPs of one forward pass over one sequence of `s` tokens."""
     d, k, m = cfg.hidden_size, cfg.true_hidden_size, cfg.intermediate_size
@@ -362,3 +332,44 @@ def forward_flops(cfg: Config, s: int) -> int:
         + cfg.num_feedforward_networks * (dense_flops(s, k, m) + dense_flops(s, m, k))
     )
     return embeddings + cfg.num_hidden_layers * layer + dense_flops(s, d, 2)  # span head
+
+
+FAMILY = Family(
+    model_type=MODEL_TYPE,
+    architecture=ARCHITECTURE,
+    config=Config,
+    sizes=SIZES,
+    embeddings=Embeddings,
+    layer=Layer,
+    hf=HFNames(
+        prefix=HF_PREFIX,
+        dropped=("pooler.", "cls.", "embeddings.position_ids"),
+        embeddings={name: f"embeddings.{name}" for name in ("word_embeddings", "position_embeddings",
+                                                             "token_type_embeddings", "LayerNorm",
+                                                             "embedding_transformation")},
+        layer="encoder.layer.{i}",
+        layer_modules={
+            "query": "attention.self.query",
+            "key": "attention.self.key",
+            "value": "attention.self.value",
+            "attention_output": "attention.output.dense",
+            "attention_LayerNorm": "attention.output.LayerNorm",
+            "intermediate": "intermediate.dense",
+            "output": "output.dense",
+            "output_LayerNorm": "output.LayerNorm",
+            "ffn_{j}_intermediate": "ffn.{j}.intermediate.dense",
+            "ffn_{j}_output": "ffn.{j}.output.dense",
+            "ffn_{j}_LayerNorm": "ffn.{j}.output.LayerNorm",
+            "bottleneck_input": "bottleneck.input.dense",
+            "bottleneck_input_LayerNorm": "bottleneck.input.LayerNorm",
+            "bottleneck_attention": "bottleneck.attention.dense",
+            "bottleneck_attention_LayerNorm": "bottleneck.attention.LayerNorm",
+            "output_bottleneck": "output.bottleneck.dense",
+            "output_bottleneck_LayerNorm": "output.bottleneck.LayerNorm",
+        },
+    ),
+    forward_flops=forward_flops,
+    attention_dropout="attention_probs_dropout_prob",
+    layer_blocks=(FEED_FORWARD,),
+    hf_export_extras=hf_export_extras,
+)

@@ -5,7 +5,7 @@ kernel-size-1 convolutions. A kernel-size-1 convolution is a matrix product per
 position, so here each is a grouped matrix product on the (B, T, D) layout,
 which XLA lowers to dot products rather than convolutions.
 
-Exports what every encoder module does (see `jaxqa.models`).
+Its `FAMILY` is what `jaxqa.models.encoder.SpanModel` and conversion need.
 """
 
 import dataclasses
@@ -15,13 +15,27 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from jaxqa.models import hf_config
-from jaxqa.models.layers import ACTIVATIONS, ConfigError, Dtype, Embeddings, LayerNorm, attend, attention_flops, check_activation, dense_flops, matmul, normal, quantization_scale, span_head, span_logits, zeros
+from jaxqa.models import Family, HFNames, hf_config
+from jaxqa.models.layers import (
+    ACTIVATIONS,
+    Attention,
+    ConfigError,
+    Dtype,
+    Embeddings,
+    LayerNorm,
+    attention_flops,
+    check_activation,
+    dense_flops,
+    matmul,
+    normal,
+    quantization_scale,
+    zeros,
+)
+from jaxqa.models.stacking import Execution
 
 MODEL_TYPE = "squeezebert"
 ARCHITECTURE = "SqueezeBertForQuestionAnswering"
 HF_PREFIX = "transformer."  # encoder tensors in a Hugging Face checkpoint; the span head is top-level
-HF_DROPPED = ("pooler.", "cls.", "embeddings.position_ids")
 
 # The encoder LayerNorms of the reference keep their constructor's default
 # epsilon; `layer_norm_eps` reaches only the embeddings LayerNorm.
@@ -125,9 +139,13 @@ class GroupedDense(nn.Module):
 
 
 class Layer(nn.Module):
+    """One SqueezeBERT layer: (B, T, D) -> (B, T, D)."""
+
     config: Config
+    index: int
     dtype: Dtype
     param_dtype: Dtype
+    execution: Execution
 
     @nn.compact
     def __call__(self, x, attention_mask, deterministic: bool):
@@ -139,10 +157,9 @@ class Layer(nn.Module):
             y = GroupedDense(cfg.hidden_size, groups, "heads", name=name, **args)(x)
             return y.reshape(*y.shape[:2], cfg.num_attention_heads, cfg.head_dim)
 
-        context = attend(
-            heads("query", cfg.q_groups), heads("key", cfg.k_groups), heads("value", cfg.v_groups), attention_mask,
-            nn.Dropout(cfg.attention_probs_dropout_prob), deterministic,
-        )  # (B, T, N * H)
+        attention = Attention(cfg.attention_probs_dropout_prob, self.execution.recomputes_attention)
+        context = attention(heads("query", cfg.q_groups), heads("key", cfg.k_groups), heads("value", cfg.v_groups),
+                            attention_mask, deterministic)  # (B, T, N * H)
         y = GroupedDense(cfg.hidden_size, cfg.post_attention_groups, "embed", name="post_attention", **args)(context)
         x = LayerNorm(ENCODER_LAYER_NORM_EPS, self.dtype, self.param_dtype, name="post_attention_layernorm")(
             dropout(y, deterministic=deterministic) + x
@@ -153,53 +170,6 @@ class Layer(nn.Module):
         return LayerNorm(ENCODER_LAYER_NORM_EPS, self.dtype, self.param_dtype, name="output_layernorm")(
             dropout(y, deterministic=deterministic) + x
         )
-
-
-class Model(nn.Module):
-    """SqueezeBERT encoder and span head: token ids (B, T) -> start, end logits (B, T)."""
-
-    config: Config
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-
-    def setup(self):
-        cfg = self.config
-        self.embeddings = Embeddings(cfg, cfg.embedding_size, self.dtype, self.param_dtype)
-        self.layers = [Layer(cfg, self.dtype, self.param_dtype, name=f"layer_{i}") for i in range(cfg.num_hidden_layers)]
-        self.qa_outputs = span_head(cfg.initializer_range, self.param_dtype)
-
-    def encode(self, input_ids, attention_mask, token_type_ids, deterministic: bool = True):
-        """The last hidden states, (B, T, D)."""
-        x = self.embeddings(input_ids, token_type_ids, deterministic)
-        for layer in self.layers:
-            x = layer(x, attention_mask, deterministic)
-        return x
-
-    def __call__(self, input_ids, attention_mask, token_type_ids, deterministic: bool = True):
-        return span_logits(self.qa_outputs, self.encode(input_ids, attention_mask, token_type_ids, deterministic))
-
-
-def hf_names(config: Config) -> dict[str, str]:
-    """jaxqa module path -> Hugging Face module name (without `HF_PREFIX`)."""
-    names = {
-        "embeddings/word_embeddings": "embeddings.word_embeddings",
-        "embeddings/position_embeddings": "embeddings.position_embeddings",
-        "embeddings/token_type_embeddings": "embeddings.token_type_embeddings",
-        "embeddings/LayerNorm": "embeddings.LayerNorm",
-    }
-    for i in range(config.num_hidden_layers):
-        hf = f"encoder.layers.{i}"
-        names |= {
-            f"layer_{i}/query": f"{hf}.attention.query",
-            f"layer_{i}/key": f"{hf}.attention.key",
-            f"layer_{i}/value": f"{hf}.attention.value",
-            f"layer_{i}/post_attention": f"{hf}.post_attention.conv1d",
-            f"layer_{i}/post_attention_layernorm": f"{hf}.post_attention.layernorm",
-            f"layer_{i}/intermediate": f"{hf}.intermediate.conv1d",
-            f"layer_{i}/output": f"{hf}.output.conv1d",
-            f"layer_{i}/output_layernorm": f"{hf}.output.layernorm",
-        }
-    return names
 
 
 def hf_export_extras(config: Config) -> dict[str, np.ndarray]:
@@ -216,11 +186,6 @@ def hf_export_extras(config: Config) -> dict[str, np.ndarray]:
     }
 
 
-def hf_fixed(config: Config) -> dict[str, np.ndarray]:
-    """Tensors the reference stores and jaxqa computes: none."""
-    return {}
-
-
 def forward_flops(cfg: Config, s: int) -> int:
     """Matrix-multiply FLOPs of one forward pass over one sequence of `s` tokens."""
     d, m = cfg.hidden_size, cfg.intermediate_size
@@ -231,3 +196,33 @@ def forward_flops(cfg: Config, s: int) -> int:
         + dense_flops(s, d, m, cfg.intermediate_groups) + dense_flops(s, m, d, cfg.output_groups)
     )
     return cfg.num_hidden_layers * layer + dense_flops(s, d, 2)  # span head
+
+
+FAMILY = Family(
+    model_type=MODEL_TYPE,
+    architecture=ARCHITECTURE,
+    config=Config,
+    sizes=SIZES,
+    embeddings=Embeddings,
+    layer=Layer,
+    hf=HFNames(
+        prefix=HF_PREFIX,
+        dropped=("pooler.", "cls.", "embeddings.position_ids"),
+        embeddings={name: f"embeddings.{name}" for name in
+                    ("word_embeddings", "position_embeddings", "token_type_embeddings", "LayerNorm")},
+        layer="encoder.layers.{i}",
+        layer_modules={
+            "query": "attention.query",
+            "key": "attention.key",
+            "value": "attention.value",
+            "post_attention": "post_attention.conv1d",
+            "post_attention_layernorm": "post_attention.layernorm",
+            "intermediate": "intermediate.conv1d",
+            "output": "output.conv1d",
+            "output_layernorm": "output.layernorm",
+        },
+    ),
+    forward_flops=forward_flops,
+    attention_dropout="attention_probs_dropout_prob",
+    hf_export_extras=hf_export_extras,
+)

@@ -15,16 +15,20 @@ import importlib
 import importlib.util
 import math
 import types
+import typing
 from pathlib import Path
 from typing import get_type_hints
 
 from jaxqa import buckets, compilation_cache, models
 from jaxqa.errors import Error
+from jaxqa.models.stacking import REMAT
 from jaxqa.training import recipes
 from jaxqa.training.optim import OPTIMIZERS
 from jaxqa.training.pruning import METHODS
 
 PRECISIONS = ("auto", "bf16", "fp32")
+# `--remat auto` by platform, chosen by benchmarks/remat.py: see `remat_for`.
+REMAT_AUTO = {"cpu": "attention", "gpu": "attention", "tpu": "attention"}
 
 
 class SettingsError(Error):
@@ -62,6 +66,12 @@ class Settings:
     grad_accum: int = flag(1, "micro-batches per step")
     eval_batch_size: int = flag(64, "sequences per evaluation batch")
     precision: str = flag("auto", "bf16 (float32 master weights), fp32, or auto: bf16 on accelerators and CPUs with AMX, fp32 on other CPUs")
+    scan_layers: bool = flag(True, "run each run of like layers as one scanned body, compiled once; "
+                             "--no-scan-layers compiles every layer on its own (the same numbers)")
+    remat: str = flag("auto", f"what the backward pass recomputes instead of keeping: {', '.join(REMAT)}, or auto "
+                      f"({', '.join(f'{platform}: {mode}' for platform, mode in REMAT_AUTO.items())})")
+    attention_dropout: float | None = flag(None, "attention's dropout rate in training, in place of the model "
+                                           "config's; 0 takes the fused attention kernel (default: the config's)")
     mesh: str = flag("", "device mesh, e.g. data=4,model=2; empty: every device on data")
     fsdp: bool = flag(False, "also shard weights over the data axis")
     seed: int = flag(0, "seed of the data order, dropout and fresh weights")
@@ -136,6 +146,7 @@ def parser() -> argparse.ArgumentParser:
     for field in dataclasses.fields(Settings):
         name = _flag(field.name)
         kind = hints[field.name]
+        kind = next(arg for arg in typing.get_args(kind) if arg is not type(None)) if typing.get_args(kind) else kind
         text = field.metadata["help"]
         if field.default is not dataclasses.MISSING:
             text += f" (default: the recipe's, else {field.default!r})"
@@ -195,6 +206,10 @@ def validate(s: Settings) -> None:
         raise SettingsError(f"--batch-size {s.batch_size} is not a multiple of --grad-accum {s.grad_accum}")
     if s.precision not in PRECISIONS:
         raise SettingsError(f"--precision {s.precision!r}: choose {', '.join(PRECISIONS)}")
+    if s.remat != "auto" and s.remat not in REMAT:
+        raise SettingsError(f"--remat {s.remat!r}: choose auto, {', '.join(REMAT)}")
+    if s.attention_dropout is not None and not 0 <= s.attention_dropout < 1:  # also refuses nan
+        raise SettingsError(f"--attention-dropout {s.attention_dropout}: must be in [0, 1)")
     if s.optimizer not in OPTIMIZERS:
         raise SettingsError(f"--optimizer {s.optimizer!r}: choose {' or '.join(OPTIMIZERS)}")
     if not 0 <= s.warmup_proportion < 1:
@@ -240,6 +255,11 @@ def validate_mesh(s: Settings, data_axis: int, process_count: int) -> None:
                             f"{process_count} processes")
     if s.eval_batch_size % data_axis:
         raise SettingsError(f"--eval-batch-size {s.eval_batch_size} is not divisible by the data axis ({data_axis})")
+
+
+def remat_for(s: Settings, platform: str) -> str:
+    """--remat, with auto resolved for `platform` ("cpu", "gpu", "tpu")."""
+    return REMAT_AUTO.get(platform, "attention") if s.remat == "auto" else s.remat
 
 
 def _flag(name: str) -> str:

@@ -1,0 +1,182 @@
+"""Blocks a model repeats under numbered names, run as one scanned body.
+
+jaxqa stores every repeated block under names of its own: the encoder's layers
+as `layer_{i}`, MobileBERT's stacked feed-forward networks as
+`ffn_{j}_intermediate`, `ffn_{j}_output` and `ffn_{j}_LayerNorm`. That layout is
+canonical: files, checkpoints, the train state, LAMB's trust ratios, pruning,
+students and compaction all see one block per name.
+
+So that XLA compiles a block once however often it repeats, each run of
+consecutive blocks with equal parameter shapes is stacked along a new leading
+axis and scanned over (`apply`). Blocks whose shapes differ, such as a compact
+BERT's layers with their own heads and widths, run one after another. The
+stacking happens where the parameters are used:
+
+- from the canonical tree, inside the jitted program that uses them (the
+  training step), so that optimizers and checkpoints never see it;
+- ahead of time for inference (`Repeated.stack`), where copying the weights on
+  every call would cost a CPU as much as the model itself. A stacked run is
+  stored under one name, e.g. `layer_0_to_11`.
+"""
+
+import dataclasses
+import re
+from collections.abc import Mapping, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+# What the backward pass recomputes instead of keeping (`Execution.remat`):
+# nothing; attention's probabilities (the (B, N, T, T) tensors) from its
+# queries, keys and values; or each whole layer from its input.
+REMAT = ("none", "attention", "layer")
+
+
+@dataclasses.dataclass(frozen=True)
+class Execution:
+    """How the encoder's layers run, whatever their weights compute."""
+
+    scan: bool = True  # runs of like blocks as one scanned body; False: each block compiled on its own
+    remat: str = "none"  # one of REMAT
+
+    def __post_init__(self):
+        if self.remat not in REMAT:
+            raise ValueError(f"remat={self.remat!r}: choose one of {', '.join(REMAT)}")
+
+    @property
+    def recomputes_attention(self) -> bool:
+        return self.remat == "attention"
+
+
+@dataclasses.dataclass(frozen=True)
+class Repeated:
+    """Blocks j = 0, 1, ... stored as the trees at `{stem}_{j}`, or, with `parts`,
+    as the trees at `{stem}_{j}_{part}` for each part (block j is then the dict
+    part -> tree). A run of blocks a..b stacked is stored at `{stem}_{a}_to_{b}`."""
+
+    stem: str
+    parts: tuple[str, ...] = ()
+
+    def _block_pattern(self) -> re.Pattern:
+        tail = "_(?P<part>" + "|".join(map(re.escape, self.parts)) + ")" if self.parts else ""
+        return re.compile(rf"{re.escape(self.stem)}_(?P<j>\d+){tail}")
+
+    def _run_pattern(self) -> re.Pattern:
+        return re.compile(rf"{re.escape(self.stem)}_(?P<first>\d+)_to_(?P<last>\d+)")
+
+    def _store(self, tree: dict, key: str, block) -> None:
+        if self.parts:
+            tree.update({f"{key}_{part}": block[part] for part in self.parts})
+        else:
+            tree[key] = block
+
+    def _take(self, tree: Mapping, key: str):
+        return {part: tree[f"{key}_{part}"] for part in self.parts} if self.parts else tree[key]
+
+    def blocks(self, tree: Mapping) -> dict[int, object]:
+        """The canonical blocks in `tree`, by number."""
+        found = {}
+        for key in tree:
+            match = self._block_pattern().fullmatch(key)
+            if match:
+                found[int(match["j"])] = self._take(tree, f"{self.stem}_{match['j']}")
+        return found
+
+    def stack(self, tree: Mapping) -> dict:
+        """`tree` with each run of two or more consecutive blocks of equal shapes
+        stacked under one name; other keys as they are."""
+        blocks = self.blocks(tree)
+        rest = {key: value for key, value in tree.items() if not self._block_pattern().fullmatch(key)}
+        for first, last in _runs([blocks[j] for j in sorted(blocks)]):
+            if first == last:
+                self._store(rest, f"{self.stem}_{first}", blocks[first])
+            else:
+                stacked = jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *(blocks[j] for j in range(first, last + 1)))
+                rest[f"{self.stem}_{first}_to_{last}"] = stacked
+        return rest
+
+    def unstack(self, tree: Mapping) -> dict:
+        """The canonical tree of a stacked one (a canonical tree as it is)."""
+        out = {}
+        for key, value in tree.items():
+            match = self._run_pattern().fullmatch(key)
+            if not match:
+                out[key] = value
+                continue
+            for k, j in enumerate(range(int(match["first"]), int(match["last"]) + 1)):
+                self._store(out, f"{self.stem}_{j}", jax.tree_util.tree_map(lambda leaf: leaf[k], value))
+        return out
+
+
+def _signature(tree) -> tuple:
+    leaves, structure = jax.tree_util.tree_flatten(tree)
+    return structure, tuple((leaf.shape, jnp.dtype(leaf.dtype)) for leaf in leaves)
+
+
+def _runs(blocks: Sequence) -> list[tuple[int, int]]:
+    """(first, last) of each run of consecutive blocks with equal structure, shapes and dtypes."""
+    runs = []
+    for j, block in enumerate(blocks):
+        if runs and _signature(block) == _signature(blocks[runs[-1][0]]):
+            runs[-1] = (runs[-1][0], j)
+        else:
+            runs.append((j, j))
+    return runs
+
+
+def apply(module: nn.Module, repeated: Repeated, templates: Sequence[nn.Module], x, *args, scan: bool,
+          keys: jax.Array | None = None, remat: bool = False):
+    """x after blocks 0 .. len(templates) - 1 in turn, each `templates[j]` (an
+    unbound module) applied to (x, *args) with block j's parameters, which
+    `module` holds as `repeated` says (canonical or stacked). Blocks of equal
+    shapes compute the same function of their parameters, so a run of them is
+    scanned with its first template (when `scan`; a stacked run always is).
+
+    `keys` (len(templates),): block j's dropout key; `remat`: each block is
+    recomputed from its input in the backward pass instead of keeping its
+    activations. Initializing, `module` gets block j's fresh parameters under
+    its canonical names.
+    """
+    if module.is_initializing():
+        stored = {}
+        for j, template in enumerate(templates):
+            fresh = template.init(module.make_rng("params"), x, *args)["params"]
+            names = {f"{repeated.stem}_{j}_{part}": fresh[part] for part in repeated.parts} or {f"{repeated.stem}_{j}": fresh}
+            stored |= {name: module.param(name, lambda _, value=value: value) for name, value in names.items()}
+    else:
+        stored = module.variables["params"]
+    segments = []  # (first block, parameters stacked (L, ...) or None, parameters of one block or None)
+    for key in stored:
+        match = repeated._run_pattern().fullmatch(key)
+        if match:
+            segments.append((int(match["first"]), stored[key], None))
+    blocks = repeated.blocks(stored)
+    if scan:
+        order = sorted(blocks)
+        for first, last in _runs([blocks[j] for j in order]):
+            if first < last:
+                trees = [blocks[order[k]] for k in range(first, last + 1)]
+                segments.append((order[first], jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *trees), None))
+            else:
+                segments.append((order[first], None, blocks[order[first]]))
+    else:
+        segments += [(j, None, block) for j, block in blocks.items()]
+    segments.sort(key=lambda segment: segment[0])
+
+    for first, stacked, single in segments:
+        template = templates[first]
+
+        def block(x, params, key, template=template):
+            return template.apply({"params": params}, x, *args, rngs={} if key is None else {"dropout": key})
+
+        if remat:
+            block = jax.checkpoint(block, prevent_cse=stacked is None)
+        if stacked is None:
+            x = block(x, single, None if keys is None else keys[first])
+            continue
+        length = jax.tree_util.tree_leaves(stacked)[0].shape[0]
+        step_keys = None if keys is None else keys[first : first + length]
+        with jax.named_scope(f"{repeated.stem}_{first}_to_{first + length - 1}"):  # in profiles and the HLO
+            x, _ = jax.lax.scan(lambda x, inputs: (block(x, *inputs), None), x, (stacked, step_keys))
+    return x
