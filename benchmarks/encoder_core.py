@@ -42,7 +42,6 @@ import same_weights
 ROOT = Path(__file__).resolve().parents[1]
 LENGTHS = (64, 128, 192, 256, 320, 384)
 MICRO_BATCH = 32
-ATTENTION_DROPOUT = {"distilbert": "attention_dropout"}  # the config field; attention_probs_dropout_prob elsewhere
 WEIGHTS = {"bert": "bert-base", "squeezebert": "squeezebert", "mobilebert": "mobilebert", "distilbert": "distilbert"}
 AFTER = {"remat": "attention"}  # `--remat auto` on a CPU
 MEMORY_SETTINGS = [{"remat": remat, "attention_dropout": rate} for rate in (None, 0.0)
@@ -66,18 +65,20 @@ def train_step(model_type: str, setting: dict | None):
     fam = models.family(model_type)
     if setting is None:
         model = fam.Model(fam.SIZES["base"])
+        layout = lambda params: params  # noqa: E731
     else:
-        from jaxqa.models.encoder import SpanModel
+        from jaxqa.models.encoder import SpanModel, runtime_params
         from jaxqa.models.stacking import Execution
 
         config = fam.sizes["base"]
         if setting.get("attention_dropout") is not None:
             config = dataclasses.replace(config, **{fam.attention_dropout: setting["attention_dropout"]})
         model = SpanModel(config, execution=Execution(scan=setting.get("scan", True), remat=setting["remat"]))
+        layout = lambda params: runtime_params(model, params)  # noqa: E731  (as `jaxqa.train` holds them)
     tx = optim.build("lamb", optim.schedule(1e-3, 10, 1000), 0.01)
 
     def init(key):
-        params = nn.meta.unbox(models.init_params(model, key))
+        params = layout(nn.meta.unbox(models.init_params(model, key)))
         return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                           bad_step=jnp.full((), -1, jnp.int32))
 

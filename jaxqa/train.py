@@ -28,7 +28,7 @@ from jaxqa import compilation_cache, evaluate, models, precision, sharding
 from jaxqa.checkpoint import open_checkpoint, params_digest
 from jaxqa.errors import Error, log_to
 from jaxqa.models import compact
-from jaxqa.models.encoder import SpanModel, runtime_params
+from jaxqa.models.encoder import SpanModel, canonical_params, runtime_params
 from jaxqa.models.stacking import Execution
 from jaxqa.squad.features import FeatureSettings
 from jaxqa.squad.tokenizer import load_tokenizer
@@ -44,7 +44,7 @@ from jaxqa.training.settings import (
     validate,
     validate_mesh,
 )
-from jaxqa.training.step import Distillation, TrainState, make_train_step
+from jaxqa.training.step import Distillation, TrainState, make_train_step, relayout
 
 log = logging.getLogger("jaxqa.train")
 
@@ -157,34 +157,46 @@ def train(s: Settings) -> int:
         prune = pruning.Pruning(s.prune, s.prune_remaining, total_steps, warmup, s.prune_initial_warmup,
                                 s.prune_final_warmup, s.prune_penalty, block)
         score_tx = optim.scores(optim.schedule(s.prune_score_learning_rate, warmup, total_steps), s.clip_norm)
+    # Training holds runs of like layers stacked (one compiled body, one optimizer
+    # update per stacked weight); checkpoints hold one layer per name.
     boxed = models.abstract_params(model)
-    param_sh = sharding.param_shardings(boxed, mesh, s.fsdp)
+    param_sh = sharding.param_shardings(jax.eval_shape(functools.partial(runtime_params, model), boxed), mesh, s.fsdp)
+    disk_param_sh = sharding.param_shardings(boxed, mesh, s.fsdp)
+    stacked = functools.partial(relayout, layout=functools.partial(runtime_params, model))
+    per_layer = functools.partial(relayout, layout=functools.partial(canonical_params, config))
 
-    def init_state(params):
+    def init_state(params):  # from parameters one layer per name
         scores = prune.init_scores(params) if prune else None
+        params = runtime_params(model, params)
         return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                           bad_step=jnp.full((), -1, jnp.int32), scores=scores,
                           score_opt_state=None if scores is None else score_tx.init(scores))
 
     abstract_state = jax.eval_shape(init_state, nn.meta.unbox(boxed))
+    abstract_disk = jax.eval_shape(per_layer, abstract_state)
     replicated = sharding.replicated(mesh)
     # Scores of one weight each are laid out as their kernels; block and unit scores are small: replicated.
     score_sh = None if abstract_state.scores is None else {
-        layer: {name: param_sh[layer][name]["kernel"] if name in param_sh[layer]
-                and score.shape == abstract_state.params[layer][name]["kernel"].shape else replicated
+        layer: {name: disk_param_sh[layer][name]["kernel"] if name in disk_param_sh[layer]
+                and score.shape == abstract_disk.params[layer][name]["kernel"].shape else replicated
                 for name, score in named.items()}
         for layer, named in abstract_state.scores.items()}
-    state_sh = TrainState(
-        step=replicated,
-        params=param_sh,
-        opt_state=optax.tree_utils.tree_map_params(
-            tx, lambda _, sh: sh, abstract_state.opt_state, param_sh, transform_non_params=lambda _: replicated),
-        bad_step=replicated,
-        scores=score_sh,
-        score_opt_state=None if score_sh is None else optax.tree_utils.tree_map_params(
-            score_tx, lambda _, sh: sh, abstract_state.score_opt_state, score_sh,
-            transform_non_params=lambda _: replicated),
-    )
+
+    def state_shardings(abstract, params_sh) -> TrainState:
+        return TrainState(
+            step=replicated,
+            params=params_sh,
+            opt_state=optax.tree_utils.tree_map_params(
+                tx, lambda _, sh: sh, abstract.opt_state, params_sh, transform_non_params=lambda _: replicated),
+            bad_step=replicated,
+            scores=score_sh,
+            score_opt_state=None if score_sh is None else optax.tree_utils.tree_map_params(
+                score_tx, lambda _, sh: sh, abstract.score_opt_state, score_sh,
+                transform_non_params=lambda _: replicated),
+        )
+
+    state_sh, disk_sh = state_shardings(abstract_state, param_sh), state_shardings(abstract_disk, disk_param_sh)
+    to_disk = jax.jit(per_layer, out_shardings=disk_sh)
     folder = RunFolder(run_dir, s.model, config, tokenizer_dir, keep=s.keep, shrink=compact.compact if prune else None)
     if folder.latest_step() is not None:  # the checkpoint replaces --init, which is not read
         changes = "; ".join(changed_settings(folder.settings, run_settings))
@@ -194,7 +206,7 @@ def train(s: Settings) -> int:
                                 "or use another --run-dir")
         if changes:
             log.warning(f"WARNING: --allow-changed-settings: resuming with {changes}")
-        state = folder.restore(abstract_state, state_sh)
+        state = jax.jit(stacked, out_shardings=state_sh)(folder.restore(abstract_disk, disk_sh))
         log.info(f"resumed from {folder.directory} at step {int(state.step)}")
     else:
         if source is None:
@@ -202,7 +214,7 @@ def train(s: Settings) -> int:
             start_params = jax.device_get(nn.meta.unbox(models.init_params(model, jax.random.key(s.seed))))
         else:
             start_params = source.read_params(s.seed)
-        state = jax.jit(init_state, out_shardings=state_sh)(jax.device_put(start_params, param_sh))
+        state = jax.jit(init_state, out_shardings=state_sh)(jax.device_put(start_params, disk_param_sh))
         del start_params
     folder.record_settings(run_settings)
 
@@ -224,9 +236,11 @@ def train(s: Settings) -> int:
                       in_shardings=(state_sh, batch_sh, teacher_sh), out_shardings=(state_sh, replicated),
                       donate_argnums=0)
     # The model a state stands for: pruned, its weights masked as the schedule says now (and the share kept).
-    masked = (jax.jit(lambda st: prune.apply(st.params, st.scores, prune.select(st.params, st.scores, st.step)),
-                      out_shardings=(param_sh, replicated))
-              if prune else lambda st: (st.params, 1.0))
+    def pruned(st):
+        params = canonical_params(config, st.params)
+        return prune.apply(params, st.scores, prune.select(params, st.scores, st.step))
+
+    masked = jax.jit(pruned, out_shardings=(disk_param_sh, replicated)) if prune else lambda st: (st.params, 1.0)
 
     def run_eval(params):
         return evaluate.evaluate_params(model, params, eval_set, mesh, s.eval_batch_size,
@@ -263,7 +277,7 @@ def train(s: Settings) -> int:
         if step % s.log_every == 0 or step == total_steps:
             metrics, bad_step = jax.device_get((metrics, state.bad_step))
             if bad_step >= 0:
-                folder.save(int(state.step), state, force=True)
+                folder.save(int(state.step), to_disk(state), force=True)
                 folder.wait()
                 raise TrainingError(f"non-finite loss or gradient at step {int(bad_step)}; the checkpoint of step "
                                     f"{int(state.step)} in {folder.directory} holds the state before it")
@@ -283,10 +297,10 @@ def train(s: Settings) -> int:
             metrics_log.write({"step": step, **result})
             folder.keep_best(params, result, step)
         if step % s.save_every == 0:
-            folder.save(step, state)
+            folder.save(step, to_disk(state))
     progress.close()
     train_end = time.perf_counter()
-    folder.save(int(state.step), state, force=True)
+    folder.save(int(state.step), to_disk(state), force=True)
     folder.wait()
     if stop["signal"] is not None:
         log.info(f"stopped by signal {stop['signal']} at step {step}; the same command resumes from {folder.directory}")

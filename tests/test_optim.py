@@ -8,7 +8,7 @@ import optax
 import pytest
 
 from jaxqa import models
-from jaxqa.models.encoder import SpanModel
+from jaxqa.models.encoder import SpanModel, canonical_params, runtime_params
 from jaxqa.training import optim
 
 B1, B2, EPS, CLIP = 0.9, 0.999, 1e-6, 1.0
@@ -228,3 +228,27 @@ def test_state_is_float32_for_float32_params(name):
 def test_build_rejects_unknown_name():
     with pytest.raises(ValueError, match="'sgd'"):
         optim.build("sgd", optax.constant_schedule(1e-3), weight_decay=0.01)
+
+
+@pytest.mark.parametrize("name", ["lamb", "adamw"])
+@pytest.mark.parametrize("model_type", ["bert", "mobilebert"])
+def test_stacked_layers_take_the_updates_they_take_one_by_one(name, model_type):
+    """Training holds runs of like layers stacked: each layer's trust ratio, decay
+    and moments are what it would have on its own (MobileBERT's stacked
+    feed-forward networks are stacked twice)."""
+    config = models.family(model_type).sizes["tiny"]
+    model = SpanModel(config)
+    params = nn.meta.unbox(models.init_params(model, jax.random.key(0)))
+    stacked = runtime_params(model, params)
+    tx = optim.build(name, optim.schedule(1e-2, 1, 10), 0.01)
+    state, stacked_state = tx.init(params), tx.init(stacked)
+    for seed in range(3):
+        grads = _grads(params, seed, scale=0.3)
+        updates, state = tx.update(grads, state, params)
+        stacked_updates, stacked_state = tx.update(runtime_params(model, grads), stacked_state, stacked)
+        params, stacked = optax.apply_updates(params, updates), optax.apply_updates(stacked, stacked_updates)
+    for path, value in jax.tree_util.tree_leaves_with_path(canonical_params(config, stacked)):
+        expected = params
+        for key in path:
+            expected = expected[key.key]
+        np.testing.assert_allclose(value, expected, rtol=1e-5, atol=1e-7, err_msg=jax.tree_util.keystr(path))

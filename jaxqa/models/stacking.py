@@ -85,16 +85,30 @@ class Repeated:
 
     def stack(self, tree: Mapping) -> dict:
         """`tree` with each run of two or more consecutive blocks of equal shapes
-        stacked under one name; other keys as they are."""
+        stacked under one name; other keys as they are. Parameters boxed with
+        logical axis names get an unnamed leading axis."""
         blocks = self.blocks(tree)
         rest = {key: value for key, value in tree.items() if not self._block_pattern().fullmatch(key)}
-        for first, last in _runs([blocks[j] for j in sorted(blocks)]):
+        order = sorted(blocks)
+        for first, last in _runs([blocks[j] for j in order]):
+            first, last = order[first], order[last]
             if first == last:
                 self._store(rest, f"{self.stem}_{first}", blocks[first])
             else:
-                stacked = jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *(blocks[j] for j in range(first, last + 1)))
-                rest[f"{self.stem}_{first}_to_{last}"] = stacked
+                rest[f"{self.stem}_{first}_to_{last}"] = jax.tree_util.tree_map(
+                    _stack_leaves, *(blocks[j] for j in range(first, last + 1)), is_leaf=_is_box)
         return rest
+
+    def segments(self, tree: Mapping) -> list[tuple[int, int, object]]:
+        """(first block, blocks, parameters) of each stored run and each single block,
+        in order; a run's parameters are stacked (blocks, ...)."""
+        found = {j: (j, 1, block) for j, block in self.blocks(tree).items()}
+        for key, value in tree.items():
+            match = self._run_pattern().fullmatch(key)
+            if match:
+                first, last = int(match["first"]), int(match["last"])
+                found[first] = (first, last - first + 1, value)
+        return [found[j] for j in sorted(found)]
 
     def unstack(self, tree: Mapping) -> dict:
         """The canonical tree of a stacked one (a canonical tree as it is)."""
@@ -107,6 +121,24 @@ class Repeated:
             for k, j in enumerate(range(int(match["first"]), int(match["last"]) + 1)):
                 self._store(out, f"{self.stem}_{j}", jax.tree_util.tree_map(lambda leaf: leaf[k], value))
         return out
+
+
+def stacked_axes(path) -> int:
+    """How many leading block axes the parameter at `path` (a jax key path) has
+    from being stacked: one per stacked run it lies in (MobileBERT's feed-forward
+    kernels in stacked layers have two)."""
+    return sum(bool(re.fullmatch(r".+_\d+_to_\d+", str(getattr(key, "key", "")))) for key in path)
+
+
+def _is_box(leaf) -> bool:
+    return isinstance(leaf, nn.Partitioned)
+
+
+def _stack_leaves(*leaves):
+    if _is_box(leaves[0]):
+        return leaves[0].replace_boxed(jnp.stack([leaf.unbox() for leaf in leaves])).replace(
+            names=(None, *leaves[0].names))
+    return jnp.stack(leaves)
 
 
 def _signature(tree) -> tuple:
@@ -142,41 +174,24 @@ def apply(module: nn.Module, repeated: Repeated, templates: Sequence[nn.Module],
         stored = {}
         for j, template in enumerate(templates):
             fresh = template.init(module.make_rng("params"), x, *args)["params"]
-            names = {f"{repeated.stem}_{j}_{part}": fresh[part] for part in repeated.parts} or {f"{repeated.stem}_{j}": fresh}
+            names = {}
+            repeated._store(names, f"{repeated.stem}_{j}", fresh)
             stored |= {name: module.param(name, lambda _, value=value: value) for name, value in names.items()}
     else:
         stored = module.variables["params"]
-    segments = []  # (first block, parameters stacked (L, ...) or None, parameters of one block or None)
-    for key in stored:
-        match = repeated._run_pattern().fullmatch(key)
-        if match:
-            segments.append((int(match["first"]), stored[key], None))
-    blocks = repeated.blocks(stored)
-    if scan:
-        order = sorted(blocks)
-        for first, last in _runs([blocks[j] for j in order]):
-            if first < last:
-                trees = [blocks[order[k]] for k in range(first, last + 1)]
-                segments.append((order[first], jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *trees), None))
-            else:
-                segments.append((order[first], None, blocks[order[first]]))
-    else:
-        segments += [(j, None, block) for j, block in blocks.items()]
-    segments.sort(key=lambda segment: segment[0])
-
-    for first, stacked, single in segments:
+    # Blocks stored one by one are stacked here, inside the program, to be scanned.
+    for first, length, params in repeated.segments(repeated.stack(stored) if scan else stored):
         template = templates[first]
 
         def block(x, params, key, template=template):
             return template.apply({"params": params}, x, *args, rngs={} if key is None else {"dropout": key})
 
         if remat:
-            block = jax.checkpoint(block, prevent_cse=stacked is None)
-        if stacked is None:
-            x = block(x, single, None if keys is None else keys[first])
+            block = jax.checkpoint(block, prevent_cse=length == 1)
+        if length == 1:
+            x = block(x, params, None if keys is None else keys[first])
             continue
-        length = jax.tree_util.tree_leaves(stacked)[0].shape[0]
         step_keys = None if keys is None else keys[first : first + length]
         with jax.named_scope(f"{repeated.stem}_{first}_to_{first + length - 1}"):  # in profiles and the HLO
-            x, _ = jax.lax.scan(lambda x, inputs: (block(x, *inputs), None), x, (stacked, step_keys))
+            x, _ = jax.lax.scan(lambda x, inputs: (block(x, *inputs), None), x, (params, step_keys))
     return x

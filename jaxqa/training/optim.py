@@ -7,12 +7,19 @@ layer-wise trust ratio is applied to the same parameters, the ones
 `decay_mask` marks. The optimizer state mirrors the parameters' dtype, so
 float32 master weights get float32 moments.
 
+Both take parameters in either layout (`jaxqa.models.stacking`): a run of
+layers stacked into one array gets one trust ratio per layer, as its layers
+would one by one.
+
 Gradient accumulation is not here: the training step sums micro-batch
 gradients itself and hands this optimizer one update per global batch.
 """
 
 import jax
+import jax.numpy as jnp
 import optax
+
+from jaxqa.models.stacking import stacked_axes
 
 # Leaf name -> whether the parameter takes weight decay and LAMB's trust ratio.
 # Kernels (2-D dense, 3-D grouped) and embeddings do; every bias and the gains
@@ -56,6 +63,24 @@ def schedule(learning_rate: float, warmup_steps: int, total_steps: int) -> optax
     )
 
 
+def scale_by_trust_ratio() -> optax.GradientTransformation:
+    """Each update scaled by ||w|| / ||update||, or 1 where either norm is 0 (as
+    `optax.scale_by_trust_ratio`), with one ratio per layer of a stacked run:
+    the norms leave out the leading axes that stacking added."""
+
+    def update(updates, state, params):
+        def scale(path, u, w):
+            axes = tuple(range(stacked_axes(path), u.ndim))
+            w_norm = jnp.sqrt(jnp.sum(jnp.square(w), axis=axes, keepdims=True))
+            u_norm = jnp.sqrt(jnp.sum(jnp.square(u), axis=axes, keepdims=True))
+            ratio = jnp.where((w_norm == 0) | (u_norm == 0), 1.0, w_norm / u_norm)
+            return u * ratio.astype(u.dtype)
+
+        return jax.tree_util.tree_map_with_path(scale, updates, params), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
 # Adam's moment decays and epsilon, as BERT's and MobileBERT's optimizers have them.
 B1, B2, EPS = 0.9, 0.999, 1e-6
 
@@ -75,7 +100,7 @@ def lamb(schedule: optax.Schedule, weight_decay: float, clip_norm: float = 1.0) 
         optax.clip_by_global_norm(clip_norm),
         optax.scale_by_adam(b1=B1, b2=B2, eps=EPS),
         optax.add_decayed_weights(weight_decay, mask=decay_mask),
-        optax.masked(optax.scale_by_trust_ratio(), decay_mask),  # ||w|| / ||update||, 1 if either is 0
+        optax.masked(scale_by_trust_ratio(), decay_mask),  # ||w|| / ||update||, 1 if either is 0
         optax.scale_by_learning_rate(schedule),
     )
 

@@ -4,6 +4,7 @@ gradients summed over micro-batches, one optimizer update, and a guard that
 freezes the state at the first non-finite loss or gradient."""
 
 import dataclasses
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
@@ -11,17 +12,35 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from jaxqa.models.encoder import canonical_params
 from jaxqa.training.pruning import Pruning
 
 
 @struct.dataclass
 class TrainState:
     step: jax.Array  # () int32: optimizer steps taken
-    params: dict
-    opt_state: optax.OptState
+    params: dict  # in either layout (`jaxqa.models.stacking`); training holds runs of like layers stacked
+    opt_state: optax.OptState  # its moments laid out as the parameters
     bad_step: jax.Array  # () int32: first step whose loss or gradient was not finite; -1 if none
     scores: dict | None = None  # pruning scores (see `pruning`); None when not pruning or by magnitude
     score_opt_state: optax.OptState | None = None
+
+
+def relayout(state: TrainState, layout: Callable[[dict], dict]) -> TrainState:
+    """`state` with its parameters and the optimizer's moments of them laid out by
+    `layout` (`encoder.runtime_params` to stack runs of like layers,
+    `encoder.canonical_params` for one layer per name, as checkpoints hold them).
+    Pruning scores are per layer in both."""
+
+    def walk(tree):
+        if isinstance(tree, dict):
+            return layout(tree) if "embeddings" in tree else {key: walk(value) for key, value in tree.items()}
+        if isinstance(tree, tuple):  # optax's states, named tuples among them
+            fields = [walk(value) for value in tree]
+            return type(tree)(*fields) if hasattr(tree, "_fields") else type(tree)(fields)
+        return tree
+
+    return state.replace(params=layout(state.params), opt_state=walk(state.opt_state))
 
 
 # Logit of padding positions in the losses: out of every softmax, and finite, so
@@ -74,7 +93,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, seed: in
 
     def loss_fn(params, scores, batch, rng, teacher_params, step, chosen):
         parts = {}
-        if prune is not None:
+        if prune is not None:  # pruning chooses among each layer's weights: it sees them one layer per name
+            params = canonical_params(model.config, params)
             parts["penalty_weight"], parts["penalty"] = prune.penalty_term(params, scores, step)
             params, parts["remaining"] = prune.apply(params, scores, chosen)
         inputs = batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
@@ -94,7 +114,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, seed: in
         rng = jax.random.fold_in(jax.random.key(seed), state.step)
         trained = (state.params, state.scores)
         # What pruning keeps depends on neither the batch nor the micro-batch: found once.
-        chosen = prune.select(state.params, state.scores, state.step) if prune is not None else None
+        chosen = None if prune is None else prune.select(canonical_params(model.config, state.params), state.scores,
+                                                         state.step)
 
         def micro(grads, inputs):
             index, micro_batch = inputs
