@@ -22,7 +22,7 @@ model, random weights, float32 as `jaxqa.train` runs on a CPU without AMX:
   compile every bucket, and its median latency; the sides take the questions in
   turns.
 
-Results: benchmarks/results/encoder_core_cpu.json.
+Results: benchmarks/results/encoder_core_<parts>_cpu.json.
 """
 
 import argparse
@@ -43,9 +43,10 @@ ROOT = Path(__file__).resolve().parents[1]
 LENGTHS = (64, 128, 192, 256, 320, 384)
 MICRO_BATCH = 32
 WEIGHTS = {"bert": "bert-base", "squeezebert": "squeezebert", "mobilebert": "mobilebert", "distilbert": "distilbert"}
-AFTER = {"remat": "attention"}  # `--remat auto` on a CPU
+AFTER = {"remat": "matmuls"}  # `--remat auto` on a CPU
+REMAT_CHOICES = ("none", "attention", "matmuls", "layer")
 MEMORY_SETTINGS = [{"remat": remat, "attention_dropout": rate} for rate in (None, 0.0)
-                   for remat in ("none", "attention", "layer")]
+                   for remat in ("none", "attention", "matmuls", "layer")]
 
 
 # ---------------------------------------------------------------- in the measured process
@@ -186,15 +187,18 @@ def memory_rows(before: Path, model_types: list[str]) -> list[dict]:
     return rows
 
 
-def step_rows(before: Path, model_types: list[str], batch: int, steps: int) -> list[dict]:
+def step_rows(before: Path, model_types: list[str], batch: int, steps: int, remat_models: list[str]) -> list[dict]:
+    """Each family before and after; the `remat_models` after with every remat setting too."""
     rows = []
     for model_type in model_types:
         job = {"part": "step", "model": model_type, "batch": batch, "steps": steps}
-        got = {"before": run_job(before, {**job, "setting": None}), "after": run_job(ROOT, {**job, "setting": AFTER})}
-        rows.append({"part": "step", "model": model_type, "batch": f"{batch} x 384",
-                     "before_s": round(got["before"]["step_s"], 2), "after_s": round(got["after"]["step_s"], 2),
-                     "after/before": round(got["after"]["step_s"] / got["before"]["step_s"], 3)})
-        print(json.dumps(rows[-1]), flush=True)
+        old = run_job(before, {**job, "setting": None})["step_s"]
+        remats = REMAT_CHOICES if model_type in remat_models else (AFTER["remat"],)
+        for remat in remats:
+            new = run_job(ROOT, {**job, "setting": {"remat": remat}})["step_s"]
+            rows.append({"part": "step", "model": model_type, "batch": f"{batch} x 384", "after_remat": remat,
+                         "before_s": round(old, 2), "after_s": round(new, 2), "after/before": round(new / old, 3)})
+            print(json.dumps(rows[-1]), flush=True)
     return rows
 
 
@@ -224,6 +228,7 @@ def main() -> None:
     p.add_argument("--parts", default="compile,memory,step,latency")
     p.add_argument("--models", default="bert,squeezebert,mobilebert,distilbert")
     p.add_argument("--memory-models", default="bert")
+    p.add_argument("--remat-models", default="bert", help="families whose step is timed with every remat setting")
     p.add_argument("--step-batch", type=int, default=8)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--questions", type=int, default=24)
@@ -245,11 +250,11 @@ def main() -> None:
     if "memory" in parts:
         rows += memory_rows(before, args.memory_models.split(","))
     if "step" in parts:
-        rows += step_rows(before, model_types, args.step_batch, args.steps)
+        rows += step_rows(before, model_types, args.step_batch, args.steps, args.remat_models.split(","))
     if "latency" in parts:
         questions = cpu_latency.squad_questions(args.squad_dir / "dev-v1.1.json", args.questions)
         rows += latency_rows(before, model_types, questions, args.workdir)
-    record.write("encoder_core", {"before": args.before, "after_setting": AFTER, "micro_batch": MICRO_BATCH,
+    record.write(f"encoder_core_{'_'.join(parts)}", {"before": args.before, "after_setting": AFTER, "micro_batch": MICRO_BATCH,
                                   "lengths": LENGTHS, "step_batch": args.step_batch, "steps": args.steps,
                                   "questions": args.questions, "parts": parts}, rows)
 

@@ -53,7 +53,7 @@ class SpanModel(nn.Module):
         if not deterministic:  # layer i drops out with its own key, scanned or not
             keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(self.make_rng("dropout"), jnp.arange(len(layers)))
         return apply(self, LAYERS, layers, x, attention_mask, deterministic, scan=self.execution.scan, keys=keys,
-                     remat=self.execution.remat == "layer")
+                     remat=self.execution.remat)
 
     def __call__(self, input_ids, attention_mask, token_type_ids, deterministic: bool = True):
         hidden = self.encode(input_ids, attention_mask, token_type_ids, deterministic)

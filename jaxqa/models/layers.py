@@ -17,7 +17,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jax.ad_checkpoint import checkpoint_name
+
 from jaxqa.errors import Error
+from jaxqa.models.stacking import MATMUL
 
 Dtype = jnp.dtype
 
@@ -115,7 +118,7 @@ class Dense(nn.Module):
         bias = self.param("bias", zeros(self.axes[1:]), (self.features,), self.param_dtype)
         scale = quantization_scale(self, kernel)
         y = matmul(x, kernel, scale, self.dtype)
-        return y + bias.astype(y.dtype)
+        return checkpoint_name(y + bias.astype(y.dtype), MATMUL)  # what remat "matmuls" keeps
 
 
 def quantization_scale(module: nn.Module, kernel: jax.Array) -> jax.Array | None:

@@ -14,6 +14,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
+from jax.ad_checkpoint import checkpoint_name
 
 from jaxqa.models import Family, HFNames, hf_config
 from jaxqa.models.layers import (
@@ -31,7 +32,7 @@ from jaxqa.models.layers import (
     quantization_scale,
     zeros,
 )
-from jaxqa.models.stacking import Execution
+from jaxqa.models.stacking import MATMUL, Execution
 
 MODEL_TYPE = "squeezebert"
 ARCHITECTURE = "SqueezeBertForQuestionAnswering"
@@ -135,7 +136,8 @@ class GroupedDense(nn.Module):
         else:  # a product per group: XLA's CPU runtime runs batched int8 products slowly, bfloat16 ones not at all
             y = jnp.stack([matmul(x[:, :, i], kernel[i], None if scale is None else scale[i], self.dtype)
                            for i in range(g)], axis=2)  # (B, T, G, O)
-        return y.reshape(*y.shape[:2], self.features) + bias.astype(y.dtype)  # (B, T, G * O)
+        y = y.reshape(*y.shape[:2], self.features) + bias.astype(y.dtype)  # (B, T, G * O)
+        return checkpoint_name(y, MATMUL)  # what remat "matmuls" keeps
 
 
 class Layer(nn.Module):

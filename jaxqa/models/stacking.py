@@ -29,8 +29,13 @@ import jax.numpy as jnp
 
 # What the backward pass recomputes instead of keeping (`Execution.remat`):
 # nothing; attention's probabilities (the (B, N, T, T) tensors) from its
-# queries, keys and values; or each whole layer from its input.
-REMAT = ("none", "attention", "layer")
+# queries, keys and values; everything but the outputs of the layers' matrix
+# products with weights (tagged `MATMUL`): attention, norms, activations; or
+# each whole layer from its input.
+REMAT = ("none", "attention", "matmuls", "layer")
+MATMUL = "matmul"
+# The jax.checkpoint policy of each remat that checkpoints whole blocks: what it keeps.
+_KEEPS = {"matmuls": jax.checkpoint_policies.save_only_these_names(MATMUL), "layer": None}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,17 +163,17 @@ def _runs(blocks: Sequence) -> list[tuple[int, int]]:
 
 
 def apply(module: nn.Module, repeated: Repeated, templates: Sequence[nn.Module], x, *args, scan: bool,
-          keys: jax.Array | None = None, remat: bool = False):
+          keys: jax.Array | None = None, remat: str = "none"):
     """x after blocks 0 .. len(templates) - 1 in turn, each `templates[j]` (an
     unbound module) applied to (x, *args) with block j's parameters, which
     `module` holds as `repeated` says (canonical or stacked). Blocks of equal
     shapes compute the same function of their parameters, so a run of them is
     scanned with its first template (when `scan`; a stacked run always is).
 
-    `keys` (len(templates),): block j's dropout key; `remat`: each block is
-    recomputed from its input in the backward pass instead of keeping its
-    activations. Initializing, `module` gets block j's fresh parameters under
-    its canonical names.
+    `keys` (len(templates),): block j's dropout key; `remat` "matmuls" or
+    "layer" (see REMAT): the backward pass recomputes each block from its input
+    and what the policy keeps. Initializing, `module` gets block j's fresh
+    parameters under its canonical names.
     """
     if module.is_initializing():
         stored = {}
@@ -186,8 +191,8 @@ def apply(module: nn.Module, repeated: Repeated, templates: Sequence[nn.Module],
         def block(x, params, key, template=template):
             return template.apply({"params": params}, x, *args, rngs={} if key is None else {"dropout": key})
 
-        if remat:
-            block = jax.checkpoint(block, prevent_cse=length == 1)
+        if remat in _KEEPS:
+            block = jax.checkpoint(block, policy=_KEEPS[remat], prevent_cse=length == 1)
         if length == 1:
             x = block(x, params, None if keys is None else keys[first])
             continue
