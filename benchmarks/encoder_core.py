@@ -206,12 +206,13 @@ def latency_rows(before: Path, model_types: list[str], questions: list[dict], wo
     rows = []
     for model_type in model_types:
         _, folder = same_weights.folders(WEIGHTS[model_type], workdir)
-        runs = {f"{side}-{mode}": (f"jaxqa-{mode}", folder) for mode in ("fp32", "bf16", "int8")
+        # Side names begin with "jaxqa" so that warm_latency reports their warm-up.
+        runs = {f"jaxqa-{side}-{mode}": (f"jaxqa-{mode}", folder) for mode in ("fp32", "bf16", "int8")
                 for side in ("before", "after")}
-        trees = {f"before-{mode}": before for mode in ("fp32", "bf16", "int8")}
+        trees = {f"jaxqa-before-{mode}": before for mode in ("fp32", "bf16", "int8")}
         got = {row["side"]: row for row in cpu_latency.warm_latency(runs, questions, 2, None, trees)}
         for mode in ("fp32", "bf16", "int8"):
-            old, new = got[f"before-{mode}"], got[f"after-{mode}"]
+            old, new = got[f"jaxqa-before-{mode}"], got[f"jaxqa-after-{mode}"]
             rows.append({"part": "latency", "model": model_type, "precision": mode,
                          "before_warm_up_s": old["warm_up_s"], "after_warm_up_s": new["warm_up_s"],
                          "before_median_ms": old["median_ms"], "after_median_ms": new["median_ms"],

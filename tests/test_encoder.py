@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from jaxqa import models, sharding
+from jaxqa import models, precision, sharding
 from jaxqa.models import bert, layers
 from jaxqa.models.compact import compact
 from jaxqa.models.encoder import SpanModel, canonical_params, runtime_params
@@ -80,6 +80,21 @@ def test_stacking_ahead_of_time_is_exact_and_reversible(model_type):
     assert jax.tree_util.tree_structure(back) == jax.tree_util.tree_structure(params)
     jax.tree_util.tree_map(np.testing.assert_array_equal, back, params)
     assert runtime_params(SpanModel(config, execution=Execution(scan=False)), params) is params
+
+
+@pytest.mark.parametrize("model_type", ["bert", "squeezebert"])
+def test_bfloat16_weights_stack_as_their_bits_and_compute_as_before(model_type):
+    config = three_layers(model_type)
+    params = precision.prepare(nn.meta.unbox(models.init_params(SpanModel(config), jax.random.key(0))), "bf16")
+    model = SpanModel(config)
+    stacked = runtime_params(model, params)
+    assert stacked["layer_0_to_2"]["query"]["kernel"].dtype == jnp.uint16  # sliced without a float32 copy
+    batch = padded_batch()
+    unrolled = np.stack(SpanModel(config, execution=Execution(scan=False)).apply({"params": params}, *batch))
+    np.testing.assert_allclose(np.stack(model.apply({"params": stacked}, *batch)), unrolled, rtol=1e-5, atol=1e-5)
+    back = canonical_params(config, stacked)
+    assert back["layer_1"]["query"]["kernel"].dtype == jnp.bfloat16
+    jax.tree_util.tree_map(np.testing.assert_array_equal, back, params)
 
 
 def test_a_compact_bert_stacks_only_its_layers_of_equal_shapes_and_stays_exact():

@@ -4,6 +4,7 @@ devices, over two processes, killed and resumed, and its refusals."""
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -115,9 +116,11 @@ def test_two_processes_match_one(squad, tmp_path):
             np.testing.assert_allclose(weights(tmp_path / "multi")[key], value, atol=WEIGHT_ATOL, err_msg=key)
 
 
-@pytest.mark.parametrize("recipe", ["plain", "distilled", "pruned"])
+@pytest.mark.parametrize("recipe", ["plain", "distilled", "pruned", "unrolled"])
 def test_killed_run_resumes_bit_for_bit(squad, tmp_path, recipe):
     extra = ["--prune", "hybrid", "--grad-accum", "2"] if recipe == "pruned" else []  # scores and schedule resume too
+    if recipe == "unrolled":  # every layer compiled on its own, each recomputed in the backward pass
+        extra = ["--no-scan-layers", "--remat", "layer"]
     if recipe == "distilled":  # a tiny BERT with the fixture's vocabulary stands in for a fine-tuned teacher
         params = jax.device_get(nn.meta.unbox(models.init_params(SpanModel(bert.SIZES["tiny"]), jax.random.key(7))))
         checkpoint.save_pretrained(tmp_path / "teacher", "bert", bert.SIZES["tiny"], params, squad.parent)
@@ -141,6 +144,24 @@ def test_killed_run_resumes_bit_for_bit(squad, tmp_path, recipe):
     assert whole.keys() == killed.keys()
     for key in whole:
         assert np.array_equal(whole[key], killed[key]), key
+
+
+def test_a_run_resumes_with_the_layout_it_started_with(squad, tmp_path):
+    """Checkpoints hold one layer per name whatever the layout trained: a run
+    scanned goes on unrolled only when asked, and then as it would have."""
+    args = lambda run_dir, steps, *extra: ["-m", "jaxqa.train", *flags(squad, "bert", run_dir, "--max-steps", str(steps),
+                                                                       "--save-every", "2", *extra)]
+    run(args(tmp_path / "scanned", 2))
+    shutil.copytree(tmp_path / "scanned", tmp_path / "switched")
+    # Both go on to 4 steps (a longer learning-rate schedule from step 2 on), one of them unrolled.
+    run(args(tmp_path / "scanned", 4, "--allow-changed-settings"))
+    refused = run(args(tmp_path / "switched", 4, "--no-scan-layers"), check=False)
+    assert refused.returncode == 2 and "--scan-layers: True -> False" in refused.stderr
+    run(args(tmp_path / "switched", 4, "--no-scan-layers", "--allow-changed-settings"))
+    np.testing.assert_allclose(losses(tmp_path / "switched"), losses(tmp_path / "scanned"), rtol=1e-5)
+    for key, value in weights(tmp_path / "scanned").items():
+        if key not in NOISE_ONLY:
+            np.testing.assert_allclose(weights(tmp_path / "switched")[key], value, atol=WEIGHT_ATOL, err_msg=key)
 
 
 def test_sigterm_saves_and_the_same_command_finishes(squad, tmp_path):

@@ -29,16 +29,16 @@ class HFNames:
 
     prefix: str  # of the encoder's tensors, e.g. "bert."; the span head is top-level
     dropped: tuple[str, ...]  # tensors (after the prefix) a span model does not use: pooler, pre-training heads
-    embeddings: Mapping[str, str]  # module under jaxqa's `embeddings/` -> Hugging Face module
     layer: str  # Hugging Face module of layer {i}, e.g. "encoder.layer.{i}"
     layer_modules: Mapping[str, str]  # module of a jaxqa layer -> module under `layer`; {j} numbers a repeated block
 
     def module(self, path: str) -> str:
         """The Hugging Face module (without the prefix) of a jaxqa module path
-        ("layer_3/query" -> "encoder.layer.3.attention.self.query")."""
+        ("layer_3/query" -> "encoder.layer.3.attention.self.query"); the
+        embeddings' modules have the same names in every family."""
         scope, _, name = path.partition("/")
-        if scope == "embeddings" and name in self.embeddings:
-            return self.embeddings[name]
+        if scope == "embeddings":
+            return f"embeddings.{name}"
         layer = re.fullmatch(r"layer_(\d+)", scope)
         for ours, theirs in self.layer_modules.items() if layer else ():
             block = re.fullmatch(re.escape(ours).replace(re.escape("{j}"), r"(?P<j>\d+)"), name)

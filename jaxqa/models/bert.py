@@ -156,8 +156,6 @@ FAMILY = Family(
     hf=HFNames(
         prefix="bert.",
         dropped=("pooler.", "cls.", "embeddings.position_ids", "embeddings.token_type_ids"),
-        embeddings={name: f"embeddings.{name}" for name in
-                    ("word_embeddings", "position_embeddings", "token_type_embeddings", "LayerNorm")},
         layer="encoder.layer.{i}",
         layer_modules={
             "query": "attention.self.query",

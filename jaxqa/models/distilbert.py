@@ -174,7 +174,6 @@ FAMILY = Family(
     hf=HFNames(
         prefix=HF_PREFIX,
         dropped=("embeddings.position_ids", "vocab_transform.", "vocab_layer_norm.", "vocab_projector."),
-        embeddings={name: f"embeddings.{name}" for name in ("word_embeddings", "position_embeddings", "LayerNorm")},
         layer="transformer.layer.{i}",
         layer_modules={
             "q_lin": "attention.q_lin",

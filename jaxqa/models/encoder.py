@@ -6,8 +6,8 @@ way for all: runs of like layers as one scanned body, rematerialised as
 `Execution` says (`jaxqa.models.stacking`).
 
 Parameters are `embeddings/...`, `layer_{i}/...` and `qa_outputs/...`. A model
-also runs parameters whose runs of like layers are stacked ahead of time
-(`runtime_params`), as inference does.
+also runs them with runs of like layers stacked ahead of time
+(`runtime_params`), as training and a loaded model hold them.
 """
 
 from typing import Any
@@ -61,10 +61,10 @@ class SpanModel(nn.Module):
 
 
 def runtime_params(model: SpanModel, params: dict) -> dict:
-    """`params` as `model` runs them without copying: with each run of like layers
+    """`params` as `model` runs them without copying them: each run of like layers
     (and the blocks they repeat) stacked when it scans, as they are when it does
-    not. For inference, where the model runs many times on the same weights;
-    stacked parameters come back as they are."""
+    not; stacked parameters come back as they are. Training holds its weights
+    so, and a loaded model runs them so."""
     if not model.execution.scan:
         return params
     params = dict(params)

@@ -344,9 +344,6 @@ FAMILY = Family(
     hf=HFNames(
         prefix=HF_PREFIX,
         dropped=("pooler.", "cls.", "embeddings.position_ids"),
-        embeddings={name: f"embeddings.{name}" for name in ("word_embeddings", "position_embeddings",
-                                                             "token_type_embeddings", "LayerNorm",
-                                                             "embedding_transformation")},
         layer="encoder.layer.{i}",
         layer_modules={
             "query": "attention.self.query",

@@ -124,7 +124,7 @@ class Repeated:
                 out[key] = value
                 continue
             for k, j in enumerate(range(int(match["first"]), int(match["last"]) + 1)):
-                self._store(out, f"{self.stem}_{j}", jax.tree_util.tree_map(lambda leaf: leaf[k], value))
+                self._store(out, f"{self.stem}_{j}", jax.tree_util.tree_map(lambda leaf: _unstack_leaf(leaf, k), value))
         return out
 
 
@@ -143,7 +143,21 @@ def _stack_leaves(*leaves):
     if _is_box(leaves[0]):
         return leaves[0].replace_boxed(jnp.stack([leaf.unbox() for leaf in leaves])).replace(
             names=(None, *leaves[0].names))
-    return jnp.stack(leaves)
+    stacked = jnp.stack(leaves)
+    # XLA's CPU compiler reads a slice of stacked bfloat16 weights by converting
+    # all of them to float32 on every call (measured 2.6x slower for BERT-base,
+    # benchmarks/encoder_core.py); their bits, as 16-bit integers, slice as they are.
+    return jax.lax.bitcast_convert_type(stacked, jnp.uint16) if stacked.dtype == jnp.bfloat16 else stacked
+
+
+def _unstack_leaf(leaf, k: int):
+    leaf = leaf[k]
+    return jax.lax.bitcast_convert_type(leaf, jnp.bfloat16) if leaf.dtype == jnp.uint16 else leaf
+
+
+def as_weights(kernel: jax.Array) -> jax.Array:
+    """A kernel as its layer computes with it: bfloat16 bits stacked as uint16 (see `_stack_leaves`) as bfloat16."""
+    return jax.lax.bitcast_convert_type(kernel, jnp.bfloat16) if kernel.dtype == jnp.uint16 else kernel
 
 
 def _signature(tree) -> tuple:
