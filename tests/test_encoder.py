@@ -82,7 +82,7 @@ def test_stacking_ahead_of_time_is_exact_and_reversible(model_type):
     assert runtime_params(SpanModel(config, execution=Execution(scan=False)), params) is params
 
 
-@pytest.mark.parametrize("model_type", ["bert", "squeezebert"])
+@pytest.mark.parametrize("model_type", ["bert", "squeezebert", "mobilebert"])
 def test_bfloat16_weights_stack_as_their_bits_and_compute_as_before(model_type):
     config = three_layers(model_type)
     params = precision.prepare(nn.meta.unbox(models.init_params(SpanModel(config), jax.random.key(0))), "bf16")

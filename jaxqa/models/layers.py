@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
 from jaxqa.errors import Error
-from jaxqa.models.stacking import MATMUL, as_weights
+from jaxqa.models.stacking import MATMUL
 
 Dtype = jnp.dtype
 
@@ -114,8 +114,7 @@ class Dense(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        kernel = as_weights(self.param("kernel", normal(self.std, self.axes), (x.shape[-1], self.features),
-                                       self.param_dtype))
+        kernel = self.param("kernel", normal(self.std, self.axes), (x.shape[-1], self.features), self.param_dtype)
         bias = self.param("bias", zeros(self.axes[1:]), (self.features,), self.param_dtype)
         scale = quantization_scale(self, kernel)
         y = matmul(x, kernel, scale, self.dtype)

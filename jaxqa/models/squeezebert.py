@@ -32,7 +32,7 @@ from jaxqa.models.layers import (
     quantization_scale,
     zeros,
 )
-from jaxqa.models.stacking import MATMUL, Execution, as_weights
+from jaxqa.models.stacking import MATMUL, Execution
 
 MODEL_TYPE = "squeezebert"
 ARCHITECTURE = "SqueezeBertForQuestionAnswering"
@@ -122,12 +122,12 @@ class GroupedDense(nn.Module):
     @nn.compact
     def __call__(self, x):
         g = self.groups
-        kernel = as_weights(self.param(
+        kernel = self.param(
             "kernel",
             normal(self.std, ("groups", "kernel_in", self.out_axis)),
             (g, x.shape[-1] // g, self.features // g),
             self.param_dtype,
-        ))
+        )
         bias = self.param("bias", zeros((self.out_axis,)), (self.features,), self.param_dtype)
         x = x.reshape(*x.shape[:-1], g, -1)  # (B, T, G, I)
         scale = quantization_scale(self, kernel)

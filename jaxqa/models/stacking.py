@@ -128,11 +128,15 @@ class Repeated:
         return out
 
 
+# The name of a stacked run of blocks of any stem, e.g. `layer_0_to_11`.
+_RUN = re.compile(r".+_\d+_to_\d+")
+
+
 def stacked_axes(path) -> int:
     """How many leading block axes the parameter at `path` (a jax key path) has
     from being stacked: one per stacked run it lies in (MobileBERT's feed-forward
     kernels in stacked layers have two)."""
-    return sum(bool(re.fullmatch(r".+_\d+_to_\d+", str(getattr(key, "key", "")))) for key in path)
+    return sum(bool(_RUN.fullmatch(str(getattr(key, "key", "")))) for key in path)
 
 
 def _is_box(leaf) -> bool:
@@ -150,14 +154,21 @@ def _stack_leaves(*leaves):
     return jax.lax.bitcast_convert_type(stacked, jnp.uint16) if stacked.dtype == jnp.bfloat16 else stacked
 
 
-def _unstack_leaf(leaf, k: int):
-    leaf = leaf[k]
+def _from_bits(leaf: jax.Array) -> jax.Array:
+    """A stacked leaf (or a slice of one) as it was before `_stack_leaves`: bfloat16 from its bits."""
     return jax.lax.bitcast_convert_type(leaf, jnp.bfloat16) if leaf.dtype == jnp.uint16 else leaf
 
 
-def as_weights(kernel: jax.Array) -> jax.Array:
-    """A kernel as its layer computes with it: bfloat16 bits stacked as uint16 (see `_stack_leaves`) as bfloat16."""
-    return jax.lax.bitcast_convert_type(kernel, jnp.bfloat16) if kernel.dtype == jnp.uint16 else kernel
+def _block_params(params: dict) -> dict:
+    """One block's slice of a stacked run, its leaves as the block computes with
+    them; runs stacked inside the block (MobileBERT's feed-forward networks) stay
+    bits until their own scan slices them."""
+    return {key: value if _RUN.fullmatch(key) else _block_params(value) if isinstance(value, dict)
+            else _from_bits(value) for key, value in params.items()}
+
+
+def _unstack_leaf(leaf, k: int):
+    return _from_bits(leaf[k])
 
 
 def _signature(tree) -> tuple:
@@ -203,6 +214,7 @@ def apply(module: nn.Module, repeated: Repeated, templates: Sequence[nn.Module],
         template = templates[first]
 
         def block(x, params, key, template=template):
+            params = _block_params(params)
             return template.apply({"params": params}, x, *args, rngs={} if key is None else {"dropout": key})
 
         if remat in _KEEPS:
