@@ -154,9 +154,10 @@ def _stack_leaves(*leaves):
     return jax.lax.bitcast_convert_type(stacked, jnp.uint16) if stacked.dtype == jnp.bfloat16 else stacked
 
 
-def _from_bits(leaf: jax.Array) -> jax.Array:
-    """A stacked leaf (or a slice of one) as it was before `_stack_leaves`: bfloat16 from its bits."""
-    return jax.lax.bitcast_convert_type(leaf, jnp.bfloat16) if leaf.dtype == jnp.uint16 else leaf
+def _from_bits(leaf):
+    """A stacked leaf (or a slice of one) as it was before `_stack_leaves`: bfloat16
+    from its bits; boxed leaves, stacked as they are, as they are."""
+    return leaf if _is_box(leaf) or leaf.dtype != jnp.uint16 else jax.lax.bitcast_convert_type(leaf, jnp.bfloat16)
 
 
 def _block_params(params: dict) -> dict:
