@@ -17,10 +17,10 @@ from safetensors import safe_open
 torch = pytest.importorskip("torch", reason="parity tests need torch (pip install 'jaxqa[torch]')")
 transformers = pytest.importorskip("transformers", reason="parity tests need transformers==5.2.0")
 
+
 import jaxqa  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-SQUAD = ROOT.parent / "shared" / "squad"
 
 
 def _cli(name: str):

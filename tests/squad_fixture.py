@@ -8,6 +8,8 @@ from pathlib import Path
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 PLACES = ["arda", "belor", "cirith", "dorwin", "eriador", "forlond", "gondor", "harad", "ithil", "lindon"]
 THINGS = ["river", "tower", "forest", "bridge", "harbour", "market", "castle", "library"]
+# The real SQuAD files beside the checkout (see its README); tests that read them skip without them.
+SHARED_SQUAD = Path(__file__).resolve().parents[2] / "shared" / "squad"
 
 
 def write_squad(folder: Path, articles: int = 6, with_negatives: bool = False) -> Path:

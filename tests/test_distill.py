@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 from safetensors.numpy import load_file
-from squad_fixture import write_squad
 
 from jaxqa import checkpoint, models, train
 from jaxqa.models import bert
@@ -72,19 +71,6 @@ def test_alpha_zero_is_plain_fine_tuning_bit_for_bit():
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.fixture(scope="module")
-def squad(tmp_path_factory) -> Path:
-    return write_squad(tmp_path_factory.mktemp("squad"))
-
-
-@pytest.fixture(scope="module")
-def teacher(squad, tmp_path_factory) -> Path:
-    """A tiny BERT with the squad fixture's tokenizer, standing in for a fine-tuned teacher."""
-    config = bert.SIZES["tiny"]
-    params = jax.device_get(nn.meta.unbox(models.init_params(SpanModel(config), jax.random.key(7))))
-    return checkpoint.save_pretrained(tmp_path_factory.mktemp("teacher") / "bert", "bert", config, params, squad.parent)
-
-
 def flags(squad: Path, teacher: Path, run_dir: Path, *extra: str) -> list[str]:
     return ["--model", "distilbert", "--config", "distilbert:tiny", "--tokenizer", str(squad.parent),
             "--train-file", str(squad), "--eval-file", "", "--teacher", str(teacher), "--run-dir", str(run_dir),
@@ -95,6 +81,7 @@ def records(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_a_distilled_run_on_a_mesh_matches_one_device(squad, teacher, tmp_path):
     runs = [flags(squad, teacher, tmp_path / name, "--mesh", mesh) for name, mesh in
             (("one", "data=1,model=1"), ("mesh", "data=4,model=2"))]
@@ -124,6 +111,7 @@ def test_a_teacher_with_another_tokenizer_is_refused(squad, teacher, tmp_path, c
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "run" / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_a_changed_teacher_is_refused_on_resume(squad, teacher, tmp_path, capsys):
     mine = tmp_path / "teacher"
     config = bert.SIZES["tiny"]

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from squad_fixture import write_squad
 
 import jaxqa
 from jaxqa import evaluate, predict, train
@@ -20,9 +19,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> tuple[Path, Path]:
+def trained(squad_v2, tmp_path_factory) -> tuple[Path, Path]:
     """(SQuAD 2.0 fixture file, the final model of a 2-step tiny BERT run on it)."""
-    squad = write_squad(tmp_path_factory.mktemp("squad"), with_negatives=True)
+    squad = squad_v2
     run_dir = tmp_path_factory.mktemp("run")
     assert train.main(["--model", "bert", "--config", "bert:tiny", "--tokenizer", str(squad.parent),
                        "--train-file", str(squad), "--eval-file", str(squad), "--batch-size", "8", "--max-steps", "2",
@@ -31,7 +30,7 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="module")
-def untrained(tmp_path_factory) -> tuple[Path, Path]:
+def untrained(squad_v2, tmp_path_factory) -> tuple[Path, Path]:
     """(SQuAD 2.0 fixture file, a randomly initialised tiny BERT with its vocabulary), made without training."""
     import jax
     from flax import linen as nn
@@ -39,7 +38,7 @@ def untrained(tmp_path_factory) -> tuple[Path, Path]:
     from jaxqa import models
     from jaxqa.models import bert
 
-    squad = write_squad(tmp_path_factory.mktemp("squad"), with_negatives=True)
+    squad = squad_v2
     config = bert.SIZES["tiny"]
     params = nn.unbox(models.init_params(SpanModel(config), jax.random.key(0)))
     folder = jaxqa.save_pretrained(tmp_path_factory.mktemp("untrained") / "model", "bert", config, params, squad.parent)
@@ -75,6 +74,7 @@ def test_out_dir_is_checked_before_the_model_is_loaded(tmp_path, capsys, where):
     assert taken.read_text() == "not a folder"
 
 
+@pytest.mark.slow
 def test_evaluate_writes_the_official_files_and_metrics(trained, tmp_path):
     squad, model = trained
     out = tmp_path / "eval"

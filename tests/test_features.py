@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from squad_fixture import SHARED_SQUAD
+
 import jaxqa
 from jaxqa.squad import features
 from jaxqa.squad.features import FeatureSettings, featurize_eval, featurize_train
@@ -19,7 +21,6 @@ from jaxqa.squad.examples import Example, read_squad
 from jaxqa.squad.tokenizer import load_tokenizer
 
 FIXTURES = Path(__file__).parent / "fixtures" / "squad"
-REAL = Path(__file__).parents[1] / ".." / "shared" / "squad"
 SMALL = FeatureSettings(max_seq_length=32, doc_stride=8, max_query_length=8)
 # Single-token words of the uncased BERT vocabulary, so a context's tokens are its words.
 WORDS = "the cat sat on a mat and dog ran far away from home with big red ball in park today".split()
@@ -250,11 +251,11 @@ def test_mismatched_answer_start_is_labelled_by_its_offset(tokenizer):
 @pytest.fixture(scope="module")
 def real_examples() -> list[Example]:
     """About 200 real questions: the longest contexts and an even spread, from both dev files."""
-    if not REAL.is_dir():
-        pytest.skip(f"no SQuAD data at {REAL}")
+    if not SHARED_SQUAD.is_dir():
+        pytest.skip(f"no SQuAD data at {SHARED_SQUAD}")
     chosen = []
     for name in ("dev-v1.1.json", "dev-v2.0-half.json"):
-        examples = read_squad(REAL / name).examples
+        examples = read_squad(SHARED_SQUAD / name).examples
         longest = sorted(range(len(examples)), key=lambda i: -len(examples[i].context))[:40]
         spread = range(0, len(examples), len(examples) // 60)[:60]
         chosen += [examples[i] for i in sorted(set(longest) | set(spread))]
@@ -425,9 +426,9 @@ def test_default_cache_dir_follows_jaxqa_cache(monkeypatch, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not REAL.is_dir(), reason=f"no SQuAD data at {REAL}")
+@pytest.mark.skipif(not SHARED_SQUAD.is_dir(), reason=f"no SQuAD data at {SHARED_SQUAD}")
 def test_whole_training_set(tokenizer):
-    examples = read_squad(REAL / "train-v1.1.json").examples
+    examples = read_squad(SHARED_SQUAD / "train-v1.1.json").examples
     train = featurize_train(examples, tokenizer, FeatureSettings())
     assert train.input_ids.shape == (88_524, 384)
     # Every question's answer is labelled in at least one of its windows.

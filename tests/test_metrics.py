@@ -10,11 +10,12 @@ import types
 
 import pytest
 
+from squad_fixture import SHARED_SQUAD
+
 from jaxqa import metrics
 from jaxqa.squad import metric
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-SQUAD_DIR = REPO_ROOT.parent / "shared" / "squad"
 
 
 def _article(*qas):
@@ -303,7 +304,7 @@ def test_cli_rejects_plots(small_files, tmp_path, capsys):
 
 
 def _load_squad(name):
-    path = SQUAD_DIR / name
+    path = SHARED_SQUAD / name
     if not path.exists():
         pytest.skip(f"{path} is absent")
     return json.loads(path.read_text())["data"]

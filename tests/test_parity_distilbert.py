@@ -114,6 +114,7 @@ def test_masked_lm_checkpoint_gets_a_fresh_head(tmp_path, capsys):
     assert np.abs(np.asarray(ours.encode(*batch)) - hidden)[real].max() <= 1e-4
 
 
+@pytest.mark.slow
 def test_base_matches_pytorch_and_counts_parameters(tmp_path):
     model = qa_model(transformers.DistilBertConfig())
     assert param_count(model) == BASE_PARAMS

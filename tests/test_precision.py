@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 from flax import traverse_util
 from safetensors import safe_open
-from squad_fixture import write_squad
 
 import jaxqa
 from jaxqa import models, precision
@@ -115,8 +114,7 @@ def test_auto_chooses_by_cpu_features(monkeypatch, caplog):
 
 
 @pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    squad = write_squad(tmp_path_factory.mktemp("squad"))
+def tiny_checkpoint(squad, tmp_path_factory):
     config = models.family("bert").sizes["tiny"]
     params = nn.unbox(models.init_params(SpanModel(config), jax.random.key(0)))
     folder = tmp_path_factory.mktemp("tiny") / "model"
@@ -177,6 +175,7 @@ def test_no_compiling_after_warm_up(tiny_checkpoint, mode):
     assert qa.traces == compiled
 
 
+@pytest.mark.slow
 def test_the_compilation_cache_holds_every_mode(tiny_checkpoint, tmp_path):
     """A second `jaxqa.predict` in each mode answers the same from the programs the first one left."""
     cache = tmp_path / "cache"

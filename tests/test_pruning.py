@@ -14,10 +14,9 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 import pytest
-from squad_fixture import write_squad
 
 import jaxqa
-from jaxqa import checkpoint, models, train
+from jaxqa import models, train
 from jaxqa.models import bert
 from jaxqa.models.encoder import SpanModel
 from jaxqa.training import pruning
@@ -260,19 +259,6 @@ def test_a_step_chooses_what_to_keep_once_for_all_its_micro_batches(name):
 # ---------------------------------------------------------------- jaxqa.train --prune
 
 
-@pytest.fixture(scope="module")
-def squad(tmp_path_factory):
-    return write_squad(tmp_path_factory.mktemp("squad"))
-
-
-@pytest.fixture(scope="module")
-def teacher(squad, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("teacher") / "model"
-    params = jax.device_get(nn.meta.unbox(models.init_params(SpanModel(bert.SIZES["tiny"]), jax.random.key(7))))
-    checkpoint.save_pretrained(folder, "bert", bert.SIZES["tiny"], params, squad.parent)
-    return folder
-
-
 def train_flags(squad, run_dir, *extra):
     return ["--model", "bert", "--config", "bert:tiny", "--tokenizer", str(squad.parent), "--train-file", str(squad),
             "--eval-file", str(squad), "--max-eval-examples", "12", "--run-dir", str(run_dir), "--max-steps", "12",
@@ -291,6 +277,7 @@ def records(run_dir):
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_hybrid_pruning_with_a_teacher_on_a_mesh_ends_compact(squad, teacher, tmp_path):
     extra = ("--prune", "hybrid", "--prune-remaining", "0.5", "--teacher", str(teacher), "--grad-accum", "2")
     runs = [train_flags(squad, tmp_path / name, "--mesh", mesh, *extra)
@@ -326,6 +313,7 @@ def test_hybrid_pruning_with_a_teacher_on_a_mesh_ends_compact(squad, teacher, tm
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow
 def test_a_compact_model_trains_answers_and_prunes_again(squad, tmp_path):
     run_all([train_flags(squad, tmp_path / "first", "--prune", "hybrid", "--prune-remaining", "0.4")])
     compact = tmp_path / "first" / "model"

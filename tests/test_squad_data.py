@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from squad_fixture import SHARED_SQUAD
+
 from jaxqa.squad import examples as squad
 
 FIXTURES = Path(__file__).parent / "fixtures" / "squad"
-REAL = Path(__file__).parents[1] / ".." / "shared" / "squad"
 
 
 def test_reads_v1_examples_and_keeps_the_articles():
@@ -131,13 +132,13 @@ def test_articles_rebuilt_from_examples_read_back_the_same(tmp_path):
     assert [len(a["paragraphs"]) for a in articles] == [1]
 
 
-@pytest.mark.skipif(not REAL.is_dir(), reason=f"no SQuAD data at {REAL}")
+@pytest.mark.skipif(not SHARED_SQUAD.is_dir(), reason=f"no SQuAD data at {SHARED_SQUAD}")
 @pytest.mark.parametrize(
     "name, questions, impossible",
     [("dev-v1.1.json", 10_570, 0), ("dev-v2.0-half.json", 6_078, 3_168), ("train-v2.0-subset.json", 5_147, 348)],
 )
 def test_real_files(name, questions, impossible):
-    data = squad.read_squad(REAL / name)
+    data = squad.read_squad(SHARED_SQUAD / name)
     assert len(data.examples) == questions
     assert sum(ex.is_impossible for ex in data.examples) == impossible
     assert all(ex.answer_texts for ex in data.examples if not ex.is_impossible)

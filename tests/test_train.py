@@ -18,9 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from safetensors.numpy import load_file
-from squad_fixture import write_squad
 
-from jaxqa import checkpoint, models
+from jaxqa import models
 from jaxqa.models import bert
 from jaxqa.models.encoder import SpanModel
 from jaxqa.training import optim
@@ -33,11 +32,6 @@ WEIGHT_ATOL = 2e-5
 # ignores: its exact gradient is 0, and what is computed is rounding noise that
 # Adam scales up to a full learning-rate step in whichever direction it falls.
 NOISE_ONLY = {"qa_outputs/bias"}
-
-
-@pytest.fixture(scope="module")
-def squad(tmp_path_factory) -> Path:
-    return write_squad(tmp_path_factory.mktemp("squad"))
 
 
 def flags(squad: Path, model: str, run_dir: Path, *extra: str) -> list[str]:
@@ -70,6 +64,7 @@ def weights(run_dir: Path) -> dict[str, np.ndarray]:
     return load_file(run_dir / "model" / "params.safetensors")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", MODELS)
 def test_meshes_give_the_same_losses_and_weights(squad, tmp_path, model):
     # One process, 8 devices, the four meshes in turn.
@@ -92,6 +87,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_match_one(squad, tmp_path):
     single = tmp_path / "single"
     evaluated = ["--eval-file", str(squad), "--max-eval-examples", "12", "--eval-batch-size", "8"]
@@ -116,15 +112,14 @@ def test_two_processes_match_one(squad, tmp_path):
             np.testing.assert_allclose(weights(tmp_path / "multi")[key], value, atol=WEIGHT_ATOL, err_msg=key)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("recipe", ["plain", "distilled", "pruned", "unrolled"])
-def test_killed_run_resumes_bit_for_bit(squad, tmp_path, recipe):
+def test_killed_run_resumes_bit_for_bit(squad, teacher, tmp_path, recipe):
     extra = ["--prune", "hybrid", "--grad-accum", "2"] if recipe == "pruned" else []  # scores and schedule resume too
     if recipe == "unrolled":  # every layer compiled on its own, each recomputed in the backward pass
         extra = ["--no-scan-layers", "--remat", "layer"]
-    if recipe == "distilled":  # a tiny BERT with the fixture's vocabulary stands in for a fine-tuned teacher
-        params = jax.device_get(nn.meta.unbox(models.init_params(SpanModel(bert.SIZES["tiny"]), jax.random.key(7))))
-        checkpoint.save_pretrained(tmp_path / "teacher", "bert", bert.SIZES["tiny"], params, squad.parent)
-        extra = ["--teacher", str(tmp_path / "teacher")]
+    if recipe == "distilled":
+        extra = ["--teacher", str(teacher)]
     args = lambda run_dir: ["-m", "jaxqa.train", *flags(squad, "bert", run_dir, "--max-steps", "8", "--save-every", "2",
                                                         *extra)]
     run(args(tmp_path / "whole"))
@@ -146,6 +141,7 @@ def test_killed_run_resumes_bit_for_bit(squad, tmp_path, recipe):
         assert np.array_equal(whole[key], killed[key]), key
 
 
+@pytest.mark.slow
 def test_a_run_resumes_with_the_layout_it_started_with(squad, tmp_path):
     """Checkpoints hold one layer per name whatever the layout trained: a run
     scanned goes on unrolled only when asked, and then as it would have."""
@@ -164,6 +160,7 @@ def test_a_run_resumes_with_the_layout_it_started_with(squad, tmp_path):
             np.testing.assert_allclose(weights(tmp_path / "switched")[key], value, atol=WEIGHT_ATOL, err_msg=key)
 
 
+@pytest.mark.slow
 def test_sigterm_saves_and_the_same_command_finishes(squad, tmp_path):
     args = ["-m", "jaxqa.train", *flags(squad, "bert", tmp_path / "run", "--max-steps", "400", "--save-every", "1000")]
     proc = subprocess.Popen([sys.executable, *args], env={**os.environ, "JAX_PLATFORMS": "cpu"},
@@ -179,6 +176,7 @@ def test_sigterm_saves_and_the_same_command_finishes(squad, tmp_path):
     assert saved and 3 <= max(saved) < 400
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_with_the_step_and_a_good_checkpoint(squad, tmp_path):
     result = run(["-m", "jaxqa.train", *flags(squad, "bert", tmp_path / "run", "--max-steps", "6",
                                               "--learning-rate", "1e30", "--warmup-proportion", "0")], check=False)
@@ -216,6 +214,7 @@ def test_no_arguments_offline_says_what_to_do(tmp_path):
     assert result.returncode == 2 and "--model" in result.stderr
 
 
+@pytest.mark.slow
 def test_checkpoint_of_another_model_is_refused(squad, tmp_path):
     run(["-m", "jaxqa.train", *flags(squad, "bert", tmp_path / "run", "--max-steps", "1")])
     result = run(["-m", "jaxqa.train", *flags(squad, "squeezebert", tmp_path / "run", "--max-steps", "1")], check=False)
@@ -233,6 +232,7 @@ def saved_steps(checkpoints: Path) -> list[int]:
     return sorted(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit())
 
 
+@pytest.mark.slow
 def test_damaged_or_half_written_checkpoints_are_not_used(squad, tmp_path):
     # Each rerun trains one step more.
     args = ["-m", "jaxqa.train", *flags(squad, "bert", tmp_path / "run", "--save-every", "1", "--allow-changed-settings")]
@@ -283,6 +283,7 @@ def test_gradient_accumulation_matches_one_big_batch():
         np.testing.assert_allclose(a, b, atol=2e-5)
 
 
+@pytest.mark.slow
 def test_bfloat16_compute_keeps_float32_master_weights():
     loss_32, params_32 = one_step(SpanModel(bert.SIZES["tiny"]), accum=1)
     loss_16, params_16 = one_step(SpanModel(bert.SIZES["tiny"], dtype=jnp.bfloat16), accum=1)

@@ -3,19 +3,12 @@ a file, windows longer than the model's positions, and a rerun with other
 settings. Each is refused in one line naming the flag or folder, before any work."""
 
 import json
-from pathlib import Path
 
 import pytest
 
-from squad_fixture import write_squad
 from test_train import flags, run
 
 from jaxqa import train
-
-
-@pytest.fixture(scope="module")
-def squad(tmp_path_factory) -> Path:
-    return write_squad(tmp_path_factory.mktemp("squad"))
 
 
 def refusal(capsys, args: list[str]) -> str:
@@ -81,6 +74,7 @@ def test_windows_longer_than_the_position_table_are_refused(squad, tmp_path, cap
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_a_rerun_with_other_settings_says_what_changed_and_needs_a_flag(squad, tmp_path, capsys):
     run_dir = tmp_path / "run"
     args = [*flags(squad, "bert", run_dir), "--max-steps", "2", "--save-every", "1"]
@@ -108,6 +102,7 @@ def test_a_rerun_with_other_settings_says_what_changed_and_needs_a_flag(squad, t
     assert "resumed from" in again.stdout and "resuming with" not in again.stdout
 
 
+@pytest.mark.slow
 def test_a_run_folder_of_an_older_version_resumes_as_before(squad, tmp_path):
     run_dir = tmp_path / "run"
     args = [*flags(squad, "bert", run_dir), "--max-steps", "1"]
