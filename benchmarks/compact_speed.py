@@ -20,12 +20,12 @@ import argparse
 import tempfile
 from pathlib import Path
 
+import cpu_latency
 import jax
 import numpy as np
-
-import cpu_latency
 import record
 import same_weights
+
 from jaxqa import buckets, checkpoint
 from jaxqa.models import bert, compact
 from jaxqa.pipeline import PIPELINE_LENGTH_STEP
@@ -41,13 +41,18 @@ def pruned_at_random(dense: Path, out: Path, heads_removed: int, units_kept: flo
     source = checkpoint.open_checkpoint(dense)
     config, params = source.config, jax.tree_util.tree_map(np.array, source.read_params())  # writable copies
     rng = np.random.default_rng(seed)
-    layers, heads, width, head_dim = config.num_hidden_layers, config.num_attention_heads, config.intermediate_size, config.head_dim
+    layers, heads, width, head_dim = (
+        config.num_hidden_layers,
+        config.num_attention_heads,
+        config.intermediate_size,
+        config.head_dim,
+    )
     gone_heads = rng.choice(layers * heads, heads_removed, replace=False)
     gone_units = rng.choice(layers * width, layers * width - round(units_kept * layers * width), replace=False)
     for i in range(layers):
         layer = params[f"layer_{i}"]
         for h in gone_heads[gone_heads // heads == i] % heads:
-            layer["attention_output"]["kernel"][h * head_dim:(h + 1) * head_dim] = 0
+            layer["attention_output"]["kernel"][h * head_dim : (h + 1) * head_dim] = 0
         layer["output"]["kernel"][gone_units[gone_units // width == i] % width] = 0
     config, params = compact.compact(config, params)
     checkpoint.save_pretrained(out, "bert", config, params, dense, overwrite=True)
@@ -73,24 +78,39 @@ def main() -> None:
     tokenizer = checkpoint.load_pretrained(small).tokenizer
     lengths = [min(MAX_LEN, len(tokenizer.encode(q["question"], q["context"]).ids)) for q in questions]
     padded = buckets.fit(buckets.widths(MAX_LEN, PIPELINE_LENGTH_STEP), np.asarray(lengths))
-    flops = {name: sum(bert.forward_flops(config, int(n)) for n in padded)
-             for name, config in (("dense", dense_config), ("compact", small_config))}
+    flops = {
+        name: sum(bert.forward_flops(config, int(n)) for n in padded)
+        for name, config in (("dense", dense_config), ("compact", small_config))
+    }
     flop_ratio = flops["dense"] / flops["compact"]
 
-    rows = cpu_latency.warm_latency({"jaxqa-dense": ("jaxqa-fp32", dense), "jaxqa-compact": ("jaxqa-fp32", small),
-                                     "pytorch-fp32": ("pytorch-fp32", hf_folder)}, questions, args.warm, None)
+    rows = cpu_latency.warm_latency(
+        {
+            "jaxqa-dense": ("jaxqa-fp32", dense),
+            "jaxqa-compact": ("jaxqa-fp32", small),
+            "pytorch-fp32": ("pytorch-fp32", hf_folder),
+        },
+        questions,
+        args.warm,
+        None,
+    )
     median = {row["side"]: row["median_ms"] for row in rows}
     for row in rows:
         row["speed_up_vs_jaxqa_dense"] = round(median["jaxqa-dense"] / row["median_ms"], 3)
     rows[1]["flop_ratio"] = round(flop_ratio, 3)
     rows[1]["speed_up_over_flop_ratio"] = round(median["jaxqa-dense"] / median["jaxqa-compact"] / flop_ratio, 3)
     rows[1]["target_met"] = rows[1]["speed_up_over_flop_ratio"] >= 0.8
-    settings = {**{key: (str(value) if isinstance(value, Path) else value) for key, value in vars(args).items()},
-                "heads_after": [small_config.heads(i) for i in range(small_config.num_hidden_layers)],
-                "feed_forward_units_after": [small_config.ffn(i) for i in range(small_config.num_hidden_layers)],
-                "median_padded_length": int(np.median(padded)), "flops_dense": flops["dense"],
-                "flops_compact": flops["compact"], "flop_ratio_at_384": round(
-                    bert.forward_flops(dense_config, MAX_LEN) / bert.forward_flops(small_config, MAX_LEN), 3)}
+    settings = {
+        **{key: (str(value) if isinstance(value, Path) else value) for key, value in vars(args).items()},
+        "heads_after": [small_config.heads(i) for i in range(small_config.num_hidden_layers)],
+        "feed_forward_units_after": [small_config.ffn(i) for i in range(small_config.num_hidden_layers)],
+        "median_padded_length": int(np.median(padded)),
+        "flops_dense": flops["dense"],
+        "flops_compact": flops["compact"],
+        "flop_ratio_at_384": round(
+            bert.forward_flops(dense_config, MAX_LEN) / bert.forward_flops(small_config, MAX_LEN), 3
+        ),
+    }
     record.write("compact_speed", settings, rows)
 
 

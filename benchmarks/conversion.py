@@ -17,11 +17,11 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import record
 import torch
 import transformers
 
 import jaxqa
-import record
 from jaxqa.checkpoint import pt2flax_main
 
 CONFIGS = {
@@ -29,8 +29,11 @@ CONFIGS = {
     "squeezebert": (transformers.SqueezeBertConfig, {}, transformers.SqueezeBertForQuestionAnswering),
     "mobilebert": (transformers.MobileBertConfig, {}, transformers.MobileBertForQuestionAnswering),
     "distilbert": (transformers.DistilBertConfig, {}, transformers.DistilBertForQuestionAnswering),
-    "distilbert-sinusoidal": (transformers.DistilBertConfig, {"sinusoidal_pos_embds": True},
-                              transformers.DistilBertForQuestionAnswering),
+    "distilbert-sinusoidal": (
+        transformers.DistilBertConfig,
+        {"sinusoidal_pos_embds": True},
+        transformers.DistilBertForQuestionAnswering,
+    ),
 }
 
 
@@ -38,9 +41,9 @@ def batch(vocab_size: int, length: int = 128):
     rng = np.random.default_rng(0)
     ids = rng.integers(1, vocab_size, (4, length)).astype(np.int32)
     mask = np.ones_like(ids)
-    mask[2:, length // 2:] = 0  # two padded rows
+    mask[2:, length // 2 :] = 0  # two padded rows
     types = np.zeros_like(ids)
-    types[:, length // 3:] = 1
+    types[:, length // 3 :] = 1
     return ids * mask, mask, types
 
 
@@ -66,11 +69,19 @@ def main() -> None:
             with torch.no_grad():
                 theirs = model(input_ids=ids, attention_mask=mask, **extra)
             real = inputs[1] == 1
-            diff = max(float(np.abs(np.asarray(a) - b.numpy())[real].max())
-                       for a, b in zip(ours(*inputs), (theirs.start_logits, theirs.end_logits)))
-        rows.append({"model": name, "convert_seconds": round(seconds, 1),
-                     "jaxqa_parameters": int(sum(x.size for x in jax.tree_util.tree_leaves(ours.params))),
-                     "pytorch_parameters": sum(p.numel() for p in model.parameters()), "max_abs_diff": diff})
+            diff = max(
+                float(np.abs(np.asarray(a) - b.numpy())[real].max())
+                for a, b in zip(ours(*inputs), (theirs.start_logits, theirs.end_logits))
+            )
+        rows.append(
+            {
+                "model": name,
+                "convert_seconds": round(seconds, 1),
+                "jaxqa_parameters": int(sum(x.size for x in jax.tree_util.tree_leaves(ours.params))),
+                "pytorch_parameters": sum(p.numel() for p in model.parameters()),
+                "max_abs_diff": diff,
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
     record.write("conversion", vars(args), rows)
 

@@ -17,11 +17,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-import jaxqa
 import record
 import same_weights
 from cpu_latency import squad_questions
+
+import jaxqa
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,9 +39,17 @@ def measure(name: str, folder: Path, steps: list[int], questions: list[dict]) ->
             qa(**pair)
             seconds[step].append(time.perf_counter() - started)
     first = np.median(seconds[steps[0]])
-    return [{"model": name, "step": step, **record.summary(seconds[step]),
-             "mean_ms": round(1e3 * float(np.mean(seconds[step])), 2), "programs": pipelines[step].traces,
-             "vs_first_step": round(float(np.median(seconds[step]) / first), 3)} for step in steps]
+    return [
+        {
+            "model": name,
+            "step": step,
+            **record.summary(seconds[step]),
+            "mean_ms": round(1e3 * float(np.mean(seconds[step])), 2),
+            "programs": pipelines[step].traces,
+            "vs_first_step": round(float(np.median(seconds[step]) / first), 3),
+        }
+        for step in steps
+    ]
 
 
 def main() -> None:

@@ -34,17 +34,17 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import record
 import torch
 import transformers
+from same_weights import NAMES, folders
 
 import jaxqa
-import record
 from jaxqa import sharding
 from jaxqa.evaluate import stream_logits
-from jaxqa.squad.features import FeatureSettings, featurize_eval
 from jaxqa.squad.decode import AnswerCollector
 from jaxqa.squad.examples import Example, read_squad
-from same_weights import NAMES, folders
+from jaxqa.squad.features import FeatureSettings, featurize_eval
 
 SQUAD = record.ROOT.parent / "shared" / "squad"
 EVALUATE_BATCH_SIZE = 64  # python -m jaxqa.evaluate's default
@@ -65,8 +65,11 @@ def jaxqa_answers(qa, examples: list[Example]) -> list[dict]:
 def hf_answers(pipe, examples: list[Example], batch_size: int) -> list[dict]:
     """transformers' answers in the order of `examples`, asked in order of context length."""
     order = sorted(range(len(examples)), key=lambda i: len(examples[i].context))
-    answers = pipe(question=[examples[i].question for i in order], context=[examples[i].context for i in order],
-                   batch_size=batch_size)
+    answers = pipe(
+        question=[examples[i].question for i in order],
+        context=[examples[i].context for i in order],
+        batch_size=batch_size,
+    )
     answers = [answers] if isinstance(answers, dict) else answers  # one question gives a bare dict
     in_order = [None] * len(examples)
     for i, answer in zip(order, answers):
@@ -123,9 +126,15 @@ def measure(name: str, examples: list[Example], workdir: Path, repeats: int, hf_
     rows = []
     for side in sides:
         median = float(np.median(seconds[side]))
-        rows.append({"model": name, "side": side, **record.summary(seconds[side]),
-                     "questions_per_s": round(len(examples) / median, 2),
-                     "jaxqa_speedup": round(median / jaxqa_median, 2)})
+        rows.append(
+            {
+                "model": name,
+                "side": side,
+                **record.summary(seconds[side]),
+                "questions_per_s": round(len(examples) / median, 2),
+                "jaxqa_speedup": round(median / jaxqa_median, 2),
+            }
+        )
     rows[0]["same_span_as_hf"] = agreement(answers[ours], answers[theirs])
     return rows
 
@@ -134,12 +143,17 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--squad-dir", type=Path, default=SQUAD)
     p.add_argument("--questions", type=int, default=200)
-    p.add_argument("--models", default="minilm,bert-base,squeezebert,mobilebert",
-                   help=f"comma-separated, from {', '.join(NAMES)}")
+    p.add_argument(
+        "--models", default="minilm,bert-base,squeezebert,mobilebert", help=f"comma-separated, from {', '.join(NAMES)}"
+    )
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--hf-batch-size", type=int, default=32)
-    p.add_argument("--workdir", type=Path, default=record.ROOT / "runs" / "same_weights",
-                   help="where the model folders are made (and reused)")
+    p.add_argument(
+        "--workdir",
+        type=Path,
+        default=record.ROOT / "runs" / "same_weights",
+        help="where the model folders are made (and reused)",
+    )
     args = p.parse_args()
 
     transformers.utils.logging.set_verbosity_error()
@@ -148,10 +162,19 @@ def main() -> None:
     rows = []
     for name in args.models.split(","):
         rows += measure(name, examples, args.workdir, args.repeats, args.hf_batch_size)
-    settings = {"questions": len(examples), "data": "dev-v1.1.json, evenly spaced", "models": args.models,
-                "repeats": args.repeats, "hf_batch_size": args.hf_batch_size, "hf_sorted_by_context_length": True,
-                "jaxqa_batch_size": "pipeline default (4 on CPU)", "evaluate_batch_size": EVALUATE_BATCH_SIZE,
-                "torch_threads": torch.get_num_threads(), "max_seq_len": 384, "doc_stride": 128}
+    settings = {
+        "questions": len(examples),
+        "data": "dev-v1.1.json, evenly spaced",
+        "models": args.models,
+        "repeats": args.repeats,
+        "hf_batch_size": args.hf_batch_size,
+        "hf_sorted_by_context_length": True,
+        "jaxqa_batch_size": "pipeline default (4 on CPU)",
+        "evaluate_batch_size": EVALUATE_BATCH_SIZE,
+        "torch_threads": torch.get_num_threads(),
+        "max_seq_len": 384,
+        "doc_stride": 128,
+    }
     record.write(f"cpu_eval_{len(examples)}q", settings, rows)
 
 

@@ -78,8 +78,7 @@ def squad_questions(path: Path, count: int) -> list[dict]:
     return [{"question": paragraphs[i]["qas"][0]["question"], "context": paragraphs[i]["context"]} for i in chosen]
 
 
-def serve(side: str, folder: str, warm_questions: list[dict], bucket_step: int | None, tree: str | None,
-          conn) -> None:
+def serve(side: str, folder: str, warm_questions: list[dict], bucket_step: int | None, tree: str | None, conn) -> None:
     """A worker process: builds one side's pipeline (jaxqa from the checkout
     `tree`, if given), warms it up, then answers each question it is sent with
     (answer, seconds, compiled programs so far)."""
@@ -122,8 +121,13 @@ def serve(side: str, folder: str, warm_questions: list[dict], bucket_step: int |
         conn.send((answer, time.perf_counter() - begun, getattr(qa, "traces", 0)))
 
 
-def warm_latency(runs: dict[str, tuple[str, Path]], questions: list[dict], warm: int,
-                 bucket_step: int | None, trees: dict[str, Path] | None = None) -> list[dict]:
+def warm_latency(
+    runs: dict[str, tuple[str, Path]],
+    questions: list[dict],
+    warm: int,
+    bucket_step: int | None,
+    trees: dict[str, Path] | None = None,
+) -> list[dict]:
     """A row per side: `runs` maps each side's name to what runs (one of SIDES) and
     its folder; `trees` the jaxqa sides that run another checkout to its folder.
     Each side runs in a process of its own (their thread pools never compete),
@@ -135,8 +139,9 @@ def warm_latency(runs: dict[str, tuple[str, Path]], questions: list[dict], warm:
     for side, (kind, folder) in runs.items():
         ours, theirs = context.Pipe()
         tree = (trees or {}).get(side)
-        worker = context.Process(target=serve, args=(kind, str(folder), questions[:warm], bucket_step,
-                                                     tree and str(tree), theirs))
+        worker = context.Process(
+            target=serve, args=(kind, str(folder), questions[:warm], bucket_step, tree and str(tree), theirs)
+        )
         worker.start()
         ready[side], warm_up[side] = ours.recv()
         workers[side] = (worker, ours)
@@ -176,8 +181,12 @@ def warm_latency(runs: dict[str, tuple[str, Path]], questions: list[dict], warm:
 
 def first_question(side: str, folder: Path, cache: Path, pair: dict) -> tuple[float, float, float]:
     """(load, first answer, total) seconds in a fresh process."""
-    out = subprocess.run([sys.executable, "-c", FIRST_QUESTION, side, str(folder), str(cache), pair["question"],
-                          pair["context"]], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", FIRST_QUESTION, side, str(folder), str(cache), pair["question"], pair["context"]],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     load, answer, total = map(float, out.stdout.split()[-3:])
     return load, answer, total
 
@@ -188,9 +197,12 @@ def cold_start(hf_folder: Path, our_folder: Path, pair: dict) -> dict:
         load, warm, total = first_question("jaxqa", our_folder, Path(cache), pair)
         their_load, their_first, their_total = first_question("pytorch", hf_folder, Path(cache), pair)
     return {
-        "jaxqa_first_s_cache_empty": round(cold, 2), "jaxqa_first_s_cache_warm": round(warm, 2),
-        "jaxqa_load_s": round(load, 2), "jaxqa_process_to_answer_s": round(total, 2),
-        "pytorch_first_s": round(their_first, 2), "pytorch_load_s": round(their_load, 2),
+        "jaxqa_first_s_cache_empty": round(cold, 2),
+        "jaxqa_first_s_cache_warm": round(warm, 2),
+        "jaxqa_load_s": round(load, 2),
+        "jaxqa_process_to_answer_s": round(total, 2),
+        "pytorch_first_s": round(their_first, 2),
+        "pytorch_load_s": round(their_load, 2),
         "pytorch_process_to_answer_s": round(their_total, 2),
     }
 
@@ -198,13 +210,21 @@ def cold_start(hf_folder: Path, our_folder: Path, pair: dict) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default=",".join(same_weights.NAMES), help="of same_weights.py; '' for none")
-    p.add_argument("--finetuned", type=Path, default=None,
-                   help="a jaxqa checkpoint of one's own (e.g. the quick start's runs/minilm-cpu/train/model) to add")
+    p.add_argument(
+        "--finetuned",
+        type=Path,
+        default=None,
+        help="a jaxqa checkpoint of one's own (e.g. the quick start's runs/minilm-cpu/train/model) to add",
+    )
     p.add_argument("--sides", default=",".join(SIDES))
     p.add_argument("--questions", type=int, default=60)
     p.add_argument("--warm", type=int, default=5, help="questions asked of every side before timing")
-    p.add_argument("--bucket-step", type=int, default=None,
-                   help="jaxqa's padded lengths step by this many tokens (default: the pipeline's own)")
+    p.add_argument(
+        "--bucket-step",
+        type=int,
+        default=None,
+        help="jaxqa's padded lengths step by this many tokens (default: the pipeline's own)",
+    )
     p.add_argument("--no-cold-start", action="store_true", help="skip the fresh-process first questions")
     p.add_argument("--squad-dir", type=Path, default=ROOT.parent / "shared" / "squad")
     p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "jaxqa-benchmark-weights")
@@ -226,8 +246,13 @@ def main() -> None:
         if not args.no_cold_start:
             rows.append({"model": name, "side": "first question", **cold_start(hf_folder, our_folder, questions[0])})
             print(json.dumps(rows[-1]), flush=True)
-    settings = {"questions": args.questions, "squad_file": "dev-v1.1.json", "warm": args.warm, "sides": sides,
-                "bucket_step": args.bucket_step or "pipeline default"}
+    settings = {
+        "questions": args.questions,
+        "squad_file": "dev-v1.1.json",
+        "warm": args.warm,
+        "sides": sides,
+        "bucket_step": args.bucket_step or "pipeline default",
+    }
     record.write(args.name + (f"_step{args.bucket_step}" if args.bucket_step else ""), settings, rows)
 
 

@@ -20,9 +20,14 @@ import sys
 import record
 
 SHAPES = ((160, 768, 768), (160, 768, 3072), (160, 3072, 768))
-FLAGS = ("", "--xla_cpu_use_xnnpack=true", "--xla_cpu_use_onednn=true",
-         "--xla_cpu_experimental_xnn_fusion_type=dot", "--xla_cpu_experimental_ynn_fusion_type=dot",
-         "--xla_cpu_experimental_onednn_fusion_type=dot")
+FLAGS = (
+    "",
+    "--xla_cpu_use_xnnpack=true",
+    "--xla_cpu_use_onednn=true",
+    "--xla_cpu_experimental_xnn_fusion_type=dot",
+    "--xla_cpu_experimental_ynn_fusion_type=dot",
+    "--xla_cpu_experimental_onednn_fusion_type=dot",
+)
 
 MEASURE = """
 import json, time
@@ -53,8 +58,13 @@ def main() -> None:
     rows = []
     for flags in args.flags:
         code = MEASURE.replace("SHAPES", repr(SHAPES))
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                              env={**os.environ, "XLA_FLAGS": flags})
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "XLA_FLAGS": flags},
+        )
         for row in json.loads(done.stdout.splitlines()[-1]):
             rows.append({"xla_flags": flags or "(none)", **row})
             print(json.dumps(rows[-1]), flush=True)

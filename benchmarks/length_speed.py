@@ -83,19 +83,36 @@ def training(args, dtype) -> tuple[list[dict], dict]:
     rate = matmul_flops_per_s(1024 if jax.devices()[0].platform == "cpu" else 8192, dtype)
     rows_out = []
     for name, seconds, computed in (
-            ("padded to 384", padded_seconds, sequences * train_flops(WINDOWS.max_seq_length)),
-            (f"length-grouped, step {args.length_step}", grouped_seconds,
-             sum(args.batch_size * train_flops(w) for w in widths.tolist()))):
-        rows_out.append({"training": name, "epoch_hours": round(seconds / 3600, 2),
-                         "seq_per_s": round(sequences / seconds, 2), "real_tokens_per_s": round(real_tokens / seconds),
-                         "mfu_padded": round(computed / seconds / rate, 3), "mfu_real": round(real_flops / seconds / rate, 3)})
+        ("padded to 384", padded_seconds, sequences * train_flops(WINDOWS.max_seq_length)),
+        (
+            f"length-grouped, step {args.length_step}",
+            grouped_seconds,
+            sum(args.batch_size * train_flops(w) for w in widths.tolist()),
+        ),
+    ):
+        rows_out.append(
+            {
+                "training": name,
+                "epoch_hours": round(seconds / 3600, 2),
+                "seq_per_s": round(sequences / seconds, 2),
+                "real_tokens_per_s": round(real_tokens / seconds),
+                "mfu_padded": round(computed / seconds / rate, 3),
+                "mfu_real": round(real_flops / seconds / rate, 3),
+            }
+        )
     rows_out[1]["speedup"] = round(padded_seconds / grouped_seconds, 2)
     counts = {int(w): int((widths == w).sum()) for w in sorted(set(widths.tolist()))}
-    facts = {"train_windows": len(train.input_ids), "steps_per_epoch": steps, "batch_size": args.batch_size,
-             "padding_share": round(1 - real_tokens / (sequences * WINDOWS.max_seq_length), 3),
-             "real_share_grouped": round(real_tokens / sum(args.batch_size * w for w in widths.tolist()), 3),
-             "steps_per_width": counts, "step_seconds_per_width": {int(w): round(t, 3) for w, t in per_width.items()},
-             "compile_all_training_shapes_s": round(compile_seconds, 1), "matmul_gflop_s": round(rate / 1e9, 1)}
+    facts = {
+        "train_windows": len(train.input_ids),
+        "steps_per_epoch": steps,
+        "batch_size": args.batch_size,
+        "padding_share": round(1 - real_tokens / (sequences * WINDOWS.max_seq_length), 3),
+        "real_share_grouped": round(real_tokens / sum(args.batch_size * w for w in widths.tolist()), 3),
+        "steps_per_width": counts,
+        "step_seconds_per_width": {int(w): round(t, 3) for w, t in per_width.items()},
+        "compile_all_training_shapes_s": round(compile_seconds, 1),
+        "matmul_gflop_s": round(rate / 1e9, 1),
+    }
     return rows_out, facts
 
 
@@ -111,14 +128,23 @@ def evaluation(args) -> list[dict]:
             zeros = sharding.from_host(np.zeros((args.eval_batch_size, width), np.int32), in_sh)
             jax.block_until_ready(forward(model.params, zeros, zeros, zeros))
         started = time.perf_counter()
-        predictions = evaluate.answer(model.module, model.params, dev.examples, features, mesh, args.eval_batch_size,
-                                      False, 0.0, length_step=step)
+        predictions = evaluate.answer(
+            model.module, model.params, dev.examples, features, mesh, args.eval_batch_size, False, 0.0, length_step=step
+        )
         seconds = time.perf_counter() - started
         scored = evaluate.score(dev.articles, predictions, False)
         answers[name] = predictions.answers
-        rows.append({"evaluation": name, "questions": len(dev.examples), "windows": len(features.input_ids),
-                     "seconds": round(seconds, 1), "questions_per_s": round(len(dev.examples) / seconds, 2),
-                     "exact": round(scored["exact"], 2), "f1": round(scored["f1"], 2)})
+        rows.append(
+            {
+                "evaluation": name,
+                "questions": len(dev.examples),
+                "windows": len(features.input_ids),
+                "seconds": round(seconds, 1),
+                "questions_per_s": round(len(dev.examples) / seconds, 2),
+                "exact": round(scored["exact"], 2),
+                "f1": round(scored["f1"], 2),
+            }
+        )
         print(rows[-1], flush=True)
     rows[1]["speedup"] = round(rows[0]["seconds"] / rows[1]["seconds"], 2)
     first, second = answers.values()
@@ -129,8 +155,11 @@ def evaluation(args) -> list[dict]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", type=Path, help="fine-tuned jaxqa checkpoint for the evaluation")
-    p.add_argument("--parts", default="training,evaluation", help="comma-separated; a part alone writes "
-                   "length_speed_<part>_<platform>.json")
+    p.add_argument(
+        "--parts",
+        default="training,evaluation",
+        help="comma-separated; a part alone writes length_speed_<part>_<platform>.json",
+    )
     p.add_argument("--squad-dir", type=Path, default=ROOT.parent / "shared" / "squad")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--eval-batch-size", type=int, default=64)
@@ -148,8 +177,11 @@ def main() -> None:
     if "training" in parts:
         train_rows, facts = training(args, dtype)
         rows += train_rows
-        settings.update(facts, timed_runs_per_length=args.repeats,
-                        epoch="the sum over the epoch's steps of the step time at each step's padded length")
+        settings.update(
+            facts,
+            timed_runs_per_length=args.repeats,
+            epoch="the sum over the epoch's steps of the step time at each step's padded length",
+        )
     if "evaluation" in parts:
         rows += evaluation(args)
         settings.update(eval_batch_size=args.eval_batch_size, checkpoint=str(args.checkpoint))

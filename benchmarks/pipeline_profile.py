@@ -16,11 +16,11 @@ from pathlib import Path
 
 import jax
 import numpy as np
-
-import jaxqa
 import record
 import same_weights
 from cpu_latency import squad_questions
+
+import jaxqa
 from jaxqa.squad import decode
 from jaxqa.squad.examples import Example
 from jaxqa.squad.features import featurize_eval
@@ -38,8 +38,17 @@ def profile(qa, questions: list[dict], warm: int) -> dict:
         featurized = time.perf_counter()
         start, end = bucketed(features.input_ids, features.attention_mask, features.token_type_ids)
         modelled = time.perf_counter()
-        decode.pipeline_answers([pair["context"]], features, start, end, qa._continues_word, top_k=1,
-                                handle_impossible_answer=False, max_answer_len=15, align_to_words=True)
+        decode.pipeline_answers(
+            [pair["context"]],
+            features,
+            start,
+            end,
+            qa._continues_word,
+            top_k=1,
+            handle_impossible_answer=False,
+            max_answer_len=15,
+            align_to_words=True,
+        )
         done = time.perf_counter()
         # The compiled program alone, on the padded batch the pipeline ran.
         width = int(np.max(features.attention_mask.sum(axis=1)))
@@ -47,8 +56,10 @@ def profile(qa, questions: list[dict], warm: int) -> dict:
         rows = len(features.input_ids)
         batch = min(b for b in bucketed.batch_buckets if b >= rows) if rows <= bucketed.batch_buckets[-1] else None
         if batch is not None:
-            arrays = [jax.device_put(np.pad(a[:, :width], ((0, batch - rows), (0, 0))))
-                      for a in (features.input_ids, features.attention_mask, features.token_type_ids)]
+            arrays = [
+                jax.device_put(np.pad(a[:, :width], ((0, batch - rows), (0, 0))))
+                for a in (features.input_ids, features.attention_mask, features.token_type_ids)
+            ]
             jax.block_until_ready(bucketed._logits(qa.model.params, *arrays))
             begun = time.perf_counter()
             jax.block_until_ready(bucketed._logits(qa.model.params, *arrays))

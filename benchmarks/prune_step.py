@@ -37,9 +37,13 @@ def main() -> None:
     model = SpanModel(config, dtype=dtype)
     rng = np.random.default_rng(0)
     shape = args.grad_accum, args.batch_size // args.grad_accum  # (micro-batches, windows each)
-    batch = {"input_ids": rng.integers(1000, 2000, (*shape, args.seq_len)), "attention_mask": np.ones((*shape, args.seq_len)),
-             "token_type_ids": np.zeros((*shape, args.seq_len)), "start_positions": rng.integers(0, args.seq_len, shape),
-             "end_positions": rng.integers(0, args.seq_len, shape)}
+    batch = {
+        "input_ids": rng.integers(1000, 2000, (*shape, args.seq_len)),
+        "attention_mask": np.ones((*shape, args.seq_len)),
+        "token_type_ids": np.zeros((*shape, args.seq_len)),
+        "start_positions": rng.integers(0, args.seq_len, shape),
+        "end_positions": rng.integers(0, args.seq_len, shape),
+    }
     batch = {key: jnp.asarray(value, jnp.int32) for key, value in batch.items()}
     block = pruning.block_edge(32, config.head_dim, config.hidden_size)
     runners = {"none": stepper(model, None, batch)}
@@ -47,9 +51,16 @@ def main() -> None:
         prune = pruning.Pruning(method, 0.5, 1000, 10, 1.0, 2.0, 400.0, block)
         runners[method] = stepper(model, None, batch, prune)
     seconds = timed_in_turns(runners, args.rounds)
-    rows = [{"model": f"bert {args.size}", "pruning": name, "step_s": round(value, 3),
-             "added_s": round(value - seconds["none"], 3), "ratio": round(value / seconds["none"], 3)}
-            for name, value in seconds.items()]
+    rows = [
+        {
+            "model": f"bert {args.size}",
+            "pruning": name,
+            "step_s": round(value, 3),
+            "added_s": round(value - seconds["none"], 3),
+            "ratio": round(value / seconds["none"], 3),
+        }
+        for name, value in seconds.items()
+    ]
     record.write("prune_step", vars(args), rows)
 
 

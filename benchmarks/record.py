@@ -44,9 +44,12 @@ def environment() -> dict:
         except metadata.PackageNotFoundError:
             pass
     # $JAXQA_COMMIT names the commit of a copied tree whose git history is missing or stale (a lent GPU machine's).
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
-                           text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
     if os.environ.get("JAXQA_COMMIT"):
         commit, dirty = os.environ["JAXQA_COMMIT"], ""
     device = jax.devices()[0]
@@ -68,8 +71,11 @@ def _cpu_count() -> int:
 def summary(seconds) -> dict:
     """Median and 90th percentile of timings, in milliseconds."""
     seconds = np.asarray(seconds, float)
-    return {"median_ms": round(1e3 * float(np.median(seconds)), 2), "p90_ms": round(1e3 * float(np.percentile(seconds, 90)), 2),
-            "n": int(seconds.size)}
+    return {
+        "median_ms": round(1e3 * float(np.median(seconds)), 2),
+        "p90_ms": round(1e3 * float(np.percentile(seconds, 90)), 2),
+        "n": int(seconds.size),
+    }
 
 
 def write(name: str, settings: dict, rows: list[dict]) -> Path:

@@ -36,8 +36,9 @@ def measure(model_type: str, size: str, batch_size: int, seq_len: int, steps: in
     mesh = sharding.make_mesh(sharding.parse_mesh(None, jax.device_count()))
     tx = optim.build("lamb", optim.schedule(1e-3, 10, 1000), 0.01)
     params = nn.meta.unbox(models.init_params(model, jax.random.key(0)))
-    state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                       bad_step=jnp.full((), -1, jnp.int32))
+    state = TrainState(
+        step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), bad_step=jnp.full((), -1, jnp.int32)
+    )
     rng = np.random.default_rng(0)
     batch = {
         "input_ids": rng.integers(1000, 2000, (1, batch_size, seq_len)).astype(np.int32),
@@ -58,8 +59,13 @@ def measure(model_type: str, size: str, batch_size: int, seq_len: int, steps: in
         state, metrics = compiled(state, batch, {})
     jax.block_until_ready(metrics)
     seconds = (time.perf_counter() - started) / steps
-    return {"model": model_type, "size": size, "compile_seconds": round(compile_seconds, 1),
-            "steps_per_s": round(1 / seconds, 3), "seq_per_s": round(batch_size / seconds, 2)}
+    return {
+        "model": model_type,
+        "size": size,
+        "compile_seconds": round(compile_seconds, 1),
+        "steps_per_s": round(1 / seconds, 3),
+        "seq_per_s": round(batch_size / seconds, 2),
+    }
 
 
 def main() -> None:
@@ -74,11 +80,18 @@ def main() -> None:
         for size in args.sizes.split(","):
             rows.append(measure(model_type, size, args.batch_size, args.seq_len, args.steps))
             print(json.dumps(rows[-1]), flush=True)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    result = {"command": " ".join(["python", *sys.argv]), "commit": commit, "batch_size": args.batch_size,
-              "seq_len": args.seq_len, "timed_steps": args.steps,
-              "device": f"{jax.device_count()} x {jax.devices()[0].device_kind} ({platform.processor() or platform.machine()})",
-              "rows": rows}
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    result = {
+        "command": " ".join(["python", *sys.argv]),
+        "commit": commit,
+        "batch_size": args.batch_size,
+        "seq_len": args.seq_len,
+        "timed_steps": args.steps,
+        "device": f"{jax.device_count()} x {jax.devices()[0].device_kind} ({platform.processor() or platform.machine()})",
+        "rows": rows,
+    }
     out = ROOT / "benchmarks" / "results" / f"train_speed_{jax.devices()[0].platform}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

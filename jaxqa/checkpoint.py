@@ -70,9 +70,13 @@ class Source:
         params, report = convert.params_from_hf(self.model_type, self.config, _read_hf_state(self.folder))
         if report.dropped:
             groups = sorted({".".join(name.split(".")[:2]) for name in report.dropped})
-            log.info(f"{self.folder}: dropped {len(report.dropped)} tensor(s) a span model does not use ({', '.join(groups)})")
+            log.info(
+                f"{self.folder}: dropped {len(report.dropped)} tensor(s) a span model does not use ({', '.join(groups)})"
+            )
         if report.fresh_head:
-            log.warning(f"{self.folder}: no span head (qa_outputs) in the checkpoint; initialised a fresh one (seed {seed})")
+            log.warning(
+                f"{self.folder}: no span head (qa_outputs) in the checkpoint; initialised a fresh one (seed {seed})"
+            )
             model = SpanModel(self.config)
             fresh = nn.meta.unbox(models.init_params(model, jax.random.key(seed)))
             params = {**params, convert.HEAD: jax.device_get(fresh[convert.HEAD])}
@@ -177,21 +181,28 @@ def load_pretrained(path: str | Path, precision: str = "fp32") -> Pretrained:
     return open_checkpoint(path).load(precision)
 
 
-def save_pretrained(folder, model_type: str, config, params, tokenizer_from: Path | None, overwrite: bool = False) -> Path:
+def save_pretrained(
+    folder, model_type: str, config, params, tokenizer_from: Path | None, overwrite: bool = False
+) -> Path:
     """Writes a jaxqa checkpoint folder atomically: a failure leaves nothing at `folder`."""
     with atomic_folder(folder, overwrite) as tmp:
         (tmp / "config.json").write_text(json.dumps(config.to_hf(), indent=2) + "\n")
         flat = traverse_util.flatten_dict(jax.device_get(params), sep="/")
         # int8 kernels stay int8; everything else, bfloat16 kernels included, is float32.
-        tensors = {key: np.ascontiguousarray(value, np.int8 if value.dtype == np.int8 else np.float32)
-                   for key, value in flat.items()}
-        _write_safetensors(tmp / PARAMS_FILE, tensors, {"format": "jaxqa", "model_type": model_type,
-                                                        "precision": precision_of(params)})
+        tensors = {
+            key: np.ascontiguousarray(value, np.int8 if value.dtype == np.int8 else np.float32)
+            for key, value in flat.items()
+        }
+        _write_safetensors(
+            tmp / PARAMS_FILE, tensors, {"format": "jaxqa", "model_type": model_type, "precision": precision_of(params)}
+        )
         if tokenizer_from:
             _copy_tokenizer(Path(tokenizer_from), tmp)
             if not any((tmp / name).is_file() for name in ("tokenizer.json", "vocab.txt")):
-                log.warning(f"{tokenizer_from}: no tokenizer.json or vocab.txt to copy; jaxqa.predict and "
-                            f"jaxqa.pipeline need one of them in {folder}")
+                log.warning(
+                    f"{tokenizer_from}: no tokenizer.json or vocab.txt to copy; jaxqa.predict and "
+                    f"jaxqa.pipeline need one of them in {folder}"
+                )
     return Path(folder)
 
 
@@ -219,7 +230,8 @@ def export_hf(src: str | Path, out: str | Path, overwrite: bool = False, pad: bo
                 f"{src}: a pruned BERT (removed heads: pruned_heads; or per-layer feed-forward widths: "
                 "intermediate_sizes), which transformers 5 cannot hold; keep the jaxqa folder (jaxqa loads and runs "
                 "it), or pass --pad to export it at full shape with zero heads and units (the same logits, without "
-                "the speed-up)")
+                "the speed-up)"
+            )
         config, params = compact.padded(config, params)
     with atomic_folder(out, overwrite) as tmp:
         state = convert.params_to_hf(model.model_type, config, params)
@@ -334,8 +346,10 @@ def _read_torch(path: Path) -> dict[str, np.ndarray]:
         raise ConversionError(f"{path}: holds a {type(state).__name__}, not a state dict (tensor name -> tensor)")
     for key, value in state.items():
         if not isinstance(value, torch.Tensor):
-            raise ConversionError(f"{path}: {key!r} is not a tensor (it is {type(value).__name__}); "
-                                  "a state dict maps tensor names to tensors")
+            raise ConversionError(
+                f"{path}: {key!r} is not a tensor (it is {type(value).__name__}); "
+                "a state dict maps tensor names to tensors"
+            )
     return {key: value.float().numpy() for key, value in state.items()}
 
 
@@ -343,15 +357,24 @@ def _read_torch(path: Path) -> dict[str, np.ndarray]:
 
 
 def pt2flax_main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="pt2flax", description="Converts a Hugging Face PyTorch checkpoint to a "
-                                     "jaxqa checkpoint folder, written whole or not at all.")
-    parser.add_argument("src", help="Hugging Face folder (config.json, model.safetensors or pytorch_model.bin, "
-                        "tokenizer files) or hub id")
+    parser = argparse.ArgumentParser(
+        prog="pt2flax",
+        description="Converts a Hugging Face PyTorch checkpoint to a "
+        "jaxqa checkpoint folder, written whole or not at all.",
+    )
+    parser.add_argument(
+        "src",
+        help="Hugging Face folder (config.json, model.safetensors or pytorch_model.bin, tokenizer files) or hub id",
+    )
     parser.add_argument("out", help="jaxqa checkpoint folder to write")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     parser.add_argument("--seed", type=int, default=0, help="seed of a fresh span head, when SRC has none")
-    parser.add_argument("--compact", action="store_true", help="BERT: remove the heads and feed-forward units that a "
-                        "pruned SRC zeroed out (as block-pruned checkpoints hold them), exactly")
+    parser.add_argument(
+        "--compact",
+        action="store_true",
+        help="BERT: remove the heads and feed-forward units that a "
+        "pruned SRC zeroed out (as block-pruned checkpoints hold them), exactly",
+    )
     args = parser.parse_args(argv)
     start = time.perf_counter()
     try:
@@ -372,13 +395,20 @@ def pt2flax_main(argv=None) -> int:
 
 
 def flax2pt_main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="flax2pt", description="Exports a jaxqa checkpoint folder to a Hugging "
-                                     "Face folder that AutoModelForQuestionAnswering loads.")
+    parser = argparse.ArgumentParser(
+        prog="flax2pt",
+        description="Exports a jaxqa checkpoint folder to a Hugging "
+        "Face folder that AutoModelForQuestionAnswering loads.",
+    )
     parser.add_argument("src", help="jaxqa checkpoint folder")
     parser.add_argument("out", help="Hugging Face folder to write")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
-    parser.add_argument("--pad", action="store_true", help="a pruned BERT: write its removed heads and feed-forward "
-                        "units back as zeros, at the full shape that transformers holds")
+    parser.add_argument(
+        "--pad",
+        action="store_true",
+        help="a pruned BERT: write its removed heads and feed-forward "
+        "units back as zeros, at the full shape that transformers holds",
+    )
     args = parser.parse_args(argv)
     try:
         export_hf(args.src, args.out, args.overwrite, args.pad)
@@ -390,25 +420,35 @@ def flax2pt_main(argv=None) -> int:
 
 
 def student_main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="make_student", description="Makes a student checkpoint from a teacher: its "
-                                     "embeddings, span head and chosen layers, in its family or as DistilBERT.")
+    parser = argparse.ArgumentParser(
+        prog="make_student",
+        description="Makes a student checkpoint from a teacher: its "
+        "embeddings, span head and chosen layers, in its family or as DistilBERT.",
+    )
     parser.add_argument("teacher", help="jaxqa checkpoint or Hugging Face folder (or hub id) of the teacher")
     parser.add_argument("out", help="jaxqa checkpoint folder to write")
     parser.add_argument("--layers", help="teacher layers the student keeps, e.g. 0,2,4 (default: every other one)")
-    parser.add_argument("--family", help="the student's family (default: the teacher's; distilbert from a bert teacher)",
-                        choices=models.MODEL_TYPES)
+    parser.add_argument(
+        "--family",
+        help="the student's family (default: the teacher's; distilbert from a bert teacher)",
+        choices=models.MODEL_TYPES,
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     args = parser.parse_args(argv)
     try:
         teacher = open_checkpoint(args.teacher)
         try:
-            layers = [int(x) for x in args.layers.split(",")] if args.layers else student.every_other(
-                teacher.config.num_hidden_layers)
+            layers = (
+                [int(x) for x in args.layers.split(",")]
+                if args.layers
+                else student.every_other(teacher.config.num_hidden_layers)
+            )
         except ValueError:
             raise student.StudentError(f"--layers {args.layers}: expected comma-separated layer numbers") from None
         family = args.family or teacher.model_type
-        config, params, notes = student.make_student(teacher.model_type, teacher.config, teacher.read_params(), layers,
-                                                     family)
+        config, params, notes = student.make_student(
+            teacher.model_type, teacher.config, teacher.read_params(), layers, family
+        )
         save_pretrained(args.out, family, config, params, teacher.folder, overwrite=args.overwrite)
     except Error as err:
         print(f"make_student: error: {err}", file=sys.stderr)

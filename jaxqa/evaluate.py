@@ -39,8 +39,15 @@ INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 CHUNK_BATCHES = 16
 
 
-def stream_logits(model, params, features: EvalFeatures, mesh, batch_size: int, show_progress: bool = False,
-                  length_step: int = buckets.LENGTH_STEP):
+def stream_logits(
+    model,
+    params,
+    features: EvalFeatures,
+    mesh,
+    batch_size: int,
+    show_progress: bool = False,
+    length_step: int = buckets.LENGTH_STEP,
+):
     """Yields (start, end) logits, numpy (n, L), chunk by chunk in feature order.
 
     Within a chunk the windows run sorted by length, each batch padded to the
@@ -66,9 +73,12 @@ def stream_logits(model, params, features: EvalFeatures, mesh, batch_size: int, 
             for first in range(0, len(order), batch_size):
                 picked = order[first : first + batch_size]
                 width = buckets.fit(shapes, lengths[picked].max())
-                batch = [sharding.from_host(np.pad(getattr(features, key)[picked, :width],
-                                                   ((0, batch_size - len(picked)), (0, 0))), in_sh)
-                         for key in INPUTS]
+                batch = [
+                    sharding.from_host(
+                        np.pad(getattr(features, key)[picked, :width], ((0, batch_size - len(picked)), (0, 0))), in_sh
+                    )
+                    for key in INPUTS
+                ]
                 running.append((picked - begin, width, forward(params, *batch)))
             start = np.zeros((len(rows), full), np.float32)
             end = np.zeros((len(rows), full), np.float32)
@@ -80,11 +90,26 @@ def stream_logits(model, params, features: EvalFeatures, mesh, batch_size: int, 
             yield start, end
 
 
-def answer(model, params, examples, features, mesh, batch_size: int, with_negatives: bool,
-           null_score_diff_threshold: float, show_progress: bool = False, keep_nbest: bool = False,
-           length_step: int = buckets.LENGTH_STEP) -> Predictions:
-    collector = AnswerCollector(examples, features, version_2_with_negative=with_negatives,
-                                null_score_diff_threshold=null_score_diff_threshold, keep_nbest=keep_nbest)
+def answer(
+    model,
+    params,
+    examples,
+    features,
+    mesh,
+    batch_size: int,
+    with_negatives: bool,
+    null_score_diff_threshold: float,
+    show_progress: bool = False,
+    keep_nbest: bool = False,
+    length_step: int = buckets.LENGTH_STEP,
+) -> Predictions:
+    collector = AnswerCollector(
+        examples,
+        features,
+        version_2_with_negative=with_negatives,
+        null_score_diff_threshold=null_score_diff_threshold,
+        keep_nbest=keep_nbest,
+    )
     for start, end in stream_logits(model, params, features, mesh, batch_size, show_progress, length_step):
         collector.add(start, end)
     return collector.finish()
@@ -95,8 +120,12 @@ def score(articles, predictions: Predictions, with_negatives: bool) -> dict:
     odds as no-answer probabilities, for the threshold search."""
     # The answers already hold "" where the null odds exceed the threshold applied;
     # the metric's own default (1.0, for probabilities) would turn more into "".
-    return metric.compute(articles, predictions.answers, na_probs=predictions.null_odds if with_negatives else None,
-                          na_prob_thresh=math.inf)
+    return metric.compute(
+        articles,
+        predictions.answers,
+        na_probs=predictions.null_odds if with_negatives else None,
+        na_prob_thresh=math.inf,
+    )
 
 
 def apply_best_threshold(articles, predictions: Predictions) -> tuple[Predictions, float]:
@@ -108,15 +137,33 @@ def apply_best_threshold(articles, predictions: Predictions) -> tuple[Prediction
     return Predictions(answers, predictions.null_odds, {}), threshold
 
 
-def evaluate_params(model, params, eval_set, mesh, batch_size: int, null_score_diff_threshold: float,
-                    length_step: int = buckets.LENGTH_STEP) -> dict:
+def evaluate_params(
+    model,
+    params,
+    eval_set,
+    mesh,
+    batch_size: int,
+    null_score_diff_threshold: float,
+    length_step: int = buckets.LENGTH_STEP,
+) -> dict:
     """The official metrics of `params` on a `jaxqa.training.batches.EvalSet` (used during training)."""
     started = time.perf_counter()
-    predictions = answer(model, params, eval_set.data.examples, eval_set.features, mesh, batch_size,
-                         eval_set.with_negatives, null_score_diff_threshold, length_step=length_step)
+    predictions = answer(
+        model,
+        params,
+        eval_set.data.examples,
+        eval_set.features,
+        mesh,
+        batch_size,
+        eval_set.with_negatives,
+        null_score_diff_threshold,
+        length_step=length_step,
+    )
     result = dict(score(eval_set.data.articles, predictions, eval_set.with_negatives))
     result["eval_seconds"] = round(time.perf_counter() - started, 1)
-    log.info(f"eval: exact {result['exact']:.2f} f1 {result['f1']:.2f} ({result['total']} questions, {result['eval_seconds']}s)")
+    log.info(
+        f"eval: exact {result['exact']:.2f} f1 {result['f1']:.2f} ({result['total']} questions, {result['eval_seconds']}s)"
+    )
     return result
 
 
@@ -129,13 +176,23 @@ def main(argv=None) -> int:
     p.add_argument("--max-seq-length", type=int, default=384)
     p.add_argument("--doc-stride", type=int, default=128)
     p.add_argument("--max-query-length", type=int, default=64)
-    p.add_argument("--length-step", type=int, default=buckets.LENGTH_STEP,
-                   help="windows run sorted by length, padded to multiples of this many tokens; 0: all padded to "
-                        "--max-seq-length")
-    p.add_argument("--null-score-diff-threshold", default="0.0",
-                   help="SQuAD 2.0: answer '' when null odds exceed it; 'best' applies the threshold tuned on --data")
-    p.add_argument("--precision", default="auto", choices=MODES,
-                   help="of the matrix products; auto: the fastest this machine runs well (said on stderr)")
+    p.add_argument(
+        "--length-step",
+        type=int,
+        default=buckets.LENGTH_STEP,
+        help="windows run sorted by length, padded to multiples of this many tokens; 0: all padded to --max-seq-length",
+    )
+    p.add_argument(
+        "--null-score-diff-threshold",
+        default="0.0",
+        help="SQuAD 2.0: answer '' when null odds exceed it; 'best' applies the threshold tuned on --data",
+    )
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=MODES,
+        help="of the matrix products; auto: the fastest this machine runs well (said on stderr)",
+    )
     p.add_argument("--compilation-cache", default="", help=compilation_cache.HELP)
     args = p.parse_args(argv)
     try:
@@ -180,8 +237,18 @@ def run(args: argparse.Namespace, threshold: float | None) -> int:
     with_negatives = any(example.is_impossible for example in data.examples)
     started = time.perf_counter()
     tune = threshold is None and with_negatives
-    predictions = answer(model.module, model.run_params, data.examples, features, mesh, batch_size, with_negatives,
-                         threshold or 0.0, show_progress=True, length_step=args.length_step)
+    predictions = answer(
+        model.module,
+        model.run_params,
+        data.examples,
+        features,
+        mesh,
+        batch_size,
+        with_negatives,
+        threshold or 0.0,
+        show_progress=True,
+        length_step=args.length_step,
+    )
     seconds = time.perf_counter() - started
     if tune:
         predictions, threshold = apply_best_threshold(data.articles, predictions)
@@ -190,10 +257,11 @@ def run(args: argparse.Namespace, threshold: float | None) -> int:
     if with_negatives:
         (out / "null_odds.json").write_text(json.dumps(predictions.null_odds, indent=2))
     print(json.dumps(result, indent=2))
-    log.info(f"{len(features.input_ids)} features of {len(data.examples)} questions in {seconds:.1f}s: "
-             f"{len(features.input_ids) / seconds:.1f} features/s on {jax.device_count()} {jax.devices()[0].platform} "
-             f"device(s) in {model.precision}"
-             + (f"; null_score_diff_threshold {threshold}" if with_negatives else ""))
+    log.info(
+        f"{len(features.input_ids)} features of {len(data.examples)} questions in {seconds:.1f}s: "
+        f"{len(features.input_ids) / seconds:.1f} features/s on {jax.device_count()} {jax.devices()[0].platform} "
+        f"device(s) in {model.precision}" + (f"; null_score_diff_threshold {threshold}" if with_negatives else "")
+    )
     return 0
 
 

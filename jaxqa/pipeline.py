@@ -227,11 +227,19 @@ class QuestionAnsweringPipeline:
         context_tokens = np.bincount(features.example_index, is_context.sum(axis=1), minlength=len(examples))  # (E,)
         if not context_tokens.all():
             raise InputError(int(np.argmin(context_tokens)), "the context has no tokens, so no answer")
-        start_logits, end_logits = self.model_logits(features.input_ids, features.attention_mask, features.token_type_ids)
+        start_logits, end_logits = self.model_logits(
+            features.input_ids, features.attention_mask, features.token_type_ids
+        )
 
         answers = decode.pipeline_answers(
-            [context for _, context in pairs], features, start_logits, end_logits, self._continues_word,
-            top_k=top_k, handle_impossible_answer=handle_impossible_answer, max_answer_len=max_answer_len,
+            [context for _, context in pairs],
+            features,
+            start_logits,
+            end_logits,
+            self._continues_word,
+            top_k=top_k,
+            handle_impossible_answer=handle_impossible_answer,
+            max_answer_len=max_answer_len,
             align_to_words=align_to_words,
         )
         results = [answer[0] if top_k == 1 else answer for answer in answers]
@@ -242,11 +250,14 @@ def _pairs(inputs, question, context) -> tuple[list[tuple[str, str]], bool]:
     """The (question, context) pairs asked, and whether a single one was (so one result is returned)."""
     if inputs is not None:
         if question is not None or context is not None:
-            raise TypeError("pass a {'question', 'context'} dict (or a list of them), or question= and context=, not both")
+            raise TypeError(
+                "pass a {'question', 'context'} dict (or a list of them), or question= and context=, not both"
+            )
         single = isinstance(inputs, dict)
         if not single and not _is_list(inputs):
-            raise InputError(0, f"expected a dict with 'question' and 'context', or a list of them, "
-                                f"got {type(inputs).__name__}")
+            raise InputError(
+                0, f"expected a dict with 'question' and 'context', or a list of them, got {type(inputs).__name__}"
+            )
         items = [inputs] if single else list(inputs)
         for i, item in enumerate(items):
             if not isinstance(item, dict) or "question" not in item or "context" not in item:
@@ -257,8 +268,9 @@ def _pairs(inputs, question, context) -> tuple[list[tuple[str, str]], bool]:
     else:
         for name, value in (("question", question), ("context", context)):
             if not isinstance(value, str) and not _is_list(value):
-                raise InputError(0, f"{name}= must be a string or a list of strings, "
-                                    f"got {type(value).__name__} {value!r:.40}")
+                raise InputError(
+                    0, f"{name}= must be a string or a list of strings, got {type(value).__name__} {value!r:.40}"
+                )
         single = isinstance(question, str) and isinstance(context, str)
         questions = [question] if isinstance(question, str) else list(question)
         contexts = [context] if isinstance(context, str) else list(context)
@@ -280,5 +292,3 @@ def _pairs(inputs, question, context) -> tuple[list[tuple[str, str]], bool]:
 def _is_list(value) -> bool:
     """Whether `value` is taken as a list of inputs: any iterable but text, bytes and mappings."""
     return isinstance(value, Iterable) and not isinstance(value, (str, bytes, Mapping))
-
-

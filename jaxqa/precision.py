@@ -106,7 +106,7 @@ def dequantize(kernel: np.ndarray, scale: np.ndarray) -> np.ndarray:
 
 
 def precision_of(params: dict) -> str:
-    """"int8" for parameters with int8 kernels, else "fp32" (bfloat16 kernels are a cast of float32 ones)."""
+    """ "int8" for parameters with int8 kernels, else "fp32" (bfloat16 kernels are a cast of float32 ones)."""
     flat = traverse_util.flatten_dict(params, sep="/")
     return "int8" if any(np.dtype(value.dtype) == np.int8 for value in flat.values()) else "fp32"
 

@@ -69,7 +69,7 @@ def main(argv=None) -> int:
     parser.add_argument("--checkpoint", required=True, help="jaxqa checkpoint folder (or a Hugging Face folder)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--question", help="the question (with --context)")
-    source.add_argument("--file", help="JSON list or JSON Lines of {\"question\", \"context\"} objects")
+    source.add_argument("--file", help='JSON list or JSON Lines of {"question", "context"} objects')
     parser.add_argument("--context", help="the text that holds the answer (with --question)")
     parser.add_argument("--top-k", type=int, default=1, help="answers per question")
     parser.add_argument("--handle-impossible-answer", action="store_true", help="allow the empty answer")
@@ -77,8 +77,12 @@ def main(argv=None) -> int:
     parser.add_argument("--max-seq-len", type=int, default=384, help="tokens per window")
     parser.add_argument("--doc-stride", type=int, default=None, help="context tokens shared by consecutive windows")
     parser.add_argument("--batch-size", type=int, default=None, help="most windows per model call")
-    parser.add_argument("--precision", default="auto", choices=MODES,
-                        help="of the matrix products; auto: the fastest this machine runs well (said on stderr)")
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=MODES,
+        help="of the matrix products; auto: the fastest this machine runs well (said on stderr)",
+    )
     parser.add_argument("--compilation-cache", default="", help=compilation_cache.HELP)
     args = parser.parse_args(argv)
     if (args.question is None) != (args.context is None):
@@ -96,12 +100,21 @@ def main(argv=None) -> int:
         models.check_length(source.config, args.max_seq_len, "--max-seq-len")
         with log_to(sys.stderr):
             model = source.load(args.precision)
-        qa = pipeline(model, max_seq_len=args.max_seq_len, doc_stride=args.doc_stride, batch_size=args.batch_size,
-                      precision=model.precision)
+        qa = pipeline(
+            model,
+            max_seq_len=args.max_seq_len,
+            doc_stride=args.doc_stride,
+            batch_size=args.batch_size,
+            precision=model.precision,
+        )
         for begin in range(0, len(inputs), CHUNK):
             try:
-                results = qa(inputs[begin : begin + CHUNK], top_k=args.top_k, max_answer_len=args.max_answer_len,
-                             handle_impossible_answer=args.handle_impossible_answer)
+                results = qa(
+                    inputs[begin : begin + CHUNK],
+                    top_k=args.top_k,
+                    max_answer_len=args.max_answer_len,
+                    handle_impossible_answer=args.handle_impossible_answer,
+                )
             except InputError as err:
                 raise BadInput(f"{located[begin + err.index]}: {err.reason}") from None
             for result in results:

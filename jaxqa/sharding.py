@@ -11,7 +11,8 @@ import math
 import flax.linen as nn
 import jax
 import numpy as np
-from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from jaxqa.errors import Error
 
@@ -50,7 +51,9 @@ def parse_mesh(spec: str | None, device_count: int) -> dict[str, int]:
             raise MeshError(f"--mesh {spec!r}: expected 'data=N,model=M' with positive sizes")
         sizes[name.strip()] = int(size)
     if device_count % math.prod(sizes.values()):
-        raise MeshError(f"--mesh {spec!r}: {sizes[DATA]} x {sizes[MODEL]} devices do not divide the {device_count} devices")
+        raise MeshError(
+            f"--mesh {spec!r}: {sizes[DATA]} x {sizes[MODEL]} devices do not divide the {device_count} devices"
+        )
     return sizes
 
 
@@ -62,9 +65,15 @@ def make_mesh(sizes: dict[str, int]) -> Mesh:
     """
     count = sizes[DATA] * sizes[MODEL]
     if count < jax.device_count() and jax.process_count() > 1:
-        raise MeshError(f"--mesh: with {jax.process_count()} processes the mesh must span all {jax.device_count()} devices")
-    return jax.make_mesh((sizes[DATA], sizes[MODEL]), (DATA, MODEL), axis_types=(AxisType.Auto, AxisType.Auto),
-                         devices=jax.devices()[:count])
+        raise MeshError(
+            f"--mesh: with {jax.process_count()} processes the mesh must span all {jax.device_count()} devices"
+        )
+    return jax.make_mesh(
+        (sizes[DATA], sizes[MODEL]),
+        (DATA, MODEL),
+        axis_types=(AxisType.Auto, AxisType.Auto),
+        devices=jax.devices()[:count],
+    )
 
 
 def _spec(names: tuple[str | None, ...], shape: tuple[int, ...], mesh: Mesh, rules: dict) -> P:

@@ -17,6 +17,7 @@ from jaxqa import checkpoint, models
 from jaxqa.models import bert
 from jaxqa.models.encoder import SpanModel
 
+
 @pytest.fixture(scope="session", autouse=True)
 def compilation_cache_in_tmp(tmp_path_factory):
     """The tools' persistent compilation cache goes to a folder of this session,
@@ -42,5 +43,6 @@ def squad_v2(tmp_path_factory) -> Path:
 def teacher(squad, tmp_path_factory) -> Path:
     """A tiny BERT with the squad fixture's tokenizer, standing in for a fine-tuned teacher."""
     params = jax.device_get(nn.meta.unbox(models.init_params(SpanModel(bert.SIZES["tiny"]), jax.random.key(7))))
-    return checkpoint.save_pretrained(tmp_path_factory.mktemp("teacher") / "bert", "bert", bert.SIZES["tiny"], params,
-                                      squad.parent)
+    return checkpoint.save_pretrained(
+        tmp_path_factory.mktemp("teacher") / "bert", "bert", bert.SIZES["tiny"], params, squad.parent
+    )

@@ -25,11 +25,23 @@ def write_squad(folder: Path, articles: int = 6, with_negatives: bool = False) -
             qas = []
             for q, (owner, thing, place) in enumerate(facts):
                 start = context.index(sentences[q]) + sentences[q].rindex(place)
-                qas.append({"id": f"a{a}p{p}q{q}", "question": f"Where does the {thing} of {owner} stand?",
-                            "answers": [{"text": place, "answer_start": start}]})
+                qas.append(
+                    {
+                        "id": f"a{a}p{p}q{q}",
+                        "question": f"Where does the {thing} of {owner} stand?",
+                        "answers": [{"text": place, "answer_start": start}],
+                    }
+                )
             if with_negatives:
-                qas.append({"id": f"a{a}p{p}x", "question": "Where does the moon of arda stand?", "answers": [],
-                            "is_impossible": True, "plausible_answers": []})
+                qas.append(
+                    {
+                        "id": f"a{a}p{p}x",
+                        "question": "Where does the moon of arda stand?",
+                        "answers": [],
+                        "is_impossible": True,
+                        "plausible_answers": [],
+                    }
+                )
             paragraphs.append({"context": context, "qas": qas})
             words.update(context.lower().replace(".", " .").split())
         data.append({"title": f"article {a}", "paragraphs": paragraphs})

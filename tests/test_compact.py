@@ -31,8 +31,14 @@ def logits(config, params, batch):
     return np.stack([np.asarray(x) for x in SpanModel(config).apply({"params": params}, *batch)])
 
 
-CONFIG = bert.Config(vocab_size=100, hidden_size=64, num_hidden_layers=3, num_attention_heads=4, intermediate_size=96,
-                     pruned_heads=((1, (2,)),))
+CONFIG = bert.Config(
+    vocab_size=100,
+    hidden_size=64,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    intermediate_size=96,
+    pruned_heads=((1, (2,)),),
+)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -46,9 +52,9 @@ def test_compaction_is_exact_on_random_masks(seed):
         fate = rng.integers(0, 3, n)
         for head, f in enumerate(fate):
             if f == 1:
-                layer["value"]["kernel"][:, head * h:(head + 1) * h] = 0
+                layer["value"]["kernel"][:, head * h : (head + 1) * h] = 0
             if f == 2:
-                layer["attention_output"]["kernel"][head * h:(head + 1) * h] = 0
+                layer["attention_output"]["kernel"][head * h : (head + 1) * h] = 0
         # Scattered zeros that remove nothing.
         layer["query"]["kernel"][rng.random(layer["query"]["kernel"].shape) < 0.5] = 0
         # Each unit: kept, input column zero (its bias still adds act(bias) times its row), or output row zero.
@@ -138,8 +144,9 @@ def test_export_of_a_pruned_model_says_what_to_do(tmp_path, capsys):
 
 
 def test_compact_refuses_other_families(tmp_path, capsys):
-    model = transformers.DistilBertForQuestionAnswering(transformers.DistilBertConfig(
-        vocab_size=100, dim=32, n_layers=1, n_heads=2, hidden_dim=64))
+    model = transformers.DistilBertForQuestionAnswering(
+        transformers.DistilBertConfig(vocab_size=100, dim=32, n_layers=1, n_heads=2, hidden_dim=64)
+    )
     model.save_pretrained(tmp_path / "hf")
     assert pt2flax.main([str(tmp_path / "hf"), str(tmp_path / "out"), "--compact"]) == 2
     assert "--compact" in capsys.readouterr().err and not (tmp_path / "out").exists()

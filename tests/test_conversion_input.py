@@ -10,7 +10,6 @@ import stat
 import jax
 import numpy as np
 import pytest
-
 from parity import pt2flax, seeded, torch, transformers
 
 import jaxqa
@@ -39,15 +38,19 @@ def state_and_config(model):
 
 def test_legacy_layer_norm_names_are_read_as_transformers_reads_them(model):
     state, config = state_and_config(model)
-    legacy = {k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v
-              for k, v in state.items()}
+    legacy = {
+        k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v
+        for k, v in state.items()
+    }
     assert sum(k.endswith("LayerNorm.gamma") for k in legacy) == 5  # embeddings, 2 per layer
     expected, _ = convert.params_from_hf("bert", config, state)
     got, _ = convert.params_from_hf("bert", config, legacy)
     jax.tree_util.tree_map(np.testing.assert_array_equal, got, expected)
     # The same tensor under both names is ambiguous.
     both = {**state, "bert.embeddings.LayerNorm.gamma": state["bert.embeddings.LayerNorm.weight"]}
-    with pytest.raises(convert.ConversionError, match="'bert.embeddings.LayerNorm.weight' and 'bert.embeddings.LayerNorm.gamma'"):
+    with pytest.raises(
+        convert.ConversionError, match="'bert.embeddings.LayerNorm.weight' and 'bert.embeddings.LayerNorm.gamma'"
+    ):
         convert.params_from_hf("bert", config, both)
 
 
@@ -91,7 +94,10 @@ def test_a_sharded_checkpoint_converts(tmp_path, hf_folder, model):
         ('["a list"]', "no 'weight_map'"),
         ({"metadata": {}}, "no 'weight_map'"),
         ({"weight_map": {"bert.embeddings.word_embeddings.weight": 3}}, "no 'weight_map'"),
-        ({"weight_map": {"bert.pooler.dense.weight": "model-00002-of-00002.safetensors"}}, "'model-00002-of-00002.safetensors'"),
+        (
+            {"weight_map": {"bert.pooler.dense.weight": "model-00002-of-00002.safetensors"}},
+            "'model-00002-of-00002.safetensors'",
+        ),
     ],
 )
 def test_a_malformed_shard_index(tmp_path, capsys, hf_folder, index, message):
@@ -131,7 +137,11 @@ def test_a_source_without_tokenizer_is_converted_with_a_warning(tmp_path, capsys
     assert pt2flax.main([str(hf_folder), str(out)]) == 0
     warnings = [line for line in capsys.readouterr().err.splitlines() if "tokenizer" in line]
     assert len(warnings) == 1, warnings
-    assert str(hf_folder) in warnings[0] and "tokenizer.json or vocab.txt" in warnings[0] and "jaxqa.pipeline" in warnings[0]
+    assert (
+        str(hf_folder) in warnings[0]
+        and "tokenizer.json or vocab.txt" in warnings[0]
+        and "jaxqa.pipeline" in warnings[0]
+    )
     assert (out / "params.safetensors").is_file()
     with pytest.raises(jaxqa.Error, match="tokenizer.json or vocab.txt"):
         jaxqa.load_pretrained(out).tokenizer

@@ -4,12 +4,11 @@ import re
 
 import numpy as np
 import pytest
-
 from squad_fixture import SHARED_SQUAD
 
-from jaxqa.squad.features import EvalFeatures, FeatureSettings, featurize_eval, featurize_train
 from jaxqa.squad.decode import AnswerCollector
 from jaxqa.squad.examples import Example, articles_from_examples, read_squad
+from jaxqa.squad.features import EvalFeatures, FeatureSettings, featurize_eval, featurize_train
 
 CONTEXT = "alpha beta gamma delta epsilon zeta eta theta"
 WORDS = [(m.start(), m.end()) for m in re.finditer(r"\S+", CONTEXT)]  # character span of each word
@@ -92,7 +91,9 @@ def test_null_answer_decision_both_ways():
     # null score 6 against the best span's 4: null odds 2.
     v2 = dict(version_2_with_negative=True)
     assert _predict([_example()], ONE_WINDOW, [start], [end], **v2).answers["q"] == ""
-    assert _predict([_example()], ONE_WINDOW, [start], [end], **v2, null_score_diff_threshold=2.5).answers["q"] == "beta"
+    assert (
+        _predict([_example()], ONE_WINDOW, [start], [end], **v2, null_score_diff_threshold=2.5).answers["q"] == "beta"
+    )
     # SQuAD 1.1 always answers, but still reports the null odds.
     v1 = _predict([_example()], ONE_WINDOW, [start], [end])
     assert v1.answers["q"] == "beta" and v1.null_odds["q"] == pytest.approx(2.0)
@@ -198,8 +199,14 @@ def test_agrees_with_run_qa_postprocessing():
     got = _predict(examples, features, start, end, version_2_with_negative=True, n_best_size=5, max_answer_length=3)
     # run_qa.py ranks padding tokens too, jaxqa does not: the same answers once padding is out of reach.
     padding = features.attention_mask == 0
-    want, want_odds, fallbacks = _run_qa_postprocess(examples, features, np.where(padding, -np.inf, start),
-                                                     np.where(padding, -np.inf, end), n_best_size=5, max_answer_length=3)
+    want, want_odds, fallbacks = _run_qa_postprocess(
+        examples,
+        features,
+        np.where(padding, -np.inf, start),
+        np.where(padding, -np.inf, end),
+        n_best_size=5,
+        max_answer_length=3,
+    )
     # Where no span is valid, run_qa.py answers "empty" (or "" when the null score
     # is positive) and scores that answer 0; here the answer is "" with null odds inf.
     assert fallbacks

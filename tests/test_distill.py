@@ -27,9 +27,13 @@ QUIET = dataclasses.replace(bert.SIZES["tiny"], hidden_dropout_prob=0.0, attenti
 
 def batch_of(seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
-    batch = {"input_ids": rng.integers(5, 500, (8, 32)), "attention_mask": np.ones((8, 32)),
-             "token_type_ids": np.zeros((8, 32)), "start_positions": rng.integers(0, 32, 8),
-             "end_positions": rng.integers(0, 32, 8)}
+    batch = {
+        "input_ids": rng.integers(5, 500, (8, 32)),
+        "attention_mask": np.ones((8, 32)),
+        "token_type_ids": np.zeros((8, 32)),
+        "start_positions": rng.integers(0, 32, 8),
+        "end_positions": rng.integers(0, 32, 8),
+    }
     return {k: jnp.asarray(v, jnp.int32)[None] for k, v in batch.items()}  # one micro-batch
 
 
@@ -53,8 +57,14 @@ def test_a_student_identical_to_its_teacher_has_no_distillation_loss():
 def test_distillation_loss_gradient_matches_finite_differences():
     rng = np.random.default_rng(0)
     start, end, t_start, t_end = (jnp.asarray(rng.normal(0, 2, (3, 7)), jnp.float32) for _ in range(4))
-    check_grads(lambda s, e: distill_loss(s, e, t_start, t_end, 2.0), (start, end), order=1, modes=("rev",),
-                atol=2e-3, rtol=2e-3)
+    check_grads(
+        lambda s, e: distill_loss(s, e, t_start, t_end, 2.0),
+        (start, end),
+        order=1,
+        modes=("rev",),
+        atol=2e-3,
+        rtol=2e-3,
+    )
     # Against the definition, on one window: T² · ½ Σ p (log p − log q) over both heads.
     p = jax.nn.softmax(t_start / 2.0)
     q = jax.nn.softmax(start / 2.0)
@@ -72,9 +82,25 @@ def test_alpha_zero_is_plain_fine_tuning_bit_for_bit():
 
 
 def flags(squad: Path, teacher: Path, run_dir: Path, *extra: str) -> list[str]:
-    return ["--model", "distilbert", "--config", "distilbert:tiny", "--tokenizer", str(squad.parent),
-            "--train-file", str(squad), "--eval-file", "", "--teacher", str(teacher), "--run-dir", str(run_dir),
-            "--max-steps", "3", *extra]
+    return [
+        "--model",
+        "distilbert",
+        "--config",
+        "distilbert:tiny",
+        "--tokenizer",
+        str(squad.parent),
+        "--train-file",
+        str(squad),
+        "--eval-file",
+        "",
+        "--teacher",
+        str(teacher),
+        "--run-dir",
+        str(run_dir),
+        "--max-steps",
+        "3",
+        *extra,
+    ]
 
 
 def records(run_dir: Path) -> list[dict]:
@@ -83,11 +109,18 @@ def records(run_dir: Path) -> list[dict]:
 
 @pytest.mark.slow
 def test_a_distilled_run_on_a_mesh_matches_one_device(squad, teacher, tmp_path):
-    runs = [flags(squad, teacher, tmp_path / name, "--mesh", mesh) for name, mesh in
-            (("one", "data=1,model=1"), ("mesh", "data=4,model=2"))]
+    runs = [
+        flags(squad, teacher, tmp_path / name, "--mesh", mesh)
+        for name, mesh in (("one", "data=1,model=1"), ("mesh", "data=4,model=2"))
+    ]
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
-    done = subprocess.run([sys.executable, "-c", f"from jaxqa import train\nfor a in {runs!r}:\n    assert train.main(a) == 0"],
-                          env=env, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [sys.executable, "-c", f"from jaxqa import train\nfor a in {runs!r}:\n    assert train.main(a) == 0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     one, mesh = records(tmp_path / "one"), records(tmp_path / "mesh")
     steps = [r for r in one if "loss" in r]

@@ -43,16 +43,21 @@ def logits_and_grads(models_, params, deterministic: bool) -> list:
     batch = padded_batch()
 
     def loss(model, params):
-        start, end = model.apply({"params": params}, *batch, deterministic=deterministic,
-                                 rngs={"dropout": jax.random.key(3)})
+        start, end = model.apply(
+            {"params": params}, *batch, deterministic=deterministic, rngs={"dropout": jax.random.key(3)}
+        )
         real = batch[1] > 0
         return jnp.where(real, start * end, 0).sum(), (start, end)
 
-    results = jax.jit(lambda p: [jax.value_and_grad(functools.partial(loss, m), has_aux=True)(p) for m in models_])(params)
+    results = jax.jit(lambda p: [jax.value_and_grad(functools.partial(loss, m), has_aux=True)(p) for m in models_])(
+        params
+    )
     return [(np.stack(logits), traverse_util.flatten_dict(grads, sep="/")) for (_, logits), grads in results]
 
 
-@pytest.mark.parametrize("model_type", ["bert", *(pytest.param(m, marks=pytest.mark.slow) for m in models.MODEL_TYPES[1:])])
+@pytest.mark.parametrize(
+    "model_type", ["bert", *(pytest.param(m, marks=pytest.mark.slow) for m in models.MODEL_TYPES[1:])]
+)
 @pytest.mark.parametrize("deterministic", [True, False], ids=["no-dropout", "dropout"])
 def test_scanned_and_unrolled_layers_give_the_same_logits_and_gradients(model_type, deterministic):
     config = three_layers(model_type)
@@ -77,8 +82,9 @@ def test_stacking_ahead_of_time_is_exact_and_reversible(model_type):
     if model_type == "mobilebert":  # its three stacked feed-forward networks but the last, stacked with the layers
         assert stacked["layer_0_to_2"]["ffn_0_to_2"]["intermediate"]["kernel"].shape == (3, 3, 32, 64)
     batch = padded_batch()
-    np.testing.assert_array_equal(np.stack(model.apply({"params": stacked}, *batch)),
-                                  np.stack(model.apply({"params": params}, *batch)))
+    np.testing.assert_array_equal(
+        np.stack(model.apply({"params": stacked}, *batch)), np.stack(model.apply({"params": params}, *batch))
+    )
     back = canonical_params(config, stacked)
     assert jax.tree_util.tree_structure(back) == jax.tree_util.tree_structure(params)
     jax.tree_util.tree_map(np.testing.assert_array_equal, back, params)
@@ -120,7 +126,9 @@ def test_a_compact_bert_stacks_only_its_layers_of_equal_shapes_and_stays_exact()
         np.testing.assert_allclose(got[real], dense[real], rtol=1e-5, atol=1e-5)
     # Two layers of equal shapes next to each other are one scanned run.
     twin = dataclasses.replace(small_config, pruned_heads=(), intermediate_sizes=(128, 128, 64, 64))
-    assert "layer_2_to_3" in runtime_params(SpanModel(twin), nn.meta.unbox(models.init_params(SpanModel(twin), jax.random.key(1))))
+    assert "layer_2_to_3" in runtime_params(
+        SpanModel(twin), nn.meta.unbox(models.init_params(SpanModel(twin), jax.random.key(1)))
+    )
 
 
 def reference_attention(q, k, v, mask):
@@ -156,6 +164,7 @@ def attention_calls(monkeypatch):
         def counted(*args, **kwargs):
             calls[name] += 1
             return function(*args, **kwargs)
+
         return counted
 
     monkeypatch.setattr(layers, "fused_attention", count("fused", fused))
@@ -185,12 +194,18 @@ def test_paths_without_dropout_take_the_fused_attention(attention_calls):
     # Training with a teacher: the student drops attention out, the teacher does not.
     tx = optim.build("adamw", optim.schedule(1e-3, 1, 10), 0.01)
     state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), jnp.full((), -1, jnp.int32))
-    train = {"input_ids": batch[0][None], "attention_mask": batch[1][None], "token_type_ids": batch[2][None],
-             "start_positions": jnp.zeros((1, 3), jnp.int32), "end_positions": jnp.zeros((1, 3), jnp.int32)}
+    train = {
+        "input_ids": batch[0][None],
+        "attention_mask": batch[1][None],
+        "token_type_ids": batch[2][None],
+        "start_positions": jnp.zeros((1, 3), jnp.int32),
+        "end_positions": jnp.zeros((1, 3), jnp.int32),
+    }
     student = traced(make_train_step(model, tx, 0), state, train, {})
     assert student["fused"] == 0 and student["dropped_out"] > 0
-    taught = traced(make_train_step(model, tx, 0, Distillation(model, 0.5, 2.0)), state, train,
-                    runtime_params(model, params))
+    taught = traced(
+        make_train_step(model, tx, 0, Distillation(model, 0.5, 2.0)), state, train, runtime_params(model, params)
+    )
     assert taught["fused"] > 0 and taught["dropped_out"] == student["dropped_out"]
 
     # With attention dropout 0, training takes the fused call too.

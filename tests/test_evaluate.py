@@ -23,9 +23,29 @@ def trained(squad_v2, tmp_path_factory) -> tuple[Path, Path]:
     """(SQuAD 2.0 fixture file, the final model of a 2-step tiny BERT run on it)."""
     squad = squad_v2
     run_dir = tmp_path_factory.mktemp("run")
-    assert train.main(["--model", "bert", "--config", "bert:tiny", "--tokenizer", str(squad.parent),
-                       "--train-file", str(squad), "--eval-file", str(squad), "--batch-size", "8", "--max-steps", "2",
-                       "--run-dir", str(run_dir)]) == 0
+    assert (
+        train.main(
+            [
+                "--model",
+                "bert",
+                "--config",
+                "bert:tiny",
+                "--tokenizer",
+                str(squad.parent),
+                "--train-file",
+                str(squad),
+                "--eval-file",
+                str(squad),
+                "--batch-size",
+                "8",
+                "--max-steps",
+                "2",
+                "--run-dir",
+                str(run_dir),
+            ]
+        )
+        == 0
+    )
     return squad, run_dir / "model"
 
 
@@ -48,12 +68,27 @@ def untrained(squad_v2, tmp_path_factory) -> tuple[Path, Path]:
 def test_windows_longer_than_the_position_table_are_refused(untrained, tmp_path, capsys):
     squad, model = untrained
     assert jaxqa.load_pretrained(model).config.max_position_embeddings == 512
-    assert evaluate.main(["--checkpoint", str(model), "--data", str(squad), "--out-dir", str(tmp_path / "eval"),
-                          "--max-seq-length", "1024"]) == 2
+    assert (
+        evaluate.main(
+            [
+                "--checkpoint",
+                str(model),
+                "--data",
+                str(squad),
+                "--out-dir",
+                str(tmp_path / "eval"),
+                "--max-seq-length",
+                "1024",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "--max-seq-length 1024: the model has positions for at most 512 tokens" in err and err.count("\n") == 1
-    assert predict.main(["--checkpoint", str(model), "--question", "Who?", "--context", "Ada.",
-                         "--max-seq-len", "1024"]) == 2
+    assert (
+        predict.main(["--checkpoint", str(model), "--question", "Who?", "--context", "Ada.", "--max-seq-len", "1024"])
+        == 2
+    )
     out, err = capsys.readouterr()
     assert out == "" and "--max-seq-len 1024: the model has positions for at most 512" in err and err.count("\n") == 1
     with pytest.raises(jaxqa.Error, match="^max_seq_len 1024: the model has positions for at most 512"):
@@ -67,8 +102,19 @@ def test_out_dir_is_checked_before_the_model_is_loaded(tmp_path, capsys, where):
     taken.write_text("not a folder")
     out_dir = taken if where == "file" else taken / "eval"
     # The checkpoint does not exist: the --out-dir error comes first.
-    assert evaluate.main(["--checkpoint", str(tmp_path / "nowhere"), "--data", str(tmp_path / "nothing.json"),
-                          "--out-dir", str(out_dir)]) == 2
+    assert (
+        evaluate.main(
+            [
+                "--checkpoint",
+                str(tmp_path / "nowhere"),
+                "--data",
+                str(tmp_path / "nothing.json"),
+                "--out-dir",
+                str(out_dir),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.startswith(f"jaxqa.evaluate: error: --out-dir {out_dir}: ") and err.count("\n") == 1
     assert taken.read_text() == "not a folder"
@@ -78,13 +124,35 @@ def test_out_dir_is_checked_before_the_model_is_loaded(tmp_path, capsys, where):
 def test_evaluate_writes_the_official_files_and_metrics(trained, tmp_path):
     squad, model = trained
     out = tmp_path / "eval"
-    result = subprocess.run([sys.executable, "-m", "jaxqa.evaluate", "--checkpoint", str(model), "--data", str(squad),
-                             "--out-dir", str(out), "--max-seq-length", "64", "--doc-stride", "16",
-                             "--max-query-length", "16", "--null-score-diff-threshold", "best"],
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jaxqa.evaluate",
+            "--checkpoint",
+            str(model),
+            "--data",
+            str(squad),
+            "--out-dir",
+            str(out),
+            "--max-seq-length",
+            "64",
+            "--doc-stride",
+            "16",
+            "--max-query-length",
+            "16",
+            "--null-score-diff-threshold",
+            "best",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = json.loads(result.stdout)
-    ids = {qa["id"] for article in json.loads(squad.read_text())["data"] for p in article["paragraphs"] for qa in p["qas"]}
+    ids = {
+        qa["id"] for article in json.loads(squad.read_text())["data"] for p in article["paragraphs"] for qa in p["qas"]
+    }
     predictions = json.loads((out / "predictions.json").read_text())
     null_odds = json.loads((out / "null_odds.json").read_text())
     assert set(predictions) == ids and set(null_odds) == ids
@@ -92,8 +160,20 @@ def test_evaluate_writes_the_official_files_and_metrics(trained, tmp_path):
     # The tuned threshold was applied: the reported F1 is the best one.
     assert metrics["f1"] == pytest.approx(metrics["best_f1"])
     # The same predictions scored by the drop-in metric command give the same numbers.
-    scored = subprocess.run([sys.executable, "-m", "jaxqa.metrics", str(squad), str(out / "predictions.json"),
-                             "--na-prob-file", str(out / "null_odds.json")], capture_output=True, text=True, timeout=300)
+    scored = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jaxqa.metrics",
+            str(squad),
+            str(out / "predictions.json"),
+            "--na-prob-file",
+            str(out / "null_odds.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert json.loads(scored.stdout)["f1"] == pytest.approx(metrics["f1"])
 
 
@@ -101,7 +181,7 @@ def test_pipeline_takes_the_trained_model(trained):
     _, model = trained
     context = "The tower of gondor stands near ithil."
     answer = jaxqa.pipeline(model)(question="Where does the tower of gondor stand?", context=context)
-    assert answer["answer"] == context[answer["start"]:answer["end"]] and 0 <= answer["score"] <= 1
+    assert answer["answer"] == context[answer["start"] : answer["end"]] and 0 <= answer["score"] <= 1
 
 
 def test_flax2pt_exports_the_trained_model(trained, tmp_path):
@@ -139,8 +219,15 @@ def test_repeated_evaluations_compile_once(trained):
 
 def _articles(*qas) -> list[dict]:
     """One article, one paragraph; each qa is (id, [gold texts])."""
-    questions = [{"id": qid, "question": "?", "answers": [{"text": t, "answer_start": 0} for t in golds],
-                  "is_impossible": not golds} for qid, golds in qas]
+    questions = [
+        {
+            "id": qid,
+            "question": "?",
+            "answers": [{"text": t, "answer_start": 0} for t in golds],
+            "is_impossible": not golds,
+        }
+        for qid, golds in qas
+    ]
     return [{"title": "t", "paragraphs": [{"context": "c", "qas": questions}]}]
 
 
@@ -149,14 +236,23 @@ def _articles(*qas) -> list[dict]:
     [
         # Every null odds value is negative and every answer wrong: answering
         # nothing is best, for which the official search reports 0.0.
-        ({"a1": "x", "a2": "y", "a3": "z", "n1": "u", "n2": "v"},
-         {"a1": -5.0, "a2": -4.0, "a3": -3.0, "n1": -2.0, "n2": -1.0}, -math.inf),
+        (
+            {"a1": "x", "a2": "y", "a3": "z", "n1": "u", "n2": "v"},
+            {"a1": -5.0, "a2": -4.0, "a3": -3.0, "n1": -2.0, "n2": -1.0},
+            -math.inf,
+        ),
         # Best at a negative value; as answered with threshold 0, a4 (odds 2) is "".
-        ({"a1": "Ada", "n1": "u", "a2": "y", "a4": "", "n2": ""},
-         {"a1": -3.0, "n1": -2.0, "a2": -1.0, "a4": 2.0, "n2": math.inf}, -3.0),
+        (
+            {"a1": "Ada", "n1": "u", "a2": "y", "a4": "", "n2": ""},
+            {"a1": -3.0, "n1": -2.0, "a2": -1.0, "a4": 2.0, "n2": math.inf},
+            -3.0,
+        ),
         # A gold answer that normalises to nothing ("the") is matched by "": best past 0.
-        ({"a1": "Ada", "n1": "", "a6": "", "a2": "", "n2": ""},
-         {"a1": -3.0, "n1": -2.0, "a6": 2.0, "a2": 4.0, "n2": math.inf}, 2.0),
+        (
+            {"a1": "Ada", "n1": "", "a6": "", "a2": "", "n2": ""},
+            {"a1": -3.0, "n1": -2.0, "a6": 2.0, "a2": 4.0, "n2": math.inf},
+            2.0,
+        ),
     ],
 )
 def test_best_threshold_reaches_the_reported_best_f1(answers, null_odds, applied):

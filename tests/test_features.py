@@ -11,13 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from squad_fixture import SHARED_SQUAD
 
 import jaxqa
 from jaxqa.squad import features
-from jaxqa.squad.features import FeatureSettings, featurize_eval, featurize_train
 from jaxqa.squad.examples import Example, read_squad
+from jaxqa.squad.features import FeatureSettings, featurize_eval, featurize_train
 from jaxqa.squad.tokenizer import load_tokenizer
 
 FIXTURES = Path(__file__).parent / "fixtures" / "squad"
@@ -365,7 +364,9 @@ def test_second_load_comes_from_the_cache(tokenizer, tmp_path, monkeypatch):
     monkeypatch.undo()
     _same(first, featurize_train(data.examples, tokenizer, SMALL))
     # The first questions of the same file are another entry.
-    assert len(features.train_features(data.head(1), tokenizer, SMALL, cache_dir=tmp_path).input_ids) < len(first.input_ids)
+    assert len(features.train_features(data.head(1), tokenizer, SMALL, cache_dir=tmp_path).input_ids) < len(
+        first.input_ids
+    )
     assert len(list(tmp_path.glob("TrainFeatures-*.npz"))) == 2
 
 

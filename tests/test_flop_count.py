@@ -22,18 +22,41 @@ SIZES = [(model_type, size) for model_type in models.MODEL_TYPES for size in ("t
 # Every branch of the counts: pruned heads, other groupings, each MobileBERT bottleneck layout.
 VARIANTS = [
     ("bert", "pruned", dataclasses.replace(bert.SIZES["tiny"], pruned_heads=((0, (1, 2)), (1, (0,))))),
-    ("squeezebert", "groups", dataclasses.replace(squeezebert.SIZES["tiny"], q_groups=2, k_groups=1, v_groups=4,
-                                                   post_attention_groups=2, intermediate_groups=1, output_groups=8)),
-    ("mobilebert", "bottleneck-attention", dataclasses.replace(mobilebert.SIZES["tiny"], use_bottleneck_attention=True)),
-    ("mobilebert", "unshared", dataclasses.replace(mobilebert.SIZES["tiny"], key_query_shared_bottleneck=False,
-                                                   intra_bottleneck_size=64)),
+    (
+        "squeezebert",
+        "groups",
+        dataclasses.replace(
+            squeezebert.SIZES["tiny"],
+            q_groups=2,
+            k_groups=1,
+            v_groups=4,
+            post_attention_groups=2,
+            intermediate_groups=1,
+            output_groups=8,
+        ),
+    ),
+    (
+        "mobilebert",
+        "bottleneck-attention",
+        dataclasses.replace(mobilebert.SIZES["tiny"], use_bottleneck_attention=True),
+    ),
+    (
+        "mobilebert",
+        "unshared",
+        dataclasses.replace(mobilebert.SIZES["tiny"], key_query_shared_bottleneck=False, intra_bottleneck_size=64),
+    ),
     ("mobilebert", "no-bottleneck", dataclasses.replace(mobilebert.SIZES["tiny"], use_bottleneck=False)),
     ("mobilebert", "no-trigram", dataclasses.replace(mobilebert.SIZES["tiny"], trigram_input=False)),
-    ("mobilebert", "plain-embeddings", dataclasses.replace(mobilebert.SIZES["tiny"], trigram_input=False,
-                                                           embedding_size=64)),
+    (
+        "mobilebert",
+        "plain-embeddings",
+        dataclasses.replace(mobilebert.SIZES["tiny"], trigram_input=False, embedding_size=64),
+    ),
 ]
-DOT = re.compile(r"stablehlo\.dot_general .*contracting_dims = \[([\d, ]*)\] x .*"
-                 r": \(tensor<([\dx]+)x\w+>, tensor<[^>]*>\) -> tensor<([\dx]+)x\w+>")
+DOT = re.compile(
+    r"stablehlo\.dot_general .*contracting_dims = \[([\d, ]*)\] x .*"
+    r": \(tensor<([\dx]+)x\w+>, tensor<[^>]*>\) -> tensor<([\dx]+)x\w+>"
+)
 
 
 @functools.cache
@@ -56,10 +79,16 @@ def dot_flops(program: str) -> int:
     return total
 
 
-@pytest.mark.parametrize("model_type, config", [
-    *(pytest.param(model_type, models.family(model_type).sizes[size], id=f"{model_type}-{size}") for model_type, size in SIZES),
-    *(pytest.param(model_type, config, id=f"{model_type}-{name}") for model_type, name, config in VARIANTS),
-])
+@pytest.mark.parametrize(
+    "model_type, config",
+    [
+        *(
+            pytest.param(model_type, models.family(model_type).sizes[size], id=f"{model_type}-{size}")
+            for model_type, size in SIZES
+        ),
+        *(pytest.param(model_type, config, id=f"{model_type}-{name}") for model_type, name, config in VARIANTS),
+    ],
+)
 def test_counts_every_matmul(model_type, config):
     program = lowered(model_type, config, SEQ_LEN).as_text()
     assert DOT.search(program)

@@ -25,22 +25,59 @@ def test_the_wheel_installs_and_trains_outside_the_checkout(tmp_path):
     # Built from a copy, so that the build's leftovers stay out of the checkout; offline: the
     # build uses the setuptools of this environment, the install nothing but the wheel.
     source = tmp_path / "source"
-    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".*", "build", "runs", "tests", "benchmarks", "*.egg-info"))
-    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path / "dist"),
-         str(source)], cwd=tmp_path)
+    shutil.copytree(
+        ROOT, source, ignore=shutil.ignore_patterns(".*", "build", "runs", "tests", "benchmarks", "*.egg-info")
+    )
+    run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(source),
+        ],
+        cwd=tmp_path,
+    )
     wheel = next((tmp_path / "dist").glob("jaxqa-*.whl"))
     site = tmp_path / "site"
-    run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q", "--target", str(site), str(wheel)],
-        cwd=tmp_path)
+    run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q", "--target", str(site), str(wheel)],
+        cwd=tmp_path,
+    )
     elsewhere = tmp_path / "elsewhere"
     squad = write_squad(elsewhere / "data")
     env = {**os.environ, "PYTHONPATH": str(site), "JAX_PLATFORMS": "cpu", "HF_HUB_OFFLINE": "1"}
 
     where = run([sys.executable, "-c", "import jaxqa; print(jaxqa.__file__)"], cwd=elsewhere, env=env).stdout
     assert Path(where.strip()).is_relative_to(site)  # the installed copy, not the checkout
-    run([sys.executable, "-m", "jaxqa.train", "--model", "squeezebert", "--config", "squeezebert:tiny", "--tokenizer",
-         str(squad.parent), "--train-file", str(squad), "--eval-file", "", "--max-steps", "2", "--run-dir", "run"],
-        cwd=elsewhere, env=env)
+    run(
+        [
+            sys.executable,
+            "-m",
+            "jaxqa.train",
+            "--model",
+            "squeezebert",
+            "--config",
+            "squeezebert:tiny",
+            "--tokenizer",
+            str(squad.parent),
+            "--train-file",
+            str(squad),
+            "--eval-file",
+            "",
+            "--max-steps",
+            "2",
+            "--run-dir",
+            "run",
+        ],
+        cwd=elsewhere,
+        env=env,
+    )
     summary = json.loads((elsewhere / "run" / "metrics.jsonl").read_text().splitlines()[-1])["summary"]
     assert summary["steps"] == 2 and (elsewhere / "run" / "model" / "params.safetensors").is_file()
     # The conversion commands come with the install.

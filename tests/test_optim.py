@@ -162,8 +162,11 @@ def test_lamb_exempts_biases_and_gains_from_decay_and_trust_ratio():
         assert not np.allclose(_at(plain, keys), _at(ours, keys), rtol=1e-2)
 
     # Kernels and embeddings: decay and trust ratio, the same as optax.lamb.
-    for keys in (("layer_0", "query", "kernel"), ("layer_0", "attention_output", "kernel"),
-                 ("embeddings", "word_embeddings", "embedding")):
+    for keys in (
+        ("layer_0", "query", "kernel"),
+        ("layer_0", "attention_output", "kernel"),
+        ("embeddings", "word_embeddings", "embedding"),
+    ):
         w = _at(params, keys)
         r = _at(adam, keys) + wd * w
         np.testing.assert_allclose(_at(ours, keys), -lr * np.linalg.norm(w) / np.linalg.norm(r) * r, rtol=1e-5)

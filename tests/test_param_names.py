@@ -8,7 +8,12 @@ from flax import traverse_util
 from jaxqa import models
 from jaxqa.models.encoder import SpanModel
 
-LEAVES = {"LayerNorm": ("bias", "scale"), "dense": ("bias", "kernel"), "embed": ("embedding",), "NoNorm": ("bias", "weight")}
+LEAVES = {
+    "LayerNorm": ("bias", "scale"),
+    "dense": ("bias", "kernel"),
+    "embed": ("embedding",),
+    "NoNorm": ("bias", "weight"),
+}
 
 
 def named(prefix: str, **modules: str) -> set[str]:
@@ -16,20 +21,61 @@ def named(prefix: str, **modules: str) -> set[str]:
 
 
 EXPECTED_LAYER_0 = {
-    "bert": named("layer_0/", query="dense", key="dense", value="dense", attention_output="dense",
-                  attention_LayerNorm="LayerNorm", intermediate="dense", output="dense", output_LayerNorm="LayerNorm"),
-    "squeezebert": named("layer_0/", query="dense", key="dense", value="dense", post_attention="dense",
-                         post_attention_layernorm="LayerNorm", intermediate="dense", output="dense",
-                         output_layernorm="LayerNorm"),
-    "mobilebert": named("layer_0/", query="dense", key="dense", value="dense", attention_output="dense",
-                        attention_LayerNorm="NoNorm", bottleneck_input="dense", bottleneck_input_LayerNorm="NoNorm",
-                        bottleneck_attention="dense", bottleneck_attention_LayerNorm="NoNorm",
-                        **{f"ffn_{j}_{part}": kind for j in range(3)
-                           for part, kind in (("intermediate", "dense"), ("output", "dense"), ("LayerNorm", "NoNorm"))},
-                        intermediate="dense", output="dense", output_LayerNorm="NoNorm", output_bottleneck="dense",
-                        output_bottleneck_LayerNorm="NoNorm"),
-    "distilbert": named("layer_0/", q_lin="dense", k_lin="dense", v_lin="dense", out_lin="dense",
-                        sa_layer_norm="LayerNorm", lin1="dense", lin2="dense", output_layer_norm="LayerNorm"),
+    "bert": named(
+        "layer_0/",
+        query="dense",
+        key="dense",
+        value="dense",
+        attention_output="dense",
+        attention_LayerNorm="LayerNorm",
+        intermediate="dense",
+        output="dense",
+        output_LayerNorm="LayerNorm",
+    ),
+    "squeezebert": named(
+        "layer_0/",
+        query="dense",
+        key="dense",
+        value="dense",
+        post_attention="dense",
+        post_attention_layernorm="LayerNorm",
+        intermediate="dense",
+        output="dense",
+        output_layernorm="LayerNorm",
+    ),
+    "mobilebert": named(
+        "layer_0/",
+        query="dense",
+        key="dense",
+        value="dense",
+        attention_output="dense",
+        attention_LayerNorm="NoNorm",
+        bottleneck_input="dense",
+        bottleneck_input_LayerNorm="NoNorm",
+        bottleneck_attention="dense",
+        bottleneck_attention_LayerNorm="NoNorm",
+        **{
+            f"ffn_{j}_{part}": kind
+            for j in range(3)
+            for part, kind in (("intermediate", "dense"), ("output", "dense"), ("LayerNorm", "NoNorm"))
+        },
+        intermediate="dense",
+        output="dense",
+        output_LayerNorm="NoNorm",
+        output_bottleneck="dense",
+        output_bottleneck_LayerNorm="NoNorm",
+    ),
+    "distilbert": named(
+        "layer_0/",
+        q_lin="dense",
+        k_lin="dense",
+        v_lin="dense",
+        out_lin="dense",
+        sa_layer_norm="LayerNorm",
+        lin1="dense",
+        lin2="dense",
+        output_layer_norm="LayerNorm",
+    ),
 }
 EMBEDDINGS = named("embeddings/", word_embeddings="embed", position_embeddings="embed", token_type_embeddings="embed")
 EXPECTED_OUTSIDE = {

@@ -52,8 +52,9 @@ def test_activations_match_pytorch(tmp_path, act):
 
 
 def test_other_sizes_and_eps_match_pytorch(tmp_path):
-    config = tiny(num_hidden_layers=3, num_attention_heads=2, type_vocab_size=3, layer_norm_eps=1e-5,
-                  max_position_embeddings=64)
+    config = tiny(
+        num_hidden_layers=3, num_attention_heads=2, type_vocab_size=3, layer_norm_eps=1e-5, max_position_embeddings=64
+    )
     assert max_diff(qa_model(config), tmp_path) <= 1e-4
 
 
@@ -148,7 +149,9 @@ def test_base_model_gets_a_fresh_head_and_says_so(tmp_path, capsys):
 
 def test_pytorch_bin_checkpoint_converts(tmp_path):
     model = qa_model(tiny())
-    model.save_pretrained(tmp_path / "bin", safe_serialization=False) if _has_safe_flag() else _save_bin(model, tmp_path / "bin")
+    model.save_pretrained(tmp_path / "bin", safe_serialization=False) if _has_safe_flag() else _save_bin(
+        model, tmp_path / "bin"
+    )
     assert (tmp_path / "bin" / "pytorch_model.bin").is_file()
     assert pt2flax.main([str(tmp_path / "bin"), str(tmp_path / "out")]) == 0
     batch = random_batch(30522)
@@ -184,8 +187,12 @@ def test_hub_style_config_fields_are_checked():
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, str(ROOT / "convert" / "pt2flax.py"), *map(str, args)],
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "convert" / "pt2flax.py"), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.fixture
@@ -199,10 +206,28 @@ def _bad_inputs(hf_folder):
     config = json.loads((hf_folder / "config.json").read_text())
     weights = (hf_folder / "model.safetensors").read_bytes()
     yield "no weights", lambda: (hf_folder / "model.safetensors").unlink(), "no weights"
-    yield "unknown model_type", lambda: (hf_folder / "config.json").write_text(json.dumps({**config, "model_type": "gpt2"})), "gpt2"
-    yield "truncated weights", lambda: (hf_folder / "model.safetensors").write_bytes(weights[: len(weights) // 2]), "model.safetensors"
-    yield "wrong shape", lambda: (hf_folder / "config.json").write_text(json.dumps({**config, "intermediate_size": 96})), "intermediate.dense"
-    yield "unsupported field", lambda: (hf_folder / "config.json").write_text(json.dumps({**config, "position_embedding_type": "relative_key"})), "position_embedding_type"
+    yield (
+        "unknown model_type",
+        lambda: (hf_folder / "config.json").write_text(json.dumps({**config, "model_type": "gpt2"})),
+        "gpt2",
+    )
+    yield (
+        "truncated weights",
+        lambda: (hf_folder / "model.safetensors").write_bytes(weights[: len(weights) // 2]),
+        "model.safetensors",
+    )
+    yield (
+        "wrong shape",
+        lambda: (hf_folder / "config.json").write_text(json.dumps({**config, "intermediate_size": 96})),
+        "intermediate.dense",
+    )
+    yield (
+        "unsupported field",
+        lambda: (hf_folder / "config.json").write_text(
+            json.dumps({**config, "position_embedding_type": "relative_key"})
+        ),
+        "position_embedding_type",
+    )
 
 
 @pytest.mark.parametrize("case", range(5))

@@ -82,11 +82,26 @@ def test_token_types_are_ignored(tmp_path):
 
 def test_hub_config_keys_are_accepted(tmp_path):
     # distilbert-base-uncased's config.json as the hub serves it, legacy keys included.
-    hub = {"activation": "gelu", "architectures": ["DistilBertForMaskedLM"], "attention_dropout": 0.1, "dim": 768,
-           "dropout": 0.1, "hidden_dim": 3072, "initializer_range": 0.02, "max_position_embeddings": 512,
-           "model_type": "distilbert", "n_heads": 12, "n_layers": 6, "pad_token_id": 0, "qa_dropout": 0.1,
-           "seq_classif_dropout": 0.2, "sinusoidal_pos_embds": False, "tie_weights_": True,
-           "transformers_version": "4.10.0.dev0", "vocab_size": 30522}
+    hub = {
+        "activation": "gelu",
+        "architectures": ["DistilBertForMaskedLM"],
+        "attention_dropout": 0.1,
+        "dim": 768,
+        "dropout": 0.1,
+        "hidden_dim": 3072,
+        "initializer_range": 0.02,
+        "max_position_embeddings": 512,
+        "model_type": "distilbert",
+        "n_heads": 12,
+        "n_layers": 6,
+        "pad_token_id": 0,
+        "qa_dropout": 0.1,
+        "seq_classif_dropout": 0.2,
+        "sinusoidal_pos_embds": False,
+        "tie_weights_": True,
+        "transformers_version": "4.10.0.dev0",
+        "vocab_size": 30522,
+    }
     assert distilbert.Config.from_hf(hub) == distilbert.SIZES["base"]
     with pytest.raises(ConfigError, match="activation"):
         distilbert.Config.from_hf({**hub, "activation": "swiglu"})
@@ -107,8 +122,14 @@ def test_masked_lm_checkpoint_gets_a_fresh_head(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "no span head" in err and "vocab_" in err
     ours = jaxqa.load_pretrained(tmp_path / "out")
-    hidden = mlm.distilbert(input_ids=torch.as_tensor(random_batch(30522)[0], dtype=torch.long),
-                            attention_mask=torch.as_tensor(random_batch(30522)[1], dtype=torch.long))[0].detach().numpy()
+    hidden = (
+        mlm.distilbert(
+            input_ids=torch.as_tensor(random_batch(30522)[0], dtype=torch.long),
+            attention_mask=torch.as_tensor(random_batch(30522)[1], dtype=torch.long),
+        )[0]
+        .detach()
+        .numpy()
+    )
     batch = random_batch(30522)
     real = batch[1] == 1
     assert np.abs(np.asarray(ours.encode(*batch)) - hidden)[real].max() <= 1e-4

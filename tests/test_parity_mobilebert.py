@@ -27,8 +27,14 @@ from jaxqa.models import convert, mobilebert
 from jaxqa.models.encoder import SpanModel
 from jaxqa.models.layers import ConfigError
 
-TINY = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-            embedding_size=32, intra_bottleneck_size=32)
+TINY = dict(
+    hidden_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=64,
+    embedding_size=32,
+    intra_bottleneck_size=32,
+)
 BASE_PARAMS = 24_582_914  # google/mobilebert-uncased with the span head, in PyTorch and in jaxqa
 
 # Non-default options, each alone on the tiny config (key_query_shared_bottleneck=False
@@ -222,7 +228,11 @@ def test_conversion_drops_only_what_the_reference_leaves_unused():
     state = {k: v.numpy() for k, v in model.state_dict().items()}
     params, report = convert.params_from_hf("mobilebert", config, state)
     assert report.fresh_head
-    unused = [n for n in report.dropped if not n.startswith(("cls.", "mobilebert.pooler.", "mobilebert.embeddings.position_ids"))]
+    unused = [
+        n
+        for n in report.dropped
+        if not n.startswith(("cls.", "mobilebert.pooler.", "mobilebert.embeddings.position_ids"))
+    ]
     assert sorted(unused) == sorted(mobilebert.hf_export_extras(config))  # bottleneck.attention of each layer
     del state["mobilebert.encoder.layer.1.output.bottleneck.dense.weight"]
     with pytest.raises(convert.ConversionError, match="output.bottleneck.dense.weight"):

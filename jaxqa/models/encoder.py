@@ -45,15 +45,28 @@ class SpanModel(nn.Module):
     def encode(self, input_ids, attention_mask, token_type_ids, deterministic: bool = True):
         """The last hidden states, (B, T, D)."""
         cfg, fam = self.config, self.family
-        x = fam.embeddings(cfg, self.dtype, self.param_dtype, name="embeddings")(input_ids, token_type_ids, deterministic)
+        x = fam.embeddings(cfg, self.dtype, self.param_dtype, name="embeddings")(
+            input_ids, token_type_ids, deterministic
+        )
         # Unbound, named as their parameters (which names them in profiles and the HLO).
-        layers = [fam.layer(cfg, i, self.dtype, self.param_dtype, self.execution, parent=None, name=f"layer_{i}")
-                  for i in range(cfg.num_hidden_layers)]
+        layers = [
+            fam.layer(cfg, i, self.dtype, self.param_dtype, self.execution, parent=None, name=f"layer_{i}")
+            for i in range(cfg.num_hidden_layers)
+        ]
         keys = None
         if not deterministic:  # layer i drops out with its own key, scanned or not
             keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(self.make_rng("dropout"), jnp.arange(len(layers)))
-        return apply(self, LAYERS, layers, x, attention_mask, deterministic, scan=self.execution.scan, keys=keys,
-                     remat=self.execution.remat)
+        return apply(
+            self,
+            LAYERS,
+            layers,
+            x,
+            attention_mask,
+            deterministic,
+            scan=self.execution.scan,
+            keys=keys,
+            remat=self.execution.remat,
+        )
 
     def __call__(self, input_ids, attention_mask, token_type_ids, deterministic: bool = True):
         hidden = self.encode(input_ids, attention_mask, token_type_ids, deterministic)

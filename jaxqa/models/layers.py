@@ -16,7 +16,6 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-
 from jax.ad_checkpoint import checkpoint_name
 
 from jaxqa.errors import Error
@@ -220,10 +219,16 @@ class Embeddings(nn.Module):
     def __call__(self, input_ids, token_type_ids, deterministic: bool):
         cfg, d, std = self.config, self.config.hidden_size, self.config.initializer_range
         words = Table(cfg.vocab_size, d, normal(std, ("vocab", "embed")), self.param_dtype, name="word_embeddings")()
-        positions = Table(cfg.max_position_embeddings, d, normal(std, ("position", "embed")), self.param_dtype,
-                          name="position_embeddings")()
-        types = Table(cfg.type_vocab_size, d, normal(std, ("type", "embed")), self.param_dtype,
-                      name="token_type_embeddings")()
+        positions = Table(
+            cfg.max_position_embeddings,
+            d,
+            normal(std, ("position", "embed")),
+            self.param_dtype,
+            name="position_embeddings",
+        )()
+        types = Table(
+            cfg.type_vocab_size, d, normal(std, ("type", "embed")), self.param_dtype, name="token_type_embeddings"
+        )()
         x = (
             gather(words, input_ids, self.dtype)
             + prefix(positions, input_ids.shape[1], self.dtype)
@@ -256,8 +261,9 @@ class Attention(nn.Module):
         if deterministic or self.rate == 0:
             attend = functools.partial(fused_attention, attention_mask=attention_mask)
         else:
-            attend = functools.partial(dropped_out_attention, attention_mask=attention_mask, rate=self.rate,
-                                       rng=self.make_rng("dropout"))
+            attend = functools.partial(
+                dropped_out_attention, attention_mask=attention_mask, rate=self.rate, rng=self.make_rng("dropout")
+            )
         # cuDNN keeps no probabilities of its own, and recomputing them is its backward pass.
         if self.recompute and not _uses_cudnn(q.dtype):
             attend = jax.checkpoint(attend)

@@ -84,7 +84,9 @@ class Config:
     def __post_init__(self):
         check_activation(self.hidden_act)
         if self.normalization_type not in ("no_norm", "layer_norm"):
-            raise ConfigError(f"normalization_type={self.normalization_type!r} is not supported; choose 'no_norm' or 'layer_norm'")
+            raise ConfigError(
+                f"normalization_type={self.normalization_type!r} is not supported; choose 'no_norm' or 'layer_norm'"
+            )
         if self.true_hidden_size % self.num_attention_heads:
             raise ConfigError(
                 f"true_hidden_size={self.true_hidden_size} is not a multiple of num_attention_heads={self.num_attention_heads}"
@@ -95,8 +97,12 @@ class Config:
             raise ConfigError(f"pad_token_id={self.pad_token_id} is outside the vocabulary of {self.vocab_size}")
         # Without a shared query/key bottleneck the wide stream feeds query and key
         # projections sized for the narrow one (the reference fails on a shape).
-        if (self.use_bottleneck and not self.use_bottleneck_attention and not self.key_query_shared_bottleneck
-                and self.intra_bottleneck_size != self.hidden_size):
+        if (
+            self.use_bottleneck
+            and not self.use_bottleneck_attention
+            and not self.key_query_shared_bottleneck
+            and self.intra_bottleneck_size != self.hidden_size
+        ):
             raise ConfigError(
                 f"key_query_shared_bottleneck=False with use_bottleneck_attention=False needs "
                 f"intra_bottleneck_size ({self.intra_bottleneck_size}) == hidden_size ({self.hidden_size})"
@@ -140,8 +146,14 @@ class Config:
 
 SIZES = {
     "base": Config(),  # google/mobilebert-uncased, 24.6M parameters with the span head
-    "tiny": Config(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                   embedding_size=32, intra_bottleneck_size=32),
+    "tiny": Config(
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        embedding_size=32,
+        intra_bottleneck_size=32,
+    ),
 }
 
 
@@ -168,8 +180,13 @@ class Embeddings(nn.Module):
     def __call__(self, input_ids, token_type_ids, deterministic: bool):
         cfg, std = self.config, self.config.initializer_range
         args = dict(std=std, dtype=self.dtype, param_dtype=self.param_dtype)
-        words = Table(cfg.vocab_size, cfg.embedding_size, _normal_with_zero_row(std, cfg.pad_token_id),
-                      self.param_dtype, name="word_embeddings")()
+        words = Table(
+            cfg.vocab_size,
+            cfg.embedding_size,
+            _normal_with_zero_row(std, cfg.pad_token_id),
+            self.param_dtype,
+            name="word_embeddings",
+        )()
         x = gather(words, input_ids, self.dtype)  # (B, T, E)
         # The pad token's row learns nothing, as in PyTorch (`padding_idx`): it stays
         # the zeros a trigram sees past a window's end, whatever the padded length.
@@ -183,10 +200,20 @@ class Embeddings(nn.Module):
             x = jnp.concatenate([after, x, before], axis=-1)  # (B, T, 3E)
         if cfg.transforms_embeddings:
             x = Dense(cfg.hidden_size, ("kernel_in", "embed"), name="embedding_transformation", **args)(x)  # (B, T, D)
-        positions = Table(cfg.max_position_embeddings, cfg.hidden_size, normal(std, ("position", "embed")),
-                          self.param_dtype, name="position_embeddings")()
-        types = Table(cfg.type_vocab_size, cfg.hidden_size, normal(std, ("type", "embed")), self.param_dtype,
-                      name="token_type_embeddings")()
+        positions = Table(
+            cfg.max_position_embeddings,
+            cfg.hidden_size,
+            normal(std, ("position", "embed")),
+            self.param_dtype,
+            name="position_embeddings",
+        )()
+        types = Table(
+            cfg.type_vocab_size,
+            cfg.hidden_size,
+            normal(std, ("type", "embed")),
+            self.param_dtype,
+            name="token_type_embeddings",
+        )()
         x = x + prefix(positions, input_ids.shape[1], self.dtype) + one_hot_rows(types, token_type_ids, self.dtype)
         x = norm(cfg, DEFAULT_LAYER_NORM_EPS, self.dtype, self.param_dtype, name="LayerNorm")(x)
         return nn.Dropout(cfg.hidden_dropout_prob)(x, deterministic=deterministic)
@@ -265,7 +292,8 @@ class Layer(nn.Module):
             heads(query_key, "bottleneck", "query"),
             heads(query_key, "bottleneck", "key"),
             heads(value, "bottleneck" if cfg.use_bottleneck_attention else "embed", "value"),
-            attention_mask, deterministic,
+            attention_mask,
+            deterministic,
         )  # (B, T, K)
         y = Dense(k, ("heads", "bottleneck"), name="attention_output", **args)(context)
         if not cfg.use_bottleneck:  # with bottlenecks the reference drops out only after the output bottleneck
@@ -297,7 +325,9 @@ def hf_export_extras(config: Config) -> dict[str, np.ndarray]:
     extras = {}
     if not config.transforms_embeddings:
         name = f"{HF_PREFIX}embeddings.embedding_transformation"
-        extras[f"{name}.weight"] = (rng.standard_normal((d, config.embedding_size)) * config.initializer_range).astype(np.float32)
+        extras[f"{name}.weight"] = (rng.standard_normal((d, config.embedding_size)) * config.initializer_range).astype(
+            np.float32
+        )
         extras[f"{name}.bias"] = np.zeros((d,), np.float32)
     if config.use_bottleneck and config.use_bottleneck_attention and config.key_query_shared_bottleneck:
         for i in range(config.num_hidden_layers):
@@ -319,14 +349,23 @@ def forward_flops(cfg: Config, s: int) -> int:
     if not cfg.use_bottleneck:
         query_key, value, bottlenecks = d, d, 0
     elif cfg.use_bottleneck_attention:
-        query_key, value, bottlenecks = k, k, dense_flops(s, d, k) + dense_flops(s, k, d)  # input and output bottlenecks
+        query_key, value, bottlenecks = (
+            k,
+            k,
+            dense_flops(s, d, k) + dense_flops(s, k, d),
+        )  # input and output bottlenecks
     elif cfg.key_query_shared_bottleneck:
-        query_key, value, bottlenecks = k, d, 2 * dense_flops(s, d, k) + dense_flops(s, k, d)  # and the query/key bottleneck
+        query_key, value, bottlenecks = (
+            k,
+            d,
+            2 * dense_flops(s, d, k) + dense_flops(s, k, d),
+        )  # and the query/key bottleneck
     else:
         query_key, value, bottlenecks = d, d, dense_flops(s, d, k) + dense_flops(s, k, d)
     layer = (
         bottlenecks
-        + 2 * dense_flops(s, query_key, k) + dense_flops(s, value, k)  # query, key, value: (S, K)
+        + 2 * dense_flops(s, query_key, k)
+        + dense_flops(s, value, k)  # query, key, value: (S, K)
         + attention_flops(s, k)
         + dense_flops(s, k, k)  # attention output
         + cfg.num_feedforward_networks * (dense_flops(s, k, m) + dense_flops(s, m, k))

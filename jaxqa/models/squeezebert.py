@@ -101,7 +101,9 @@ class Config:
 
 SIZES = {
     "base": Config(),  # squeezebert-uncased: 50.5M parameters with the span head (51.1M with the pooler)
-    "tiny": Config(hidden_size=64, embedding_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128),
+    "tiny": Config(
+        hidden_size=64, embedding_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128
+    ),
 }
 
 
@@ -134,8 +136,10 @@ class GroupedDense(nn.Module):
         if scale is None and kernel.dtype != jnp.bfloat16:
             y = jnp.einsum("BTGI,GIO->BTGO", x.astype(self.dtype), kernel.astype(self.dtype))
         else:  # a product per group: XLA's CPU runtime runs batched int8 products slowly, bfloat16 ones not at all
-            y = jnp.stack([matmul(x[:, :, i], kernel[i], None if scale is None else scale[i], self.dtype)
-                           for i in range(g)], axis=2)  # (B, T, G, O)
+            y = jnp.stack(
+                [matmul(x[:, :, i], kernel[i], None if scale is None else scale[i], self.dtype) for i in range(g)],
+                axis=2,
+            )  # (B, T, G, O)
         y = y.reshape(*y.shape[:2], self.features) + bias.astype(y.dtype)  # (B, T, G * O)
         return checkpoint_name(y, MATMUL)  # what remat "matmuls" keeps
 
@@ -160,8 +164,13 @@ class Layer(nn.Module):
             return y.reshape(*y.shape[:2], cfg.num_attention_heads, cfg.head_dim)
 
         attention = Attention(cfg.attention_probs_dropout_prob, self.execution.recomputes_attention)
-        context = attention(heads("query", cfg.q_groups), heads("key", cfg.k_groups), heads("value", cfg.v_groups),
-                            attention_mask, deterministic)  # (B, T, N * H)
+        context = attention(
+            heads("query", cfg.q_groups),
+            heads("key", cfg.k_groups),
+            heads("value", cfg.v_groups),
+            attention_mask,
+            deterministic,
+        )  # (B, T, N * H)
         y = GroupedDense(cfg.hidden_size, cfg.post_attention_groups, "embed", name="post_attention", **args)(context)
         x = LayerNorm(ENCODER_LAYER_NORM_EPS, self.dtype, self.param_dtype, name="post_attention_layernorm")(
             dropout(y, deterministic=deterministic) + x
@@ -192,10 +201,13 @@ def forward_flops(cfg: Config, s: int) -> int:
     """Matrix-multiply FLOPs of one forward pass over one sequence of `s` tokens."""
     d, m = cfg.hidden_size, cfg.intermediate_size
     layer = (
-        dense_flops(s, d, d, cfg.q_groups) + dense_flops(s, d, d, cfg.k_groups) + dense_flops(s, d, d, cfg.v_groups)
+        dense_flops(s, d, d, cfg.q_groups)
+        + dense_flops(s, d, d, cfg.k_groups)
+        + dense_flops(s, d, d, cfg.v_groups)
         + attention_flops(s, d)
         + dense_flops(s, d, d, cfg.post_attention_groups)
-        + dense_flops(s, d, m, cfg.intermediate_groups) + dense_flops(s, m, d, cfg.output_groups)
+        + dense_flops(s, d, m, cfg.intermediate_groups)
+        + dense_flops(s, m, d, cfg.output_groups)
     )
     return cfg.num_hidden_layers * layer + dense_flops(s, d, 2)  # span head
 

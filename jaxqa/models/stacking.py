@@ -101,7 +101,8 @@ class Repeated:
                 self._store(rest, f"{self.stem}_{first}", blocks[first])
             else:
                 rest[f"{self.stem}_{first}_to_{last}"] = jax.tree_util.tree_map(
-                    _stack_leaves, *(blocks[j] for j in range(first, last + 1)), is_leaf=_is_box)
+                    _stack_leaves, *(blocks[j] for j in range(first, last + 1)), is_leaf=_is_box
+                )
         return rest
 
     def segments(self, tree: Mapping) -> list[tuple[int, int, object]]:
@@ -145,8 +146,11 @@ def _is_box(leaf) -> bool:
 
 def _stack_leaves(*leaves):
     if _is_box(leaves[0]):
-        return leaves[0].replace_boxed(jnp.stack([leaf.unbox() for leaf in leaves])).replace(
-            names=(None, *leaves[0].names))
+        return (
+            leaves[0]
+            .replace_boxed(jnp.stack([leaf.unbox() for leaf in leaves]))
+            .replace(names=(None, *leaves[0].names))
+        )
     stacked = jnp.stack(leaves)
     # XLA's CPU compiler reads a slice of stacked bfloat16 weights by converting
     # all of them to float32 on every call (measured 2.6x slower for BERT-base,
@@ -164,8 +168,10 @@ def _block_params(params: dict) -> dict:
     """One block's slice of a stacked run, its leaves as the block computes with
     them; runs stacked inside the block (MobileBERT's feed-forward networks) stay
     bits until their own scan slices them."""
-    return {key: value if _RUN.fullmatch(key) else _block_params(value) if isinstance(value, dict)
-            else _from_bits(value) for key, value in params.items()}
+    return {
+        key: value if _RUN.fullmatch(key) else _block_params(value) if isinstance(value, dict) else _from_bits(value)
+        for key, value in params.items()
+    }
 
 
 def _unstack_leaf(leaf, k: int):
@@ -188,8 +194,16 @@ def _runs(blocks: Sequence) -> list[tuple[int, int]]:
     return runs
 
 
-def apply(module: nn.Module, repeated: Repeated, templates: Sequence[nn.Module], x, *args, scan: bool,
-          keys: jax.Array | None = None, remat: str = "none"):
+def apply(
+    module: nn.Module,
+    repeated: Repeated,
+    templates: Sequence[nn.Module],
+    x,
+    *args,
+    scan: bool,
+    keys: jax.Array | None = None,
+    remat: str = "none",
+):
     """x after blocks 0 .. len(templates) - 1 in turn, each `templates[j]` (an
     unbound module) applied to (x, *args) with block j's parameters, which
     `module` holds as `repeated` says (canonical or stacked). Blocks of equal

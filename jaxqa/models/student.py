@@ -16,8 +16,13 @@ from jaxqa.models import distilbert
 
 # BERT module -> DistilBERT module of the same computation.
 BERT_TO_DISTILBERT = {
-    "query": "q_lin", "key": "k_lin", "value": "v_lin", "attention_output": "out_lin",
-    "attention_LayerNorm": "sa_layer_norm", "intermediate": "lin1", "output": "lin2",
+    "query": "q_lin",
+    "key": "k_lin",
+    "value": "v_lin",
+    "attention_output": "out_lin",
+    "attention_LayerNorm": "sa_layer_norm",
+    "intermediate": "lin1",
+    "output": "lin2",
     "output_LayerNorm": "output_layer_norm",
 }
 
@@ -31,19 +36,25 @@ def every_other(num_layers: int) -> tuple[int, ...]:
     return tuple(range(0, num_layers, 2))
 
 
-def make_student(model_type: str, config, params: dict, layers: Sequence[int], family: str) -> tuple[object, dict, list[str]]:
+def make_student(
+    model_type: str, config, params: dict, layers: Sequence[int], family: str
+) -> tuple[object, dict, list[str]]:
     """(student config, student parameters, notes on what is approximate) for the
     teacher's `layers` (in the teacher's order) as a model of `family`."""
     depth = config.num_hidden_layers
     layers = tuple(layers)
     if not layers or list(layers) != sorted(set(layers)) or not 0 <= layers[0] <= layers[-1] < depth:
-        raise StudentError(f"--layers {','.join(map(str, layers))}: choose increasing layers of the teacher's 0..{depth - 1}")
+        raise StudentError(
+            f"--layers {','.join(map(str, layers))}: choose increasing layers of the teacher's 0..{depth - 1}"
+        )
     if family == model_type:
         return (*_same_family(model_type, config, params, layers), [])
     if (model_type, family) == ("bert", "distilbert"):
         return _bert_to_distilbert(config, params, layers)
-    raise StudentError(f"--family {family}: a {model_type} teacher makes a {model_type} student"
-                       + (" or a distilbert one" if model_type == "bert" else ""))
+    raise StudentError(
+        f"--family {family}: a {model_type} teacher makes a {model_type} student"
+        + (" or a distilbert one" if model_type == "bert" else "")
+    )
 
 
 def _same_family(model_type: str, config, params: dict, layers: tuple[int, ...]):
@@ -52,7 +63,9 @@ def _same_family(model_type: str, config, params: dict, layers: tuple[int, ...])
     if model_type == "bert":  # pruned heads and feed-forward widths follow their layers to the new numbers
         pruned = dict(config.pruned_heads)
         fields["pruned_heads"] = tuple((new, pruned[old]) for new, old in enumerate(layers) if old in pruned)
-        fields["intermediate_sizes"] = tuple(config.intermediate_sizes[old] for old in layers) if config.intermediate_sizes else ()
+        fields["intermediate_sizes"] = (
+            tuple(config.intermediate_sizes[old] for old in layers) if config.intermediate_sizes else ()
+        )
     student = {key: value for key, value in params.items() if not key.startswith("layer_")}
     student |= {f"layer_{new}": params[f"layer_{old}"] for new, old in enumerate(layers)}
     return dataclasses.replace(config, **fields), student
@@ -63,13 +76,22 @@ def _bert_to_distilbert(config, params: dict, layers: tuple[int, ...]):
     if pruned:
         raise StudentError(f"--layers: layer(s) {pruned} have pruned heads, which DistilBERT cannot hold")
     if config.intermediate_sizes:
-        raise StudentError("--family distilbert: the teacher's feed-forward layers differ in width, which DistilBERT "
-                           "cannot hold (one hidden_dim)")
+        raise StudentError(
+            "--family distilbert: the teacher's feed-forward layers differ in width, which DistilBERT "
+            "cannot hold (one hidden_dim)"
+        )
     student_config = distilbert.Config(
-        vocab_size=config.vocab_size, max_position_embeddings=config.max_position_embeddings, n_layers=len(layers),
-        n_heads=config.num_attention_heads, dim=config.hidden_size, hidden_dim=config.intermediate_size,
-        dropout=config.hidden_dropout_prob, attention_dropout=config.attention_probs_dropout_prob,
-        activation=config.hidden_act, initializer_range=config.initializer_range, qa_dropout=config.hidden_dropout_prob,
+        vocab_size=config.vocab_size,
+        max_position_embeddings=config.max_position_embeddings,
+        n_layers=len(layers),
+        n_heads=config.num_attention_heads,
+        dim=config.hidden_size,
+        hidden_dim=config.intermediate_size,
+        dropout=config.hidden_dropout_prob,
+        attention_dropout=config.attention_probs_dropout_prob,
+        activation=config.hidden_act,
+        initializer_range=config.initializer_range,
+        qa_dropout=config.hidden_dropout_prob,
     )
     embeddings = params["embeddings"]
     types = np.asarray(embeddings["token_type_embeddings"]["embedding"])  # (types, D)
@@ -77,8 +99,11 @@ def _bert_to_distilbert(config, params: dict, layers: tuple[int, ...]):
     # folded into the positions, exactly; other types lose their difference to it.
     positions = np.asarray(embeddings["position_embeddings"]["embedding"]) + types[0]  # (P, D)
     student = {
-        "embeddings": {"word_embeddings": embeddings["word_embeddings"], "position_embeddings": {"embedding": positions},
-                       "LayerNorm": embeddings["LayerNorm"]},
+        "embeddings": {
+            "word_embeddings": embeddings["word_embeddings"],
+            "position_embeddings": {"embedding": positions},
+            "LayerNorm": embeddings["LayerNorm"],
+        },
         "qa_outputs": params["qa_outputs"],
     }
     for new, old in enumerate(layers):
@@ -91,5 +116,7 @@ def _bert_to_distilbert(config, params: dict, layers: tuple[int, ...]):
         for t in range(1, len(types))
     ]
     if config.layer_norm_eps != distilbert.LAYER_NORM_EPS:
-        notes.append(f"LayerNorm epsilon {config.layer_norm_eps} becomes DistilBERT's fixed {distilbert.LAYER_NORM_EPS}")
+        notes.append(
+            f"LayerNorm epsilon {config.layer_norm_eps} becomes DistilBERT's fixed {distilbert.LAYER_NORM_EPS}"
+        )
     return student_config, student, notes

@@ -195,9 +195,18 @@ def _best_spans(start_logits, end_logits, offsets, n_best, max_answer_length):
 # --- the question-answering pipeline ---------------------------------------------
 
 
-def pipeline_answers(contexts: Sequence[str], features: EvalFeatures, start_logits, end_logits, continues_word,
-                     *, top_k: int, handle_impossible_answer: bool, max_answer_len: int,
-                     align_to_words: bool) -> list[list[dict]]:
+def pipeline_answers(
+    contexts: Sequence[str],
+    features: EvalFeatures,
+    start_logits,
+    end_logits,
+    continues_word,
+    *,
+    top_k: int,
+    handle_impossible_answer: bool,
+    max_answer_len: int,
+    align_to_words: bool,
+) -> list[list[dict]]:
     """Each context's answers {"score", "start", "end", "answer"}, best first, at most `top_k`.
 
     features: the windows of the questions about `contexts` (`featurize_eval`);
@@ -221,13 +230,15 @@ def pipeline_answers(contexts: Sequence[str], features: EvalFeatures, start_logi
     results = []
     for context, first, stop in zip(contexts, bounds[:-1], bounds[1:]):
         windows = slice(first, stop)
-        results.append(_merge_answers(
-            context,
-            start_char[windows][valid[windows]],
-            end_char[windows][valid[windows]],
-            score[windows][valid[windows]],
-            float(null_score[windows].min()) if handle_impossible_answer else None,
-        )[:top_k])
+        results.append(
+            _merge_answers(
+                context,
+                start_char[windows][valid[windows]],
+                end_char[windows][valid[windows]],
+                score[windows][valid[windows]],
+                float(null_score[windows].min()) if handle_impossible_answer else None,
+            )[:top_k]
+        )
     return results
 
 

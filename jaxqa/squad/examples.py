@@ -201,5 +201,7 @@ def _mismatches(examples: Iterable[Example], source: str) -> tuple[str, ...]:
         if start < 0 or ex.context[start : start + len(text)] != text
     )
     if ids:
-        log.warning("%s: %d answers are not at their answer_start (first ids: %s)", source, len(ids), ", ".join(ids[:5]))
+        log.warning(
+            "%s: %d answers are not at their answer_start (first ids: %s)", source, len(ids), ", ".join(ids[:5])
+        )
     return ids

@@ -32,6 +32,7 @@ from jaxqa.squad.examples import Example, SquadData
 
 log = logging.getLogger(__name__)
 
+
 class FeatureError(Error):
     """Examples or a tokenizer that cannot make windows; the message names the question or token."""
 
@@ -243,20 +244,27 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("JAXQA_CACHE") or Path.home() / ".cache" / "jaxqa" / "features")
 
 
-def train_features(data: SquadData, tokenizer: Tokenizer, settings: FeatureSettings,
-                   cache_dir: str | Path | None = None) -> TrainFeatures:
+def train_features(
+    data: SquadData, tokenizer: Tokenizer, settings: FeatureSettings, cache_dir: str | Path | None = None
+) -> TrainFeatures:
     """`featurize_train` of the data's examples, from the cache when it holds them."""
     return _cached(TrainFeatures, featurize_train, data, tokenizer, settings, cache_dir)
 
 
-def eval_features(data: SquadData, tokenizer: Tokenizer, settings: FeatureSettings,
-                  cache_dir: str | Path | None = None) -> EvalFeatures:
+def eval_features(
+    data: SquadData, tokenizer: Tokenizer, settings: FeatureSettings, cache_dir: str | Path | None = None
+) -> EvalFeatures:
     """`featurize_eval` of the data's examples, from the cache when it holds them."""
     return _cached(EvalFeatures, featurize_eval, data, tokenizer, settings, cache_dir)
 
 
-def cache_path(kind: str, data_fingerprint: str, tokenizer: Tokenizer, settings: FeatureSettings,
-               cache_dir: str | Path | None = None) -> Path:
+def cache_path(
+    kind: str,
+    data_fingerprint: str,
+    tokenizer: Tokenizer,
+    settings: FeatureSettings,
+    cache_dir: str | Path | None = None,
+) -> Path:
     """Where the features of `kind` ("TrainFeatures" or "EvalFeatures") are cached.
 
     The key hashes the data's fingerprint (its file's content), the tokenizer's
@@ -264,7 +272,9 @@ def cache_path(kind: str, data_fingerprint: str, tokenizer: Tokenizer, settings:
     them misses the cache.
     """
     key = hashlib.sha256()
-    key.update(json.dumps([FORMAT_VERSION, kind, dataclasses.asdict(settings), data_fingerprint], sort_keys=True).encode())
+    key.update(
+        json.dumps([FORMAT_VERSION, kind, dataclasses.asdict(settings), data_fingerprint], sort_keys=True).encode()
+    )
     key.update(tokenizer.to_str().encode())
     return Path(cache_dir or default_cache_dir()) / f"{kind}-{key.hexdigest()}.npz"
 

@@ -95,8 +95,7 @@ def _raw_scores(dataset: list[dict], predictions: dict[str, str]):
 def _apply_no_answer_threshold(scores, na_probs, has_answer, na_prob_thresh):
     """Scores after answering "no answer" wherever the no-answer probability exceeds the threshold."""
     return {
-        qid: float(not has_answer[qid]) if na_probs[qid] > na_prob_thresh else score
-        for qid, score in scores.items()
+        qid: float(not has_answer[qid]) if na_probs[qid] > na_prob_thresh else score for qid, score in scores.items()
     }
 
 

@@ -46,8 +46,10 @@ def read(source: str, split: str, max_examples: int) -> examples.SquadData:
         try:
             data = examples.read_hub(source, split)
         except Exception as err:  # offline, or no `datasets` cache
-            raise DataError(f"{source}: could not load the hub dataset ({type(err).__name__}); use a local SQuAD JSON "
-                            f"file, e.g. ../shared/squad/{'train' if split == 'train' else 'dev'}-v1.1.json") from None
+            raise DataError(
+                f"{source}: could not load the hub dataset ({type(err).__name__}); use a local SQuAD JSON "
+                f"file, e.g. ../shared/squad/{'train' if split == 'train' else 'dev'}-v1.1.json"
+            ) from None
     elif not Path(source).is_file():
         raise DataError(f"{source}: no such file")
     else:
@@ -96,8 +98,9 @@ def step_rows(train: TrainFeatures, step: int, batch_size: int, seed: int, lengt
     return _order(train, seed, epoch, batch_size, length_step)[position * batch_size : (position + 1) * batch_size]
 
 
-def train_batch(train: TrainFeatures, rows: np.ndarray, grad_accum: int, length_step: int, process_index: int,
-                process_count: int) -> dict[str, np.ndarray]:
+def train_batch(
+    train: TrainFeatures, rows: np.ndarray, grad_accum: int, length_step: int, process_index: int, process_count: int
+) -> dict[str, np.ndarray]:
     """This process's share of the global batch `rows`: arrays (A, B / A / P, ...)
     for A = grad_accum micro-batches of B sequences over P processes, the
     windows cut to the shortest of `buckets.widths(L, length_step)` that holds
@@ -106,5 +109,7 @@ def train_batch(train: TrainFeatures, rows: np.ndarray, grad_accum: int, length_
     rows = rows.reshape(grad_accum, -1)  # (A, B / A)
     share = rows.shape[1] // process_count
     rows = rows[:, process_index * share : (process_index + 1) * share]
-    return {key: getattr(train, key)[rows] if ndim == 1 else getattr(train, key)[rows, :width]
-            for key, ndim in TRAIN_NDIMS.items()}
+    return {
+        key: getattr(train, key)[rows] if ndim == 1 else getattr(train, key)[rows, :width]
+        for key, ndim in TRAIN_NDIMS.items()
+    }

@@ -128,7 +128,9 @@ def scores(schedule: optax.Schedule, clip_norm: float = 1.0) -> optax.GradientTr
 OPTIMIZERS = {"lamb": lamb, "adamw": adamw}
 
 
-def build(name: str, schedule: optax.Schedule, weight_decay: float, clip_norm: float = 1.0) -> optax.GradientTransformation:
+def build(
+    name: str, schedule: optax.Schedule, weight_decay: float, clip_norm: float = 1.0
+) -> optax.GradientTransformation:
     """The optimizer called `name` ("lamb" or "adamw")."""
     if name not in OPTIMIZERS:
         raise ValueError(f"optimizer {name!r} is not supported; choose one of {sorted(OPTIMIZERS)}")

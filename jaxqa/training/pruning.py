@@ -62,8 +62,11 @@ class Pruning:
             kernels = {name: params[layer][name]["kernel"] for name in KERNELS}
             if self.method == "hybrid":
                 b = self.block
-                scores[layer] = {name: jnp.zeros((k.shape[0] // b, k.shape[1] // b)) for name, k in kernels.items()
-                                 if name in ATTENTION}
+                scores[layer] = {
+                    name: jnp.zeros((k.shape[0] // b, k.shape[1] // b))
+                    for name, k in kernels.items()
+                    if name in ATTENTION
+                }
                 scores[layer]["feed_forward"] = jnp.zeros(kernels["intermediate"].shape[1])  # (M,)
             else:
                 scores[layer] = {name: jnp.zeros(k.shape) for name, k in kernels.items()}
@@ -76,8 +79,10 @@ class Pruning:
         it once for all its micro-batches."""
         share = self.share(step)
         if self.method == "magnitude":
-            chosen = {layer: {name: _top(jnp.abs(params[layer][name]["kernel"]), share) for name in KERNELS}
-                      for layer in _layers(params)}
+            chosen = {
+                layer: {name: _top(jnp.abs(params[layer][name]["kernel"]), share) for name in KERNELS}
+                for layer in _layers(params)
+            }
         elif self.method == "movement":
             chosen = {layer: {name: _top(s, share) for name, s in named.items()} for layer, named in scores.items()}
         else:
@@ -95,9 +100,14 @@ class Pruning:
         if self.method != "hybrid":
             return hard
         b = self.block
-        return {layer: {**{name: jnp.repeat(jnp.repeat(named[name], b, 0), b, 1) for name in ATTENTION},
-                        "intermediate": named["feed_forward"][None, :], "output": named["feed_forward"][:, None]}
-                for layer, named in hard.items()}
+        return {
+            layer: {
+                **{name: jnp.repeat(jnp.repeat(named[name], b, 0), b, 1) for name in ATTENTION},
+                "intermediate": named["feed_forward"][None, :],
+                "output": named["feed_forward"][:, None],
+            }
+            for layer, named in hard.items()
+        }
 
     def apply(self, params: dict, scores: dict | None, chosen: dict) -> tuple[dict, jax.Array]:
         """(params with the weights `select` did not choose zero, share of the weights kept)."""
@@ -125,16 +135,22 @@ class Pruning:
             return jnp.zeros(()), jnp.zeros(())
         weight = self.penalty * (1 - self.share(step)) / (1 - self.remaining)
         pairs = list(zip(jax.tree_util.tree_leaves(scores), jax.tree_util.tree_leaves(self._covers(params, scores))))
-        soft_kept = sum(cover * jax.nn.sigmoid(s).sum() for s, cover in pairs) / sum(cover * s.size for s, cover in pairs)
+        soft_kept = sum(cover * jax.nn.sigmoid(s).sum() for s, cover in pairs) / sum(
+            cover * s.size for s, cover in pairs
+        )
         return weight, weight * soft_kept
 
     def _covers(self, params: dict, scores: dict) -> dict:
         """How many weights each score of a leaf covers: one, a block, or a unit's column and row."""
         if self.method == "soft-movement":
             return {layer: {name: 1 for name in named} for layer, named in scores.items()}
-        return {layer: {**{name: self.block**2 for name in ATTENTION},
-                        "feed_forward": 2 * params[layer]["intermediate"]["kernel"].shape[0]}
-                for layer in scores}
+        return {
+            layer: {
+                **{name: self.block**2 for name in ATTENTION},
+                "feed_forward": 2 * params[layer]["intermediate"]["kernel"].shape[0],
+            }
+            for layer in scores
+        }
 
 
 def block_edge(block: int, head_dim: int, hidden_size: int) -> int:
@@ -144,7 +160,7 @@ def block_edge(block: int, head_dim: int, hidden_size: int) -> int:
 
 
 def _layers(params: dict) -> list[str]:
-    return sorted((key for key in params if key.startswith("layer_")), key=lambda key: int(key[len("layer_"):]))
+    return sorted((key for key in params if key.startswith("layer_")), key=lambda key: int(key[len("layer_") :]))
 
 
 def _straight_through(hard, scores):

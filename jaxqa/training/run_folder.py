@@ -41,7 +41,12 @@ class RunFolder:
 
     def __init__(self, run_dir: Path, model_type: str, config, tokenizer_dir: Path, keep: int, shrink=None):
         """`shrink(config, params) -> (config, params)`, if given, makes each exported model compact."""
-        self.run_dir, self.model_type, self.config, self.tokenizer_dir = Path(run_dir), model_type, config, tokenizer_dir
+        self.run_dir, self.model_type, self.config, self.tokenizer_dir = (
+            Path(run_dir),
+            model_type,
+            config,
+            tokenizer_dir,
+        )
         self.shrink = shrink
         self.directory = self.run_dir / "checkpoints"
         self.identity = {"model_type": model_type, "config": config.to_hf()}
@@ -58,14 +63,16 @@ class RunFolder:
                 raise RunFolderError(
                     f"{self.run_dir} holds checkpoints of another model ({stored.get('model_type')}, "
                     f"{stored.get('config', {}).get('hidden_size')} hidden, "
-                    f"{stored.get('config', {}).get('num_hidden_layers')} layers): use another --run-dir")
+                    f"{stored.get('config', {}).get('num_hidden_layers')} layers): use another --run-dir"
+                )
         # The settings the checkpoints were trained with; {} from a run folder of an older jaxqa, which kept none.
         self.settings = stored.get("settings", {})
         if jax.process_index() == 0:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         with _quiet("absl"):  # orbax logs each checkpoint it cannot parse; `restore` says it in one line
-            self.manager = ocp.CheckpointManager(self.directory.absolute(),
-                                                 options=ocp.CheckpointManagerOptions(max_to_keep=keep))
+            self.manager = ocp.CheckpointManager(
+                self.directory.absolute(), options=ocp.CheckpointManagerOptions(max_to_keep=keep)
+            )
         best = self.run_dir / "best" / "metrics.json"
         self.best_f1 = json.loads(best.read_text())["f1"] if best.is_file() else -1.0
 
@@ -95,7 +102,10 @@ class RunFolder:
         (a model of other shapes reads none) and the error names the folder.
         """
         target = jax.tree_util.tree_map(
-            lambda leaf, sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding), abstract_state, shardings)
+            lambda leaf, sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding),
+            abstract_state,
+            shardings,
+        )
         _drop_reports_of_abandoned_reads()
         unreadable = {}  # step -> why
         for step in sorted(self.manager.all_steps(), reverse=True):
@@ -107,13 +117,17 @@ class RunFolder:
                 continue
             if unreadable:
                 self._set_aside(unreadable)
-                log.warning(f"WARNING: {self.directory}: cannot read the checkpoint of step "
-                            f"{', '.join(map(str, unreadable))} ({'; '.join(unreadable.values())}); set aside as "
-                            f"{', '.join(f'{bad}.damaged' for bad in unreadable)}, resuming from step {step}")
+                log.warning(
+                    f"WARNING: {self.directory}: cannot read the checkpoint of step "
+                    f"{', '.join(map(str, unreadable))} ({'; '.join(unreadable.values())}); set aside as "
+                    f"{', '.join(f'{bad}.damaged' for bad in unreadable)}, resuming from step {step}"
+                )
             return state
         latest = max(unreadable)
-        raise RunFolderError(f"{self.directory}: cannot restore any checkpoint into this model (step {latest}: "
-                             f"{unreadable[latest]}): damaged, or of other settings; use another --run-dir")
+        raise RunFolderError(
+            f"{self.directory}: cannot restore any checkpoint into this model (step {latest}: "
+            f"{unreadable[latest]}): damaged, or of other settings; use another --run-dir"
+        )
 
     def _set_aside(self, steps) -> None:
         if jax.process_index() == 0:
@@ -130,7 +144,9 @@ class RunFolder:
     def export(self, params, folder: Path):
         """Writes `params` (either layout) as a jaxqa checkpoint folder (from process
         0), compact if the run shrinks its models; returns the config written."""
-        host = multihost_utils.process_allgather(params, tiled=True) if jax.process_count() > 1 else jax.device_get(params)
+        host = (
+            multihost_utils.process_allgather(params, tiled=True) if jax.process_count() > 1 else jax.device_get(params)
+        )
         host = canonical_params(self.config, jax.tree_util.tree_map(np.asarray, host))
         config, host = self.shrink(self.config, host) if self.shrink else (self.config, host)
         if jax.process_index() == 0:

@@ -58,8 +58,11 @@ class Settings:
     max_seq_length: int = flag(384, "tokens per window, special tokens included")
     doc_stride: int = flag(128, "context tokens shared by consecutive windows")
     max_query_length: int = flag(64, "question tokens kept")
-    length_step: int = flag(buckets.LENGTH_STEP, "batches group windows of like length and are padded to the next "
-                            "multiple of this many tokens (evaluation too); 0: every window padded to --max-seq-length")
+    length_step: int = flag(
+        buckets.LENGTH_STEP,
+        "batches group windows of like length and are padded to the next "
+        "multiple of this many tokens (evaluation too); 0: every window padded to --max-seq-length",
+    )
     optimizer: str = flag("lamb", " or ".join(OPTIMIZERS))
     learning_rate: float = flag(1e-3, "peak learning rate")
     warmup_proportion: float = flag(0.1, "share of the steps spent warming up linearly, then decaying linearly to 0")
@@ -70,39 +73,68 @@ class Settings:
     batch_size: int = flag(32, "sequences per optimizer step, over all devices and micro-batches")
     grad_accum: int = flag(1, "micro-batches per step")
     eval_batch_size: int = flag(64, "sequences per evaluation batch")
-    precision: str = flag("auto", "bf16 (float32 master weights), fp32, or auto: bf16 on accelerators and CPUs with AMX, fp32 on other CPUs")
-    scan_layers: bool = flag(True, "run each run of like layers as one scanned body, compiled once; "
-                             "--no-scan-layers compiles every layer on its own (the same numbers)")
-    remat: str = flag("auto", f"what the backward pass recomputes instead of keeping: {', '.join(REMAT)}, or auto "
-                      f"({', '.join(f'{platform}: {mode}' for platform, mode in REMAT_AUTO.items())})")
-    attention_dropout: float | None = flag(None, "attention's dropout rate in training, in place of the model "
-                                           "config's; 0 takes the fused attention kernel (default: the config's)")
+    precision: str = flag(
+        "auto",
+        "bf16 (float32 master weights), fp32, or auto: bf16 on accelerators and CPUs with AMX, fp32 on other CPUs",
+    )
+    scan_layers: bool = flag(
+        True,
+        "run each run of like layers as one scanned body, compiled once; "
+        "--no-scan-layers compiles every layer on its own (the same numbers)",
+    )
+    remat: str = flag(
+        "auto",
+        f"what the backward pass recomputes instead of keeping: {', '.join(REMAT)}, or auto "
+        f"({', '.join(f'{platform}: {mode}' for platform, mode in REMAT_AUTO.items())})",
+    )
+    attention_dropout: float | None = flag(
+        None,
+        "attention's dropout rate in training, in place of the model "
+        "config's; 0 takes the fused attention kernel (default: the config's)",
+    )
     mesh: str = flag("", "device mesh, e.g. data=4,model=2; empty: every device on data")
     fsdp: bool = flag(False, "also shard weights over the data axis")
     seed: int = flag(0, "seed of the data order, dropout and fresh weights")
     compilation_cache: str = flag("", compilation_cache.HELP)
     run_dir: str = flag("runs/{model}", "checkpoints, best and final model, metrics.jsonl")
-    allow_changed_settings: bool = flag(False, "resume a run folder whose checkpoints were trained with other "
-                                        "settings (the refusal lists them), going on with the new ones")
+    allow_changed_settings: bool = flag(
+        False,
+        "resume a run folder whose checkpoints were trained with other "
+        "settings (the refusal lists them), going on with the new ones",
+    )
     save_every: int = flag(500, "steps between checkpoints")
     keep: int = flag(3, "checkpoints kept (besides the best model)")
     eval_every: int = flag(0, "steps between evaluations; 0: only at the end")
     log_every: int = flag(10, "steps between log lines (and non-finite checks)")
     null_score_diff_threshold: float = flag(0.0, 'SQuAD 2.0: answer "" when the null score beats the best span by more')
     teacher: str = flag("", "fine-tuned checkpoint to distil from (any family with the same tokenizer); empty: none")
-    distill_alpha: float = flag(0.5, "with --teacher: the weight A of the distillation loss in "
-                                "A * distill_loss + (1 - A) * span_loss; 0 is plain fine-tuning")
-    distill_temperature: float = flag(2.0, "with --teacher: the temperature T that softens both models' start and "
-                                      "end distributions; distill_loss = T^2 * (KL(start) + KL(end)) / 2")
-    prune: str = flag("", f"BERT: prune while fine-tuning, by {', '.join(METHODS)}; the final model is compact "
-                      "(empty: no pruning)")
+    distill_alpha: float = flag(
+        0.5,
+        "with --teacher: the weight A of the distillation loss in "
+        "A * distill_loss + (1 - A) * span_loss; 0 is plain fine-tuning",
+    )
+    distill_temperature: float = flag(
+        2.0,
+        "with --teacher: the temperature T that softens both models' start and "
+        "end distributions; distill_loss = T^2 * (KL(start) + KL(end)) / 2",
+    )
+    prune: str = flag(
+        "", f"BERT: prune while fine-tuning, by {', '.join(METHODS)}; the final model is compact (empty: no pruning)"
+    )
     prune_remaining: float = flag(0.5, "with --prune: share of the encoder's Linear weights kept at the end")
-    prune_score_learning_rate: float = flag(1e-2, "with --prune movement, soft-movement or hybrid: peak learning rate "
-                                            "of the scores (Adam, on the --learning-rate schedule's shape)")
-    prune_penalty: float = flag(400.0, "with --prune soft-movement or hybrid: final weight of the L1 penalty on the "
-                                "scores' sigmoids, growing with the share pruned")
-    prune_block: int = flag(32, "with --prune hybrid: edge of the square blocks of the attention kernels (smaller "
-                            "where a head is narrower)")
+    prune_score_learning_rate: float = flag(
+        1e-2,
+        "with --prune movement, soft-movement or hybrid: peak learning rate "
+        "of the scores (Adam, on the --learning-rate schedule's shape)",
+    )
+    prune_penalty: float = flag(
+        400.0,
+        "with --prune soft-movement or hybrid: final weight of the L1 penalty on the "
+        "scores' sigmoids, growing with the share pruned",
+    )
+    prune_block: int = flag(
+        32, "with --prune hybrid: edge of the square blocks of the attention kernels (smaller where a head is narrower)"
+    )
     prune_initial_warmup: float = flag(1.0, "with --prune: learning-rate warm-ups before pruning starts")
     prune_final_warmup: float = flag(2.0, "with --prune: learning-rate warm-ups at the final share before the end")
     coordinator: str = flag("", "host:port of process 0, for several processes")
@@ -124,11 +156,28 @@ class Settings:
 # not what it computes (the model itself is the run folder's own check). Every
 # other setting is recorded in the run folder, and resuming with another value
 # is refused unless --allow-changed-settings: the same command resumes exactly.
-RESUME_MAY_CHANGE = frozenset({
-    "model", "size", "run_dir", "allow_changed_settings", "mesh", "fsdp", "compilation_cache", "coordinator",
-    "num_processes", "process_id", "save_every", "keep", "log_every", "eval_every", "eval_file", "max_eval_examples",
-    "eval_batch_size", "null_score_diff_threshold",
-})
+RESUME_MAY_CHANGE = frozenset(
+    {
+        "model",
+        "size",
+        "run_dir",
+        "allow_changed_settings",
+        "mesh",
+        "fsdp",
+        "compilation_cache",
+        "coordinator",
+        "num_processes",
+        "process_id",
+        "save_every",
+        "keep",
+        "log_every",
+        "eval_every",
+        "eval_file",
+        "max_eval_examples",
+        "eval_batch_size",
+        "null_score_diff_threshold",
+    }
+)
 
 
 def trajectory(s: Settings) -> dict:
@@ -139,14 +188,20 @@ def trajectory(s: Settings) -> dict:
 def changed_settings(recorded: dict, now: dict) -> list[str]:
     """`--flag: old -> new` for each setting in `now` that differs from its `recorded`
     value (one that was not recorded, by an older jaxqa, is not compared)."""
-    return [f"{_flag(name)}: {recorded[name]!r} -> {value!r}" for name, value in now.items()
-            if name in recorded and recorded[name] != value]
+    return [
+        f"{_flag(name)}: {recorded[name]!r} -> {value!r}"
+        for name, value in now.items()
+        if name in recorded and recorded[name] != value
+    ]
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m jaxqa.train", description="Fine-tunes an encoder on SQuAD.")
-    p.add_argument("--config", help=f"recipe: a shipped one by name ({', '.join(models.MODEL_TYPES)}) or a Python file "
-                   "with get_config(arg), then :ARG, e.g. bert:tiny (default: the --model's shipped recipe)")
+    p.add_argument(
+        "--config",
+        help=f"recipe: a shipped one by name ({', '.join(models.MODEL_TYPES)}) or a Python file "
+        "with get_config(arg), then :ARG, e.g. bert:tiny (default: the --model's shipped recipe)",
+    )
     hints = get_type_hints(Settings)
     for field in dataclasses.fields(Settings):
         name = _flag(field.name)
@@ -158,8 +213,14 @@ def parser() -> argparse.ArgumentParser:
         if kind is bool:
             p.add_argument(name, action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
-            p.add_argument(name, type=kind, default=None, required=field.name == "model", help=text,
-                           choices=models.MODEL_TYPES if field.name == "model" else None)
+            p.add_argument(
+                name,
+                type=kind,
+                default=None,
+                required=field.name == "model",
+                help=text,
+                choices=models.MODEL_TYPES if field.name == "model" else None,
+            )
     return p
 
 
@@ -168,12 +229,16 @@ def load_recipe(spec: str) -> dict:
     name, _, arg = spec.partition(":")
     if name in models.MODEL_TYPES:
         if arg not in recipes.VARIANTS:
-            raise SettingsError(f"--config {spec}: the shipped recipes take {' or '.join(repr(v) for v in recipes.VARIANTS)}")
+            raise SettingsError(
+                f"--config {spec}: the shipped recipes take {' or '.join(repr(v) for v in recipes.VARIANTS)}"
+            )
         recipe = importlib.import_module(f"jaxqa.training.recipes.{name}").get_config(arg)
     else:
         path = Path(name)
         if not path.is_file():
-            raise SettingsError(f"--config {spec}: no such file, nor a shipped recipe ({', '.join(models.MODEL_TYPES)})")
+            raise SettingsError(
+                f"--config {spec}: no such file, nor a shipped recipe ({', '.join(models.MODEL_TYPES)})"
+            )
         loader = importlib.util.spec_from_file_location(path.stem, path)
         module = types.ModuleType(path.stem)
         loader.loader.exec_module(module)
@@ -194,10 +259,25 @@ def parse(argv=None) -> Settings:
 def validate(s: Settings) -> None:
     """Refuses settings that cannot make a run, naming the flag, before any work
     (the batch sizes against the mesh: `validate_mesh`)."""
-    at_least = {"batch_size": 1, "grad_accum": 1, "eval_batch_size": 1, "save_every": 1, "log_every": 1, "keep": 1,
-                "max_seq_length": 8, "max_query_length": 1, "doc_stride": 0, "seed": 0, "max_steps": 0,
-                "eval_every": 0, "max_train_examples": 0, "max_eval_examples": 0, "num_processes": 1, "process_id": 0,
-                "length_step": 0}
+    at_least = {
+        "batch_size": 1,
+        "grad_accum": 1,
+        "eval_batch_size": 1,
+        "save_every": 1,
+        "log_every": 1,
+        "keep": 1,
+        "max_seq_length": 8,
+        "max_query_length": 1,
+        "doc_stride": 0,
+        "seed": 0,
+        "max_steps": 0,
+        "eval_every": 0,
+        "max_train_examples": 0,
+        "max_eval_examples": 0,
+        "num_processes": 1,
+        "process_id": 0,
+        "length_step": 0,
+    }
     for name, least in at_least.items():
         if getattr(s, name) < least:
             raise SettingsError(f"{_flag(name)} {getattr(s, name)}: must be at least {least}")
@@ -253,11 +333,15 @@ def validate_mesh(s: Settings, data_axis: int, process_count: int) -> None:
     """Refuses batch sizes that do not split over the mesh's data axis (`data_axis`
     devices) and the processes."""
     if s.micro_batch % data_axis:
-        raise SettingsError(f"--batch-size {s.batch_size} / --grad-accum {s.grad_accum} = {s.micro_batch} sequences "
-                            f"per micro-batch, not divisible by the data axis ({data_axis} devices)")
+        raise SettingsError(
+            f"--batch-size {s.batch_size} / --grad-accum {s.grad_accum} = {s.micro_batch} sequences "
+            f"per micro-batch, not divisible by the data axis ({data_axis} devices)"
+        )
     if s.micro_batch % process_count:
-        raise SettingsError(f"--batch-size {s.batch_size}: a micro-batch of {s.micro_batch} does not split over "
-                            f"{process_count} processes")
+        raise SettingsError(
+            f"--batch-size {s.batch_size}: a micro-batch of {s.micro_batch} does not split over "
+            f"{process_count} processes"
+        )
     if s.eval_batch_size % data_axis:
         raise SettingsError(f"--eval-batch-size {s.eval_batch_size} is not divisible by the data axis ({data_axis})")
 

@@ -86,8 +86,14 @@ class Distillation:
     temperature: float
 
 
-def make_train_step(model: nn.Module, tx: optax.GradientTransformation, seed: int, distill: Distillation | None = None,
-                    prune: Pruning | None = None, score_tx: optax.GradientTransformation | None = None):
+def make_train_step(
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    seed: int,
+    distill: Distillation | None = None,
+    prune: Pruning | None = None,
+    score_tx: optax.GradientTransformation | None = None,
+):
     """`train_step(state, batch, teacher_params)`; teacher_params is {} without
     distillation; `score_tx` updates the pruning scores."""
 
@@ -114,13 +120,17 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, seed: in
         rng = jax.random.fold_in(jax.random.key(seed), state.step)
         trained = (state.params, state.scores)
         # What pruning keeps depends on neither the batch nor the micro-batch: found once.
-        chosen = None if prune is None else prune.select(canonical_params(model.config, state.params), state.scores,
-                                                         state.step)
+        chosen = (
+            None
+            if prune is None
+            else prune.select(canonical_params(model.config, state.params), state.scores, state.step)
+        )
 
         def micro(grads, inputs):
             index, micro_batch = inputs
             (loss, parts), g = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(
-                *trained, micro_batch, jax.random.fold_in(rng, index), teacher_params, state.step, chosen)
+                *trained, micro_batch, jax.random.fold_in(rng, index), teacher_params, state.step, chosen
+            )
             return jax.tree_util.tree_map(jnp.add, grads, g), {"loss": loss, **parts}
 
         accum = batch["input_ids"].shape[0]

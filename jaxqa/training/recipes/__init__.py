@@ -8,5 +8,15 @@ VARIANTS = ("", "tiny")
 
 def tiny() -> dict:
     """Every family's tiny variant: `--config <model>:tiny --tokenizer DIR --train-file F`."""
-    return dict(size="tiny", init="random", max_seq_length=64, doc_stride=16, max_query_length=16, batch_size=16,
-                eval_batch_size=16, precision="fp32", log_every=1, length_step=16)
+    return dict(
+        size="tiny",
+        init="random",
+        max_seq_length=64,
+        doc_stride=16,
+        max_query_length=16,
+        batch_size=16,
+        eval_batch_size=16,
+        precision="fp32",
+        log_every=1,
+        length_step=16,
+    )
