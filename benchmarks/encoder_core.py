@@ -69,7 +69,7 @@ def train_step(model_type: str, setting: dict | None):
     fam = models.family(model_type)
     if setting is None:
         model = fam.Model(fam.SIZES["base"])
-        layout = lambda params: params  # noqa: E731
+        layout = lambda params: params
     else:
         from jaxqa.models.encoder import SpanModel, runtime_params
         from jaxqa.models.stacking import Execution
@@ -78,7 +78,7 @@ def train_step(model_type: str, setting: dict | None):
         if setting.get("attention_dropout") is not None:
             config = dataclasses.replace(config, **{fam.attention_dropout: setting["attention_dropout"]})
         model = SpanModel(config, execution=Execution(scan=setting.get("scan", True), remat=setting["remat"]))
-        layout = lambda params: runtime_params(model, params)  # noqa: E731  (as `jaxqa.train` holds them)
+        layout = lambda params: runtime_params(model, params)
     tx = optim.build("lamb", optim.schedule(1e-3, 10, 1000), 0.01)
 
     def init(key):

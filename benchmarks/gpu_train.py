@@ -43,15 +43,14 @@ Results go to benchmarks/results/gpu_train_<platform>.json, rewritten after each
 import argparse
 import dataclasses
 import functools
-import json
 import multiprocessing
 import os
 import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from typing import Callable
 
 import flax.linen as nn
 import jax

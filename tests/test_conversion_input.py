@@ -83,7 +83,7 @@ def sharded(folder, index) -> None:
 
 
 def test_a_sharded_checkpoint_converts(tmp_path, hf_folder, model):
-    sharded(hf_folder, {"metadata": {}, "weight_map": {name: SHARD for name in model.state_dict()}})
+    sharded(hf_folder, {"metadata": {}, "weight_map": dict.fromkeys(model.state_dict(), SHARD)})
     assert pt2flax.main([str(hf_folder), str(tmp_path / "out")]) == 0
 
 

@@ -191,7 +191,7 @@ def test_flax2pt_exports_the_trained_model(trained, tmp_path):
     flax2pt = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(flax2pt)
     assert flax2pt.main([str(model), str(tmp_path / "hf")]) == 0
-    back, info = transformers.AutoModelForQuestionAnswering.from_pretrained(tmp_path / "hf", output_loading_info=True)
+    _, info = transformers.AutoModelForQuestionAnswering.from_pretrained(tmp_path / "hf", output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
 
 

@@ -302,7 +302,7 @@ def test_cli_bad_input(small_files, tmp_path, capsys, bad, named):
     "data, message",
     [
         (
-            [_article(("q1", ["Denver"]))] + [{"title": "t", "paragraphs": [{"context": "c", "qas": [{"id": "q9"}]}]}],
+            [_article(("q1", ["Denver"])), {"title": "t", "paragraphs": [{"context": "c", "qas": [{"id": "q9"}]}]}],
             'article 1, paragraph 0, question 0 (id q9): no "answers" list',
         ),
         ([1, 2], 'article 0: no "paragraphs" list'),

@@ -75,7 +75,7 @@ def prune(model, pruned: dict[int, list[int]]):
         new = torch.nn.Linear(len(index), old.out_features)
         new.weight.data, new.bias.data = old.weight.data[:, index].clone(), old.bias.data.clone()
         block.output.dense = new
-    model.config.pruned_heads = {layer: heads for layer, heads in pruned.items()}
+    model.config.pruned_heads = dict(pruned)
     return model
 
 

@@ -226,7 +226,7 @@ def test_conversion_drops_only_what_the_reference_leaves_unused():
     model = seeded(transformers.MobileBertForPreTraining, tiny(use_bottleneck_attention=True))
     config = mobilebert.Config.from_hf(model.config.to_dict())
     state = {k: v.numpy() for k, v in model.state_dict().items()}
-    params, report = convert.params_from_hf("mobilebert", config, state)
+    _, report = convert.params_from_hf("mobilebert", config, state)
     assert report.fresh_head
     unused = [
         n

@@ -212,7 +212,9 @@ def test_magnitude_and_movement_pass_no_gradient_to_pruned_weights():
         prune, params, scores = params_and_scores(name)
         chosen = prune.select(params, scores, STEP)
         grads = jax.grad(
-            lambda p: sum(prune.apply(p, scores, chosen)[0]["layer_0"][n]["kernel"].sum() for n in KERNELS)
+            lambda p, prune=prune, scores=scores, chosen=chosen: sum(
+                prune.apply(p, scores, chosen)[0]["layer_0"][n]["kernel"].sum() for n in KERNELS
+            )
         )(params)
         masks = prune.masks(scores, chosen)
         for n in KERNELS:

@@ -15,7 +15,7 @@ Source names are first read as `transformers` reads them (`LEGACY_RENAMES`).
 import dataclasses
 import difflib
 import re
-from typing import Mapping
+from collections.abc import Mapping
 
 import flax.linen as nn
 import numpy as np
@@ -52,7 +52,7 @@ def _to_jax(source: np.ndarray, target_shape: tuple[int, ...], leaf: str) -> np.
     if leaf == "kernel" and len(target_shape) == 2:
         return source.T
     if leaf == "kernel" and len(target_shape) == 3:
-        groups, _, out_per_group = target_shape
+        groups = target_shape[0]
         if source.ndim != 3 or source.shape[-1] != 1:
             return source  # wrong shape: reported by the caller
         out, in_per_group, _ = source.shape
@@ -131,7 +131,7 @@ def params_from_hf(model_type: str, config, state: Mapping[str, np.ndarray]) -> 
             raise ConversionError(
                 f"tensor {original[name]!r} has shape {tuple(np.shape(state[name]))}, but this config needs one that maps to {shape}"
             )
-        flat[tuple(module.split("/")) + (leaf,)] = value
+        flat[(*module.split("/"), leaf)] = value
     head_missing = sorted(n for n in missing if n.startswith(HEAD + "."))
     if len(head_missing) not in (0, 2):
         raise ConversionError(f"the span head is incomplete: missing {head_missing}")

@@ -11,7 +11,8 @@ logits run in float32 whatever the compute dtype.
 
 import functools
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -257,7 +258,7 @@ class Attention(nn.Module):
     @nn.compact
     def __call__(self, q, k, v, attention_mask, deterministic: bool):
         if q.shape[2] == 0:  # a pruned layer that lost every head
-            return jnp.zeros(q.shape[:2] + (0,), v.dtype)
+            return jnp.zeros((*q.shape[:2], 0), v.dtype)
         if deterministic or self.rate == 0:
             attend = functools.partial(fused_attention, attention_mask=attention_mask)
         else:

@@ -20,6 +20,7 @@ stacking happens where the parameters are used:
 """
 
 import dataclasses
+import functools
 import re
 from collections.abc import Mapping, Sequence
 
@@ -125,7 +126,9 @@ class Repeated:
                 out[key] = value
                 continue
             for k, j in enumerate(range(int(match["first"]), int(match["last"]) + 1)):
-                self._store(out, f"{self.stem}_{j}", jax.tree_util.tree_map(lambda leaf: _unstack_leaf(leaf, k), value))
+                self._store(
+                    out, f"{self.stem}_{j}", jax.tree_util.tree_map(functools.partial(_unstack_leaf, k=k), value)
+                )
         return out
 
 
@@ -239,5 +242,5 @@ def apply(
             continue
         step_keys = None if keys is None else keys[first : first + length]
         with jax.named_scope(f"{repeated.stem}_{first}_to_{first + length - 1}"):  # in profiles and the HLO
-            x, _ = jax.lax.scan(lambda x, inputs: (block(x, *inputs), None), x, (params, step_keys))
+            x, _ = jax.lax.scan(lambda x, inputs, block=block: (block(x, *inputs), None), x, (params, step_keys))
     return x

@@ -143,10 +143,10 @@ class Pruning:
     def _covers(self, params: dict, scores: dict) -> dict:
         """How many weights each score of a leaf covers: one, a block, or a unit's column and row."""
         if self.method == "soft-movement":
-            return {layer: {name: 1 for name in named} for layer, named in scores.items()}
+            return {layer: dict.fromkeys(named, 1) for layer, named in scores.items()}
         return {
             layer: {
-                **{name: self.block**2 for name in ATTENTION},
+                **dict.fromkeys(ATTENTION, self.block**2),
                 "feed_forward": 2 * params[layer]["intermediate"]["kernel"].shape[0],
             }
             for layer in scores
