@@ -32,7 +32,7 @@ def measure(name: str, folder: Path, steps: list[int], questions: list[dict]) ->
     for qa in pipelines.values():
         for pair in questions:
             qa(**pair)
-    seconds = {step: [] for step in steps}
+    seconds: dict[int, list[float]] = {step: [] for step in steps}
     for pair in questions:
         for step, qa in pipelines.items():
             started = time.perf_counter()

@@ -71,7 +71,7 @@ def hf_answers(pipe, examples: list[Example], batch_size: int) -> list[dict]:
         batch_size=batch_size,
     )
     answers = [answers] if isinstance(answers, dict) else answers  # one question gives a bare dict
-    in_order = [None] * len(examples)
+    in_order: list = [None] * len(examples)
     for i, answer in zip(order, answers):
         in_order[i] = answer
     return in_order
@@ -114,7 +114,7 @@ def measure(name: str, examples: list[Example], workdir: Path, repeats: int, hf_
     jaxqa_answers(qa, examples)  # untimed warm-ups: this one compiles jaxqa's shapes
     hf_answers(pipe, examples[:hf_batch_size], hf_batch_size)
 
-    seconds = {side: [] for side in sides}
+    seconds: dict[str, list[float]] = {side: [] for side in sides}
     answers = {}
     for round_number in range(repeats):
         for side in list(sides)[:: -1 if round_number % 2 else 1]:

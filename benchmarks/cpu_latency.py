@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -93,11 +94,11 @@ def serve(side: str, folder: str, warm_questions: list[dict], bucket_step: int |
         import jaxqa
 
         buckets = None if bucket_step is None else [*range(bucket_step, 384, bucket_step), 384]
-        qa = jaxqa.pipeline(folder, seq_buckets=buckets, precision=mode)
+        ours = jaxqa.pipeline(folder, seq_buckets=buckets, precision=mode)
         compiling = time.perf_counter()
-        qa.warm_up()
+        ours.warm_up()
         compiling = time.perf_counter() - compiling
-        ask = qa
+        ask: Callable = ours
     else:
         import torch
         import transformers
@@ -145,9 +146,9 @@ def warm_latency(
         worker.start()
         ready[side], warm_up[side] = ours.recv()
         workers[side] = (worker, ours)
-    seconds = {side: [] for side in sides}
-    answers = {side: [] for side in sides}
-    programs = {side: [] for side in sides}
+    seconds: dict[str, list[float]] = {side: [] for side in sides}
+    answers: dict[str, list[tuple]] = {side: [] for side in sides}
+    programs: dict[str, list[int]] = {side: [] for side in sides}
     for pair in questions:
         for side, (_, conn) in workers.items():
             conn.send(pair)
@@ -159,7 +160,7 @@ def warm_latency(
         conn.send(None)
         worker.join()
     medians = {side: record.summary(seconds[side])["median_ms"] for side in sides}
-    fastest_pytorch = min((side for side in sides if side.startswith("pytorch")), key=medians.get, default=None)
+    fastest_pytorch = min((side for side in sides if side.startswith("pytorch")), key=medians.__getitem__, default=None)
     rows = []
     for side in sides:
         timing = record.summary(seconds[side])

@@ -14,6 +14,7 @@ import argparse
 import dataclasses
 import statistics
 import time
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -29,7 +30,7 @@ from jaxqa.training.pruning import Pruning
 from jaxqa.training.step import Distillation, TrainState, make_train_step
 
 MINILM = bert.SIZES["minilm-l6"]
-PAIRS = {  # (student family, student config, teacher family, teacher config)
+PAIRS: dict[str, tuple[str, Any, str, Any]] = {  # (student family, student config, teacher family, teacher config)
     "minilm": ("bert", dataclasses.replace(MINILM, num_hidden_layers=3), "bert", MINILM),
     "base": ("distilbert", distilbert.SIZES["base"], "bert", bert.SIZES["base"]),
 }
@@ -72,7 +73,7 @@ def stepper(student: nn.Module, teacher: nn.Module | None, batch: dict, prune: P
 def timed_in_turns(runners: dict, rounds: int) -> dict:
     """{name: median seconds of a step}, the runners taking turns, so that a busy
     machine slows them alike."""
-    seconds = {name: [] for name in runners}
+    seconds: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(rounds):
         for name, run in runners.items():
             started = time.perf_counter()
@@ -91,7 +92,7 @@ def main() -> None:
     dtype = jnp.float32 if jax.devices()[0].platform == "cpu" else jnp.bfloat16
     rng = np.random.default_rng(0)
     n, length = args.batch_size, args.seq_len
-    batch = {
+    batch: dict = {
         "input_ids": rng.integers(1000, 2000, (1, n, length)),
         "attention_mask": np.ones((1, n, length)),
         "token_type_ids": np.zeros((1, n, length)),

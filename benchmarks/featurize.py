@@ -177,7 +177,7 @@ def main() -> None:
             dataset, prepare, args.hf_num_proc
         )
 
-    seconds = {side: [] for side in sides}
+    seconds: dict[str, list[float]] = {side: [] for side in sides}
     outputs = {}
     for round_number in range(args.repeats):
         for side, featurize in sides.items():

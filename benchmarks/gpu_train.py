@@ -98,14 +98,19 @@ def config_of(model_type: str, size: str, attention_dropout: float | None):
     )
 
 
-def jaxqa_model(model_type: str, size: str, args: argparse.Namespace) -> nn.Module:
-    execution = Execution(scan=not args.unrolled, remat=args.remat)
+def jaxqa_model(
+    model_type: str, size: str, execution: Execution = Execution(), attention_dropout: float | None = None
+) -> SpanModel:
     return SpanModel(
-        config_of(model_type, size, args.attention_dropout),
+        config_of(model_type, size, attention_dropout),
         dtype=jnp.bfloat16,
         param_dtype=jnp.float32,
         execution=execution,
     )
+
+
+def execution_of(args: argparse.Namespace) -> Execution:
+    return Execution(scan=not args.unrolled, remat=args.remat)
 
 
 def jaxqa_train_step(model: nn.Module):
@@ -140,7 +145,7 @@ def jaxqa_train(model: nn.Module, batch: dict[str, np.ndarray]) -> tuple[Callabl
     return run, compile_seconds
 
 
-def jaxqa_infer(model: nn.Module, batch: dict[str, np.ndarray]) -> Callable[[int], None]:
+def jaxqa_infer(model: SpanModel, batch: dict[str, np.ndarray]) -> Callable[[int], None]:
     """A function that runs n forward passes on `batch` and waits for them."""
     params = runtime_params(model, nn.meta.unbox(models.init_params(model, jax.random.key(0))))
     forward = jax.jit(lambda params, ids, mask, types: model.apply({"params": params}, ids, mask, types))
@@ -243,7 +248,7 @@ def take_turns(
     runners taking turns within each round, after `warmup` steps each."""
     for run in runners.values():
         run(warmup)
-    rates = {name: [] for name in runners}
+    rates: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(rounds):
         for name, run in runners.items():
             started = time.perf_counter()
@@ -260,7 +265,9 @@ def worker(model_type: str, size: str, args: argparse.Namespace, cache_dir: str)
     timing = (args.warmup, args.steps, args.rounds)
     theirs = pytorch_model(model_type, size, args.attention_dropout)
     batch = random_batch(args.batch_size, args.seq_len)
-    jaxqa_run, compile_seconds = jaxqa_train(jaxqa_model(model_type, size, args), batch)
+    jaxqa_run, compile_seconds = jaxqa_train(
+        jaxqa_model(model_type, size, execution_of(args), args.attention_dropout), batch
+    )
     train = take_turns({"jaxqa": jaxqa_run, "pytorch": pytorch_train(theirs, batch)}, args.batch_size, *timing)
     row = {
         "train": train,
@@ -272,7 +279,10 @@ def worker(model_type: str, size: str, args: argparse.Namespace, cache_dir: str)
     del jaxqa_run  # the train state, before the inference programs allocate
     batch = random_batch(args.infer_batch_size, args.seq_len)
     row["infer"] = take_turns(
-        {"jaxqa": jaxqa_infer(jaxqa_model(model_type, size, args), batch), "pytorch": pytorch_infer(theirs, batch)},
+        {
+            "jaxqa": jaxqa_infer(jaxqa_model(model_type, size, execution_of(args), args.attention_dropout), batch),
+            "pytorch": pytorch_infer(theirs, batch),
+        },
         args.infer_batch_size,
         *timing,
     )
@@ -283,7 +293,7 @@ def compile_worker(model_type: str, size: str, args: argparse.Namespace, cache_d
     """Seconds to trace, lower and compile the train step with `cache_dir` as the
     persistent compilation cache, in a fresh process; nothing is allocated."""
     compilation_cache.enable(cache_dir)
-    model = jaxqa_model(model_type, size, args)
+    model = jaxqa_model(model_type, size, execution_of(args), args.attention_dropout)
     tx, step = jaxqa_train_step(model)
     state = jax.eval_shape(functools.partial(jaxqa_state, model, tx))
     batch = {key: value[None] for key, value in random_batch(args.batch_size, args.seq_len).items()}

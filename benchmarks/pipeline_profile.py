@@ -29,7 +29,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def profile(qa, questions: list[dict], warm: int) -> dict:
-    parts = {"featurize_ms": [], "model_ms": [], "forward_ms": [], "decode_ms": [], "total_ms": []}
+    parts: dict[str, list[float]] = {
+        "featurize_ms": [],
+        "model_ms": [],
+        "forward_ms": [],
+        "decode_ms": [],
+        "total_ms": [],
+    }
     bucketed = qa.model_logits
     for i, pair in enumerate(questions):
         started = time.perf_counter()

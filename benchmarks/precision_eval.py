@@ -66,6 +66,7 @@ def evaluate(checkpoint: Path, data: Path, mode: str, batch_size: int, out: Path
     )
     metrics = json.loads(done.stdout)
     rate = re.search(r"(\d+) features of (\d+) questions in ([\d.]+)s: ([\d.]+) features/s", done.stderr)
+    assert rate, done.stderr  # jaxqa.evaluate's summary line
     windows, _, seconds, per_second = rate.groups()
     answers = json.loads((out / "predictions.json").read_text())
     return {

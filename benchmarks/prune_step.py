@@ -37,7 +37,7 @@ def main() -> None:
     model = SpanModel(config, dtype=dtype)
     rng = np.random.default_rng(0)
     shape = args.grad_accum, args.batch_size // args.grad_accum  # (micro-batches, windows each)
-    batch = {
+    batch: dict = {
         "input_ids": rng.integers(1000, 2000, (*shape, args.seq_len)),
         "attention_mask": np.ones((*shape, args.seq_len)),
         "token_type_ids": np.zeros((*shape, args.seq_len)),

@@ -40,7 +40,7 @@ def measure(model_type: str, size: str, batch_size: int, seq_len: int, steps: in
         step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), bad_step=jnp.full((), -1, jnp.int32)
     )
     rng = np.random.default_rng(0)
-    batch = {
+    batch: dict = {
         "input_ids": rng.integers(1000, 2000, (1, batch_size, seq_len)).astype(np.int32),
         "attention_mask": np.ones((1, batch_size, seq_len), np.int32),
         "token_type_ids": np.zeros((1, batch_size, seq_len), np.int32),

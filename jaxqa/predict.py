@@ -67,9 +67,9 @@ def checked_input(item, where: str) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jaxqa.predict", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True, help="jaxqa checkpoint folder (or a Hugging Face folder)")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--question", help="the question (with --context)")
-    source.add_argument("--file", help='JSON list or JSON Lines of {"question", "context"} objects')
+    given = parser.add_mutually_exclusive_group(required=True)
+    given.add_argument("--question", help="the question (with --context)")
+    given.add_argument("--file", help='JSON list or JSON Lines of {"question", "context"} objects')
     parser.add_argument("--context", help="the text that holds the answer (with --question)")
     parser.add_argument("--top-k", type=int, default=1, help="answers per question")
     parser.add_argument("--handle-impossible-answer", action="store_true", help="allow the empty answer")

@@ -77,7 +77,8 @@ def make_mesh(sizes: dict[str, int]) -> Mesh:
 
 
 def _spec(names: tuple[str | None, ...], shape: tuple[int, ...], mesh: Mesh, rules: dict) -> P:
-    used, axes = set(), []
+    used: set[str] = set()
+    axes: list[str | None] = []
     for name, size in zip(names, shape):
         axis = rules.get(name) if name else None
         if axis is None or axis in used or size % mesh.shape[axis]:

@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _cli(name: str):
     spec = importlib.util.spec_from_file_location(name, ROOT / "convert" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

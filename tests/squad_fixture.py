@@ -15,14 +15,15 @@ SHARED_SQUAD = Path(__file__).resolve().parents[2] / "shared" / "squad"
 def write_squad(folder: Path, articles: int = 6, with_negatives: bool = False) -> Path:
     """Writes `squad.json` (official format) and `vocab.txt` into `folder`; returns the JSON path."""
     rng = random.Random(0)
-    data, words = [], set()
+    data: list[dict] = []
+    words: set[str] = set()
     for a in range(articles):
         paragraphs = []
         for p in range(3):
             facts = [(rng.choice(PLACES), thing, rng.choice(PLACES)) for thing in rng.sample(THINGS, 4)]
             sentences = [f"The {thing} of {owner} stands near {place}." for owner, thing, place in facts]
             context = " ".join(sentences)
-            qas = []
+            qas: list[dict] = []
             for q, (owner, thing, place) in enumerate(facts):
                 start = context.index(sentences[q]) + sentences[q].rindex(place)
                 qas.append(

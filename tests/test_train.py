@@ -359,8 +359,8 @@ def one_step(model, accum: int):
         "start_positions": rng.integers(0, 32, 8),
         "end_positions": rng.integers(0, 32, 8),
     }
-    batch = {k: jnp.asarray(v, jnp.int32).reshape(accum, 8 // accum, *v.shape[1:]) for k, v in batch.items()}
-    state, metrics = jax.jit(make_train_step(model, tx, seed=0))(state, batch, {})
+    stacked = {k: jnp.asarray(v, jnp.int32).reshape(accum, 8 // accum, *v.shape[1:]) for k, v in batch.items()}
+    state, metrics = jax.jit(make_train_step(model, tx, seed=0))(state, stacked, {})
     return float(metrics["loss"]), state.params
 
 

@@ -9,7 +9,7 @@ import functools
 import importlib
 import re
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import flax.linen as nn
 import jax
@@ -20,6 +20,22 @@ from jaxqa.models.layers import ConfigError
 from jaxqa.models.stacking import Repeated
 
 MODEL_TYPES = ("bert", "squeezebert", "mobilebert", "distilbert")
+
+
+class ModelConfig(Protocol):
+    """What every family's Config is: a frozen dataclass with Hugging Face field
+    names, read from and written to a `config.json` dict."""
+
+    @property
+    def vocab_size(self) -> int: ...
+
+    @property
+    def max_position_embeddings(self) -> int: ...
+
+    @classmethod
+    def from_hf(cls, hf: dict[str, Any]) -> Any: ...
+
+    def to_hf(self) -> dict[str, Any]: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,10 +56,11 @@ class HFNames:
         if scope == "embeddings":
             return f"embeddings.{name}"
         layer = re.fullmatch(r"layer_(\d+)", scope)
-        for ours, theirs in self.layer_modules.items() if layer else ():
-            block = re.fullmatch(re.escape(ours).replace(re.escape("{j}"), r"(?P<j>\d+)"), name)
-            if block:
-                return f"{self.layer.format(i=layer[1])}.{theirs.format(**block.groupdict())}"
+        if layer:
+            for ours, theirs in self.layer_modules.items():
+                block = re.fullmatch(re.escape(ours).replace(re.escape("{j}"), r"(?P<j>\d+)"), name)
+                if block:
+                    return f"{self.layer.format(i=layer[1])}.{theirs.format(**block.groupdict())}"
         raise KeyError(path)
 
 
@@ -65,7 +82,7 @@ class Family:
 
     model_type: str  # the Hugging Face model_type
     architecture: str  # the Hugging Face question-answering class
-    config: type  # frozen dataclass with Hugging Face field names, `from_hf`, `to_hf`
+    config: type[ModelConfig]
     sizes: Mapping[str, Any]  # named configs, at least "base" and "tiny"
     embeddings: type[nn.Module]
     layer: type[nn.Module]

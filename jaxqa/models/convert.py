@@ -109,7 +109,7 @@ def params_from_hf(model_type: str, config, state: Mapping[str, np.ndarray]) -> 
     the source has no span head) and a report of what was dropped.
     """
     fam = models.family(model_type)
-    original = {}  # the name jaxqa reads -> the source tensor's own name
+    original: dict[str, str] = {}  # the name jaxqa reads -> the source tensor's own name
     for key in state:
         name = _legacy_renamed(key)
         # A bare encoder (e.g. `BertModel`) is saved without the prefix.

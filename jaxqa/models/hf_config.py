@@ -44,7 +44,7 @@ C = TypeVar("C")
 
 def from_hf(cls: type[C], hf: dict[str, Any]) -> C:
     """Builds the dataclass `cls` from a Hugging Face config dict."""
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     values = {}
     for key, value in hf.items():
         if key in names:

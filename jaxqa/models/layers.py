@@ -259,6 +259,7 @@ class Attention(nn.Module):
     def __call__(self, q, k, v, attention_mask, deterministic: bool):
         if q.shape[2] == 0:  # a pruned layer that lost every head
             return jnp.zeros((*q.shape[:2], 0), v.dtype)
+        attend: Callable
         if deterministic or self.rate == 0:
             attend = functools.partial(fused_attention, attention_mask=attention_mask)
         else:

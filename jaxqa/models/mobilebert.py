@@ -179,7 +179,7 @@ class Embeddings(nn.Module):
     @nn.compact
     def __call__(self, input_ids, token_type_ids, deterministic: bool):
         cfg, std = self.config, self.config.initializer_range
-        args = dict(std=std, dtype=self.dtype, param_dtype=self.param_dtype)
+        args: dict[str, Any] = dict(std=std, dtype=self.dtype, param_dtype=self.param_dtype)
         words = Table(
             cfg.vocab_size,
             cfg.embedding_size,
@@ -221,7 +221,7 @@ class Embeddings(nn.Module):
 
 def feed_forward(cfg: Config, h, dtype: Dtype, param_dtype: Dtype):
     """One feed-forward network, in the module that calls it: (B, T, K) -> (B, T, K), before the residual."""
-    args = dict(std=cfg.initializer_range, dtype=dtype, param_dtype=param_dtype)
+    args: dict[str, Any] = dict(std=cfg.initializer_range, dtype=dtype, param_dtype=param_dtype)
     y = Dense(cfg.intermediate_size, ("bottleneck", "mlp"), name="intermediate", **args)(h)
     y = ACTIVATIONS[cfg.hidden_act](y)
     return Dense(cfg.true_hidden_size, ("mlp", "bottleneck"), name="output", **args)(y)
@@ -259,7 +259,7 @@ class Layer(nn.Module):
     @nn.compact
     def __call__(self, x, attention_mask, deterministic: bool):
         cfg = self.config
-        args = dict(std=cfg.initializer_range, dtype=self.dtype, param_dtype=self.param_dtype)
+        args: dict[str, Any] = dict(std=cfg.initializer_range, dtype=self.dtype, param_dtype=self.param_dtype)
         k = cfg.true_hidden_size
         dropout = nn.Dropout(cfg.hidden_dropout_prob)
         inner = inner_axis(cfg)

@@ -156,7 +156,7 @@ class Layer(nn.Module):
     @nn.compact
     def __call__(self, x, attention_mask, deterministic: bool):
         cfg = self.config
-        args = dict(std=cfg.initializer_range, dtype=self.dtype, param_dtype=self.param_dtype)
+        args: dict[str, Any] = dict(std=cfg.initializer_range, dtype=self.dtype, param_dtype=self.param_dtype)
         dropout = nn.Dropout(cfg.hidden_dropout_prob)
 
         def heads(name, groups):  # (B, T, D) -> (B, T, N, H)

@@ -188,7 +188,7 @@ def _signature(tree) -> tuple:
 
 def _runs(blocks: Sequence) -> list[tuple[int, int]]:
     """(first, last) of each run of consecutive blocks with equal structure, shapes and dtypes."""
-    runs = []
+    runs: list[tuple[int, int]] = []
     for j, block in enumerate(blocks):
         if runs and _signature(block) == _signature(blocks[runs[-1][0]]):
             runs[-1] = (runs[-1][0], j)
@@ -218,11 +218,12 @@ def apply(
     and what the policy keeps. Initializing, `module` gets block j's fresh
     parameters under its canonical names.
     """
+    stored: Mapping
     if module.is_initializing():
         stored = {}
         for j, template in enumerate(templates):
             fresh = template.init(module.make_rng("params"), x, *args)["params"]
-            names = {}
+            names: dict = {}
             repeated._store(names, f"{repeated.stem}_{j}", fresh)
             stored |= {name: module.param(name, lambda _, value=value: value) for name, value in names.items()}
     else:
@@ -242,5 +243,5 @@ def apply(
             continue
         step_keys = None if keys is None else keys[first : first + length]
         with jax.named_scope(f"{repeated.stem}_{first}_to_{first + length - 1}"):  # in profiles and the HLO
-            x, _ = jax.lax.scan(lambda x, inputs, block=block: (block(x, *inputs), None), x, (params, step_keys))
+            x, _ = jax.lax.scan(lambda x, inputs, block=block: (block(x, *inputs), None), x, (params, step_keys))  # type: ignore[misc]
     return x

@@ -8,6 +8,7 @@ what is not exact.
 
 import dataclasses
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -59,7 +60,7 @@ def make_student(
 
 def _same_family(model_type: str, config, params: dict, layers: tuple[int, ...]):
     depth_field = "n_layers" if model_type == "distilbert" else "num_hidden_layers"
-    fields = {depth_field: len(layers)}
+    fields: dict[str, Any] = {depth_field: len(layers)}
     if model_type == "bert":  # pruned heads and feed-forward widths follow their layers to the new numbers
         pruned = dict(config.pruned_heads)
         fields["pruned_heads"] = tuple((new, pruned[old]) for new, old in enumerate(layers) if old in pruned)

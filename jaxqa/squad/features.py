@@ -122,8 +122,9 @@ def _windows(examples: Sequence[Example], tokenizer: Tokenizer, settings: Featur
     # run_qa.py strips leading white space: some SQuAD questions have a lot of it.
     questions = tokenizer.encode_batch([ex.question.lstrip() for ex in examples], add_special_tokens=False)
     context_number: dict[str, int] = {}  # each distinct context, numbered in order of appearance
-    example_context = [context_number.setdefault(ex.context, len(context_number)) for ex in examples]
-    example_context = np.array(example_context, np.int64)  # (E,)
+    example_context = np.array(
+        [context_number.setdefault(ex.context, len(context_number)) for ex in examples], np.int64
+    )  # (E,)
     contexts = tokenizer.encode_batch(list(context_number), add_special_tokens=False)
 
     question_ids, question_start, question_len = _flatten_ids(questions)

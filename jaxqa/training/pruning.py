@@ -79,11 +79,14 @@ class Pruning:
         it once for all its micro-batches."""
         share = self.share(step)
         if self.method == "magnitude":
-            chosen = {
-                layer: {name: _top(jnp.abs(params[layer][name]["kernel"]), share) for name in KERNELS}
-                for layer in _layers(params)
-            }
-        elif self.method == "movement":
+            return jax.lax.stop_gradient(
+                {
+                    layer: {name: _top(jnp.abs(params[layer][name]["kernel"]), share) for name in KERNELS}
+                    for layer in _layers(params)
+                }
+            )
+        assert scores is not None  # the other methods learn scores
+        if self.method == "movement":
             chosen = {layer: {name: _top(s, share) for name, s in named.items()} for layer, named in scores.items()}
         else:
             covers = jax.tree_util.tree_leaves(self._covers(params, scores))
@@ -112,7 +115,7 @@ class Pruning:
     def apply(self, params: dict, scores: dict | None, chosen: dict) -> tuple[dict, jax.Array]:
         """(params with the weights `select` did not choose zero, share of the weights kept)."""
         masks = self.masks(scores, chosen)
-        pruned, kept, total = dict(params), 0, 0
+        pruned, kept, total = dict(params), jnp.zeros(()), 0
         for layer, named in masks.items():
             pruned[layer] = dict(params[layer])
             for name, mask in named.items():
@@ -133,6 +136,7 @@ class Pruning:
         score about ten times as hard as a unit's; see the README.)"""
         if self.method not in ("soft-movement", "hybrid") or self.remaining == 1:
             return jnp.zeros(()), jnp.zeros(())
+        assert scores is not None  # both methods learn scores
         weight = self.penalty * (1 - self.share(step)) / (1 - self.remaining)
         pairs = list(zip(jax.tree_util.tree_leaves(scores), jax.tree_util.tree_leaves(self._covers(params, scores))))
         soft_kept = sum(cover * jax.nn.sigmoid(s).sum() for s, cover in pairs) / sum(

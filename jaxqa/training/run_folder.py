@@ -56,7 +56,7 @@ class RunFolder:
             try:
                 stored = json.loads(self.marker.read_text())
             except ValueError:
-                stored = None
+                stored = None  # type: ignore[assignment]  # refused just below
             if not isinstance(stored, dict):
                 raise RunFolderError(f"{self.marker}: not a JSON object; use another --run-dir")
             if {key: stored.get(key) for key in self.identity} != self.identity:

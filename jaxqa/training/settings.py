@@ -239,9 +239,10 @@ def load_recipe(spec: str) -> dict:
             raise SettingsError(
                 f"--config {spec}: no such file, nor a shipped recipe ({', '.join(models.MODEL_TYPES)})"
             )
-        loader = importlib.util.spec_from_file_location(path.stem, path)
+        spec_file = importlib.util.spec_from_file_location(path.stem, path)
+        assert spec_file is not None and spec_file.loader is not None  # a .py file that exists
         module = types.ModuleType(path.stem)
-        loader.loader.exec_module(module)
+        spec_file.loader.exec_module(module)
         recipe = module.get_config(arg)
     unknown = set(recipe) - {f.name for f in dataclasses.fields(Settings) if f.name != "model"}
     if unknown:

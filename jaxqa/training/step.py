@@ -40,7 +40,7 @@ def relayout(state: TrainState, layout: Callable[[dict], dict]) -> TrainState:
             return type(tree)(*fields) if hasattr(tree, "_fields") else type(tree)(fields)
         return tree
 
-    return state.replace(params=layout(state.params), opt_state=walk(state.opt_state))
+    return dataclasses.replace(state, params=layout(state.params), opt_state=walk(state.opt_state))
 
 
 # Logit of padding positions in the losses: out of every softmax, and finite, so
@@ -143,6 +143,7 @@ def make_train_step(
         params = optax.apply_updates(state.params, updates)
         scores, score_opt_state = state.scores, state.score_opt_state
         if scores is not None:
+            assert score_tx is not None  # scores come with their optimizer
             score_updates, score_opt_state = score_tx.update(score_grads, score_opt_state, scores)
             scores = optax.apply_updates(scores, score_updates)
         # A non-finite loss freezes the state at the last good step and records where it happened.
