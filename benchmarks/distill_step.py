@@ -27,7 +27,8 @@ from jaxqa.models import bert, distilbert
 from jaxqa.models.encoder import SpanModel
 from jaxqa.training import optim
 from jaxqa.training.pruning import Pruning
-from jaxqa.training.step import Distillation, TrainState, make_train_step
+from jaxqa.training.state import TrainState
+from jaxqa.training.step import Distillation, make_train_step
 
 MINILM = bert.SIZES["minilm-l6"]
 PAIRS: dict[str, tuple[str, Any, str, Any]] = {  # (student family, student config, teacher family, teacher config)
@@ -44,14 +45,7 @@ def stepper(student: nn.Module, teacher: nn.Module | None, batch: dict, prune: P
     params = nn.meta.unbox(models.init_params(student, jax.random.key(0)))
     scores = prune.init_scores(params) if prune else None
     score_tx = optim.scores(schedule)
-    state = TrainState(
-        jnp.zeros((), jnp.int32),
-        params,
-        tx.init(params),
-        jnp.full((), -1, jnp.int32),
-        scores,
-        None if scores is None else score_tx.init(scores),
-    )
+    state = TrainState.create(params, tx, scores, score_tx)
     distill = teacher_params = None
     if teacher is not None:
         distill = Distillation(teacher, 0.5, 2.0)

@@ -63,7 +63,8 @@ from jaxqa import compilation_cache, models
 from jaxqa.models.encoder import SpanModel, runtime_params
 from jaxqa.models.stacking import REMAT, Execution
 from jaxqa.training import optim
-from jaxqa.training.step import TrainState, make_train_step
+from jaxqa.training.state import TrainState
+from jaxqa.training.step import make_train_step
 
 LEARNING_RATE = 5e-5
 WEIGHT_DECAY = 0.01
@@ -121,9 +122,7 @@ def jaxqa_train_step(model: nn.Module):
 
 def jaxqa_state(model: nn.Module, tx: optax.GradientTransformation) -> TrainState:
     params = nn.meta.unbox(models.init_params(model, jax.random.key(0)))
-    return TrainState(
-        step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), bad_step=jnp.full((), -1, jnp.int32)
-    )
+    return TrainState.create(params, tx)
 
 
 def jaxqa_train(model: nn.Module, batch: dict[str, np.ndarray]) -> tuple[Callable[[int], None], float]:

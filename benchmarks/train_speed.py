@@ -24,7 +24,8 @@ import numpy as np
 from jaxqa import models, sharding
 from jaxqa.models.encoder import SpanModel
 from jaxqa.training import optim
-from jaxqa.training.step import TrainState, make_train_step
+from jaxqa.training.state import TrainState
+from jaxqa.training.step import make_train_step
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,9 +37,7 @@ def measure(model_type: str, size: str, batch_size: int, seq_len: int, steps: in
     mesh = sharding.make_mesh(sharding.parse_mesh(None, jax.device_count()))
     tx = optim.build("lamb", optim.schedule(1e-3, 10, 1000), 0.01)
     params = nn.meta.unbox(models.init_params(model, jax.random.key(0)))
-    state = TrainState(
-        step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), bad_step=jnp.full((), -1, jnp.int32)
-    )
+    state = TrainState.create(params, tx)
     rng = np.random.default_rng(0)
     batch: dict = {
         "input_ids": rng.integers(1000, 2000, (1, batch_size, seq_len)).astype(np.int32),

@@ -17,13 +17,22 @@ class Error(ValueError):
     """Something jaxqa cannot do with what it was given; the message says what and where."""
 
 
+class _Lines(logging.Formatter):
+    """A record as one bare line; a warning or worse says its level first."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        return line if record.levelno < logging.WARNING else f"{record.levelname}: {line}"
+
+
 @contextlib.contextmanager
 def log_to(stream, level: int = logging.INFO):
     """Within the block, shows jaxqa's log lines of `level` and above on `stream`
-    (and only there), as bare lines; the logging set-up is restored after it."""
+    (and only there), as bare lines (warnings begin "WARNING: "); the logging
+    set-up is restored after it."""
     logger = logging.getLogger("jaxqa")
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setFormatter(_Lines("%(message)s"))
     saved = logger.level, logger.propagate
     logger.addHandler(handler)
     logger.setLevel(level)

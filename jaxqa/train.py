@@ -16,21 +16,24 @@ import math
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import Mesh
+from tokenizers import Tokenizer
 from tqdm import tqdm
 
 from jaxqa import compilation_cache, evaluate, models, precision, sharding
-from jaxqa.checkpoint import open_checkpoint, params_digest
+from jaxqa.checkpoint import Source, open_checkpoint, params_digest
 from jaxqa.errors import Error, log_to
-from jaxqa.models import compact
+from jaxqa.models import bert, compact
 from jaxqa.models.encoder import SpanModel, canonical_params, runtime_params
 from jaxqa.models.stacking import Execution
-from jaxqa.squad.features import FeatureSettings
+from jaxqa.squad.features import FeatureSettings, TrainFeatures
 from jaxqa.squad.tokenizer import load_tokenizer
 from jaxqa.training import batches, optim, pruning
 from jaxqa.training.run_folder import MetricsLog, RunFolder
@@ -44,7 +47,9 @@ from jaxqa.training.settings import (
     validate,
     validate_mesh,
 )
-from jaxqa.training.step import Distillation, TrainState, make_train_step, relayout
+from jaxqa.training.state import TrainState, relayout
+from jaxqa.training.state import shardings as state_shardings
+from jaxqa.training.step import Distillation, make_train_step
 
 log = logging.getLogger("jaxqa.train")
 
@@ -73,27 +78,73 @@ def main(argv=None) -> int:
 
 
 def train(s: Settings) -> int:
-    # ---------------------------------------------------------------- settings, processes, mesh
+    """One run, phase by phase; 0 when it ends or is stopped by a signal (and saved)."""
     validate(s)
+    mesh = start_processes(s)
+    model = build_model(s)
+    data = load_data(s, model.tokenizer)
+    teacher = read_teacher(s, model)
+    plan = plan_optimization(s, model.config, len(data.train.input_ids))
+    layout = lay_out_state(s, model.module, plan, mesh)
+    folder = RunFolder(
+        s.run_folder, s.model, model.config, model.tokenizer_dir, keep=s.keep,
+        shrink=compact.compact if plan.prune else None,
+    )  # fmt: skip
+    run_settings = trajectory(s)  # what the run folder records, to resume only what it holds
+    if teacher:
+        run_settings["teacher_weights"] = params_digest(teacher.params)  # a changed teacher under the same path
+    state = restore_or_init(s, folder, run_settings, model, plan, layout)
+    folder.record_settings(run_settings)
+    step_fn, teacher_params = compile_step(s, model.module, plan, layout, mesh, teacher)
+    run = Run(s, model, data, plan, layout, mesh, folder)
+    with signals_caught() as stop:
+        state = run.loop(state, step_fn, teacher_params, stop)
+    if stop.signal is not None:
+        log.info(f"stopped by signal {stop.signal} at step {int(state.step)}; the same command resumes from "
+                 f"{folder.directory}")  # fmt: skip
+        return 0
+    run.finish(state)
+    return 0
+
+
+# ---------------------------------------------------------------- processes, model, data, teacher
+
+
+def start_processes(s: Settings) -> Mesh:
+    """Joins the other processes of a multi-host run, enables the compilation cache and makes the device mesh."""
     if s.num_processes > 1:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU runs; other platforms ignore it
         jax.distributed.initialize(s.coordinator, num_processes=s.num_processes, process_id=s.process_id)
     compilation_cache.enable(s.compilation_cache)
-    leader = jax.process_index() == 0
     mesh_sizes = sharding.parse_mesh(s.mesh, jax.device_count())
     validate_mesh(s, mesh_sizes[sharding.DATA], jax.process_count())
-    mesh = sharding.make_mesh(mesh_sizes)
-    run_dir = s.run_folder
+    log.info(f"mesh data={mesh_sizes['data']} model={mesh_sizes['model']} over {jax.device_count()} "
+             f"{jax.devices()[0].platform} device(s)")  # fmt: skip
+    return sharding.make_mesh(mesh_sizes)
 
-    # ---------------------------------------------------------------- model and data
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+    """The model a run trains: its config as the run folder keeps it, the module
+    that trains it (compute dtype, layout, attention dropout), its tokenizer and
+    where the starting weights come from (None: random)."""
+
+    config: models.ModelConfig
+    module: SpanModel
+    tokenizer: Tokenizer
+    tokenizer_dir: Path
+    source: Source | None
+
+
+def build_model(s: Settings) -> Model:
     fam = models.family(s.model)
+    source: Source | None
     if s.init == "random":
         if not s.tokenizer:
             raise SettingsError("--init random needs --tokenizer DIR (a folder with tokenizer.json or vocab.txt)")
         if s.size not in fam.sizes:
             raise SettingsError(f"--size {s.size!r}: {s.model} has {', '.join(fam.sizes)}")
-        source, config = None, fam.sizes[s.size]
-        tokenizer_dir = Path(s.tokenizer)
+        source, config, tokenizer_dir = None, fam.sizes[s.size], Path(s.tokenizer)
     else:
         try:
             source = open_checkpoint(s.init)
@@ -108,34 +159,26 @@ def train(s: Settings) -> int:
     models.check_length(config, s.max_seq_length, "--max-seq-length")
     with blame("--tokenizer" if s.tokenizer else "--init"):
         tokenizer = load_tokenizer(tokenizer_dir)
-    bf16 = s.precision == "bf16" or (
-        s.precision == "auto" and precision.training_bf16(jax.devices()[0].platform, precision.cpu_flags())
-    )
-    dtype = jnp.bfloat16 if bf16 else jnp.float32
-    execution = Execution(scan=s.scan_layers, remat=remat_for(s, jax.devices()[0].platform))
+    platform = jax.devices()[0].platform
+    bf16 = s.precision == "bf16" or (s.precision == "auto" and precision.training_bf16(platform, precision.cpu_flags()))
+    execution = Execution(scan=s.scan_layers, remat=remat_for(s, platform))
     # The run folder keeps the config as it came; training may drop out attention at another rate.
-    trained_config = (
-        config
-        if s.attention_dropout is None
-        else dataclasses.replace(config, **{fam.attention_dropout: s.attention_dropout})
-    )
-    model = SpanModel(trained_config, dtype=dtype, param_dtype=jnp.float32, execution=execution)
-    run_settings = trajectory(s)  # what the run folder records, to resume only what it holds
-    teacher = None
-    if s.teacher:
-        try:
-            teacher = open_checkpoint(s.teacher)
-            same_tokens = load_tokenizer(teacher.folder).to_str() == tokenizer.to_str()
-            models.check_length(teacher.config, s.max_seq_length, "--max-seq-length")
-            teacher_host_params = teacher.read_params()
-        except Error as err:
-            raise SettingsError(f"--teacher {s.teacher}: {err}") from None
-        if not same_tokens:
-            raise SettingsError(
-                f"--teacher {teacher.folder} and the student ({tokenizer_dir}) tokenize differently; "
-                "a teacher must share the student's tokenizer"
-            )
-        run_settings["teacher_weights"] = params_digest(teacher_host_params)  # a changed teacher under the same path
+    trained = config
+    if s.attention_dropout is not None:
+        trained = dataclasses.replace(config, **{fam.attention_dropout: s.attention_dropout})  # type: ignore[type-var]
+    module = SpanModel(trained, jnp.bfloat16 if bf16 else jnp.float32, jnp.float32, execution)
+    log.info(f"{s.model}: layers {'scanned' if execution.scan else 'unrolled'}, remat {execution.remat}, "
+             f"compute in {'bfloat16' if bf16 else 'float32'}")  # fmt: skip
+    return Model(config, module, tokenizer, tokenizer_dir, source)
+
+
+@dataclasses.dataclass(frozen=True)
+class Data:
+    train: TrainFeatures
+    eval: batches.EvalSet | None
+
+
+def load_data(s: Settings, tokenizer: Tokenizer) -> Data:
     windows = FeatureSettings(s.max_seq_length, s.doc_stride, s.max_query_length)
     with blame("--train-file"):
         train_set = batches.train_set(s.train_file, s.max_train_examples, tokenizer, windows)
@@ -144,267 +187,355 @@ def train(s: Settings) -> int:
         with blame("--eval-file"):
             eval_set = batches.eval_set(s.eval_file, s.max_eval_examples, tokenizer, windows)
         log.info(f"evaluating on {len(eval_set.data.examples)} questions from {s.eval_file}")
-    steps_per_epoch = len(train_set.input_ids) // s.batch_size
-    if steps_per_epoch == 0:
+    return Data(train_set, eval_set)
+
+
+@dataclasses.dataclass(frozen=True)
+class Teacher:
+    source: Source
+    params: dict  # on the host, one layer per name
+
+
+def read_teacher(s: Settings, student: Model) -> Teacher | None:
+    """The fine-tuned model to distil from (--teacher), checked against the student's tokenizer."""
+    if not s.teacher:
+        return None
+    try:
+        source = open_checkpoint(s.teacher)
+        same_tokens = load_tokenizer(source.folder).to_str() == student.tokenizer.to_str()
+        models.check_length(source.config, s.max_seq_length, "--max-seq-length")
+        params = source.read_params()
+    except Error as err:
+        raise SettingsError(f"--teacher {s.teacher}: {err}") from None
+    if not same_tokens:
         raise SettingsError(
-            f"--batch-size {s.batch_size} is larger than the {len(train_set.input_ids)} training features"
+            f"--teacher {source.folder} and the student ({student.tokenizer_dir}) tokenize differently; "
+            "a teacher must share the student's tokenizer"
         )
+    return Teacher(source, params)
+
+
+# ---------------------------------------------------------------- optimizers and the state's layout
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """How many steps, at which learning rates, updated by which optimizers, pruned how."""
+
+    total_steps: int
+    lr: optax.Schedule
+    tx: optax.GradientTransformation
+    prune: pruning.Pruning | None
+    score_tx: optax.GradientTransformation | None
+
+
+def plan_optimization(s: Settings, config, windows: int) -> Plan:
+    steps_per_epoch = windows // s.batch_size
+    if steps_per_epoch == 0:
+        raise SettingsError(f"--batch-size {s.batch_size} is larger than the {windows} training features")
     total_steps = s.max_steps or math.ceil(s.epochs * steps_per_epoch)
-    log.info(
-        f"{len(train_set.input_ids)} training features from {s.train_file}, {steps_per_epoch} steps per epoch, "
-        f"{total_steps} steps; mesh data={mesh_sizes['data']} model={mesh_sizes['model']} over "
-        f"{jax.device_count()} {jax.devices()[0].platform} device(s); layers {'scanned' if execution.scan else 'unrolled'}, "
-        f"remat {execution.remat}"
-    )
-
-    # ---------------------------------------------------------------- optimizer and sharded state
-    lr = optim.schedule(s.learning_rate, int(s.warmup_proportion * total_steps), total_steps)
+    log.info(f"{windows} training features from {s.train_file}, {steps_per_epoch} steps per epoch, "
+             f"{total_steps} steps")  # fmt: skip
+    warmup = int(s.warmup_proportion * total_steps)
+    lr = optim.schedule(s.learning_rate, warmup, total_steps)
     tx = optim.build(s.optimizer, lr, s.weight_decay, clip_norm=s.clip_norm)
-    prune, score_tx = None, None
-    if s.prune:
-        block = pruning.block_edge(s.prune_block, config.head_dim, config.hidden_size)
-        if block != s.prune_block and s.prune == "hybrid":
-            log.info(f"--prune-block {s.prune_block}: blocks of {block} x {block}, which divide the model's heads")
-        warmup = int(s.warmup_proportion * total_steps)
-        prune = pruning.Pruning(
-            s.prune,
-            s.prune_remaining,
-            total_steps,
-            warmup,
-            s.prune_initial_warmup,
-            s.prune_final_warmup,
-            s.prune_penalty,
-            block,
-        )
-        score_tx = optim.scores(optim.schedule(s.prune_score_learning_rate, warmup, total_steps), s.clip_norm)
-    # Training holds runs of like layers stacked (one compiled body, one optimizer
-    # update per stacked weight); checkpoints hold one layer per name.
-    boxed = models.abstract_params(model)
-    param_sh = sharding.param_shardings(jax.eval_shape(functools.partial(runtime_params, model), boxed), mesh, s.fsdp)
+    if not s.prune:
+        return Plan(total_steps, lr, tx, None, None)
+    block = pruning.block_edge(s.prune_block, config.head_dim, config.hidden_size)
+    if block != s.prune_block and s.prune == "hybrid":
+        log.info(f"--prune-block {s.prune_block}: blocks of {block} x {block}, which divide the model's heads")
+    prune = pruning.Pruning(
+        s.prune, s.prune_remaining, total_steps, warmup, s.prune_initial_warmup, s.prune_final_warmup,
+        s.prune_penalty, block,
+    )  # fmt: skip
+    score_tx = optim.scores(optim.schedule(s.prune_score_learning_rate, warmup, total_steps), s.clip_norm)
+    return Plan(total_steps, lr, tx, prune, score_tx)
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """The state as training holds it (runs of like layers stacked: one compiled
+    body, one optimizer update per stacked weight) and as checkpoints hold it
+    (one layer per name), each with its shardings, and the maps between them."""
+
+    init: Callable[[dict], TrainState]  # parameters one layer per name -> the stacked state
+    abstract_disk: TrainState
+    state_sh: TrainState
+    disk_sh: TrainState
+    disk_param_sh: dict
+    stacked: Callable[[TrainState], TrainState]
+    per_layer: Callable[[TrainState], TrainState]
+
+
+def lay_out_state(s: Settings, module: SpanModel, plan: Plan, mesh: Mesh) -> Layout:
+    boxed = models.abstract_params(module)
+    param_sh = sharding.param_shardings(jax.eval_shape(functools.partial(runtime_params, module), boxed), mesh, s.fsdp)
     disk_param_sh = sharding.param_shardings(boxed, mesh, s.fsdp)
-    stacked = functools.partial(relayout, layout=functools.partial(runtime_params, model))
-    per_layer = functools.partial(relayout, layout=functools.partial(canonical_params, config))
+    stacked = functools.partial(relayout, layout=functools.partial(runtime_params, module))
+    per_layer = functools.partial(relayout, layout=functools.partial(canonical_params, module.config))
 
-    def init_state(params):  # from parameters one layer per name
-        scores = prune.init_scores(params) if prune else None
-        params = runtime_params(model, params)
-        return TrainState(
-            step=jnp.zeros((), jnp.int32),
-            params=params,
-            opt_state=tx.init(params),
-            bad_step=jnp.full((), -1, jnp.int32),
-            scores=scores,
-            score_opt_state=None if scores is None else score_tx.init(scores),
-        )
+    def init(params: dict) -> TrainState:
+        scores = plan.prune.init_scores(params) if plan.prune else None
+        return TrainState.create(runtime_params(module, params), plan.tx, scores, plan.score_tx)
 
-    abstract_state = jax.eval_shape(init_state, nn.meta.unbox(boxed))
-    abstract_disk = jax.eval_shape(per_layer, abstract_state)
+    unboxed = nn.meta.unbox(boxed)
+    abstract = jax.eval_shape(init, unboxed)
+    abstract_disk = jax.eval_shape(per_layer, abstract)
     replicated = sharding.replicated(mesh)
-    # Scores of one weight each are laid out as their kernels; block and unit scores are small: replicated.
-    score_sh = (
-        None
-        if abstract_state.scores is None
-        else {
-            layer: {
-                name: disk_param_sh[layer][name]["kernel"]
-                if name in disk_param_sh[layer] and score.shape == abstract_disk.params[layer][name]["kernel"].shape
-                else replicated
-                for name, score in named.items()
-            }
-            for layer, named in abstract_state.scores.items()
-        }
+    state_sh, disk_sh = (
+        state_shardings(tree, params_sh, unboxed, disk_param_sh, replicated, plan.tx, plan.score_tx)
+        for tree, params_sh in ((abstract, param_sh), (abstract_disk, disk_param_sh))
     )
+    return Layout(init, abstract_disk, state_sh, disk_sh, disk_param_sh, stacked, per_layer)
 
-    def state_shardings(abstract, params_sh) -> TrainState:
-        return TrainState(
-            step=replicated,
-            params=params_sh,
-            opt_state=optax.tree_utils.tree_map_params(
-                tx, lambda _, sh: sh, abstract.opt_state, params_sh, transform_non_params=lambda _: replicated
-            ),
-            bad_step=replicated,
-            scores=score_sh,
-            score_opt_state=None
-            if score_sh is None
-            else optax.tree_utils.tree_map_params(
-                score_tx,
-                lambda _, sh: sh,
-                abstract.score_opt_state,
-                score_sh,
-                transform_non_params=lambda _: replicated,
-            ),
-        )
 
-    state_sh, disk_sh = state_shardings(abstract_state, param_sh), state_shardings(abstract_disk, disk_param_sh)
-    to_disk = jax.jit(per_layer, out_shardings=disk_sh)
-    folder = RunFolder(run_dir, s.model, config, tokenizer_dir, keep=s.keep, shrink=compact.compact if prune else None)
-    if folder.latest_step() is not None:  # the checkpoint replaces --init, which is not read
+def restore_or_init(
+    s: Settings, folder: RunFolder, run_settings: dict, model: Model, plan: Plan, layout: Layout
+) -> TrainState:
+    """The state of the folder's last checkpoint (which replaces --init, not read),
+    or a fresh one born sharded from --init's weights or random ones."""
+    if folder.latest_step() is not None:
         changes = "; ".join(changed_settings(folder.settings, run_settings))
         if changes and not s.allow_changed_settings:
             raise SettingsError(
-                f"{run_dir} holds a run trained with other settings ({changes}): the same command "
+                f"{s.run_folder} holds a run trained with other settings ({changes}): the same command "
                 "resumes it exactly; pass --allow-changed-settings to go on with the new values, "
                 "or use another --run-dir"
             )
         if changes:
-            log.warning(f"WARNING: --allow-changed-settings: resuming with {changes}")
-        state = jax.jit(stacked, out_shardings=state_sh)(folder.restore(abstract_disk, disk_sh))
-        log.info(f"resumed from {folder.directory} at step {int(state.step)}")
-    else:
-        if source is None:
-            log.warning(
-                f"WARNING: --init random: training {s.model} {s.size} from random weights, not a pretrained encoder"
-            )
-            start_params = jax.device_get(nn.meta.unbox(models.init_params(model, jax.random.key(s.seed))))
-        else:
-            start_params = source.read_params(s.seed)
-        state = jax.jit(init_state, out_shardings=state_sh)(jax.device_put(start_params, disk_param_sh))
-        del start_params
-    folder.record_settings(run_settings)
+            log.warning(f"--allow-changed-settings: resuming with {changes}")
+        restored = jax.jit(layout.stacked, out_shardings=layout.state_sh)(
+            folder.restore(layout.abstract_disk, layout.disk_sh)
+        )
+        log.info(f"resumed from {folder.directory} at step {int(restored.step)}")
+        return restored
+    if model.source is None:
+        log.warning(f"--init random: training {s.model} {s.size} from random weights, not a pretrained encoder")
+        fresh = lambda key: layout.init(nn.meta.unbox(model.module.init(key, *models.example_batch())["params"]))
+        return jax.jit(fresh, out_shardings=layout.state_sh)(jax.random.key(s.seed))
+    start = jax.device_put(model.source.read_params(s.seed), layout.disk_param_sh)
+    return jax.jit(layout.init, out_shardings=layout.state_sh)(start)
 
-    # ---------------------------------------------------------------- teacher and train step
+
+def compile_step(
+    s: Settings, module: SpanModel, plan: Plan, layout: Layout, mesh: Mesh, teacher: Teacher | None
+) -> tuple[Callable, dict]:
+    """The jitted train step `(state, batch, teacher_params) -> (state, metrics)`,
+    and the teacher's parameters it takes: frozen, in the compute precision,
+    stacked once and sharded over the same mesh as the student ({} without one)."""
     distill, teacher_params, teacher_sh = None, {}, {}
-    if teacher:  # frozen, in the compute precision, sharded over the same mesh as the student
-        teacher_module = SpanModel(teacher.config, dtype=dtype, param_dtype=jnp.float32, execution=execution)
-        teacher_sh = sharding.param_shardings(models.abstract_params(teacher_module), mesh, s.fsdp)
-        # Stacked once, as the teacher's weights never change: no step copies them.
-        teacher_params = jax.jit(functools.partial(runtime_params, teacher_module))(
-            jax.device_put(teacher_host_params, teacher_sh)
+    if teacher:
+        teacher_module = SpanModel(teacher.source.config, module.dtype, jnp.float32, module.execution)
+        placed = jax.device_put(
+            teacher.params, sharding.param_shardings(models.abstract_params(teacher_module), mesh, s.fsdp)
         )
+        teacher_params = jax.jit(functools.partial(runtime_params, teacher_module))(placed)
         teacher_sh = jax.tree_util.tree_map(lambda leaf: leaf.sharding, teacher_params)
-        del teacher_host_params
         distill = Distillation(teacher_module, s.distill_alpha, s.distill_temperature)
-        log.info(
-            f"distilling from the {teacher.model_type} teacher {teacher.folder} (alpha {s.distill_alpha}, "
-            f"temperature {s.distill_temperature})"
-        )
+        log.info(f"distilling from the {teacher.source.model_type} teacher {teacher.source.folder} "
+                 f"(alpha {s.distill_alpha}, temperature {s.distill_temperature})")  # fmt: skip
     batch_sh = {key: sharding.batch_sharding(mesh, ndim, leading=1) for key, ndim in batches.TRAIN_NDIMS.items()}
     step_fn = jax.jit(
-        make_train_step(model, tx, s.seed, distill, prune, score_tx),
-        in_shardings=(state_sh, batch_sh, teacher_sh),
-        out_shardings=(state_sh, replicated),
+        make_train_step(module, plan.tx, s.seed, distill, plan.prune, plan.score_tx),
+        in_shardings=(layout.state_sh, batch_sh, teacher_sh),
+        out_shardings=(layout.state_sh, sharding.replicated(mesh)),
         donate_argnums=0,
     )
+    return step_fn, teacher_params
 
-    # The model a state stands for: pruned, its weights masked as the schedule says now (and the share kept).
-    def pruned(st):
-        params = canonical_params(config, st.params)
-        return prune.apply(params, st.scores, prune.select(params, st.scores, st.step))
 
-    masked = jax.jit(pruned, out_shardings=(disk_param_sh, replicated)) if prune else lambda st: (st.params, 1.0)
+# ---------------------------------------------------------------- the loop and the end of a run
 
-    def run_eval(params):
-        return (
-            evaluate.evaluate_params(
-                model, params, eval_set, mesh, s.eval_batch_size, s.null_score_diff_threshold, s.length_step
-            )
-            if eval_set
-            else {}
-        )
 
-    # ---------------------------------------------------------------- loop
-    stop = {"signal": None}
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda num, _: stop.update(signal=num))
-    metrics_log = MetricsLog(run_dir, enabled=leader)
-    step = int(state.step)
-    progress = tqdm(total=total_steps, initial=step, disable=not leader, unit="step", dynamic_ncols=True)
-    started, window_start, compile_seconds = time.perf_counter(), time.perf_counter(), None
-    window_steps = window_tokens = steady_tokens = (
-        0  # steps and real tokens since window_start; tokens since steady_start
-    )
-    steady_start, steady_from = started, step
-    while step < total_steps and stop["signal"] is None:
-        rows = batches.step_rows(train_set, step, s.batch_size, s.seed, s.length_step)
-        local = batches.train_batch(
-            train_set, rows, s.grad_accum, s.length_step, jax.process_index(), jax.process_count()
-        )
-        batch = sharding.global_batch(local, mesh, leading=1)
-        tick = time.perf_counter()
-        state, metrics = step_fn(state, batch, teacher_params)  # compiled once per padded length
-        step += 1
-        window_steps += 1
-        tokens = int(batches.lengths(train_set)[rows].sum())
-        window_tokens += tokens
-        steady_tokens += tokens
-        if compile_seconds is None:
+@dataclasses.dataclass
+class Stop:
+    signal: int | None = None  # the signal that asked the run to stop
+
+
+@contextlib.contextmanager
+def signals_caught():
+    """Within the block, SIGTERM and SIGINT ask the run to stop (after the step
+    under way) instead of killing it; the handlers before it come back after it."""
+    stop = Stop()
+    caught = (signal.SIGTERM, signal.SIGINT)
+    before = {signum: signal.signal(signum, lambda num, _: setattr(stop, "signal", num)) for signum in caught}
+    try:
+        yield stop
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+
+
+@dataclasses.dataclass
+class Throughput:
+    """Sequences and real tokens (not padding) per second: over the window since
+    the last log line, and steady (after the first step, which compiles)."""
+
+    batch_size: int
+    compile_seconds: float | None = None
+    window_start: float = dataclasses.field(default_factory=time.perf_counter)
+    window_steps: int = 0
+    window_tokens: int = 0
+    steady_start: float = 0.0
+    steady_steps: int = 0
+    steady_tokens: int = 0
+
+    def stepped(self, tokens: int, started: float, metrics) -> None:
+        """A step of `tokens` real tokens, dispatched at `started`, gave `metrics`."""
+        if self.compile_seconds is None:
             jax.block_until_ready(metrics)
-            compile_seconds = time.perf_counter() - tick
-            log.info(f"train step compiled and ran once in {compile_seconds:.1f}s")
-            window_start, window_steps, window_tokens, steady_tokens = time.perf_counter(), 0, 0, 0
-            steady_start, steady_from = window_start, step
-        if step % s.log_every == 0 or step == total_steps:
-            metrics, bad_step = jax.device_get((metrics, state.bad_step))
-            if bad_step >= 0:
-                folder.save(int(state.step), to_disk(state), force=True)
-                folder.wait()
-                raise TrainingError(
-                    f"non-finite loss or gradient at step {int(bad_step)}; the checkpoint of step "
-                    f"{int(state.step)} in {folder.directory} holds the state before it"
-                )
-            elapsed = max(time.perf_counter() - window_start, 1e-9)
-            record = {
-                "step": step,
-                **{key: float(value) for key, value in metrics.items()},
-                "learning_rate": float(lr(step - 1)),
-                "seq_per_s": window_steps * s.batch_size / elapsed if window_steps else None,
-                "tokens_per_s": window_tokens / elapsed if window_steps else None,
-            }  # real tokens, not padding
-            metrics_log.write(record)
-            progress.set_postfix(
-                loss=f"{record['loss']:.3f}",
-                lr=f"{record['learning_rate']:.2e}",
-                seq_s=f"{record['seq_per_s'] or 0:.1f}",
-                tok_s=f"{record['tokens_per_s'] or 0:.0f}",
-            )
-            window_start, window_steps, window_tokens = time.perf_counter(), 0, 0
-        progress.update(1)
-        if s.eval_every and step % s.eval_every == 0 and step < total_steps:
-            params = masked(state)[0]
-            result = run_eval(params)
-            metrics_log.write({"step": step, **result})
-            folder.keep_best(params, result, step)
-        if step % s.save_every == 0:
-            folder.save(step, to_disk(state))
-    progress.close()
-    train_end = time.perf_counter()
-    folder.save(int(state.step), to_disk(state), force=True)
-    folder.wait()
-    if stop["signal"] is not None:
-        log.info(f"stopped by signal {stop['signal']} at step {step}; the same command resumes from {folder.directory}")
-        return 0
+            self.compile_seconds = time.perf_counter() - started
+            log.info(f"train step compiled and ran once in {self.compile_seconds:.1f}s")
+            self.window_start = self.steady_start = time.perf_counter()
+            return
+        self.window_steps += 1
+        self.window_tokens += tokens
+        self.steady_steps += 1
+        self.steady_tokens += tokens
 
-    # ---------------------------------------------------------------- final model and summary
-    wall = train_end - started
-    params, kept = masked(state)
-    final_config = folder.export(params, run_dir / "model")
-    if prune:
-        report = {
-            "method": s.prune,
-            "remaining_target": s.prune_remaining,
-            "remaining": round(float(kept), 4),
-            **compact.report(config, final_config, s.max_seq_length),
+    def window(self) -> dict:
+        """Rates since the last call (None before a step was timed)."""
+        elapsed = max(time.perf_counter() - self.window_start, 1e-9)
+        steps, tokens = self.window_steps, self.window_tokens
+        self.window_start, self.window_steps, self.window_tokens = time.perf_counter(), 0, 0
+        return {
+            "seq_per_s": steps * self.batch_size / elapsed if steps else None,
+            "tokens_per_s": tokens / elapsed if steps else None,
         }
-        if leader:
-            (run_dir / "pruning.json").write_text(json.dumps(report, indent=2) + "\n")
-        log.info(f"pruned by {s.prune}: {compact.describe(report)}; report in {run_dir / 'pruning.json'}")
-    result = run_eval(params)
-    if result:
-        metrics_log.write({"step": step, **result})
-        folder.keep_best(params, result, step)
-    steady = (step - steady_from) * s.batch_size / (train_end - steady_start) if step > steady_from else None
-    steady_tokens = steady_tokens / (train_end - steady_start) if step > steady_from else None
-    summary = {
-        "steps": step,
-        "wall_seconds": round(wall, 1),
-        "compile_seconds": round(compile_seconds or 0, 1),
-        "seq_per_s": steady and round(steady, 2),
-        "tokens_per_s": steady_tokens and round(steady_tokens),
-        **{k: result[k] for k in ("exact", "f1") if k in result},
-    }
-    metrics_log.write({"summary": summary})
-    log.info(f"done: {json.dumps(summary)}; model in {run_dir / 'model'}")
-    return 0
+
+    def steady(self, end: float) -> dict:
+        if not self.steady_steps:
+            return {"seq_per_s": None, "tokens_per_s": None}
+        elapsed = end - self.steady_start
+        return {
+            "seq_per_s": round(self.steady_steps * self.batch_size / elapsed, 2),
+            "tokens_per_s": round(self.steady_tokens / elapsed),
+        }
+
+
+class Run:
+    """The steps of a run, its evaluations and checkpoints, and its end: the final
+    model (compact when pruned), its evaluation and the summary."""
+
+    def __init__(self, s: Settings, model: Model, data: Data, plan: Plan, layout: Layout, mesh: Mesh,
+                 folder: RunFolder):  # fmt: skip
+        self.s, self.model, self.data, self.plan, self.layout, self.mesh, self.folder = (
+            s, model, data, plan, layout, mesh, folder,
+        )  # fmt: skip
+        self.leader = jax.process_index() == 0
+        self.metrics_log = MetricsLog(s.run_folder, enabled=self.leader)
+        self.to_disk = jax.jit(layout.per_layer, out_shardings=layout.disk_sh)
+        self.masked = self._masked()
+        self.started = time.perf_counter()
+        self.ended = self.started
+        self.throughput = Throughput(s.batch_size)
+
+    def _masked(self) -> Callable:
+        """The model a state stands for: (its parameters, in either layout, pruned
+        as the schedule says now; the share of weights kept)."""
+        prune, config = self.plan.prune, self.model.config
+        if prune is None:
+            return lambda st: (st.params, 1.0)
+
+        def pruned(st):
+            params = canonical_params(config, st.params)
+            return prune.apply(params, st.scores, prune.select(params, st.scores, st.step))
+
+        return jax.jit(pruned, out_shardings=(self.layout.disk_param_sh, sharding.replicated(self.mesh)))
+
+    def evaluate(self, params) -> dict:
+        if self.data.eval is None:
+            return {}
+        s = self.s
+        return evaluate.evaluate_params(
+            self.model.module, params, self.data.eval, self.mesh, s.eval_batch_size, s.null_score_diff_threshold,
+            s.length_step,
+        )  # fmt: skip
+
+    def loop(self, state: TrainState, step_fn: Callable, teacher_params: dict, stop: Stop) -> TrainState:
+        """Steps until the end of the plan or a stop, then saves the state."""
+        s, train_set, total = self.s, self.data.train, self.plan.total_steps
+        step = int(state.step)
+        progress = tqdm(total=total, initial=step, disable=not self.leader, unit="step", dynamic_ncols=True)
+        while step < total and stop.signal is None:
+            rows = batches.step_rows(train_set, step, s.batch_size, s.seed, s.length_step)
+            local = batches.train_batch(
+                train_set, rows, s.grad_accum, s.length_step, jax.process_index(), jax.process_count()
+            )
+            started = time.perf_counter()
+            state, metrics = step_fn(state, sharding.global_batch(local, self.mesh, leading=1), teacher_params)
+            step += 1
+            self.throughput.stepped(int(batches.lengths(train_set)[rows].sum()), started, metrics)
+            if step % s.log_every == 0 or step == total:
+                self._log(state, step, metrics, progress)
+            progress.update(1)
+            if s.eval_every and step % s.eval_every == 0 and step < total:
+                params = self.masked(state)[0]
+                result = self.evaluate(params)
+                self.metrics_log.write({"step": step, **result})
+                self.folder.keep_best(params, result, step)
+            if step % s.save_every == 0:
+                self.folder.save(step, self.to_disk(state))
+        progress.close()
+        self.ended = time.perf_counter()
+        self.folder.save(int(state.step), self.to_disk(state), force=True)
+        self.folder.wait()
+        return state
+
+    def _log(self, state: TrainState, step: int, metrics, progress) -> None:
+        """Writes the step's metrics, after stopping the run at a non-finite loss or gradient."""
+        metrics, bad_step = jax.device_get((metrics, state.bad_step))
+        if bad_step >= 0:
+            self.folder.save(int(state.step), self.to_disk(state), force=True)
+            self.folder.wait()
+            raise TrainingError(
+                f"non-finite loss or gradient at step {int(bad_step)}; the checkpoint of step "
+                f"{int(state.step)} in {self.folder.directory} holds the state before it"
+            )
+        record = {
+            "step": step,
+            **{key: float(value) for key, value in metrics.items()},
+            "learning_rate": float(self.plan.lr(step - 1)),
+            **self.throughput.window(),
+        }
+        self.metrics_log.write(record)
+        progress.set_postfix(
+            loss=f"{record['loss']:.3f}",
+            lr=f"{record['learning_rate']:.2e}",
+            seq_s=f"{record['seq_per_s'] or 0:.1f}",
+            tok_s=f"{record['tokens_per_s'] or 0:.0f}",
+        )
+
+    def finish(self, state: TrainState) -> None:
+        """Exports the final model (compact when pruned, with pruning.json), evaluates it, writes the summary."""
+        s, run_dir = self.s, self.s.run_folder
+        params, kept = self.masked(state)
+        final_config = self.folder.export(params, run_dir / "model")
+        if self.plan.prune:
+            assert isinstance(self.model.config, bert.Config)  # pruning is BERT's (settings refuse others)
+            report = {
+                "method": s.prune,
+                "remaining_target": s.prune_remaining,
+                "remaining": round(float(kept), 4),
+                **compact.report(self.model.config, final_config, s.max_seq_length),
+            }
+            if self.leader:
+                (run_dir / "pruning.json").write_text(json.dumps(report, indent=2) + "\n")
+            log.info(f"pruned by {s.prune}: {compact.describe(report)}; report in {run_dir / 'pruning.json'}")
+        step = int(state.step)
+        result = self.evaluate(params)
+        if result:
+            self.metrics_log.write({"step": step, **result})
+            self.folder.keep_best(params, result, step)
+        summary = {
+            "steps": step,
+            "wall_seconds": round(self.ended - self.started, 1),
+            "compile_seconds": round(self.throughput.compile_seconds or 0, 1),
+            **self.throughput.steady(self.ended),
+            **{k: result[k] for k in ("exact", "f1") if k in result},
+        }
+        self.metrics_log.write({"summary": summary})
+        log.info(f"done: {json.dumps(summary)}; model in {run_dir / 'model'}")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,8 @@ from jaxqa import checkpoint, models, train
 from jaxqa.models import bert
 from jaxqa.models.encoder import SpanModel
 from jaxqa.training import optim
-from jaxqa.training.step import Distillation, TrainState, distill_loss, make_train_step
+from jaxqa.training.state import TrainState
+from jaxqa.training.step import Distillation, distill_loss, make_train_step
 
 QUIET = dataclasses.replace(bert.SIZES["tiny"], hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
 
@@ -39,7 +40,7 @@ def batch_of(seed: int = 0) -> dict:
 
 def one_step(distill, teacher_params, params):
     tx = optim.build("lamb", lambda step: 1e-3, 0.01)
-    state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), jnp.full((), -1, jnp.int32))
+    state = TrainState.create(params, tx)
     return jax.jit(make_train_step(SpanModel(QUIET), tx, seed=0, distill=distill))(state, batch_of(), teacher_params)
 
 

@@ -18,7 +18,8 @@ from jaxqa.models.compact import compact
 from jaxqa.models.encoder import SpanModel, canonical_params, runtime_params
 from jaxqa.models.stacking import REMAT, Execution
 from jaxqa.training import optim
-from jaxqa.training.step import Distillation, TrainState, make_train_step
+from jaxqa.training.state import TrainState
+from jaxqa.training.step import Distillation, make_train_step
 
 
 def padded_batch(vocab: int = 40, lengths=(16, 11, 0)):
@@ -193,7 +194,7 @@ def test_paths_without_dropout_take_the_fused_attention(attention_calls):
 
     # Training with a teacher: the student drops attention out, the teacher does not.
     tx = optim.build("adamw", optim.schedule(1e-3, 1, 10), 0.01)
-    state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), jnp.full((), -1, jnp.int32))
+    state = TrainState.create(params, tx)
     train = {
         "input_ids": batch[0][None],
         "attention_mask": batch[1][None],

@@ -21,7 +21,8 @@ from jaxqa.models import bert
 from jaxqa.models.encoder import SpanModel
 from jaxqa.training import pruning
 from jaxqa.training.pruning import KERNELS, Pruning
-from jaxqa.training.step import TrainState, make_train_step
+from jaxqa.training.state import TrainState
+from jaxqa.training.step import make_train_step
 
 CONFIG = bert.Config(vocab_size=100, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96)
 
@@ -261,7 +262,7 @@ def test_a_step_chooses_what_to_keep_once_for_all_its_micro_batches(name):
     """The searches that choose the kept weights run outside the scan over micro-batches."""
     prune, params, scores = params_and_scores(name)
     tx = score_tx = optax.sgd(0.1)
-    state = TrainState(jnp.array(STEP), params, tx.init(params), jnp.array(-1), scores, score_tx.init(scores))
+    state = TrainState.create(params, tx, scores, score_tx, step=STEP)
     rng = np.random.default_rng(0)
     batch = {
         "input_ids": rng.integers(5, 100, (2, 4, 16)),

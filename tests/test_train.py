@@ -23,7 +23,8 @@ from jaxqa import models
 from jaxqa.models import bert
 from jaxqa.models.encoder import SpanModel
 from jaxqa.training import optim
-from jaxqa.training.step import TrainState, make_train_step
+from jaxqa.training.state import TrainState
+from jaxqa.training.step import make_train_step
 
 MODELS = ("bert", "squeezebert", "mobilebert")
 MESHES = ("data=1,model=1", "data=8,model=1", "data=4,model=2", "data=2,model=4")
@@ -350,7 +351,7 @@ def one_step(model, accum: int):
     """Loss and parameters after one LAMB step on a fixed batch of 8, as `accum` micro-batches."""
     tx = optim.build("lamb", lambda step: 1e-3, 0.01)
     params = nn.meta.unbox(models.init_params(model, jax.random.key(0)))
-    state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), jnp.full((), -1, jnp.int32))
+    state = TrainState.create(params, tx)
     rng = np.random.default_rng(0)
     batch = {
         "input_ids": rng.integers(5, 500, (8, 32)),

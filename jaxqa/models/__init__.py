@@ -116,14 +116,15 @@ def family_of(config) -> Family:
     raise ConfigError(f"{type(config).__name__} is the config of no jaxqa family")
 
 
-def _example_batch():
+def example_batch():
+    """A batch of one 8-token window (ids, mask, token types), enough to initialise a model."""
     ids = jnp.zeros((1, 8), jnp.int32)
     return ids, jnp.ones_like(ids), ids
 
 
 def init_params(model: nn.Module, rng: jax.Array):
     """Freshly initialised parameters, boxed with their logical axis names."""
-    return jax.jit(model.init)(rng, *_example_batch())["params"]
+    return jax.jit(model.init)(rng, *example_batch())["params"]
 
 
 def abstract_params(model: nn.Module):

@@ -285,7 +285,7 @@ def _cached(features_class, featurize, data: SquadData, tokenizer, settings, cac
         return featurize(data.examples, tokenizer, settings)
     path = cache_path(features_class.__name__, data.fingerprint, tokenizer, settings, cache_dir)
     if path.is_file():
-        log.info("features from the cache %s", path)
+        log.info(f"features from the cache {path}")
         with np.load(path) as stored:
             return features_class(**{f.name: stored[f.name] for f in dataclasses.fields(features_class)})
     features = featurize(data.examples, tokenizer, settings)

@@ -118,7 +118,7 @@ class RunFolder:
             if unreadable:
                 self._set_aside(unreadable)
                 log.warning(
-                    f"WARNING: {self.directory}: cannot read the checkpoint of step "
+                    f"{self.directory}: cannot read the checkpoint of step "
                     f"{', '.join(map(str, unreadable))} ({'; '.join(unreadable.values())}); set aside as "
                     f"{', '.join(f'{bad}.damaged' for bad in unreadable)}, resuming from step {step}"
                 )

@@ -4,44 +4,15 @@ gradients summed over micro-batches, one optimizer update, and a guard that
 freezes the state at the first non-finite loss or gradient."""
 
 import dataclasses
-from collections.abc import Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
-from flax import struct
 
 from jaxqa.models.encoder import canonical_params
 from jaxqa.training.pruning import Pruning
-
-
-@struct.dataclass
-class TrainState:
-    step: jax.Array  # () int32: optimizer steps taken
-    params: dict  # in either layout (`jaxqa.models.stacking`); training holds runs of like layers stacked
-    opt_state: optax.OptState  # its moments laid out as the parameters
-    bad_step: jax.Array  # () int32: first step whose loss or gradient was not finite; -1 if none
-    scores: dict | None = None  # pruning scores (see `pruning`); None when not pruning or by magnitude
-    score_opt_state: optax.OptState | None = None
-
-
-def relayout(state: TrainState, layout: Callable[[dict], dict]) -> TrainState:
-    """`state` with its parameters and the optimizer's moments of them laid out by
-    `layout` (`encoder.runtime_params` to stack runs of like layers,
-    `encoder.canonical_params` for one layer per name, as checkpoints hold them).
-    Pruning scores are per layer in both."""
-
-    def walk(tree):
-        if isinstance(tree, dict):
-            return layout(tree) if "embeddings" in tree else {key: walk(value) for key, value in tree.items()}
-        if isinstance(tree, tuple):  # optax's states, named tuples among them
-            fields = [walk(value) for value in tree]
-            return type(tree)(*fields) if hasattr(tree, "_fields") else type(tree)(fields)
-        return tree
-
-    return dataclasses.replace(state, params=layout(state.params), opt_state=walk(state.opt_state))
-
+from jaxqa.training.state import TrainState
 
 # Logit of padding positions in the losses: out of every softmax, and finite, so
 # that the distillation loss's 0 * log 0 terms stay 0.

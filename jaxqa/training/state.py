@@ -1,0 +1,100 @@
+"""The train state: what a run carries from step to step, how it is made, laid
+out (runs of like layers stacked in training, one layer per name in
+checkpoints) and sharded over the mesh."""
+
+import dataclasses
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+from jax.sharding import NamedSharding
+
+
+@struct.dataclass
+class TrainState:
+    step: jax.Array  # () int32: optimizer steps taken
+    params: dict  # in either layout (`jaxqa.models.stacking`); training holds runs of like layers stacked
+    opt_state: optax.OptState  # its moments laid out as the parameters
+    bad_step: jax.Array  # () int32: first step whose loss or gradient was not finite; -1 if none
+    scores: dict | None = None  # pruning scores (see `pruning`); None when not pruning or by magnitude
+    score_opt_state: optax.OptState | None = None
+
+    @classmethod
+    def create(
+        cls,
+        params: dict,
+        tx: optax.GradientTransformation,
+        scores: dict | None = None,
+        score_tx: optax.GradientTransformation | None = None,
+        step: int = 0,
+    ) -> "TrainState":
+        """The state before optimizer step `step`: the optimizer's (and the
+        scores' optimizer's) fresh state for `params` (and `scores`)."""
+        return cls(
+            step=jnp.asarray(step, jnp.int32),
+            params=params,
+            opt_state=tx.init(params),
+            bad_step=jnp.full((), -1, jnp.int32),
+            scores=scores,
+            score_opt_state=None if scores is None or score_tx is None else score_tx.init(scores),
+        )
+
+
+def relayout(state: TrainState, layout: Callable[[dict], dict]) -> TrainState:
+    """`state` with its parameters and the optimizer's moments of them laid out by
+    `layout` (`encoder.runtime_params` to stack runs of like layers,
+    `encoder.canonical_params` for one layer per name, as checkpoints hold them).
+    Pruning scores are per layer in both."""
+
+    def walk(tree):
+        if isinstance(tree, dict):
+            return layout(tree) if "embeddings" in tree else {key: walk(value) for key, value in tree.items()}
+        if isinstance(tree, tuple):  # optax's states, named tuples among them
+            fields = [walk(value) for value in tree]
+            return type(tree)(*fields) if hasattr(tree, "_fields") else type(tree)(fields)
+        return tree
+
+    return dataclasses.replace(state, params=layout(state.params), opt_state=walk(state.opt_state))
+
+
+def shardings(
+    abstract: TrainState,
+    param_shardings: dict,
+    kernels: dict,
+    kernel_shardings: dict,
+    replicated: NamedSharding,
+    tx: optax.GradientTransformation,
+    score_tx: optax.GradientTransformation | None = None,
+) -> TrainState:
+    """Where each leaf of a state shaped as `abstract` lives: the parameters and
+    the optimizers' moments of them as `param_shardings` lays out the
+    parameters; a pruning score of one weight each as its kernel (`kernels`,
+    the parameters one layer per name, as scores are, and `kernel_shardings`,
+    theirs); block and unit scores and every scalar `replicated`."""
+    scores = None
+    if abstract.scores is not None:
+        scores = {
+            layer: {
+                name: kernel_shardings[layer][name]["kernel"]
+                if name in kernels[layer] and score.shape == kernels[layer][name]["kernel"].shape
+                else replicated
+                for name, score in named.items()
+            }
+            for layer, named in abstract.scores.items()
+        }
+
+    def moments(transform, opt_state, laid_out):
+        return optax.tree_utils.tree_map_params(
+            transform, lambda _, sh: sh, opt_state, laid_out, transform_non_params=lambda _: replicated
+        )
+
+    return TrainState(
+        step=replicated,  # type: ignore[arg-type]  # a tree of shardings shaped as the state
+        params=param_shardings,
+        opt_state=moments(tx, abstract.opt_state, param_shardings),
+        bad_step=replicated,  # type: ignore[arg-type]
+        scores=scores,
+        score_opt_state=None if scores is None else moments(score_tx, abstract.score_opt_state, scores),
+    )
