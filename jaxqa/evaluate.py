@@ -8,6 +8,7 @@ whole set's logits are never held at once.
 """
 
 import argparse
+import functools
 import json
 import logging
 import math
@@ -19,12 +20,13 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from jaxqa import buckets, compilation_cache, models, sharding
+from jaxqa import compilation_cache, models, sharding
 from jaxqa.checkpoint import open_checkpoint
 from jaxqa.errors import Error, log_to
 from jaxqa.models.encoder import runtime_params
 from jaxqa.precision import MODES
-from jaxqa.squad import metric
+from jaxqa.pretrained import Pretrained
+from jaxqa.squad import buckets, metric
 from jaxqa.squad.decode import AnswerCollector, Predictions
 from jaxqa.squad.examples import read_squad
 from jaxqa.squad.features import EvalFeatures, FeatureSettings, eval_features
@@ -37,6 +39,14 @@ INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 # Evaluation sorts windows by length within chunks of this many batches: every
 # chunk but the last is whole batches, and a chunk's logits are all that is held.
 CHUNK_BATCHES = 16
+
+
+def logits_forward(model, mesh) -> models.Forward:
+    """The process's compiled forward of `model` that evaluation runs: with
+    several processes its logits are replicated, so that every process can read
+    them; in one process it is the very forward a loaded model and the pipeline
+    run (`models.forward`), so each shape compiles once for all of them."""
+    return models.forward(model, sharding.replicated(mesh) if jax.process_count() > 1 else None)
 
 
 def stream_logits(
@@ -57,10 +67,11 @@ def stream_logits(
     which decoding skips.
     """
     in_sh = sharding.batch_sharding(mesh, 2)
+    # On one device, batches go as host arrays, as a loaded model's and the
+    # pipeline's do, so that all of them run the same compiled programs.
+    place = functools.partial(sharding.from_host, sharding=in_sh) if mesh.size > 1 else np.asarray
     params = runtime_params(model, params)  # stacked once, not in every batch's program
-    # Replicated logits, so that every process can read them; one program per
-    # (model, mesh, width), so evaluations during training compile them once.
-    forward = models.forward(model, sharding.replicated(mesh))
+    forward = logits_forward(model, mesh)
     total, full = features.input_ids.shape
     shapes = buckets.widths(full, length_step)
     lengths = features.attention_mask.sum(axis=1)  # (N,)
@@ -74,9 +85,7 @@ def stream_logits(
                 picked = order[first : first + batch_size]
                 width = buckets.fit(shapes, lengths[picked].max())
                 batch = [
-                    sharding.from_host(
-                        np.pad(getattr(features, key)[picked, :width], ((0, batch_size - len(picked)), (0, 0))), in_sh
-                    )
+                    place(np.pad(getattr(features, key)[picked, :width], ((0, batch_size - len(picked)), (0, 0))))
                     for key in INPUTS
                 ]
                 running.append((picked - begin, width, forward(params, *batch)))
@@ -225,7 +234,7 @@ def run(args: argparse.Namespace, threshold: float | None) -> int:
         source = open_checkpoint(args.checkpoint)
         models.check_length(source.config, args.max_seq_length, "--max-seq-length")
         data = read_squad(args.data)
-        model = source.load(args.precision)
+        model = Pretrained.from_source(source, args.precision)
         settings = FeatureSettings(args.max_seq_length, args.doc_stride, args.max_query_length)
         features = eval_features(data, model.tokenizer, settings)
     except (Error, OSError) as err:

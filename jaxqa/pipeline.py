@@ -41,11 +41,11 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jaxqa import buckets, models
-from jaxqa.checkpoint import Pretrained, load_pretrained
+from jaxqa import models
 from jaxqa.errors import Error
 from jaxqa.precision import pick
-from jaxqa.squad import decode
+from jaxqa.pretrained import Pretrained, load_pretrained
+from jaxqa.squad import buckets, decode
 from jaxqa.squad.examples import Example
 from jaxqa.squad.features import FeatureSettings, featurize_eval
 
@@ -113,8 +113,9 @@ class BucketedModel:
 
     `model_logits(input_ids, attention_mask, token_type_ids)` takes windows (N, L)
     and gives start and end logits (N, L) as numpy; positions past the bucket a
-    window was padded to get logit 0. It compiles programs of its own, and
-    `traces` counts them.
+    window was padded to get logit 0. It runs the model's compiled forward,
+    which the process shares with every user of the same module (evaluation
+    too), and `traces` counts the programs compiled for it.
     """
 
     def __init__(self, model: Pretrained, seq_buckets: Sequence[int], batch_size: int):
@@ -123,7 +124,7 @@ class BucketedModel:
         self.model = model
         self.seq_buckets = tuple(sorted(set(seq_buckets)))
         self.batch_buckets = (*(1 << i for i in range(batch_size.bit_length()) if 1 << i < batch_size), batch_size)
-        self._logits = models.Forward(model.module)
+        self._logits = model.forward
 
     @property
     def traces(self) -> int:

@@ -19,6 +19,7 @@ from jaxqa.checkpoint import open_checkpoint
 from jaxqa.errors import Error, log_to
 from jaxqa.pipeline import InputError, pipeline
 from jaxqa.precision import MODES
+from jaxqa.pretrained import Pretrained
 
 # Inputs answered per pipeline call: enough for full batches, few enough to
 # print the first answers early.
@@ -99,7 +100,7 @@ def main(argv=None) -> int:
         source = open_checkpoint(args.checkpoint)
         models.check_length(source.config, args.max_seq_len, "--max-seq-len")
         with log_to(sys.stderr):
-            model = source.load(args.precision)
+            model = Pretrained.from_source(source, args.precision)
         qa = pipeline(
             model,
             max_seq_len=args.max_seq_len,

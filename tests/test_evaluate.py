@@ -164,7 +164,7 @@ def test_evaluate_writes_the_official_files_and_metrics(trained, tmp_path):
         [
             sys.executable,
             "-m",
-            "jaxqa.metrics",
+            "jaxqa.squad.metric",
             str(squad),
             str(out / "predictions.json"),
             "--na-prob-file",
@@ -199,7 +199,7 @@ def test_repeated_evaluations_compile_once(trained):
     """Evaluations during training reuse the compiled forward pass."""
     import jax
 
-    from jaxqa import evaluate, models, sharding
+    from jaxqa import evaluate, sharding
     from jaxqa.squad.examples import read_squad
     from jaxqa.squad.features import FeatureSettings, featurize_eval
 
@@ -209,7 +209,7 @@ def test_repeated_evaluations_compile_once(trained):
     features = featurize_eval(examples, model.tokenizer, FeatureSettings(64, 16, 16))
     mesh = sharding.make_mesh(sharding.parse_mesh(None, jax.device_count()))
     first = evaluate.answer(model.module, model.params, examples, features, mesh, 8, True, 0.0)
-    forward = models.forward(model.module, sharding.replicated(mesh))
+    forward = evaluate.logits_forward(model.module, mesh)
     compiled = forward.traces
     assert compiled >= 1  # the very function `answer` ran
     again = evaluate.answer(model.module, model.params, examples, features, mesh, 8, True, 0.0)
@@ -265,3 +265,29 @@ def test_best_threshold_reaches_the_reported_best_f1(answers, null_odds, applied
     assert tuned.answers == {qid: "" if null_odds[qid] > applied else text for qid, text in answers.items()}
     again = evaluate.score(articles, tuned, with_negatives=True)
     assert again["f1"] == reported["best_f1"] == again["best_f1"]
+
+
+def test_a_loaded_model_its_pipeline_and_evaluation_compile_each_shape_once(untrained):
+    import jax
+    import numpy as np
+
+    from jaxqa import models, sharding
+    from jaxqa.squad.examples import read_squad
+    from jaxqa.squad.features import FeatureSettings, featurize_eval
+
+    squad, folder = untrained
+    models.forward.cache_clear()  # no program of this module compiled yet
+    model = jaxqa.load_pretrained(folder)
+    examples = read_squad(squad).examples
+    features = featurize_eval(examples, model.tokenizer, FeatureSettings(64, 16, 16))
+    mesh = sharding.make_mesh(sharding.parse_mesh(None, 1))
+    evaluate.answer(model.module, model.params, examples, features, mesh, 8, False, 0.0, length_step=0)
+    assert model.forward.traces == 1  # every batch padded to 8 x 64
+    compiles = []
+    jax.monitoring.register_event_duration_secs_listener(
+        lambda event, seconds, **_: compiles.append(event) if event.endswith("backend_compile_duration") else None
+    )
+    ids = np.zeros((8, 64), np.int32)
+    jax.block_until_ready(model(ids, ids, ids))
+    jaxqa.pipeline(model, max_seq_len=64, seq_buckets=[64], batch_size=8, precision="fp32").warm_up(batch_buckets=[8])
+    assert model.forward.traces == 1 and compiles == []

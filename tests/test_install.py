@@ -81,5 +81,11 @@ def test_the_wheel_installs_and_trains_outside_the_checkout(tmp_path):
     summary = json.loads((elsewhere / "run" / "metrics.jsonl").read_text().splitlines()[-1])["summary"]
     assert summary["steps"] == 2 and (elsewhere / "run" / "model" / "params.safetensors").is_file()
     # The conversion commands come with the install.
-    for command in ("jaxqa-pt2flax", "jaxqa-flax2pt"):
+    for command in ("jaxqa-pt2flax", "jaxqa-flax2pt", "jaxqa-student"):
         run([str(site / "bin" / command), "--help"], cwd=elsewhere, env=env)
+    # The recipes and the commands are the checkout's own files, each in one place.
+    for folder, package in (("configs", "configs"), ("convert", "convert")):
+        for source_file in (ROOT / folder).glob("*.py"):
+            installed = site / "jaxqa" / package / source_file.name
+            assert installed.read_bytes() == source_file.read_bytes(), installed
+    assert not (ROOT / "jaxqa" / "configs").exists() and not (ROOT / "jaxqa" / "training" / "recipes").exists()

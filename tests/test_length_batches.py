@@ -8,8 +8,9 @@ import optax
 import pytest
 from squad_fixture import SHARED_SQUAD
 
-from jaxqa import buckets, models, sharding
+from jaxqa import models, sharding
 from jaxqa.models.encoder import SpanModel
+from jaxqa.squad import buckets
 from jaxqa.squad.features import TrainFeatures
 from jaxqa.training import batches
 from jaxqa.training.step import without_padding

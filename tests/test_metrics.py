@@ -1,4 +1,4 @@
-"""Tests for jaxqa.metrics: hand-checked cases, the command line, and agreement with a reference copy."""
+"""Tests for jaxqa.squad.metric: hand-checked cases, the command line, and agreement with a reference copy."""
 
 import json
 import os
@@ -11,7 +11,6 @@ import types
 import pytest
 from squad_fixture import SHARED_SQUAD
 
-from jaxqa import metrics
 from jaxqa.squad import metric
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -232,7 +231,7 @@ def _write(path, obj):
 def _cli(*args):
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     return subprocess.run(
-        [sys.executable, "-m", "jaxqa.metrics", *args],
+        [sys.executable, "-m", "jaxqa.squad.metric", *args],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,
@@ -257,7 +256,7 @@ def test_cli_prints_and_writes_the_metrics(small_files, tmp_path, capsys):
     assert run.returncode == 0, run.stderr
     assert run.stdout == json.dumps(expected, indent=2) + "\n"
     out = tmp_path / "eval.json"
-    assert metrics.main([data, preds, "-n", na_probs, "-t", "0.2", "--out-file", str(out)]) == 0
+    assert metric.main([data, preds, "-n", na_probs, "-t", "0.2", "--out-file", str(out)]) == 0
     assert capsys.readouterr().out == ""
     assert list(json.loads(out.read_text()).items()) == list(expected.items())
 
@@ -292,7 +291,7 @@ def test_cli_bad_input(small_files, tmp_path, capsys, bad, named):
         "na_probs_incomplete": {"q1": 0.5},
     }[bad]
     _write(tmp_path / named, contents)
-    assert metrics.main([data, preds, "--na-prob-file", na_probs]) == 2
+    assert metric.main([data, preds, "--na-prob-file", na_probs]) == 2
     out, err = capsys.readouterr()
     assert out == "" and err.startswith("error: ") and named in err
     assert len(err.splitlines()) == 1
@@ -320,7 +319,7 @@ def test_cli_bad_input(small_files, tmp_path, capsys, bad, named):
 )
 def test_cli_malformed_data_names_the_file(small_files, tmp_path, capsys, data, message):
     _write(tmp_path / "data.json", {"version": "v2.0", "data": data})
-    assert metrics.main(list(small_files[:2])) == 2
+    assert metric.main(list(small_files[:2])) == 2
     out, err = capsys.readouterr()
     assert out == "" and err.startswith(f"error: {small_files[0]}: article ") and message in err
     assert len(err.splitlines()) == 1
@@ -328,7 +327,7 @@ def test_cli_malformed_data_names_the_file(small_files, tmp_path, capsys, data, 
 
 def test_cli_rejects_plots(small_files, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        metrics.main([*small_files[:2], "--out-image-dir", str(tmp_path / "plots")])
+        metric.main([*small_files[:2], "--out-image-dir", str(tmp_path / "plots")])
     assert exit_info.value.code == 2 and "not supported" in capsys.readouterr().err
 
 
@@ -413,5 +412,5 @@ def test_agrees_with_transformers_reference(name, tmp_path, capsys):
 
     # The command line prints the same JSON, digit for digit (in-process, for speed).
     files = [_write(tmp_path / "data.json", {"data": dataset}), _write(tmp_path / "pred.json", preds)]
-    assert metrics.main([*files, "-n", _write(tmp_path / "na.json", na_probs), "-t", "0.5"]) == 0
+    assert metric.main([*files, "-n", _write(tmp_path / "na.json", na_probs), "-t", "0.5"]) == 0
     assert capsys.readouterr().out == json.dumps(theirs, indent=2) + "\n"

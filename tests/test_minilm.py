@@ -11,7 +11,7 @@ from squad_fixture import SHARED_SQUAD
 from test_pipeline import HF_WARNING, compare, hf_answers, squad_pairs
 
 import jaxqa
-from jaxqa.checkpoint import student_main
+from jaxqa.convert import make_student
 from jaxqa.squad.tokenizer import TOKENIZER_FILES
 
 minilm = pytest.importorskip(
@@ -110,7 +110,7 @@ def test_resaved_answers_agree_with_the_transformers_pipeline(resaved):
 def test_a_distilbert_student_answers_like_the_transformers_pipeline(converted, tmp_path):
     """MiniLM's layers 0, 2, 4 as DistilBERT, exported: the same answers on both sides."""
     student, hf = tmp_path / "student", tmp_path / "hf"
-    assert student_main([str(converted), str(student), "--family", "distilbert"]) == 0
+    assert make_student.main([str(converted), str(student), "--family", "distilbert"]) == 0
     assert flax2pt.main([str(student), str(hf)]) == 0
     transformers.utils.logging.set_verbosity_error()
     theirs_pipe = transformers.pipeline("question-answering", model=str(hf), tokenizer=str(hf))

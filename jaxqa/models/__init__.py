@@ -155,12 +155,26 @@ class Forward:
         return self._jitted(params, input_ids, attention_mask, token_type_ids)
 
 
-@functools.cache
-def forward(module: nn.Module, out_sharding=None) -> Forward:
-    """The shared `Forward` of a module (and output layout), so that every caller
-    of the same model (evaluations during training, a loaded checkpoint) compiles
-    each shape once per process."""
-    return Forward(module, out_sharding)
+class _Forwards:
+    """`forward(module, out_sharding=None)`: the shared `Forward` of a module (and
+    output layout), so that every caller of the same model (a loaded checkpoint,
+    its pipeline, evaluations during training) compiles each shape once per
+    process. `cache_clear()` forgets them all."""
+
+    def __init__(self):
+        self._made: dict[tuple, Forward] = {}
+
+    def __call__(self, module: nn.Module, out_sharding=None) -> Forward:
+        key = (module, out_sharding)
+        if key not in self._made:
+            self._made[key] = Forward(module, out_sharding)
+        return self._made[key]
+
+    def cache_clear(self) -> None:
+        self._made.clear()
+
+
+forward = _Forwards()
 
 
 def check_length(config, length: int, what: str) -> None:

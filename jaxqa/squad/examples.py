@@ -1,7 +1,7 @@
 """SQuAD v1.1 and v2.0 questions, from the official JSON files or the `datasets` hub.
 
 Both sources give the same `Example` objects. `SquadData.articles` keeps the data in
-the official `data` layout, which is what the official metric (`jaxqa.metrics`) takes.
+the official `data` layout, which is what the official metric (`jaxqa.squad.metric`) takes.
 """
 
 import dataclasses

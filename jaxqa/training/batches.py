@@ -15,9 +15,8 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from jaxqa import buckets
 from jaxqa.errors import Error
-from jaxqa.squad import examples, features
+from jaxqa.squad import buckets, examples, features
 from jaxqa.squad.features import EvalFeatures, FeatureSettings, TrainFeatures
 
 HUB_DATASETS = ("squad", "squad_v2")

@@ -1,5 +1,5 @@
 """Training settings: defaults here, then a recipe (`--config`, by default the
-model's shipped one in `jaxqa/training/recipes/`), then command-line flags, each
+model's shipped one in `configs/`, installed as `jaxqa.configs`), then command-line flags, each
 overriding the one before.
 
 Every field of `Settings` is a flag (`max_seq_length` -> `--max-seq-length`).
@@ -19,10 +19,11 @@ import typing
 from pathlib import Path
 from typing import get_type_hints
 
-from jaxqa import buckets, compilation_cache, models
+from jaxqa import compilation_cache, models
+from jaxqa.configs import VARIANTS
 from jaxqa.errors import Error
 from jaxqa.models.stacking import REMAT
-from jaxqa.training import recipes
+from jaxqa.squad import buckets
 from jaxqa.training.optim import OPTIMIZERS
 from jaxqa.training.pruning import METHODS
 
@@ -228,11 +229,9 @@ def load_recipe(spec: str) -> dict:
     """The settings of a recipe `NAME[:ARG]`: a shipped recipe's name, or a file's path."""
     name, _, arg = spec.partition(":")
     if name in models.MODEL_TYPES:
-        if arg not in recipes.VARIANTS:
-            raise SettingsError(
-                f"--config {spec}: the shipped recipes take {' or '.join(repr(v) for v in recipes.VARIANTS)}"
-            )
-        recipe = importlib.import_module(f"jaxqa.training.recipes.{name}").get_config(arg)
+        if arg not in VARIANTS:
+            raise SettingsError(f"--config {spec}: the shipped recipes take {' or '.join(repr(v) for v in VARIANTS)}")
+        recipe = importlib.import_module(f"jaxqa.configs.{name}").get_config(arg)
     else:
         path = Path(name)
         if not path.is_file():

@@ -3,7 +3,7 @@ stride 128, batch 32, 2 epochs, 10% warmup), trained with LAMB.
 
 Only what differs from the defaults of `jaxqa.training.settings.Settings`."""
 
-from jaxqa.training.recipes import tiny
+from jaxqa.configs import tiny
 
 
 def get_config(arg: str = "") -> dict:

@@ -4,7 +4,7 @@ with `--teacher DIR` (see `--distill-alpha`, `--distill-temperature`).
 
 Only what differs from the defaults of `jaxqa.training.settings.Settings`."""
 
-from jaxqa.training.recipes import tiny
+from jaxqa.configs import tiny
 
 
 def get_config(arg: str = "") -> dict:

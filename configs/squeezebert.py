@@ -3,7 +3,7 @@ warmup, LAMB as in SqueezeBERT's own training.
 
 Only what differs from the defaults of `jaxqa.training.settings.Settings`."""
 
-from jaxqa.training.recipes import tiny
+from jaxqa.configs import tiny
 
 
 def get_config(arg: str = "") -> dict:

@@ -1,0 +1,71 @@
+"""A model ready to run: a checkpoint's weights in a precision, its tokenizer,
+and its compiled forward pass (`load_pretrained`)."""
+
+import functools
+from pathlib import Path
+
+import jax
+
+from jaxqa import models
+from jaxqa.checkpoint import Source, open_checkpoint, save_pretrained
+from jaxqa.models.encoder import SpanModel, runtime_params
+from jaxqa.precision import pick, prepare
+from jaxqa.squad.tokenizer import load_tokenizer
+
+
+class Pretrained:
+    """A model ready to run: `model(input_ids, attention_mask, token_type_ids)` gives
+    `(start_logits, end_logits)`, each (B, T) float32. `precision` ("fp32",
+    "bf16", "int8" or "auto", see `jaxqa.precision`) is that of its matrix products.
+
+    `params` are its weights per layer, as saved; it runs `run_params`, the same
+    weights with runs of like layers stacked (`encoder.runtime_params`), so that
+    each program holds one copy of a layer and no call copies the weights. Its
+    forward pass is the process's one compiled forward of its module
+    (`models.forward`), which the pipeline and evaluation share.
+    """
+
+    def __init__(self, model_type: str, config, params, folder: Path, precision: str = "fp32"):
+        self.model_type = model_type
+        self.config = config
+        self.folder = folder
+        self.precision = pick(precision)
+        self.module = SpanModel(config)
+        self.params = prepare(params, self.precision)
+        self.run_params = runtime_params(self.module, self.params)
+        self.forward = models.forward(self.module)
+
+    @classmethod
+    def from_source(cls, source: Source, precision: str = "fp32") -> "Pretrained":
+        """The model of an opened checkpoint folder, its weights read as stored (an int8 checkpoint's int8)."""
+        return cls(source.model_type, source.config, source.read_params(as_stored=True), source.folder, precision)
+
+    def with_precision(self, precision: str) -> "Pretrained":
+        """The same model with its matrix products in another precision."""
+        return Pretrained(self.model_type, self.config, self.params, self.folder, precision)
+
+    @functools.cached_property
+    def tokenizer(self):
+        return load_tokenizer(self.folder)
+
+    @functools.cached_property
+    def _encode(self):
+        return jax.jit(lambda params, *batch: self.module.apply({"params": params}, *batch, method="encode"))
+
+    def __call__(self, input_ids, attention_mask, token_type_ids):
+        return self.forward(self.run_params, input_ids, attention_mask, token_type_ids)
+
+    def encode(self, input_ids, attention_mask, token_type_ids):
+        """The encoder's last hidden states, (B, T, D)."""
+        return self._encode(self.run_params, input_ids, attention_mask, token_type_ids)
+
+    def save(self, folder: str | Path, overwrite: bool = False) -> Path:
+        """Writes the model as it runs: an int8 model as an int8 checkpoint, which
+        loads without quantizing again; a bfloat16 one as float32."""
+        return save_pretrained(folder, self.model_type, self.config, self.params, self.folder, overwrite)
+
+
+def load_pretrained(path: str | Path, precision: str = "fp32") -> Pretrained:
+    """A jaxqa checkpoint folder, a Hugging Face folder (converted on the fly) or
+    hub id, with its matrix products in `precision` (see `jaxqa.precision`)."""
+    return Pretrained.from_source(open_checkpoint(path), precision)
