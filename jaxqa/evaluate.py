@@ -182,7 +182,7 @@ def main(argv=None) -> int:
     p.add_argument("--data", required=True, help="official SQuAD 1.1 or 2.0 JSON file")
     p.add_argument("--out-dir", default=".", help="where predictions.json and null_odds.json go")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--max-seq-length", type=int, default=384)
+    p.add_argument("--max-seq-length", "--max-seq-len", type=int, default=384)
     p.add_argument("--doc-stride", type=int, default=128)
     p.add_argument("--max-query-length", type=int, default=64)
     p.add_argument(

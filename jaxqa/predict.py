@@ -75,7 +75,7 @@ def main(argv=None) -> int:
     parser.add_argument("--top-k", type=int, default=1, help="answers per question")
     parser.add_argument("--handle-impossible-answer", action="store_true", help="allow the empty answer")
     parser.add_argument("--max-answer-len", type=int, default=15, help="longest answer, in tokens")
-    parser.add_argument("--max-seq-len", type=int, default=384, help="tokens per window")
+    parser.add_argument("--max-seq-len", "--max-seq-length", type=int, default=384, help="tokens per window")
     parser.add_argument("--doc-stride", type=int, default=None, help="context tokens shared by consecutive windows")
     parser.add_argument("--batch-size", type=int, default=None, help="most windows per model call")
     parser.add_argument(

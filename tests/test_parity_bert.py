@@ -27,9 +27,8 @@ from parity import (
 
 import jaxqa
 from jaxqa import models
-from jaxqa.models import bert
+from jaxqa.models import ConfigError, bert
 from jaxqa.models.encoder import SpanModel
-from jaxqa.models.layers import ConfigError
 
 TINY = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128)
 

@@ -24,9 +24,8 @@ from parity import (
 
 import jaxqa
 from jaxqa import models
-from jaxqa.models import distilbert
+from jaxqa.models import ConfigError, distilbert
 from jaxqa.models.encoder import SpanModel
-from jaxqa.models.layers import ConfigError
 
 TINY = dict(dim=64, n_layers=2, n_heads=4, hidden_dim=128)
 BASE_PARAMS = 66_364_418  # distilbert-base-uncased with the span head

@@ -23,9 +23,8 @@ from parity import (
 
 import jaxqa
 from jaxqa import models
-from jaxqa.models import convert, mobilebert
+from jaxqa.models import ConfigError, convert, mobilebert
 from jaxqa.models.encoder import SpanModel
-from jaxqa.models.layers import ConfigError
 
 TINY = dict(
     hidden_size=64,

@@ -25,9 +25,8 @@ from parity import (
 
 import jaxqa
 from jaxqa import models
-from jaxqa.models import squeezebert
+from jaxqa.models import ConfigError, squeezebert
 from jaxqa.models.encoder import SpanModel
-from jaxqa.models.layers import ConfigError
 from jaxqa.models.stacking import Execution
 
 TINY = dict(hidden_size=64, embedding_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128)

@@ -16,10 +16,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxqa.models.layers import ConfigError
+from jaxqa.errors import Error
 from jaxqa.models.stacking import Repeated
 
 MODEL_TYPES = ("bert", "squeezebert", "mobilebert", "distilbert")
+
+
+class ConfigError(Error):
+    """A model config that jaxqa cannot honour; the message names the field."""
 
 
 class ModelConfig(Protocol):

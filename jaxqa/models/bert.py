@@ -10,11 +10,10 @@ from typing import Any
 
 import flax.linen as nn
 
-from jaxqa.models import Family, HFNames, hf_config
+from jaxqa.models import ConfigError, Family, HFNames, hf_config
 from jaxqa.models.layers import (
     ACTIVATIONS,
     Attention,
-    ConfigError,
     Dense,
     Dtype,
     Embeddings,

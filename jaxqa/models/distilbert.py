@@ -16,11 +16,10 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from jaxqa.models import Family, HFNames, hf_config
+from jaxqa.models import ConfigError, Family, HFNames, hf_config
 from jaxqa.models.layers import (
     ACTIVATIONS,
     Attention,
-    ConfigError,
     Dense,
     Dtype,
     LayerNorm,

@@ -9,7 +9,7 @@ names the key, so that a setting jaxqa would silently ignore never gets through.
 import dataclasses
 from typing import Any, TypeVar
 
-from jaxqa.models.layers import ConfigError
+from jaxqa.models import ConfigError
 
 # Keys every Hugging Face config may carry that do not change what an encoder
 # with a span head computes (bookkeeping, generation and output switches).

@@ -19,14 +19,10 @@ import jax
 import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
-from jaxqa.errors import Error
+from jaxqa.models import ConfigError
 from jaxqa.models.stacking import MATMUL
 
 Dtype = jnp.dtype
-
-
-class ConfigError(Error):
-    """A model config that jaxqa cannot honour; the message names the field."""
 
 
 def _gelu_exact(x):

@@ -19,11 +19,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxqa.models import Family, HFNames, hf_config
+from jaxqa.models import ConfigError, Family, HFNames, hf_config
 from jaxqa.models.layers import (
     ACTIVATIONS,
     Attention,
-    ConfigError,
     Dense,
     Dtype,
     LayerNorm,

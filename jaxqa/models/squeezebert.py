@@ -16,11 +16,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.ad_checkpoint import checkpoint_name
 
-from jaxqa.models import Family, HFNames, hf_config
+from jaxqa.models import ConfigError, Family, HFNames, hf_config
 from jaxqa.models.layers import (
     ACTIVATIONS,
     Attention,
-    ConfigError,
     Dtype,
     Embeddings,
     LayerNorm,

@@ -123,7 +123,7 @@ class AnswerCollector:
         real = self._real[first:stop]
         start_logits = np.where(real, start_logits, -np.inf)
         end_logits = np.where(real, end_logits, -np.inf)
-        spans, valid = _best_spans(start_logits, end_logits, offsets, self._n_best, self._max_answer_length)
+        spans, valid = _n_best_logit_spans(start_logits, end_logits, offsets, self._n_best, self._max_answer_length)
         null_scores = start_logits[:, 0] + end_logits[:, 0]  # (B,)
         for row, feature in enumerate(range(first, stop)):
             merged = np.concatenate([self._spans, spans[row][valid[row]]])
@@ -157,7 +157,7 @@ class AnswerCollector:
             ]
 
 
-def _best_spans(start_logits, end_logits, offsets, n_best, max_answer_length):
+def _n_best_logit_spans(start_logits, end_logits, offsets, n_best, max_answer_length):
     """The n_best best spans of each feature, best first.
 
     start_logits, end_logits: (B, L); offsets: (B, L, 2), -1 off the context.
@@ -216,7 +216,7 @@ def pipeline_answers(
     is_context = features.offsets[..., 0] >= 0  # (N, L)
     p_start, p_end = span_probabilities(start_logits, end_logits, is_context)
     candidates = 2 * top_k + 10 if align_to_words else top_k  # alignment may merge some, as in Hugging Face
-    start, end, score, valid = best_spans(p_start, p_end, is_context, max_answer_len, candidates)  # (N, K)
+    start, end, score, valid = best_probability_spans(p_start, p_end, is_context, max_answer_len, candidates)  # (N, K)
     if align_to_words:
         word_first, word_last = word_bounds(features.input_ids, is_context, continues_word)
         rows = np.arange(len(start))[:, None]
@@ -270,7 +270,7 @@ def span_probabilities(start_logits, end_logits, is_context) -> tuple[np.ndarray
     return probabilities[0], probabilities[1]
 
 
-def best_spans(p_start, p_end, is_context, max_answer_len: int, k: int):
+def best_probability_spans(p_start, p_end, is_context, max_answer_len: int, k: int):
     """The k most probable spans of each window, best first.
 
     p_start, p_end: (N, L) float32; is_context: (N, L) bool. A span is valid when

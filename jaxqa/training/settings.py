@@ -37,6 +37,10 @@ PRECISIONS = ("auto", "bf16", "fp32")
 REMAT_AUTO = {"cpu": "matmuls", "gpu": "matmuls", "tpu": "matmuls"}
 
 
+# Other spellings a flag answers to: every command takes --max-seq-len and --max-seq-length.
+ALIASES = {"max_seq_length": ("--max-seq-len",)}
+
+
 class SettingsError(Error):
     """Settings that cannot make a run; the message names the flag."""
 
@@ -205,17 +209,17 @@ def parser() -> argparse.ArgumentParser:
     )
     hints = get_type_hints(Settings)
     for field in dataclasses.fields(Settings):
-        name = _flag(field.name)
+        names = (_flag(field.name), *ALIASES.get(field.name, ()))
         kind = hints[field.name]
         kind = next(arg for arg in typing.get_args(kind) if arg is not type(None)) if typing.get_args(kind) else kind
         text = field.metadata["help"]
         if field.default is not dataclasses.MISSING:
             text += f" (default: the recipe's, else {field.default!r})"
         if kind is bool:
-            p.add_argument(name, action=argparse.BooleanOptionalAction, default=None, help=text)
+            p.add_argument(*names, action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
             p.add_argument(
-                name,
+                *names,
                 type=kind,
                 default=None,
                 required=field.name == "model",
