@@ -73,8 +73,9 @@ class Source:
                 f"{self.folder}: no span head (qa_outputs) in the checkpoint; initialised a fresh one (seed {seed})"
             )
             model = SpanModel(self.config)
-            fresh = nn.meta.unbox(models.init_params(model, jax.random.key(seed)))
-            params = {**params, convert.HEAD: jax.device_get(fresh[convert.HEAD])}
+            width = nn.meta.unbox(models.abstract_params(model))[convert.HEAD]["kernel"].shape[0]  # no weights made
+            head = model.init(jax.random.key(seed), np.zeros((1, 1, width), np.float32), method="span")["params"]
+            params = {**params, convert.HEAD: jax.device_get(nn.meta.unbox(head[convert.HEAD]))}
         return params
 
     def _read_jaxqa_params(self) -> dict:

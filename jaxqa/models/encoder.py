@@ -68,6 +68,11 @@ class SpanModel(nn.Module):
             remat=self.execution.remat,
         )
 
+    def span(self, hidden):
+        """Start and end logits of hidden states (B, T, D): the span head alone,
+        which `init(..., method="span")` initialises as the whole model would."""
+        return span_logits(self.qa_outputs, hidden)
+
     def __call__(self, input_ids, attention_mask, token_type_ids, deterministic: bool = True):
         hidden = self.encode(input_ids, attention_mask, token_type_ids, deterministic)
         return span_logits(self.qa_outputs, self.head_dropout(hidden, deterministic=deterministic))
