@@ -41,7 +41,7 @@ CONFIG = bert.Config(
 )
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("seed", [0, *(pytest.param(seed, marks=pytest.mark.slow) for seed in (1, 2))])
 def test_compaction_is_exact_on_random_masks(seed):
     rng = np.random.default_rng(seed)
     params = random_params(CONFIG, seed)

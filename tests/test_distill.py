@@ -73,6 +73,7 @@ def test_distillation_loss_gradient_matches_finite_differences():
     assert float(distill_loss(start, t_start, t_start, t_start, 2.0)) == pytest.approx(by_hand, rel=1e-5)
 
 
+@pytest.mark.slow
 def test_alpha_zero_is_plain_fine_tuning_bit_for_bit():
     params = fresh(0)
     plain, plain_metrics = one_step(None, {}, params)

@@ -59,7 +59,9 @@ def logits_and_grads(models_, params, deterministic: bool) -> list:
 @pytest.mark.parametrize(
     "model_type", ["bert", *(pytest.param(m, marks=pytest.mark.slow) for m in models.MODEL_TYPES[1:])]
 )
-@pytest.mark.parametrize("deterministic", [True, False], ids=["no-dropout", "dropout"])
+@pytest.mark.parametrize(
+    "deterministic", [True, pytest.param(False, marks=pytest.mark.slow)], ids=["no-dropout", "dropout"]
+)
 def test_scanned_and_unrolled_layers_give_the_same_logits_and_gradients(model_type, deterministic):
     config = three_layers(model_type)
     params = nn.meta.unbox(models.init_params(SpanModel(config), jax.random.key(0)))

@@ -62,9 +62,8 @@ def test_a_batch_is_cut_to_the_padded_length_of_its_longest_window():
     assert buckets.widths(100, 64) == (64, 100) and buckets.fit((16, 32), 17) == 32
 
 
-@pytest.mark.parametrize(
-    "family", [pytest.param(f, marks=pytest.mark.slow) if f != "distilbert" else f for f in FAMILIES]
-)
+@pytest.mark.slow
+@pytest.mark.parametrize("family", FAMILIES)
 def test_cut_batches_have_the_padded_batches_losses_and_gradients(family):
     fam = models.family(family)
     config = fam.sizes["tiny"]

@@ -233,7 +233,7 @@ def test_build_rejects_unknown_name():
         optim.build("sgd", optax.constant_schedule(1e-3), weight_decay=0.01)
 
 
-@pytest.mark.parametrize("name", ["lamb", "adamw"])
+@pytest.mark.parametrize("name", ["lamb", pytest.param("adamw", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("model_type", ["bert", pytest.param("mobilebert", marks=pytest.mark.slow)])
 def test_stacked_layers_take_the_updates_they_take_one_by_one(name, model_type):
     """Training holds runs of like layers stacked: each layer's trust ratio, decay
