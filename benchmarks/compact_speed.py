@@ -17,13 +17,12 @@ Results: benchmarks/results/compact_speed_<platform>.json.
 """
 
 import argparse
-import tempfile
 from pathlib import Path
 
+import common
 import cpu_latency
 import jax
 import numpy as np
-import record
 import same_weights
 
 import jaxqa
@@ -32,7 +31,6 @@ from jaxqa.models import bert, compact
 from jaxqa.pipeline import PIPELINE_LENGTH_STEP
 from jaxqa.squad import buckets
 
-ROOT = Path(__file__).resolve().parents[1]
 MAX_LEN = 384
 
 
@@ -68,8 +66,8 @@ def main() -> None:
     p.add_argument("--heads-removed", type=int, default=80)
     p.add_argument("--units-kept", type=float, default=1 / 3)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--squad-dir", type=Path, default=ROOT.parent / "shared" / "squad")
-    p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "jaxqa-benchmark-weights")
+    p.add_argument("--squad-dir", type=Path, default=common.SQUAD)
+    p.add_argument("--workdir", type=Path, default=common.WEIGHTS)
     args = p.parse_args()
 
     hf_folder, dense = same_weights.folders("bert-base", args.workdir)
@@ -103,7 +101,7 @@ def main() -> None:
     rows[1]["speed_up_over_flop_ratio"] = round(median["jaxqa-dense"] / median["jaxqa-compact"] / flop_ratio, 3)
     rows[1]["target_met"] = rows[1]["speed_up_over_flop_ratio"] >= 0.8
     settings = {
-        **{key: (str(value) if isinstance(value, Path) else value) for key, value in vars(args).items()},
+        **vars(args),
         "heads_after": [small_config.heads(i) for i in range(small_config.num_hidden_layers)],
         "feed_forward_units_after": [small_config.ffn(i) for i in range(small_config.num_hidden_layers)],
         "median_padded_length": int(np.median(padded)),
@@ -113,7 +111,7 @@ def main() -> None:
             bert.forward_flops(dense_config, MAX_LEN) / bert.forward_flops(small_config, MAX_LEN), 3
         ),
     }
-    record.write("compact_speed", settings, rows)
+    common.write("compact_speed", settings, rows)
 
 
 if __name__ == "__main__":

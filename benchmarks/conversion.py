@@ -15,9 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import common
 import jax
 import numpy as np
-import record
 import torch
 import transformers
 
@@ -83,7 +83,7 @@ def main() -> None:
             }
         )
         print(json.dumps(rows[-1]), flush=True)
-    record.write("conversion", vars(args), rows)
+    common.write("conversion", vars(args), rows)
 
 
 if __name__ == "__main__":

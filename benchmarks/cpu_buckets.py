@@ -12,18 +12,15 @@ Results: benchmarks/results/cpu_buckets_cpu.json.
 """
 
 import argparse
-import tempfile
 import time
 from pathlib import Path
 
+import common
 import numpy as np
-import record
 import same_weights
 from cpu_latency import squad_questions
 
 import jaxqa
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def measure(name: str, folder: Path, steps: list[int], questions: list[dict]) -> list[dict]:
@@ -43,7 +40,7 @@ def measure(name: str, folder: Path, steps: list[int], questions: list[dict]) ->
         {
             "model": name,
             "step": step,
-            **record.summary(seconds[step]),
+            **common.summary(seconds[step]),
             "mean_ms": round(1e3 * float(np.mean(seconds[step])), 2),
             "programs": pipelines[step].traces,
             "vs_first_step": round(float(np.median(seconds[step]) / first), 3),
@@ -57,15 +54,15 @@ def main() -> None:
     p.add_argument("--models", default="bert-base,minilm")
     p.add_argument("--steps", default="64,32,16")
     p.add_argument("--questions", type=int, default=40)
-    p.add_argument("--squad-dir", type=Path, default=ROOT.parent / "shared" / "squad")
-    p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "jaxqa-benchmark-weights")
+    p.add_argument("--squad-dir", type=Path, default=common.SQUAD)
+    p.add_argument("--workdir", type=Path, default=common.WEIGHTS)
     args = p.parse_args()
     steps = [int(step) for step in args.steps.split(",")]
     questions = squad_questions(args.squad_dir / "dev-v1.1.json", args.questions)
     rows = []
     for name in args.models.split(","):
         rows += measure(name, same_weights.folders(name, args.workdir)[1], steps, questions)
-    record.write("cpu_buckets", {"questions": args.questions, "squad_file": "dev-v1.1.json", "steps": steps}, rows)
+    common.write("cpu_buckets", {"questions": args.questions, "squad_file": "dev-v1.1.json", "steps": steps}, rows)
 
 
 if __name__ == "__main__":

@@ -28,25 +28,21 @@ benchmarks/results/cpu_eval_<N>q_<platform>.json.
 """
 
 import argparse
-import time
 import warnings
 from pathlib import Path
 
-import jax
+import common
 import numpy as np
-import record
 import torch
 import transformers
 from same_weights import NAMES, folders
 
 import jaxqa
-from jaxqa import sharding
 from jaxqa.evaluate import stream_logits
 from jaxqa.squad.decode import AnswerCollector
 from jaxqa.squad.examples import Example, read_squad
 from jaxqa.squad.features import FeatureSettings, featurize_eval
 
-SQUAD = record.ROOT.parent / "shared" / "squad"
 EVALUATE_BATCH_SIZE = 64  # python -m jaxqa.evaluate's default
 # transformers 5.2.0 calls np.array on torch tensors the way numpy 2 deprecates.
 warnings.filterwarnings("ignore", message="__array__ implementation doesn't accept a copy keyword")
@@ -87,13 +83,6 @@ def evaluate_path_answers(model, mesh, examples: list[Example]) -> list[str]:
     return [answers[ex.id] for ex in examples]
 
 
-def timed(function):
-    """function()'s result and the seconds it took."""
-    started = time.perf_counter()
-    result = function()
-    return result, time.perf_counter() - started
-
-
 def agreement(ours: list[dict], theirs: list[dict]) -> int:
     """How many answers have the same text, start and end."""
     return sum((a["answer"], a["start"], a["end"]) == (b["answer"], b["start"], b["end"]) for a, b in zip(ours, theirs))
@@ -104,7 +93,7 @@ def measure(name: str, examples: list[Example], workdir: Path, repeats: int, hf_
     hf_folder, jaxqa_folder = folders(name, workdir)
     qa = jaxqa.pipeline(jaxqa_folder)
     pipe = transformers.pipeline("question-answering", model=str(hf_folder), tokenizer=str(hf_folder))
-    mesh = sharding.make_mesh(sharding.parse_mesh(None, jax.device_count()))
+    mesh = common.device_mesh()
     ours, theirs = "jaxqa pipeline", f"transformers pipeline, batch {hf_batch_size}"
     sides = {
         ours: lambda: jaxqa_answers(qa, examples),
@@ -114,13 +103,7 @@ def measure(name: str, examples: list[Example], workdir: Path, repeats: int, hf_
     jaxqa_answers(qa, examples)  # untimed warm-ups: this one compiles jaxqa's shapes
     hf_answers(pipe, examples[:hf_batch_size], hf_batch_size)
 
-    seconds: dict[str, list[float]] = {side: [] for side in sides}
-    answers = {}
-    for round_number in range(repeats):
-        for side in list(sides)[:: -1 if round_number % 2 else 1]:
-            answers[side], took = timed(sides[side])
-            seconds[side].append(took)
-            print(f"{name} round {round_number + 1}: {side}: {took:.1f}s", flush=True)
+    seconds, answers = common.in_turns(sides, repeats, reverse_odd_rounds=True, progress=f"{name} ")
 
     jaxqa_median = float(np.median(seconds[ours]))
     rows = []
@@ -130,7 +113,7 @@ def measure(name: str, examples: list[Example], workdir: Path, repeats: int, hf_
             {
                 "model": name,
                 "side": side,
-                **record.summary(seconds[side]),
+                **common.summary(seconds[side]),
                 "questions_per_s": round(len(examples) / median, 2),
                 "jaxqa_speedup": round(median / jaxqa_median, 2),
             }
@@ -141,7 +124,7 @@ def measure(name: str, examples: list[Example], workdir: Path, repeats: int, hf_
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--squad-dir", type=Path, default=SQUAD)
+    p.add_argument("--squad-dir", type=Path, default=common.SQUAD)
     p.add_argument("--questions", type=int, default=200)
     p.add_argument(
         "--models", default="minilm,bert-base,squeezebert,mobilebert", help=f"comma-separated, from {', '.join(NAMES)}"
@@ -151,7 +134,7 @@ def main() -> None:
     p.add_argument(
         "--workdir",
         type=Path,
-        default=record.ROOT / "runs" / "same_weights",
+        default=common.ROOT / "runs" / "same_weights",
         help="where the model folders are made (and reused)",
     )
     args = p.parse_args()
@@ -175,7 +158,7 @@ def main() -> None:
         "max_seq_len": 384,
         "doc_stride": 128,
     }
-    record.write(f"cpu_eval_{len(examples)}q", settings, rows)
+    common.write(f"cpu_eval_{len(examples)}q", settings, rows)
 
 
 if __name__ == "__main__":

@@ -41,11 +41,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import common
 import numpy as np
-import record
 import same_weights
 
-ROOT = Path(__file__).resolve().parents[1]
 SIDES = ("jaxqa-fp32", "jaxqa-bf16", "jaxqa-int8", "pytorch-fp32", "pytorch-bf16", "pytorch-int8")
 
 # Run in a fresh interpreter: the seconds from the start of the process to the
@@ -159,11 +158,11 @@ def warm_latency(
     for worker, conn in workers.values():
         conn.send(None)
         worker.join()
-    medians = {side: record.summary(seconds[side])["median_ms"] for side in sides}
+    medians = {side: common.summary(seconds[side])["median_ms"] for side in sides}
     fastest_pytorch = min((side for side in sides if side.startswith("pytorch")), key=medians.__getitem__, default=None)
     rows = []
     for side in sides:
-        timing = record.summary(seconds[side])
+        timing = common.summary(seconds[side])
         row = {"side": side, "median_ms": timing["median_ms"], "p90_ms": timing["p90_ms"]}
         if "pytorch-fp32" in sides:
             row["vs_pytorch_fp32"] = round(timing["median_ms"] / medians["pytorch-fp32"], 3)
@@ -227,8 +226,8 @@ def main() -> None:
         help="jaxqa's padded lengths step by this many tokens (default: the pipeline's own)",
     )
     p.add_argument("--no-cold-start", action="store_true", help="skip the fresh-process first questions")
-    p.add_argument("--squad-dir", type=Path, default=ROOT.parent / "shared" / "squad")
-    p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "jaxqa-benchmark-weights")
+    p.add_argument("--squad-dir", type=Path, default=common.SQUAD)
+    p.add_argument("--workdir", type=Path, default=common.WEIGHTS)
     p.add_argument("--name", default="cpu_latency", help="of the results file")
     args = p.parse_args()
     sides = args.sides.split(",")
@@ -254,7 +253,7 @@ def main() -> None:
         "sides": sides,
         "bucket_step": args.bucket_step or "pipeline default",
     }
-    record.write(args.name + (f"_step{args.bucket_step}" if args.bucket_step else ""), settings, rows)
+    common.write(args.name + (f"_step{args.bucket_step}" if args.bucket_step else ""), settings, rows)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import os
 import subprocess
 import sys
 
-import record
+import common
 
 SHAPES = ((160, 768, 768), (160, 768, 3072), (160, 3072, 768))
 FLAGS = (
@@ -68,7 +68,7 @@ def main() -> None:
         for row in json.loads(done.stdout.splitlines()[-1]):
             rows.append({"xla_flags": flags or "(none)", **row})
             print(json.dumps(rows[-1]), flush=True)
-    record.write("cpu_matmul", {"shapes": [list(shape) for shape in SHAPES]}, rows)
+    common.write("cpu_matmul", {"shapes": [list(shape) for shape in SHAPES]}, rows)
 
 
 if __name__ == "__main__":

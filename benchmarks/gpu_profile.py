@@ -16,31 +16,11 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
-import record
-from gpu_train import jaxqa_model, jaxqa_state, jaxqa_train_step
+import common
+from gpu_train import jaxqa_model, jaxqa_train_step
 
 from jaxqa import checkpoint, models
 from jaxqa.models.encoder import SpanModel
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def squad_like_batch(batch_size: int, seq_len: int, vocab: int) -> dict[str, np.ndarray]:
-    """(1, B, T) ids, mask and types and (1, B) labels: one micro-batch with padding."""
-    rng = np.random.default_rng(0)
-    lengths = rng.integers(100, seq_len + 1, batch_size)
-    real = np.arange(seq_len)[None, :] < lengths[:, None]  # (B, T)
-    ids = np.where(real, rng.integers(1000, vocab, (batch_size, seq_len)), 0)
-    types = (real & (np.arange(seq_len)[None, :] >= 20)).astype(np.int32)
-    batch = {
-        "input_ids": ids.astype(np.int32),
-        "attention_mask": real.astype(np.int32),
-        "token_type_ids": types,
-        "start_positions": rng.integers(20, lengths).astype(np.int32),
-        "end_positions": rng.integers(20, lengths).astype(np.int32),
-    }
-    return {key: value[None] for key, value in batch.items()}
 
 
 def profile(module, batch: dict, steps: int, top: int) -> dict:
@@ -49,7 +29,7 @@ def profile(module, batch: dict, steps: int, top: int) -> dict:
     from torch.profiler import ProfilerActivity
 
     tx, step = jaxqa_train_step(module)
-    state = jaxqa_state(module, tx)
+    state = common.train_state(module, tx)
     batch = jax.device_put(batch)
     started = time.perf_counter()
     step = step.lower(state, batch, {}).compile()
@@ -91,7 +71,7 @@ def profile(module, batch: dict, steps: int, top: int) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default="minilm:32,bert:64")
-    p.add_argument("--minilm", type=Path, default=ROOT / ".devdata" / "minilm")
+    p.add_argument("--minilm", type=Path, default=common.DEVDATA / "minilm")
     p.add_argument("--seq-len", type=int, default=384)
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--top", type=int, default=15)
@@ -108,7 +88,8 @@ def main() -> None:
         else:
             module = jaxqa_model(name, "base")
             vocab = models.family(name).sizes["base"].vocab_size
-        found = profile(module, squad_like_batch(int(batch_size), args.seq_len, vocab), args.steps, args.top)
+        batch = common.random_batch(int(batch_size), args.seq_len, (1000, vocab), shortest=100)  # (1, B, ...)
+        found = profile(module, batch, args.steps, args.top)
         print(
             f"{name} batch {batch_size}: compile {found['compile_s']} s, {found['step_ms']} ms/step, "
             f"kernels {found['kernel_ms_per_step']} ms/step",
@@ -122,7 +103,7 @@ def main() -> None:
             rows.append({"model": name, "batch": int(batch_size), **found, **kernel})
         if not kernels:
             rows.append({"model": name, "batch": int(batch_size), **found})
-        record.write(
+        common.write(
             "gpu_profile",
             {"seq_len": args.seq_len, "timed_steps": args.steps, "batches": "SQuAD-like, lengths 100-384, padded"},
             rows,

@@ -52,18 +52,17 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 
+import common
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import record
 
 from jaxqa import compilation_cache, models
 from jaxqa.models.encoder import SpanModel, runtime_params
 from jaxqa.models.stacking import REMAT, Execution
 from jaxqa.training import optim
-from jaxqa.training.state import TrainState
 from jaxqa.training.step import make_train_step
 
 LEARNING_RATE = 5e-5
@@ -78,14 +77,7 @@ GIB = 2**30
 
 def random_batch(batch_size: int, seq_len: int) -> dict[str, np.ndarray]:
     """Token ids, mask and types (B, T) and start/end labels (B,), int32; no padding."""
-    rng = np.random.default_rng(0)
-    return {
-        "input_ids": rng.integers(1000, 30000, (batch_size, seq_len)).astype(np.int32),
-        "attention_mask": np.ones((batch_size, seq_len), np.int32),
-        "token_type_ids": np.zeros((batch_size, seq_len), np.int32),
-        "start_positions": rng.integers(0, seq_len, batch_size).astype(np.int32),
-        "end_positions": rng.integers(0, seq_len, batch_size).astype(np.int32),
-    }
+    return common.random_batch(batch_size, seq_len, (1000, 30000), micro_batches=None)
 
 
 def config_of(model_type: str, size: str, attention_dropout: float | None):
@@ -120,16 +112,11 @@ def jaxqa_train_step(model: nn.Module):
     return tx, jax.jit(make_train_step(model, tx, seed=0), donate_argnums=0)
 
 
-def jaxqa_state(model: nn.Module, tx: optax.GradientTransformation) -> TrainState:
-    params = nn.meta.unbox(models.init_params(model, jax.random.key(0)))
-    return TrainState.create(params, tx)
-
-
 def jaxqa_train(model: nn.Module, batch: dict[str, np.ndarray]) -> tuple[Callable[[int], None], float]:
     """A function that runs n train steps on `batch` and waits for them, and the
     seconds it took to trace, lower and compile the step."""
     tx, step = jaxqa_train_step(model)
-    state = jaxqa_state(model, tx)
+    state = common.train_state(model, tx)
     batch = jax.device_put({key: value[None] for key, value in batch.items()})  # (1, B, ...): one micro-batch
     started = time.perf_counter()
     step = step.lower(state, batch, {}).compile()
@@ -146,7 +133,7 @@ def jaxqa_train(model: nn.Module, batch: dict[str, np.ndarray]) -> tuple[Callabl
 
 def jaxqa_infer(model: SpanModel, batch: dict[str, np.ndarray]) -> Callable[[int], None]:
     """A function that runs n forward passes on `batch` and waits for them."""
-    params = runtime_params(model, nn.meta.unbox(models.init_params(model, jax.random.key(0))))
+    params = runtime_params(model, common.random_params(model))
     forward = jax.jit(lambda params, ids, mask, types: model.apply({"params": params}, ids, mask, types))
     ids, mask, types = jax.device_put((batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]))
 
@@ -247,13 +234,8 @@ def take_turns(
     runners taking turns within each round, after `warmup` steps each."""
     for run in runners.values():
         run(warmup)
-    rates: dict[str, list[float]] = {name: [] for name in runners}
-    for _ in range(rounds):
-        for name, run in runners.items():
-            started = time.perf_counter()
-            run(steps)
-            rates[name].append(batch_size * steps / (time.perf_counter() - started))
-    return {name: statistics.median(values) for name, values in rates.items()}
+    seconds, _ = common.in_turns({name: functools.partial(run, steps) for name, run in runners.items()}, rounds)
+    return {name: statistics.median(batch_size * steps / took for took in values) for name, values in seconds.items()}
 
 
 def worker(model_type: str, size: str, args: argparse.Namespace, cache_dir: str) -> dict:
@@ -294,7 +276,7 @@ def compile_worker(model_type: str, size: str, args: argparse.Namespace, cache_d
     compilation_cache.enable(cache_dir)
     model = jaxqa_model(model_type, size, execution_of(args), args.attention_dropout)
     tx, step = jaxqa_train_step(model)
-    state = jax.eval_shape(functools.partial(jaxqa_state, model, tx))
+    state = jax.eval_shape(functools.partial(common.train_state, model, tx))
     batch = {key: value[None] for key, value in random_batch(args.batch_size, args.seq_len).items()}
     started = time.perf_counter()
     step.lower(state, batch, {}).compile()
@@ -428,7 +410,7 @@ def main() -> None:
     rows = []
     for model_type, size in pairs:  # the record is rewritten after each row, so a cut-short run keeps its rows
         rows.append(measure(model_type, size, args, matmul_rate, peak_rate))
-        record.write("gpu_train", settings, rows)
+        common.write("gpu_train", settings, rows)
 
 
 if __name__ == "__main__":

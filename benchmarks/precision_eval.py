@@ -19,9 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-import record
+import common
 
-ROOT = Path(__file__).resolve().parents[1]
 MODES = ("fp32", "bf16", "int8")
 
 
@@ -62,7 +61,7 @@ def evaluate(checkpoint: Path, data: Path, mode: str, batch_size: int, out: Path
         capture_output=True,
         text=True,
         check=True,
-        cwd=ROOT,
+        cwd=common.ROOT,
     )
     metrics = json.loads(done.stdout)
     rate = re.search(r"(\d+) features of (\d+) questions in ([\d.]+)s: ([\d.]+) features/s", done.stderr)
@@ -81,11 +80,11 @@ def evaluate(checkpoint: Path, data: Path, mode: str, batch_size: int, out: Path
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", type=Path, default=ROOT / "runs" / "minilm-cpu" / "train" / "model")
+    p.add_argument("--checkpoint", type=Path, default=common.ROOT / "runs" / "minilm-cpu" / "train" / "model")
     p.add_argument("--questions", type=int, default=1000)
     p.add_argument("--modes", default=",".join(MODES))
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--squad-dir", type=Path, default=ROOT.parent / "shared" / "squad")
+    p.add_argument("--squad-dir", type=Path, default=common.SQUAD)
     args = p.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -111,7 +110,7 @@ def main() -> None:
         "squad_file": "dev-v1.1.json",
         "batch_size": args.batch_size,
     }
-    record.write("precision_eval", settings, rows)
+    common.write("precision_eval", settings, rows)
 
 
 if __name__ == "__main__":

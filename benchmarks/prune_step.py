@@ -12,10 +12,8 @@ benchmarks/results/prune_step_<platform>.json.
 
 import argparse
 
+import common
 import jax
-import jax.numpy as jnp
-import numpy as np
-import record
 from distill_step import stepper, timed_in_turns
 
 from jaxqa.models import bert
@@ -32,19 +30,9 @@ def main() -> None:
     p.add_argument("--grad-accum", type=int, default=4)
     p.add_argument("--rounds", type=int, default=3)
     args = p.parse_args()
-    dtype = jnp.float32 if jax.devices()[0].platform == "cpu" else jnp.bfloat16
     config = bert.SIZES[args.size]
-    model = SpanModel(config, dtype=dtype)
-    rng = np.random.default_rng(0)
-    shape = args.grad_accum, args.batch_size // args.grad_accum  # (micro-batches, windows each)
-    batch: dict = {
-        "input_ids": rng.integers(1000, 2000, (*shape, args.seq_len)),
-        "attention_mask": np.ones((*shape, args.seq_len)),
-        "token_type_ids": np.zeros((*shape, args.seq_len)),
-        "start_positions": rng.integers(0, args.seq_len, shape),
-        "end_positions": rng.integers(0, args.seq_len, shape),
-    }
-    batch = {key: jnp.asarray(value, jnp.int32) for key, value in batch.items()}
+    model = SpanModel(config, dtype=common.compute_dtype())
+    batch = jax.device_put(common.random_batch(args.batch_size, args.seq_len, micro_batches=args.grad_accum))
     block = pruning.block_edge(32, config.head_dim, config.hidden_size)
     runners = {"none": stepper(model, None, batch)}
     for method in args.methods.split(","):
@@ -61,7 +49,7 @@ def main() -> None:
         }
         for name, value in seconds.items()
     ]
-    record.write("prune_step", vars(args), rows)
+    common.write("prune_step", vars(args), rows)
 
 
 if __name__ == "__main__":

@@ -10,43 +10,21 @@ Results go to benchmarks/results/train_speed_<platform>.json.
 
 import argparse
 import json
-import platform
-import subprocess
-import sys
 import time
-from pathlib import Path
 
-import flax.linen as nn
+import common
 import jax
-import jax.numpy as jnp
-import numpy as np
 
 from jaxqa import models, sharding
 from jaxqa.models.encoder import SpanModel
-from jaxqa.training import optim
-from jaxqa.training.state import TrainState
 from jaxqa.training.step import make_train_step
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def measure(model_type: str, size: str, batch_size: int, seq_len: int, steps: int) -> dict:
-    fam = models.family(model_type)
-    on_cpu = jax.devices()[0].platform == "cpu"
-    model = SpanModel(fam.sizes[size], dtype=jnp.float32 if on_cpu else jnp.bfloat16)
-    mesh = sharding.make_mesh(sharding.parse_mesh(None, jax.device_count()))
-    tx = optim.build("lamb", optim.schedule(1e-3, 10, 1000), 0.01)
-    params = nn.meta.unbox(models.init_params(model, jax.random.key(0)))
-    state = TrainState.create(params, tx)
-    rng = np.random.default_rng(0)
-    batch: dict = {
-        "input_ids": rng.integers(1000, 2000, (1, batch_size, seq_len)).astype(np.int32),
-        "attention_mask": np.ones((1, batch_size, seq_len), np.int32),
-        "token_type_ids": np.zeros((1, batch_size, seq_len), np.int32),
-        "start_positions": rng.integers(0, seq_len, (1, batch_size)).astype(np.int32),
-        "end_positions": rng.integers(0, seq_len, (1, batch_size)).astype(np.int32),
-    }
-    batch = sharding.global_batch(batch, mesh, leading=1)
+    model = SpanModel(models.family(model_type).sizes[size], dtype=common.compute_dtype())
+    tx = common.lamb()
+    state = common.train_state(model, tx)
+    batch = sharding.global_batch(common.random_batch(batch_size, seq_len), common.device_mesh(), leading=1)
     step = jax.jit(make_train_step(model, tx, seed=0), donate_argnums=0)
     started = time.perf_counter()
     compiled = step.lower(state, batch, {}).compile()
@@ -79,21 +57,8 @@ def main() -> None:
         for size in args.sizes.split(","):
             rows.append(measure(model_type, size, args.batch_size, args.seq_len, args.steps))
             print(json.dumps(rows[-1]), flush=True)
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-    ).stdout.strip()
-    result = {
-        "command": " ".join(["python", *sys.argv]),
-        "commit": commit,
-        "batch_size": args.batch_size,
-        "seq_len": args.seq_len,
-        "timed_steps": args.steps,
-        "device": f"{jax.device_count()} x {jax.devices()[0].device_kind} ({platform.processor() or platform.machine()})",
-        "rows": rows,
-    }
-    out = ROOT / "benchmarks" / "results" / f"train_speed_{jax.devices()[0].platform}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    settings = {"batch_size": args.batch_size, "seq_len": args.seq_len, "timed_steps": args.steps, "sizes": args.sizes}
+    common.write("train_speed", settings, rows)
 
 
 if __name__ == "__main__":
