@@ -205,13 +205,33 @@ def main(argv=None) -> int:
     p.add_argument("--compilation-cache", default="", help=compilation_cache.HELP)
     args = p.parse_args(argv)
     try:
-        threshold = None if args.null_score_diff_threshold == "best" else float(args.null_score_diff_threshold)
-    except ValueError:
-        p.error(f"--null-score-diff-threshold {args.null_score_diff_threshold!r}: a number or 'best'")
-    if args.length_step < 0:
-        p.error(f"--length-step {args.length_step}: 0 or a positive number of tokens")
+        threshold = checked(args)
+    except Error as err:
+        print(f"jaxqa.evaluate: error: {err}", file=sys.stderr)
+        return 2
     with log_to(sys.stderr):
         return run(args, threshold)
+
+
+def checked(args: argparse.Namespace) -> float | None:
+    """The --null-score-diff-threshold (None: "best"), after the checks `jaxqa.train`
+    makes of the same settings, each naming its flag."""
+    FeatureSettings(args.max_seq_length, args.doc_stride, args.max_query_length).check(
+        lambda name: f"--{name.replace('_', '-')}"
+    )
+    if args.batch_size < 1:
+        raise Error(f"--batch-size {args.batch_size}: must be at least 1")
+    if args.length_step < 0:
+        raise Error(f"--length-step {args.length_step}: 0 or a positive number of tokens")
+    if args.null_score_diff_threshold == "best":
+        return None
+    try:
+        threshold = float(args.null_score_diff_threshold)
+    except ValueError:
+        raise Error(f"--null-score-diff-threshold {args.null_score_diff_threshold!r}: a number or 'best'") from None
+    if not math.isfinite(threshold):
+        raise Error(f"--null-score-diff-threshold {threshold}: must be finite")
+    return threshold
 
 
 def out_folder(path: str) -> Path:

@@ -54,6 +54,20 @@ from jaxqa.squad.features import FeatureSettings, featurize_eval
 PIPELINE_LENGTH_STEP = 32
 
 
+# The pipeline's arguments, by the window settings they set (`FeatureSettings`).
+ARGUMENTS = {"max_seq_length": "max_seq_len", "doc_stride": "doc_stride", "max_query_length": "max_question_len"}
+
+
+def default_doc_stride(max_seq_len: int) -> int:
+    """Hugging Face's: half a window, at most 128 tokens."""
+    return min(max_seq_len // 2, 128)
+
+
+class ArgumentError(Error, TypeError):
+    """Arguments that ask no question (missing, or given both ways): a TypeError,
+    as Python's own for a wrong call are, and a `jaxqa.Error` like every refusal."""
+
+
 class InputError(Error):
     """A question or context that cannot be answered; `index` is its place among the inputs."""
 
@@ -95,16 +109,14 @@ def pipeline(
         model = checkpoint if checkpoint.precision == mode else checkpoint.with_precision(mode)
     models.check_length(model.config, max_seq_len, "max_seq_len")
     if doc_stride is None:
-        doc_stride = min(max_seq_len // 2, 128)
+        doc_stride = default_doc_stride(max_seq_len)
     if batch_size is None:
         batch_size = 4 if jax.default_backend() == "cpu" else 64
-    if not 0 <= doc_stride < max_seq_len:
-        raise Error(f"doc_stride={doc_stride} must be at least 0 and below max_seq_len={max_seq_len}")
+    settings = FeatureSettings(max_seq_len, doc_stride, max_question_len).check(ARGUMENTS.__getitem__)
     if seq_buckets is None:
         seq_buckets = buckets.widths(max_seq_len, PIPELINE_LENGTH_STEP)
     if max(seq_buckets) != max_seq_len or min(seq_buckets) < 1:
         raise Error(f"seq_buckets {list(seq_buckets)} must be positive and end at max_seq_len={max_seq_len}")
-    settings = FeatureSettings(max_seq_length=max_seq_len, doc_stride=doc_stride, max_query_length=max_question_len)
     return QuestionAnsweringPipeline(model, settings, BucketedModel(model, seq_buckets, batch_size))
 
 
@@ -251,7 +263,7 @@ def _pairs(inputs, question, context) -> tuple[list[tuple[str, str]], bool]:
     """The (question, context) pairs asked, and whether a single one was (so one result is returned)."""
     if inputs is not None:
         if question is not None or context is not None:
-            raise TypeError(
+            raise ArgumentError(
                 "pass a {'question', 'context'} dict (or a list of them), or question= and context=, not both"
             )
         single = isinstance(inputs, dict)
@@ -265,7 +277,7 @@ def _pairs(inputs, question, context) -> tuple[list[tuple[str, str]], bool]:
                 raise InputError(i, f"expected a dict with 'question' and 'context', got {str(item)[:80]!r}")
         pairs = [(item["question"], item["context"]) for item in items]
     elif question is None or context is None:
-        raise TypeError("pass both question= and context= (or a {'question', 'context'} dict)")
+        raise ArgumentError("pass both question= and context= (or a {'question', 'context'} dict)")
     else:
         for name, value in (("question", question), ("context", context)):
             if not isinstance(value, str) and not _is_list(value):

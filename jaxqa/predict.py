@@ -17,9 +17,10 @@ from pathlib import Path
 from jaxqa import compilation_cache, models
 from jaxqa.checkpoint import open_checkpoint
 from jaxqa.errors import Error, log_to
-from jaxqa.pipeline import InputError, pipeline
+from jaxqa.pipeline import InputError, default_doc_stride, pipeline
 from jaxqa.precision import MODES
 from jaxqa.pretrained import Pretrained
+from jaxqa.squad.features import FeatureSettings
 
 # Inputs answered per pipeline call: enough for full batches, few enough to
 # print the first answers early.
@@ -65,6 +66,10 @@ def checked_input(item, where: str) -> dict:
     return {"question": item["question"], "context": item["context"]}
 
 
+# The flags by the window settings they set (`FeatureSettings`); the question keeps its default length.
+FLAGS = {"max_seq_length": "--max-seq-len", "doc_stride": "--doc-stride", "max_query_length": "max_question_len"}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jaxqa.predict", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True, help="jaxqa checkpoint folder (or a Hugging Face folder)")
@@ -96,6 +101,10 @@ def main(argv=None) -> int:
             inputs, located = [checked_input({"question": args.question, "context": args.context}, where)], [where]
         else:
             inputs, located = read_inputs(args.file)
+        doc_stride = default_doc_stride(args.max_seq_len) if args.doc_stride is None else args.doc_stride
+        FeatureSettings(args.max_seq_len, doc_stride).check(FLAGS.__getitem__)
+        if args.batch_size is not None and args.batch_size < 1:
+            raise Error(f"--batch-size {args.batch_size}: must be at least 1")
         compilation_cache.enable(args.compilation_cache)
         source = open_checkpoint(args.checkpoint)
         models.check_length(source.config, args.max_seq_len, "--max-seq-len")
@@ -104,7 +113,7 @@ def main(argv=None) -> int:
         qa = pipeline(
             model,
             max_seq_len=args.max_seq_len,
-            doc_stride=args.doc_stride,
+            doc_stride=doc_stride,
             batch_size=args.batch_size,
             precision=model.precision,
         )

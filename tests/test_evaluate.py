@@ -291,3 +291,40 @@ def test_a_loaded_model_its_pipeline_and_evaluation_compile_each_shape_once(untr
     jax.block_until_ready(model(ids, ids, ids))
     jaxqa.pipeline(model, max_seq_len=64, seq_buckets=[64], batch_size=8, precision="fp32").warm_up(batch_buckets=[8])
     assert model.forward.traces == 1 and compiles == []
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--batch-size", "0"], "--batch-size 0: must be at least 1"),
+        (["--batch-size", "-8"], "--batch-size -8: must be at least 1"),
+        (["--max-query-length", "0"], "--max-query-length 0: must be at least 1"),
+        (["--max-seq-len", "4"], "--max-seq-length 4: must be at least 8"),
+        (["--doc-stride", "384"], "--doc-stride 384: must be at least 0 and below --max-seq-length 384"),
+        (["--null-score-diff-threshold", "nan"], "--null-score-diff-threshold nan: must be finite"),
+        (["--null-score-diff-threshold", "high"], "--null-score-diff-threshold 'high': a number or 'best'"),
+        (["--length-step", "-1"], "--length-step -1"),
+    ],
+)
+def test_evaluate_checks_its_settings_as_train_does(untrained, tmp_path, capsys, extra, message):
+    squad, model = untrained
+    args = ["--checkpoint", str(model), "--data", str(squad), "--out-dir", str(tmp_path / "eval"), *extra]
+    assert evaluate.main(args) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith(f"jaxqa.evaluate: error: {message}") and err.count("\n") == 1
+    assert not (tmp_path / "eval").exists()
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--doc-stride", "400"], "--doc-stride 400: must be at least 0 and below --max-seq-len 384"),
+        (["--max-seq-length", "4"], "--max-seq-len 4: must be at least 8"),
+        (["--batch-size", "0"], "--batch-size 0: must be at least 1"),
+    ],
+)
+def test_predict_names_its_flags(untrained, capsys, extra, message):
+    _, model = untrained
+    assert predict.main(["--checkpoint", str(model), "--question", "Who?", "--context", "Ada.", *extra]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and message in err and err.count("\n") == 1

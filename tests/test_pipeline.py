@@ -344,6 +344,12 @@ def test_bad_inputs(qa):
     assert isinstance(qa(question="q", context="Ada wrote it.", top_k=np.int64(1))["answer"], str)
 
 
+def test_a_call_that_asks_nothing_is_a_jaxqa_error(qa):
+    for asked in (dict(question=None), dict(question=None, context="c"), dict(inputs={}, question="q")):
+        with pytest.raises(jaxqa.Error, match="^pass "):
+            qa(**asked)
+
+
 # --- compile buckets --------------------------------------------------------------
 
 

@@ -103,6 +103,22 @@ def _write(tmp_path, articles) -> Path:
             _article(qas=[{"id": "q-6", "question": "Who?", "answers": [None], "is_impossible": True}]),
             "(id q-6): malformed answer None",
         ),
+        # JSON values read strictly: no truthy strings, no numbers standing in for booleans or integers.
+        (
+            _article(qas=[{"id": "q-10", "question": "Who?", "answers": [], "is_impossible": "false"}]),
+            "(id q-10): 'is_impossible' must be true or false, got str 'false'",
+        ),
+        (
+            _article(qas=[{"id": "q-11", "question": "Who?", "answers": [], "is_impossible": 1}]),
+            "(id q-11): 'is_impossible' must be true or false, got int 1",
+        ),
+        *(
+            (
+                _article(qas=[{"id": "q-12", "question": "Who?", "answers": [{"text": "x", "answer_start": start}]}]),
+                "(id q-12): malformed answer",
+            )
+            for start in ("12", 3.7, True, None)
+        ),
     ],
 )
 def test_bad_data_names_the_article_and_question(tmp_path, article, message):

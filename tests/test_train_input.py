@@ -8,6 +8,7 @@ import pytest
 from test_train import flags, run
 
 from jaxqa import train
+from jaxqa.training import settings
 
 
 def refusal(capsys, args: list[str]) -> str:
@@ -39,6 +40,7 @@ def refusal(capsys, args: list[str]) -> str:
         (["--max-train-examples", "-1"], "--max-train-examples"),
         (["--max-eval-examples", "-1"], "--max-eval-examples"),
         (["--num-processes", "0"], "--num-processes"),
+        (["--num-processes", "2"], "--coordinator"),
         (["--process-id", "-1"], "--process-id"),
         (["--process-id", "1"], "--process-id"),
         (["--epochs", "0"], "--epochs"),
@@ -127,3 +129,28 @@ def test_a_file_in_place_of_run_json_is_refused(squad, tmp_path, capsys):
     (tmp_path / "run" / "run.json").write_text("{not json")
     err = refusal(capsys, [*flags(squad, "bert", tmp_path / "run"), "--max-steps", "1"])
     assert "run.json" in err and "--run-dir" in err
+
+
+@pytest.mark.parametrize(
+    "recipe, message",
+    [
+        ('{"batch_size": "big"}', "batch_size must be an integer, got 'big'"),
+        ('{"batch_size": 8.0}', "batch_size must be an integer, got 8.0"),
+        ('{"learning_rate": True}', "learning_rate must be a number, got True"),
+        ('{"scan_layers": "no"}', "scan_layers must be true or false, got 'no'"),
+        ('{"attention_dropout": "0"}', "attention_dropout must be a number or None, got '0'"),
+        ("[1, 2]", "get_config returned list, not a dict of settings"),
+    ],
+)
+def test_a_recipe_of_the_wrong_types_is_refused_in_one_line(squad, tmp_path, capsys, recipe, message):
+    path = tmp_path / "recipe.py"
+    path.write_text(f"def get_config(arg):\n    return {recipe}\n")
+    err = refusal(capsys, [*flags(squad, "bert", tmp_path / "run"), "--config", str(path)])
+    assert f"--config {path}: {message}" in err
+
+
+def test_a_recipe_may_give_a_whole_number_for_a_float(tmp_path):
+    path = tmp_path / "recipe.py"
+    path.write_text('def get_config(arg):\n    return {"learning_rate": 1, "epochs": 3}\n')
+    recipe = settings.load_recipe(str(path))
+    assert recipe == {"learning_rate": 1.0, "epochs": 3.0} and isinstance(recipe["epochs"], float)

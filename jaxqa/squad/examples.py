@@ -171,7 +171,10 @@ def _example(qa: dict, title: str, context: str, where: str) -> Example:
     # The official metric reads every question's answer list, even an empty one.
     if not isinstance(qa.get("answers"), list):
         raise SquadFormatError(f"{where}: no 'answers' list")
-    is_impossible = bool(qa.get("is_impossible", False))
+    # Read strictly: bool("false") is True, which would drop an answerable question.
+    is_impossible = qa.get("is_impossible", False)
+    if not isinstance(is_impossible, bool):
+        raise SquadFormatError(f"{where}: 'is_impossible' must be true or false, got {_kind(is_impossible)}")
     # SQuAD 2.0 lists no answers for an impossible question (its guesses are
     # under `plausible_answers`), so an empty list is only an error otherwise.
     answers = [] if is_impossible else qa["answers"]
@@ -180,11 +183,12 @@ def _example(qa: dict, title: str, context: str, where: str) -> Example:
     for answer in qa["answers"]:
         if not isinstance(answer, dict) or not isinstance(answer.get("text"), str):
             raise SquadFormatError(f"{where}: malformed answer {answer!r:.80} (needs a 'text' string)")
-    try:
-        texts = tuple(a["text"] for a in answers)
-        starts = tuple(int(a["answer_start"]) for a in answers)
-    except (KeyError, TypeError, ValueError) as e:
-        raise SquadFormatError(f"{where}: malformed answer ({e!r})") from None
+    for answer in answers:
+        start = answer.get("answer_start")
+        if not isinstance(start, int) or isinstance(start, bool):  # int("12") and int(3.7) would pass silently
+            raise SquadFormatError(f"{where}: malformed answer {answer!r:.80} ('answer_start' must be an integer)")
+    texts = tuple(a["text"] for a in answers)
+    starts = tuple(a["answer_start"] for a in answers)
     return Example(qa["id"], title, qa["question"], context, texts, starts, is_impossible)
 
 
@@ -201,7 +205,5 @@ def _mismatches(examples: Iterable[Example], source: str) -> tuple[str, ...]:
         if start < 0 or ex.context[start : start + len(text)] != text
     )
     if ids:
-        log.warning(
-            "%s: %d answers are not at their answer_start (first ids: %s)", source, len(ids), ", ".join(ids[:5])
-        )
+        log.warning(f"{source}: {len(ids)} answers are not at their answer_start (first ids: {', '.join(ids[:5])})")
     return ids

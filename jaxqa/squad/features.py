@@ -20,7 +20,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import chain
 from pathlib import Path
 
@@ -46,6 +46,21 @@ class FeatureSettings:
     max_seq_length: int = 384  # L: tokens per window, special tokens included
     doc_stride: int = 128  # context tokens shared by consecutive windows
     max_query_length: int = 64  # question tokens kept; the rest are dropped
+
+    def check(self, spelled: Callable[[str], str] = str) -> "FeatureSettings":
+        """These settings if they make windows; else a `FeatureError` naming the
+        one at fault as `spelled` gives a field's name (a command's flag, a
+        function's argument). Every command and the pipeline check them so."""
+        if self.max_seq_length < 8:
+            raise FeatureError(f"{spelled('max_seq_length')} {self.max_seq_length}: must be at least 8")
+        if self.max_query_length < 1:
+            raise FeatureError(f"{spelled('max_query_length')} {self.max_query_length}: must be at least 1")
+        if not 0 <= self.doc_stride < self.max_seq_length:
+            raise FeatureError(
+                f"{spelled('doc_stride')} {self.doc_stride}: must be at least 0 and below "
+                f"{spelled('max_seq_length')} {self.max_seq_length}"
+            )
+        return self
 
 
 # eq=False: the generated __eq__ would compare arrays and fail.

@@ -24,6 +24,7 @@ from jaxqa.configs import VARIANTS
 from jaxqa.errors import Error
 from jaxqa.models.stacking import REMAT
 from jaxqa.squad import buckets
+from jaxqa.squad.features import FeatureSettings
 from jaxqa.training.optim import OPTIMIZERS
 from jaxqa.training.pruning import METHODS
 
@@ -247,10 +248,36 @@ def load_recipe(spec: str) -> dict:
         module = types.ModuleType(path.stem)
         spec_file.loader.exec_module(module)
         recipe = module.get_config(arg)
+    if not isinstance(recipe, dict):
+        raise SettingsError(f"--config {spec}: get_config returned {type(recipe).__name__}, not a dict of settings")
     unknown = set(recipe) - {f.name for f in dataclasses.fields(Settings) if f.name != "model"}
     if unknown:
         raise SettingsError(f"--config {spec}: setting(s) a recipe cannot hold: {sorted(unknown)}")
-    return recipe
+    hints = get_type_hints(Settings)
+    for name, value in recipe.items():
+        if not _is_a(value, hints[name]):
+            raise SettingsError(f"--config {spec}: {name} must be {_type_name(hints[name])}, got {value!r:.40}")
+    return {name: float(value) if hints[name] is float else value for name, value in recipe.items()}
+
+
+def _is_a(value, kind) -> bool:
+    """Whether a recipe's value is of a setting's type, read strictly: a bool is
+    no number and a number no bool; an int stands for a float; None only where
+    the setting may be None."""
+    if typing.get_args(kind):  # X | None
+        return value is None or any(_is_a(value, arg) for arg in typing.get_args(kind) if arg is not type(None))
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def _type_name(kind) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    if typing.get_args(kind):
+        return " or ".join([names[arg] for arg in typing.get_args(kind) if arg is not type(None)] + ["None"])
+    return names[kind]
 
 
 def parse(argv=None) -> Settings:
@@ -270,9 +297,6 @@ def validate(s: Settings) -> None:
         "save_every": 1,
         "log_every": 1,
         "keep": 1,
-        "max_seq_length": 8,
-        "max_query_length": 1,
-        "doc_stride": 0,
         "seed": 0,
         "max_steps": 0,
         "eval_every": 0,
@@ -287,10 +311,11 @@ def validate(s: Settings) -> None:
             raise SettingsError(f"{_flag(name)} {getattr(s, name)}: must be at least {least}")
     if s.seed >= 2**32:
         raise SettingsError(f"--seed {s.seed}: must be below 2**32")
+    if s.num_processes > 1 and not s.coordinator:
+        raise SettingsError(f"--num-processes {s.num_processes}: needs --coordinator HOST:PORT (process 0's address)")
     if s.process_id >= s.num_processes:
         raise SettingsError(f"--process-id {s.process_id}: must be below --num-processes {s.num_processes}")
-    if s.doc_stride >= s.max_seq_length:
-        raise SettingsError(f"--doc-stride {s.doc_stride}: must be below --max-seq-length {s.max_seq_length}")
+    FeatureSettings(s.max_seq_length, s.doc_stride, s.max_query_length).check(_flag)
     if s.batch_size % s.grad_accum:
         raise SettingsError(f"--batch-size {s.batch_size} is not a multiple of --grad-accum {s.grad_accum}")
     if s.precision not in PRECISIONS:
