@@ -54,15 +54,19 @@ class Source:
     model_type: str
     config: Any
 
-    def read_params(self, seed: int = 0, as_stored: bool = False) -> dict:
+    def read_params(self, seed: int = 0, as_stored: bool = False, need_head: str = "") -> dict:
         """The float32 parameters, read from a jaxqa folder (an int8 one's
-        dequantized, or `as_stored`) or converted from a Hugging Face one. A
-        Hugging Face encoder without a span head gets a freshly initialised one
-        (from `seed`), and says so (a warning)."""
+        dequantized, or `as_stored`) or converted from a Hugging Face one, every
+        value finite. A Hugging Face encoder without a span head gets a freshly
+        initialised one (from `seed`), and says so (a warning); with `need_head`
+        (why a trained head is needed) it is refused instead."""
         if (self.folder / PARAMS_FILE).is_file():
-            params = self._read_jaxqa_params()
+            params = _finite(self._read_jaxqa_params(), self.folder / PARAMS_FILE)
             return params if as_stored else dequantized(params)
         params, report = convert.params_from_hf(self.model_type, self.config, _read_hf_state(self.folder))
+        params = _finite(params, self.folder)
+        if report.fresh_head and need_head:
+            raise ConversionError(f"{self.folder}: no span head (qa_outputs) in the checkpoint; {need_head}")
         if report.dropped:
             groups = sorted({".".join(name.split(".")[:2]) for name in report.dropped})
             log.info(
@@ -97,6 +101,14 @@ class Source:
             if value.shape != expected[key].shape:
                 raise ConversionError(f"{path}: {key} has shape {value.shape}, config.json needs {expected[key].shape}")
         return traverse_util.unflatten_dict(got, sep="/")
+
+
+def _finite(params: dict, where: Path) -> dict:
+    """`params`, after refusing a NaN or infinite value (which would make every logit NaN), naming the tensor."""
+    for key, value in traverse_util.flatten_dict(params, sep="/").items():
+        if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
+            raise ConversionError(f"{where}: {key} holds NaN or infinite values")
+    return params
 
 
 def params_digest(params: dict) -> str:

@@ -46,7 +46,7 @@ class Pretrained:
 
     @functools.cached_property
     def tokenizer(self):
-        return load_tokenizer(self.folder)
+        return load_tokenizer(self.folder, self.config.vocab_size)
 
     @functools.cached_property
     def _encode(self):

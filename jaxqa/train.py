@@ -158,7 +158,7 @@ def build_model(s: Settings) -> Model:
         config, tokenizer_dir = source.config, Path(s.tokenizer or source.folder)
     models.check_length(config, s.max_seq_length, "--max-seq-length")
     with blame("--tokenizer" if s.tokenizer else "--init"):
-        tokenizer = load_tokenizer(tokenizer_dir)
+        tokenizer = load_tokenizer(tokenizer_dir, config.vocab_size)
     platform = jax.devices()[0].platform
     bf16 = s.precision == "bf16" or (s.precision == "auto" and precision.training_bf16(platform, precision.cpu_flags()))
     execution = Execution(scan=s.scan_layers, remat=remat_for(s, platform))
@@ -202,9 +202,9 @@ def read_teacher(s: Settings, student: Model) -> Teacher | None:
         return None
     try:
         source = open_checkpoint(s.teacher)
-        same_tokens = load_tokenizer(source.folder).to_str() == student.tokenizer.to_str()
+        same_tokens = load_tokenizer(source.folder, source.config.vocab_size).to_str() == student.tokenizer.to_str()
         models.check_length(source.config, s.max_seq_length, "--max-seq-length")
-        params = source.read_params()
+        params = source.read_params(need_head="a teacher must be a question-answering model, fine-tuned")
     except Error as err:
         raise SettingsError(f"--teacher {s.teacher}: {err}") from None
     if not same_tokens:

@@ -7,13 +7,17 @@ import json
 import os
 import stat
 
+import flax.linen as nn
 import jax
 import numpy as np
 import pytest
 from parity import pt2flax, seeded, torch, transformers
+from squad_fixture import write_squad
 
 import jaxqa
+from jaxqa import models, predict, train
 from jaxqa.models import bert, convert
+from jaxqa.models.encoder import SpanModel
 
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, vocab_size=100)
 SHARD = "model-00001-of-00001.safetensors"
@@ -164,3 +168,51 @@ def test_the_output_follows_the_umask(tmp_path, hf_folder):
     assert stat.S_IMODE(out.stat().st_mode) == 0o755
     for path in out.iterdir():
         assert stat.S_IMODE(path.stat().st_mode) & 0o044 == 0o044, path  # readable by group and others
+
+
+def test_non_finite_weights_are_refused_naming_the_tensor(tmp_path, capsys, model):
+    with torch.no_grad():
+        model.bert.encoder.layer[1].attention.self.query.weight[0, 0] = float("nan")
+    model.save_pretrained(tmp_path / "hf")
+    capsys.readouterr()
+    err = fails_cleanly(capsys, tmp_path / "hf", tmp_path / "out")
+    assert str(tmp_path / "hf") in err and "layer_1/query/kernel holds NaN or infinite values" in err, err
+    assert not (tmp_path / "out").exists()
+    # A jaxqa folder holding one is refused on loading, naming its weights file.
+    config = bert.Config(**TINY)
+    params = jax.tree_util.tree_map(np.array, nn.meta.unbox(models.init_params(SpanModel(config), jax.random.key(0))))
+    params["qa_outputs"]["bias"][1] = np.inf
+    folder = jaxqa.save_pretrained(tmp_path / "ours", "bert", config, params, None)
+    with pytest.raises(jaxqa.Error, match="params.safetensors: qa_outputs/bias holds NaN or infinite values"):
+        jaxqa.load_pretrained(folder)
+
+
+def test_a_tokenizer_larger_than_the_vocabulary_is_refused(tmp_path, capsys, hf_folder):
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *(f"word{i}" for i in range(150))]
+    (hf_folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    assert pt2flax.main([str(hf_folder), str(tmp_path / "out")]) == 0
+    with pytest.raises(jaxqa.Error, match="the tokenizer has 155 tokens, more than the model's vocabulary of 100"):
+        jaxqa.load_pretrained(tmp_path / "out").tokenizer
+    capsys.readouterr()
+    asked = ["--question", "word1?", "--context", "word2", "--precision", "fp32"]
+    assert predict.main(["--checkpoint", str(tmp_path / "out"), *asked]) == 2
+    err = capsys.readouterr().err
+    assert "more than the model's vocabulary of 100 (vocab_size)" in err and err.count("\n") == 1
+
+
+def test_an_encoder_without_a_span_head_is_no_teacher(tmp_path, capsys):
+    squad = write_squad(tmp_path / "squad")
+    encoder = seeded(transformers.BertModel, transformers.BertConfig(**{**TINY, "vocab_size": 200}))
+    encoder.save_pretrained(tmp_path / "encoder")
+    (tmp_path / "encoder" / "vocab.txt").write_text((squad.parent / "vocab.txt").read_text())
+    capsys.readouterr()
+    args = ["--model", "bert", "--config", "bert:tiny", "--tokenizer", str(squad.parent), "--train-file", str(squad)]
+    assert (
+        train.main(
+            [*args, "--eval-file", "", "--run-dir", str(tmp_path / "run"), "--teacher", str(tmp_path / "encoder")]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert "no span head" in err and "a teacher must be a question-answering model" in err and err.count("\n") == 1
+    assert not (tmp_path / "run").exists()

@@ -21,8 +21,10 @@ class TokenizerError(Error):
     """A folder without a usable tokenizer; the message names it."""
 
 
-def load_tokenizer(folder: str | Path) -> Tokenizer:
-    """Returns the folder's tokenizer with padding and truncation turned off.
+def load_tokenizer(folder: str | Path, vocab_size: int | None = None) -> Tokenizer:
+    """Returns the folder's tokenizer with padding and truncation turned off,
+    after refusing one whose ids reach past a model's `vocab_size` (its
+    embeddings would read nothing there, and every logit would be NaN).
 
     Saved tokenizers often carry the padding and truncation of their last use
     (all-MiniLM-L6-v2 pads and truncates to 128); callers set their own.
@@ -34,6 +36,11 @@ def load_tokenizer(folder: str | Path) -> Tokenizer:
         tokenizer = _bert_from_vocab(folder / "vocab.txt", _read_config(folder))
     else:
         raise TokenizerError(f"{folder}: no tokenizer.json or vocab.txt, so no tokenizer can be loaded")
+    size = tokenizer.get_vocab_size(with_added_tokens=True)
+    if vocab_size is not None and size > vocab_size:
+        raise TokenizerError(
+            f"{folder}: the tokenizer has {size} tokens, more than the model's vocabulary of {vocab_size} (vocab_size)"
+        )
     tokenizer.no_padding()
     tokenizer.no_truncation()
     return tokenizer
