@@ -33,7 +33,7 @@ from jaxqa.errors import Error, log_to
 from jaxqa.models import bert, compact
 from jaxqa.models.encoder import SpanModel, canonical_params, runtime_params
 from jaxqa.models.stacking import Execution
-from jaxqa.squad.features import FeatureSettings, TrainFeatures
+from jaxqa.squad.features import FeatureSettings, TrainFeatures, train_features
 from jaxqa.squad.tokenizer import load_tokenizer
 from jaxqa.training import batches, optim, pruning
 from jaxqa.training.run_folder import MetricsLog, RunFolder
@@ -78,7 +78,8 @@ def main(argv=None) -> int:
 
 
 def train(s: Settings) -> int:
-    """One run, phase by phase; 0 when it ends or is stopped by a signal (and saved)."""
+    """One run, phase by phase: 0 when it ends; stopped by a signal (and saved),
+    128 + the signal's number, as a shell reports a process the signal ended."""
     validate(s)
     mesh = start_processes(s)
     model = build_model(s)
@@ -90,9 +91,11 @@ def train(s: Settings) -> int:
         s.run_folder, s.model, model.config, model.tokenizer_dir, keep=s.keep,
         shrink=compact.compact if plan.prune else None,
     )  # fmt: skip
-    run_settings = trajectory(s)  # what the run folder records, to resume only what it holds
+    # What the run folder records, to resume only what it holds: the settings, and
+    # digests of the data and the teacher, which may change under the same paths.
+    run_settings = {**trajectory(s), "train_data": data.train_digest}
     if teacher:
-        run_settings["teacher_weights"] = params_digest(teacher.params)  # a changed teacher under the same path
+        run_settings["teacher_weights"] = params_digest(teacher.params)
     state = restore_or_init(s, folder, run_settings, model, plan, layout)
     folder.record_settings(run_settings)
     step_fn, teacher_params = compile_step(s, model.module, plan, layout, mesh, teacher)
@@ -102,7 +105,7 @@ def train(s: Settings) -> int:
     if stop.signal is not None:
         log.info(f"stopped by signal {stop.signal} at step {int(state.step)}; the same command resumes from "
                  f"{folder.directory}")  # fmt: skip
-        return 0
+        return 128 + stop.signal
     run.finish(state)
     return 0
 
@@ -175,19 +178,21 @@ def build_model(s: Settings) -> Model:
 @dataclasses.dataclass(frozen=True)
 class Data:
     train: TrainFeatures
+    train_digest: str | None  # of the training file's contents (None for a hub dataset)
     eval: batches.EvalSet | None
 
 
 def load_data(s: Settings, tokenizer: Tokenizer) -> Data:
     windows = FeatureSettings(s.max_seq_length, s.doc_stride, s.max_query_length)
     with blame("--train-file"):
-        train_set = batches.train_set(s.train_file, s.max_train_examples, tokenizer, windows)
+        squad = batches.read(s.train_file, "train", s.max_train_examples)
+        train_set = train_features(squad, tokenizer, windows)
     eval_set = None
     if s.eval_file:
         with blame("--eval-file"):
             eval_set = batches.eval_set(s.eval_file, s.max_eval_examples, tokenizer, windows)
         log.info(f"evaluating on {len(eval_set.data.examples)} questions from {s.eval_file}")
-    return Data(train_set, eval_set)
+    return Data(train_set, squad.fingerprint, eval_set)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -456,6 +461,8 @@ class Run:
         """Steps until the end of the plan or a stop, then saves the state."""
         s, train_set, total = self.s, self.data.train, self.plan.total_steps
         step = int(state.step)
+        if step:  # the steps after the checkpoint a stopped run left are logged again from here
+            self.metrics_log.write({"resumed_from_step": step})
         progress = tqdm(total=total, initial=step, disable=not self.leader, unit="step", dynamic_ncols=True)
         while step < total and stop.signal is None:
             rows = batches.step_rows(train_set, step, s.batch_size, s.seed, s.length_step)

@@ -158,4 +158,8 @@ def test_a_changed_teacher_is_refused_on_resume(squad, teacher, tmp_path, capsys
     capsys.readouterr()
     assert train.main(flags(squad, mine, tmp_path / "run", "--max-steps", "1")) == 2
     err = capsys.readouterr().err
-    assert "--teacher-weights" in err and "--allow-changed-settings" in err and len(err.strip().splitlines()) == 1
+    assert (
+        "the --teacher's weights changed" in err
+        and "--allow-changed-settings" in err
+        and len(err.strip().splitlines()) == 1
+    )

@@ -189,6 +189,9 @@ def test_killed_run_resumes_bit_for_bit(squad, teacher, tmp_path, recipe):
     assert (checkpoints / "4").is_dir() and not (checkpoints / "8").is_dir(), "the run was not killed partway"
     resumed = run(args(tmp_path / "killed"))
     assert "resumed from" in resumed.stdout
+    lines = (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()
+    marks = [r["resumed_from_step"] for r in map(json.loads, lines) if "resumed_from_step" in r]
+    assert len(marks) == 1 and 4 <= marks[0] < 8  # the steps logged again after it are marked
     whole, killed = weights(tmp_path / "whole"), weights(tmp_path / "killed")
     assert whole.keys() == killed.keys()
     for key in whole:
@@ -233,7 +236,7 @@ def test_sigterm_saves_and_the_same_command_finishes(squad, tmp_path):
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 0 and "stopped by signal" in out
+    assert proc.returncode == 128 + signal.SIGTERM and "stopped by signal" in out
     saved = [int(p.name) for p in (tmp_path / "run" / "checkpoints").iterdir() if p.name.isdigit()]
     assert saved and 3 <= max(saved) < 400
 

@@ -191,11 +191,16 @@ def trajectory(s: Settings) -> dict:
     return {f.name: getattr(s, f.name) for f in dataclasses.fields(s) if f.name not in RESUME_MAY_CHANGE}
 
 
+# What a run folder records besides the settings: digests of what the run computes from.
+DIGESTS = {"teacher_weights": "the --teacher's weights", "train_data": "the --train-file's contents"}
+
+
 def changed_settings(recorded: dict, now: dict) -> list[str]:
-    """`--flag: old -> new` for each setting in `now` that differs from its `recorded`
-    value (one that was not recorded, by an older jaxqa, is not compared)."""
+    """`--flag: old -> new` for each setting in `now` that differs from its
+    `recorded` value, and what changed of each digest (`DIGESTS`); one that was
+    not recorded, by an older jaxqa, is not compared."""
     return [
-        f"{_flag(name)}: {recorded[name]!r} -> {value!r}"
+        f"{DIGESTS[name]} changed" if name in DIGESTS else f"{_flag(name)}: {recorded[name]!r} -> {value!r}"
         for name, value in now.items()
         if name in recorded and recorded[name] != value
     ]
