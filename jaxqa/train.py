@@ -36,7 +36,7 @@ from jaxqa.models.stacking import Execution
 from jaxqa.squad.features import FeatureSettings, TrainFeatures, train_features
 from jaxqa.squad.tokenizer import load_tokenizer
 from jaxqa.training import batches, optim, pruning
-from jaxqa.training.run_folder import MetricsLog, RunFolder
+from jaxqa.training.run_folder import MetricsLog, RunFolder, exclusive
 from jaxqa.training.settings import (
     Settings,
     SettingsError,
@@ -87,26 +87,27 @@ def train(s: Settings) -> int:
     teacher = read_teacher(s, model)
     plan = plan_optimization(s, model.config, len(data.train.input_ids))
     layout = lay_out_state(s, model.module, plan, mesh)
-    folder = RunFolder(
-        s.run_folder, s.model, model.config, model.tokenizer_dir, keep=s.keep,
-        shrink=compact.compact if plan.prune else None,
-    )  # fmt: skip
     # What the run folder records, to resume only what it holds: the settings, and
     # digests of the data and the teacher, which may change under the same paths.
     run_settings = {**trajectory(s), "train_data": data.train_digest}
     if teacher:
         run_settings["teacher_weights"] = params_digest(teacher.params)
-    state = restore_or_init(s, folder, run_settings, model, plan, layout)
-    folder.record_settings(run_settings)
-    step_fn, teacher_params = compile_step(s, model.module, plan, layout, mesh, teacher)
-    run = Run(s, model, data, plan, layout, mesh, folder)
-    with signals_caught() as stop:
-        state = run.loop(state, step_fn, teacher_params, stop)
-    if stop.signal is not None:
-        log.info(f"stopped by signal {stop.signal} at step {int(state.step)}; the same command resumes from "
-                 f"{folder.directory}")  # fmt: skip
-        return 128 + stop.signal
-    run.finish(state)
+    with exclusive(s.run_folder):
+        folder = RunFolder(
+            s.run_folder, s.model, model.config, model.tokenizer_dir, keep=s.keep,
+            shrink=compact.compact if plan.prune else None,
+        )  # fmt: skip
+        state = restore_or_init(s, folder, run_settings, model, plan, layout)
+        folder.record_settings(run_settings)
+        step_fn, teacher_params = compile_step(s, model.module, plan, layout, mesh, teacher)
+        run = Run(s, model, data, plan, layout, mesh, folder)
+        with signals_caught() as stop:
+            state = run.loop(state, step_fn, teacher_params, stop)
+        if stop.signal is not None:
+            log.info(f"stopped by signal {stop.signal} at step {int(state.step)}; the same command resumes from "
+                     f"{folder.directory}")  # fmt: skip
+            return 128 + stop.signal
+        run.finish(state)
     return 0
 
 

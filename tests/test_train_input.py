@@ -3,6 +3,10 @@ a file, windows longer than the model's positions, and a rerun with other
 settings. Each is refused in one line naming the flag or folder, before any work."""
 
 import json
+import os
+import socket
+import subprocess
+import sys
 
 import pytest
 from test_train import flags, run
@@ -168,3 +172,22 @@ def test_a_training_file_edited_under_the_same_path_is_refused_on_resume(squad, 
     data.write_text(json.dumps(edited))
     err = refusal(capsys, [*args, "--max-steps", "2"])
     assert "the --train-file's contents changed" in err and "--allow-changed-settings" in err
+
+
+def test_a_second_training_in_a_run_folder_in_use_is_refused(squad, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "lock").write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))  # alive: this one
+    err = refusal(capsys, [*flags(squad, "bert", run_dir), "--max-steps", "1"])
+    assert f"{run_dir} is in use by another training (pid {os.getpid()} on {socket.gethostname()}" in err
+    assert sorted(p.name for p in run_dir.iterdir()) == ["lock"]
+
+
+@pytest.mark.slow
+def test_the_lock_of_a_killed_training_is_taken_over(squad, tmp_path, capsys):
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "lock").write_text(json.dumps({"host": socket.gethostname(), "pid": int(gone.stdout)}))
+    assert train.main([*flags(squad, "bert", run_dir), "--max-steps", "1"]) == 0
+    assert not (run_dir / "lock").exists()  # given back at the end

@@ -7,6 +7,7 @@ and final models as jaxqa checkpoints, and the metrics log.
                           N.damaged/: one that could not be read, set aside
     RUN/best/, RUN/model/ jaxqa checkpoint folders (best dev F1, final)
     RUN/metrics.jsonl     one JSON object per log line
+    RUN/lock              the host and pid of the run training in it now
 
 orbax writes each checkpoint to a temporary folder and renames it when it is
 complete, so a run killed while saving never resumes from a partial one.
@@ -15,7 +16,9 @@ complete, so a run killed while saving never resumes from a partial one.
 import contextlib
 import json
 import logging
+import os
 import shutil
+import socket
 import sys
 import warnings
 from pathlib import Path
@@ -34,6 +37,55 @@ log = logging.getLogger("jaxqa.run_folder")
 
 class RunFolderError(Error):
     """A run folder whose checkpoints do not belong to this run, or cannot be read; the message names the folder."""
+
+
+@contextlib.contextmanager
+def exclusive(run_dir: Path):
+    """Within the block, this process alone trains in `run_dir` (RUN/lock names
+    it); a second one is refused, naming the first. A lock whose process is
+    gone from this host (a killed run) is taken over. With several processes,
+    process 0 holds it for all."""
+    if jax.process_index() != 0:
+        yield
+        return
+    lock = Path(run_dir) / "lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    mine = {"host": socket.gethostname(), "pid": os.getpid()}
+    while True:
+        try:
+            with open(lock, "x") as f:
+                json.dump(mine, f)
+            break
+        except FileExistsError:
+            holder = _holder(lock)
+            if holder is not None:
+                raise RunFolderError(
+                    f"{run_dir} is in use by another training (pid {holder['pid']} on {holder['host']}, see "
+                    f"{lock}); wait for it, or use another --run-dir"
+                ) from None
+            lock.unlink(missing_ok=True)  # stale: its process is gone
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _holder(lock: Path) -> dict | None:
+    """Who holds `lock`, if its process still runs (or runs on another host, where it cannot be told)."""
+    try:
+        holder = json.loads(lock.read_text())
+        pid, host = int(holder["pid"]), str(holder["host"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # half written or gone: no one to wait for
+    if host != socket.gethostname():
+        return {"pid": pid, "host": host}
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:  # alive, another user's
+        pass
+    return {"pid": pid, "host": host}
 
 
 class RunFolder:
