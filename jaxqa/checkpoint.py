@@ -15,7 +15,9 @@ convert are in `convert/` (installed as `jaxqa.convert`); the model that runs is
 """
 
 import contextlib
+import ctypes
 import dataclasses
+import errno
 import hashlib
 import json
 import logging
@@ -196,23 +198,68 @@ def export_hf(src: str | Path, out: str | Path, overwrite: bool = False, pad: bo
 
 @contextlib.contextmanager
 def atomic_folder(folder: str | Path, overwrite: bool = False):
-    """Yields a temporary folder that replaces `folder` only if the block succeeds."""
+    """Yields a temporary folder that replaces `folder` only if the block succeeds.
+
+    The old folder and the new one trade places in one step, so that `folder`
+    is never missing, however the process ends. Temporaries that a killed
+    process left beside `folder` are removed first."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise ConversionError(f"{folder} is a file, not a folder; it is left as it is")
     if folder.exists() and any(folder.iterdir()) and not overwrite:
         raise ConversionError(f"{folder} already exists and is not empty (pass --overwrite to replace it)")
     folder.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(folder)
     # mkdir, unlike tempfile.mkdtemp (owner-only), gives the folder the user's umask.
-    tmp = folder.parent / f".{folder.name}.{secrets.token_hex(4)}"
+    tmp = folder.parent / f".{folder.name}.{os.getpid()}.{secrets.token_hex(4)}"
     tmp.mkdir()
     try:
         yield tmp
         if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
+            _exchange(tmp, folder)  # tmp now holds the old folder, removed below
+        else:
+            os.replace(tmp, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _remove_stale_temporaries(folder: Path) -> None:
+    """Removes the `.NAME.PID.TOKEN` folders beside `folder` whose process is gone."""
+    for stale in folder.parent.glob(f".{folder.name}.*.*"):
+        pid = stale.name[len(folder.name) + 2 :].split(".")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
+
+
+_RENAME_EXCHANGE = 2  # linux/fs.h
+
+
+def _exchange(a: Path, b: Path) -> None:
+    """Swaps two folders in one step (Linux's renameat2); elsewhere by two renames."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except AttributeError:  # a C library without it
+        renameat2 = None
+    if renameat2 is not None:
+        at_cwd = -100  # AT_FDCWD
+        if renameat2(at_cwd, os.fsencode(a), at_cwd, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+            return
+        if ctypes.get_errno() not in (errno.EINVAL, errno.ENOSYS):  # not a file system that cannot exchange
+            raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()), str(b))
+    aside = a.with_name(a.name + ".old")
+    os.replace(b, aside)
+    os.replace(a, b)
+    os.replace(aside, a)
 
 
 def resolve(path: str | Path) -> Path:

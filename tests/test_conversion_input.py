@@ -15,7 +15,7 @@ from parity import pt2flax, seeded, torch, transformers
 from squad_fixture import write_squad
 
 import jaxqa
-from jaxqa import models, predict, train
+from jaxqa import checkpoint, models, predict, train
 from jaxqa.models import bert, convert
 from jaxqa.models.encoder import SpanModel
 
@@ -216,3 +216,24 @@ def test_an_encoder_without_a_span_head_is_no_teacher(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "no span head" in err and "a teacher must be a question-answering model" in err and err.count("\n") == 1
     assert not (tmp_path / "run").exists()
+
+
+def test_a_folder_is_replaced_in_one_step_and_stale_temporaries_go(tmp_path, monkeypatch):
+    out = tmp_path / "model"
+    with checkpoint.atomic_folder(out) as tmp:
+        (tmp / "weights").write_text("old")
+    stale = tmp_path / ".model.99999999.dead"  # left by a killed export: no process has that pid
+    stale.mkdir()
+    (stale / "weights").write_text("half written")
+    busy = tmp_path / f".model.{os.getpid()}.busy"  # a live process's, left alone
+    busy.mkdir()
+    with checkpoint.atomic_folder(out, overwrite=True) as tmp:
+        (tmp / "weights").write_text("new")
+    assert (out / "weights").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["model", busy.name])
+    # Where the folders cannot trade places in one step, three renames do it.
+    monkeypatch.setattr(checkpoint, "_RENAME_EXCHANGE", 1 << 30)  # a flag renameat2 refuses (EINVAL)
+    with checkpoint.atomic_folder(out, overwrite=True) as tmp:
+        (tmp / "weights").write_text("newer")
+    assert (out / "weights").read_text() == "newer"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["model", busy.name])
