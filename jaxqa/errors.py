@@ -4,6 +4,9 @@ Every error a user can cause (a bad flag, file, key or input) derives from
 `Error`; its message names the flag, file or key at fault, and the command-line
 tools print it as one line and exit with status 2.
 
+Every file jaxqa writes is written whole or not at all (`write_file`, and
+`jaxqa.checkpoint.atomic_folder` for folders).
+
 Progress and notes go through the `logging` loggers under "jaxqa"
 (`logging.getLogger("jaxqa.<module>")`); a command-line tool shows them with
 `log_to`, a program of your own with its usual logging set-up.
@@ -11,6 +14,8 @@ Progress and notes go through the `logging` loggers under "jaxqa"
 
 import contextlib
 import logging
+import os
+from pathlib import Path
 
 
 class Error(ValueError):
@@ -43,3 +48,18 @@ def log_to(stream, level: int = logging.INFO):
         logger.removeHandler(handler)
         logger.setLevel(saved[0])
         logger.propagate = saved[1]
+
+
+def write_file(path: str | Path, text: str) -> Path:
+    """Writes `text` to `path` whole or not at all (a temporary file beside it,
+    renamed into place), so that a failure leaves any earlier file as it was;
+    a full disk or another OS failure is an `Error` naming the path."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        temporary.write_text(text, encoding="utf-8")
+        os.replace(temporary, path)
+    except OSError as err:
+        temporary.unlink(missing_ok=True)
+        raise Error(f"{path}: cannot write the file ({err.strerror})") from None
+    return path

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from jaxqa import compilation_cache, models, sharding
 from jaxqa.checkpoint import open_checkpoint
-from jaxqa.errors import Error, log_to
+from jaxqa.errors import Error, log_to, write_file
 from jaxqa.models.encoder import runtime_params
 from jaxqa.precision import MODES
 from jaxqa.pretrained import Pretrained
@@ -282,9 +282,13 @@ def run(args: argparse.Namespace, threshold: float | None) -> int:
     if tune:
         predictions, threshold = apply_best_threshold(data.articles, predictions)
     result = score(data.articles, predictions, with_negatives)
-    (out / "predictions.json").write_text(json.dumps(predictions.answers, indent=2, ensure_ascii=False))
-    if with_negatives:
-        (out / "null_odds.json").write_text(json.dumps(predictions.null_odds, indent=2))
+    try:
+        write_file(out / "predictions.json", json.dumps(predictions.answers, indent=2, ensure_ascii=False))
+        if with_negatives:
+            write_file(out / "null_odds.json", json.dumps(predictions.null_odds, indent=2))
+    except Error as err:
+        print(f"jaxqa.evaluate: error: {err}", file=sys.stderr)
+        return 2
     print(json.dumps(result, indent=2))
     log.info(
         f"{len(features.input_ids)} features of {len(data.examples)} questions in {seconds:.1f}s: "

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from jaxqa import compilation_cache, evaluate, models, precision, sharding
 from jaxqa.checkpoint import Source, open_checkpoint, params_digest
-from jaxqa.errors import Error, log_to
+from jaxqa.errors import Error, log_to, write_file
 from jaxqa.models import bert, compact
 from jaxqa.models.encoder import SpanModel, canonical_params, runtime_params
 from jaxqa.models.stacking import Execution
@@ -476,6 +476,7 @@ class Run:
             self.throughput.stepped(int(batches.lengths(train_set)[rows].sum()), started, metrics)
             if step % s.log_every == 0 or step == total:
                 self._log(state, step, metrics, progress)
+                self.folder.check()
             progress.update(1)
             if s.eval_every and step % s.eval_every == 0 and step < total:
                 params = self.masked(state)[0]
@@ -528,7 +529,7 @@ class Run:
                 **compact.report(self.model.config, final_config, s.max_seq_length),
             }
             if self.leader:
-                (run_dir / "pruning.json").write_text(json.dumps(report, indent=2) + "\n")
+                write_file(run_dir / "pruning.json", json.dumps(report, indent=2) + "\n")
             log.info(f"pruned by {s.prune}: {compact.describe(report)}; report in {run_dir / 'pruning.json'}")
         step = int(state.step)
         result = self.evaluate(params)

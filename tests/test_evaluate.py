@@ -328,3 +328,32 @@ def test_predict_names_its_flags(untrained, capsys, extra, message):
     assert predict.main(["--checkpoint", str(model), "--question", "Who?", "--context", "Ada.", *extra]) == 2
     out, err = capsys.readouterr()
     assert out == "" and message in err and err.count("\n") == 1
+
+
+def test_a_full_disk_keeps_the_earlier_predictions_and_says_so_in_one_line(untrained, tmp_path, capsys, monkeypatch):
+    import errno
+    import os
+
+    from jaxqa import errors
+
+    squad, model = untrained
+    out = tmp_path / "eval"
+    out.mkdir()
+    (out / "predictions.json").write_text('{"earlier": "run"}')
+
+    replace = os.replace
+
+    def full(source, destination):  # the disk fills as predictions.json is written
+        if os.path.basename(destination) == "predictions.json":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(destination))
+        replace(source, destination)
+
+    monkeypatch.setattr(errors.os, "replace", full)
+    args = ["--checkpoint", str(model), "--data", str(squad), "--out-dir", str(out), "--precision", "fp32"]
+    assert evaluate.main(args) == 2
+    out_text, err = capsys.readouterr()
+    errors = [line for line in err.splitlines() if "error" in line]  # besides the progress lines
+    assert out_text == "" and len(errors) == 1 and "Traceback" not in err, err
+    assert f"{out / 'predictions.json'}: cannot write the file (No space left on device)" in errors[0]
+    assert (out / "predictions.json").read_text() == '{"earlier": "run"}'
+    assert sorted(p.name for p in out.iterdir()) == ["predictions.json"]  # no temporary left

@@ -191,3 +191,20 @@ def test_the_lock_of_a_killed_training_is_taken_over(squad, tmp_path, capsys):
     (run_dir / "lock").write_text(json.dumps({"host": socket.gethostname(), "pid": int(gone.stdout)}))
     assert train.main([*flags(squad, "bert", run_dir), "--max-steps", "1"]) == 0
     assert not (run_dir / "lock").exists()  # given back at the end
+
+
+def test_a_checkpoint_that_cannot_be_saved_stops_the_run_in_one_line(squad, tmp_path, capsys, monkeypatch):
+    import errno
+
+    import orbax.checkpoint as ocp
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(ocp.CheckpointManager, "save", full)
+    assert train.main([*flags(squad, "bert", tmp_path / "run"), "--max-steps", "3", "--save-every", "1"]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if "error" in line]  # besides the progress bar's lines
+    assert len(errors) == 1 and "Traceback" not in err, err
+    assert f"jaxqa.train: error: {tmp_path / 'run' / 'checkpoints'}: a checkpoint could not be saved" in errors[0]
+    assert "No space left on device" in errors[0] and "the run stops" in errors[0]

@@ -304,14 +304,17 @@ def _cached(features_class, featurize, data: SquadData, tokenizer, settings, cac
         with np.load(path) as stored:
             return features_class(**{f.name: stored[f.name] for f in dataclasses.fields(features_class)})
     features = featurize(data.examples, tokenizer, settings)
-    _save_atomically(path, features)
+    try:
+        _save_atomically(path, features)
+    except OSError as err:  # a full disk, say: the cache only saves time
+        log.warning(f"{path}: cannot cache the features ({err.strerror}); going on without the cache")
     return features
 
 
 def _save_atomically(path: Path, features: TrainFeatures | EvalFeatures) -> None:
     # Written beside the entry and renamed into place, so that an interrupted
     # write never leaves a partial entry under the final name.
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)  # may raise OSError, as the rest
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:

@@ -24,6 +24,8 @@ import re
 import string
 import sys
 
+from jaxqa.errors import Error, write_file
+
 _PUNCTUATION = frozenset(string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
 
@@ -271,10 +273,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result, indent=2))
         return 0
     try:
-        with open(args.out_file, "w") as f:
-            json.dump(result, f)
-    except OSError as e:
-        print(f"error: {args.out_file}: cannot write the file ({e.strerror})", file=sys.stderr)
+        write_file(args.out_file, json.dumps(result))
+    except Error as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
 

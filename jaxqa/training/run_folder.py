@@ -29,7 +29,7 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
 from jaxqa import checkpoint
-from jaxqa.errors import Error
+from jaxqa.errors import Error, write_file
 from jaxqa.models.encoder import canonical_params
 
 log = logging.getLogger("jaxqa.run_folder")
@@ -131,20 +131,38 @@ class RunFolder:
     def record_settings(self, settings: dict) -> None:
         """Writes run.json: the model and the `settings` that the checkpoints from now on are trained with."""
         self.settings = settings
-        if jax.process_index() == 0:
-            tmp = self.marker.with_name("run.json.tmp")  # renamed, so that no process ever reads half of it
-            tmp.write_text(json.dumps({**self.identity, "settings": settings}, indent=2))
-            tmp.replace(self.marker)
+        if jax.process_index() == 0:  # whole, so that no process ever reads half of it
+            write_file(self.marker, json.dumps({**self.identity, "settings": settings}, indent=2))
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
     def save(self, step: int, state, force: bool = False) -> None:
-        if step not in self.manager.all_steps():
-            self.manager.save(step, args=ocp.args.StandardSave(state), force=force)
+        """Saves in the background; a save that failed (a full disk, say) stops
+        the run in one line here, at `check` or at `wait`."""
+        with self._saving():
+            if step not in self.manager.all_steps():
+                self.manager.save(step, args=ocp.args.StandardSave(state), force=force)
+
+    def check(self) -> None:
+        """Raises at once if a save in the background failed, so that the run does not train on unsaved."""
+        with self._saving():
+            self.manager.check_for_errors()
 
     def wait(self) -> None:
-        self.manager.wait_until_finished()
+        with self._saving():
+            self.manager.wait_until_finished()
+
+    @contextlib.contextmanager
+    def _saving(self):
+        try:
+            with _quiet("absl"):  # orbax logs a failed save at length; the error below says it in one line
+                yield
+        except Exception as err:  # orbax raises several types, OSError for a full disk among them
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[-1][:200]
+            raise RunFolderError(
+                f"{self.directory}: a checkpoint could not be saved ({reason}); the run stops"
+            ) from None
 
     def restore(self, abstract_state, shardings):
         """The latest readable checkpoint, laid out on the mesh as `shardings` says.
@@ -212,7 +230,7 @@ class RunFolder:
         self.best_f1 = result["f1"]
         self.export(params, self.run_dir / "best")
         if jax.process_index() == 0:
-            (self.run_dir / "best" / "metrics.json").write_text(json.dumps({"step": step, **result}, indent=2))
+            write_file(self.run_dir / "best" / "metrics.json", json.dumps({"step": step, **result}, indent=2))
 
 
 @contextlib.contextmanager
@@ -271,8 +289,11 @@ class MetricsLog:
     def write(self, record: dict) -> None:
         if not self.enabled:
             return
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        try:
+            with self.path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as err:  # a full disk, say: said in one line, as for every file jaxqa writes
+            raise Error(f"{self.path}: cannot write the file ({err.strerror})") from None
         if self.tensorboard and "step" in record:
             for key, value in record.items():
                 if key != "step" and isinstance(value, (int, float)):
