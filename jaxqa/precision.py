@@ -96,7 +96,7 @@ def quantize(kernel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """int8 kernel and float32 scale per output channel: the kernel's input axis,
     its second last, is reduced ((I, O) -> (O,), (G, I, O) -> (G, O))."""
     kernel = np.asarray(kernel, np.float32)
-    scale = np.abs(kernel).max(axis=-2) / 127
+    scale = np.abs(kernel).max(axis=-2, initial=0.0) / 127  # 0 where a pruned layer's kernel has no input
     safe = np.where(scale > 0, scale, 1)
     return np.round(kernel / np.expand_dims(safe, -2)).astype(np.int8), scale.astype(np.float32)
 

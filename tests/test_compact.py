@@ -86,6 +86,22 @@ def test_a_layer_may_lose_every_head_and_unit():
     assert report["after"]["flops_per_sequence"] == bert.forward_flops(small_config, 384)
 
 
+@pytest.mark.parametrize("mode", ["fp32", "bf16", "int8"])
+def test_a_layer_without_heads_or_units_runs_in_every_precision(tmp_path, mode):
+    params = random_params(CONFIG)
+    params["layer_0"]["attention_output"]["kernel"][:] = 0
+    params["layer_0"]["intermediate"]["kernel"][:] = 0
+    small_config, small = compact.compact(CONFIG, params)
+    assert small_config.heads(0) == 0 and small_config.ffn(0) == 0
+    folder = jaxqa.save_pretrained(tmp_path / "compact", "bert", small_config, small, None)
+    batch = random_batch(CONFIG.vocab_size, length=16)
+    got = np.stack([np.asarray(x) for x in jaxqa.load_pretrained(folder, mode)(*batch)])
+    real = np.broadcast_to(batch[1] > 0, got.shape)
+    assert np.isfinite(got[real]).all()
+    # As close to float32 as the mode's products are elsewhere (tests/test_precision.py).
+    np.testing.assert_allclose(got[real], logits(CONFIG, params, batch)[real], atol=0.05 if mode != "fp32" else 2e-5)
+
+
 def test_a_dense_model_stays_as_it_is():
     params = random_params(CONFIG)
     small_config, small = compact.compact(CONFIG, params)

@@ -88,7 +88,7 @@ def matmul(x, kernel, kernel_scale, dtype: Dtype):
     contract = (((x.ndim - 1,), (0,)), ((), ()))
     if kernel.dtype == jnp.int8:
         x = x.astype(jnp.float32)
-        x_scale = jnp.max(jnp.abs(x), axis=-1, keepdims=True) / 127  # (..., 1)
+        x_scale = jnp.max(jnp.abs(x), axis=-1, keepdims=True, initial=0.0) / 127  # (..., 1); 0 for no features
         x_int8 = jnp.round(x / jnp.where(x_scale > 0, x_scale, 1)).astype(jnp.int8)
         y = jax.lax.dot_general(x_int8, kernel, contract, preferred_element_type=jnp.int32)
         return y.astype(jnp.float32) * x_scale * kernel_scale
