@@ -254,6 +254,19 @@ def plan_optimization(s: Settings, config, windows: int) -> Plan:
         s.prune, s.prune_remaining, total_steps, warmup, s.prune_initial_warmup, s.prune_final_warmup,
         s.prune_penalty, block,
     )  # fmt: skip
+    # The pruning warm-ups are counted in learning-rate warm-ups: the cubic decay runs between them.
+    decay = total_steps - (s.prune_initial_warmup + s.prune_final_warmup) * warmup
+    if decay < 1:
+        raise SettingsError(
+            f"--prune-initial-warmup {s.prune_initial_warmup} and --prune-final-warmup {s.prune_final_warmup}: "
+            f"{s.prune_initial_warmup + s.prune_final_warmup:g} warm-ups of {warmup} steps leave none of the run's "
+            f"{total_steps} steps for the pruning schedule to decay over; lower them or train longer"
+        )
+    if warmup == 0 and (s.prune_initial_warmup or s.prune_final_warmup):
+        log.warning(
+            f"--prune-initial-warmup and --prune-final-warmup are counted in learning-rate warm-ups, which are 0 "
+            f"steps here ({s.warmup_proportion} of {total_steps}): pruning decays over the whole run"
+        )
     score_tx = optim.scores(optim.schedule(s.prune_score_learning_rate, warmup, total_steps), s.clip_norm)
     return Plan(total_steps, lr, tx, prune, score_tx)
 

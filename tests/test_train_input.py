@@ -45,6 +45,7 @@ def refusal(capsys, args: list[str]) -> str:
         (["--max-eval-examples", "-1"], "--max-eval-examples"),
         (["--num-processes", "0"], "--num-processes"),
         (["--num-processes", "2"], "--coordinator"),
+        (["--prune", "magnitude", "--max-steps", "4", "--warmup-proportion", "0.5"], "--prune-initial-warmup"),
         (["--process-id", "-1"], "--process-id"),
         (["--process-id", "1"], "--process-id"),
         (["--epochs", "0"], "--epochs"),
@@ -208,3 +209,20 @@ def test_a_checkpoint_that_cannot_be_saved_stops_the_run_in_one_line(squad, tmp_
     assert len(errors) == 1 and "Traceback" not in err, err
     assert f"jaxqa.train: error: {tmp_path / 'run' / 'checkpoints'}: a checkpoint could not be saved" in errors[0]
     assert "No space left on device" in errors[0] and "the run stops" in errors[0]
+
+
+def test_pruning_warm_ups_that_cannot_apply_are_said(squad, tmp_path, capsys):
+    # A schedule with nothing to decay over is refused (above); warm-ups of 0 steps are said to do nothing.
+    args = [
+        *flags(squad, "bert", tmp_path / "run"),
+        "--prune",
+        "magnitude",
+        "--max-steps",
+        "1",
+        "--warmup-proportion",
+        "0",
+    ]
+    assert train.main(args) == 0
+    out = capsys.readouterr().out
+    said = [line for line in out.splitlines() if "--prune-initial-warmup" in line]
+    assert len(said) == 1 and said[0].startswith("WARNING: ") and "pruning decays over the whole run" in said[0]
