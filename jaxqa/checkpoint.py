@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 import secrets
 import shutil
 from pathlib import Path
@@ -276,7 +277,8 @@ def resolve(path: str | Path) -> Path:
     try:
         return Path(snapshot_download(str(path), allow_patterns=list(HUB_FILES)))
     except Exception as err:  # offline, unknown repo, ...
-        raise ConversionError(f"{path}: not a local folder, and the hub download failed ({err})") from None
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise ConversionError(f"{path}: no such folder, nor a model on the Hugging Face hub ({reason})") from None
 
 
 def _read_hf_config(folder: Path) -> dict:
@@ -340,8 +342,13 @@ def _read_torch(path: Path) -> dict[str, np.ndarray]:
         raise ConversionError(f"{path}: reading pytorch_model.bin needs torch (pip install 'jaxqa[torch]')") from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated zip, unpickling error, ...
-        raise ConversionError(f"{path}: cannot read PyTorch weights ({err})") from None
+    except pickle.UnpicklingError:  # torch's message runs to a page of advice to load it unsafely
+        raise ConversionError(
+            f"{path}: holds Python objects besides tensors, which could run code when loaded; it was not loaded"
+        ) from None
+    except Exception as err:  # truncated zip, ...
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise ConversionError(f"{path}: cannot read PyTorch weights ({reason})") from None
     if not isinstance(state, dict):
         raise ConversionError(f"{path}: holds a {type(state).__name__}, not a state dict (tensor name -> tensor)")
     for key, value in state.items():

@@ -6,6 +6,8 @@ permissions of what it writes."""
 import json
 import os
 import stat
+import subprocess
+import sys
 
 import flax.linen as nn
 import jax
@@ -237,3 +239,30 @@ def test_a_folder_is_replaced_in_one_step_and_stale_temporaries_go(tmp_path, mon
         (tmp / "weights").write_text("newer")
     assert (out / "weights").read_text() == "newer"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["model", busy.name])
+
+
+class RunsCode:
+    """A pickle that would run a command when loaded."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_pickle_that_would_run_code_is_refused_in_one_line(tmp_path, capsys, hf_folder):
+    marker = tmp_path / "ran"
+    (hf_folder / "model.safetensors").unlink()
+    torch.save({"bert.embeddings.word_embeddings.weight": RunsCode(marker)}, hf_folder / "pytorch_model.bin")
+    err = fails_cleanly(capsys, hf_folder, tmp_path / "out")
+    assert "pytorch_model.bin: holds Python objects besides tensors, which could run code" in err, err
+    assert not marker.exists() and not (tmp_path / "out").exists()
+
+
+def test_a_missing_folder_is_said_to_be_missing_first(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "JAX_PLATFORMS": "cpu"}
+    asked = ["--checkpoint", "no-such-model", "--question", "Who?", "--context", "Ada."]
+    done = subprocess.run([sys.executable, "-m", "jaxqa.predict", *asked], capture_output=True, text=True, env=env)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("jaxqa.predict: error: no-such-model: no such folder, nor a model on the")
