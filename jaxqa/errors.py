@@ -50,14 +50,15 @@ def log_to(stream, level: int = logging.INFO):
         logger.propagate = saved[1]
 
 
-def write_file(path: str | Path, text: str) -> Path:
-    """Writes `text` to `path` whole or not at all (a temporary file beside it,
-    renamed into place), so that a failure leaves any earlier file as it was;
-    a full disk or another OS failure is an `Error` naming the path."""
+def write_file(path: str | Path, contents: str | bytes) -> Path:
+    """Writes `contents` (text as UTF-8) to `path` whole or not at all (a
+    temporary file beside it, renamed into place), so that a failure leaves any
+    earlier file as it was; a full disk or another OS failure is an `Error`
+    naming the path."""
     path = Path(path)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        temporary.write_text(text, encoding="utf-8")
+        temporary.write_bytes(contents.encode() if isinstance(contents, str) else contents)
         os.replace(temporary, path)
     except OSError as err:
         temporary.unlink(missing_ok=True)
