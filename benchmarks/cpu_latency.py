@@ -3,13 +3,18 @@ jaxqa's pipeline against the `transformers` question-answering pipeline, on the
 same weights and the same real SQuAD dev questions, in every precision.
 
     python benchmarks/cpu_latency.py [--models bert-base,squeezebert,mobilebert,minilm]
-        [--sides jaxqa-fp32,jaxqa-bf16,jaxqa-int8,pytorch-fp32,pytorch-bf16,pytorch-int8]
+        [--sides jaxqa-fp32,jaxqa-bf16,jaxqa-int8,pytorch-fp32,pytorch-bf16,pytorch-int8,
+                 onnx-fp32,onnx-int8,torchonnx-fp32,torchonnx-int8]
         [--finetuned runs/minilm-cpu/train/model] [--questions 60]
 
 Sides: jaxqa's pipeline with `precision=` fp32, bf16 or int8; the transformers
 pipeline in float32, under bfloat16 autocast, and with every `nn.Linear`
 quantized by PyTorch's dynamic int8 quantization (SqueezeBERT's encoder is made
-of Conv1d, which that leaves in float32).
+of Conv1d, which that leaves in float32); jaxqa's pipeline over its ONNX
+exports (`jaxqa-export`, float32 and int8) under ONNX Runtime; and, the path a
+PyTorch user takes, ONNX Runtime over `torch.onnx.export` of the transformers
+model (float32, and ONNX Runtime's dynamic int8 of it), served by the same
+jaxqa pipeline so that only the graph differs.
 
 Per model:
 - warm latency, median and p90, of each side, and its ratio to PyTorch float32
@@ -34,6 +39,7 @@ with --bucket-step N).
 import argparse
 import json
 import multiprocessing
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -45,7 +51,21 @@ import common
 import numpy as np
 import same_weights
 
-SIDES = ("jaxqa-fp32", "jaxqa-bf16", "jaxqa-int8", "pytorch-fp32", "pytorch-bf16", "pytorch-int8")
+from jaxqa.squad.tokenizer import TOKENIZER_FILES
+
+SIDES = (
+    "jaxqa-fp32",
+    "jaxqa-bf16",
+    "jaxqa-int8",
+    "pytorch-fp32",
+    "pytorch-bf16",
+    "pytorch-int8",
+    "onnx-fp32",
+    "onnx-int8",
+    "torchonnx-fp32",
+    "torchonnx-int8",
+)
+SERVED_BY_JAXQA = ("jaxqa", "onnx", "torchonnx")  # runtimes that jaxqa's pipeline serves
 
 # Run in a fresh interpreter: the seconds from the start of the process to the
 # weights loaded, and to the first answer.
@@ -85,7 +105,7 @@ def serve(side: str, folder: str, warm_questions: list[dict], bucket_step: int |
     started = time.perf_counter()
     runtime, mode = side.split("-")
     compiling = 0.0
-    if runtime == "jaxqa":
+    if runtime in SERVED_BY_JAXQA:
         if tree:  # this module's imports brought this checkout's jaxqa: that of `tree` replaces it
             for name in [name for name in sys.modules if name.split(".")[0] == "jaxqa"]:
                 del sys.modules[name]
@@ -93,7 +113,7 @@ def serve(side: str, folder: str, warm_questions: list[dict], bucket_step: int |
         import jaxqa
 
         buckets = None if bucket_step is None else [*range(bucket_step, 384, bucket_step), 384]
-        ours = jaxqa.pipeline(folder, seq_buckets=buckets, precision=mode)
+        ours = jaxqa.pipeline(folder, seq_buckets=buckets, precision=mode if runtime == "jaxqa" else "auto")
         compiling = time.perf_counter()
         ours.warm_up()
         compiling = time.perf_counter() - compiling
@@ -118,7 +138,7 @@ def serve(side: str, folder: str, warm_questions: list[dict], bucket_step: int |
     while (pair := conn.recv()) is not None:
         begun = time.perf_counter()
         answer = ask(**pair)
-        conn.send((answer, time.perf_counter() - begun, getattr(qa, "traces", 0)))
+        conn.send((answer, time.perf_counter() - begun, getattr(ask, "traces", 0)))
 
 
 def warm_latency(
@@ -171,7 +191,7 @@ def warm_latency(
         if "pytorch-fp32" in sides:
             agree = sum(a == b for a, b in zip(answers[side], answers["pytorch-fp32"]))
             row["agree_with_pytorch_fp32"] = f"{agree}/{len(questions)}"
-        if side.startswith("jaxqa"):
+        if side.split("-")[0] in SERVED_BY_JAXQA:
             row["ready_s"] = round(ready[side], 1)
             row["warm_up_s"] = round(warm_up[side], 1)  # compiling every bucket
             row["recompiled_after_warm_up"] = programs[side][-1] != programs[side][0]
@@ -207,6 +227,57 @@ def cold_start(hf_folder: Path, our_folder: Path, pair: dict) -> dict:
     }
 
 
+def torch_onnx(hf_folder: Path, out: Path, precision: str) -> Path:
+    """An export folder (as `jaxqa-export` writes) holding `torch.onnx.export` of
+    the transformers model at `hf_folder`, int32 inputs with batch and sequence
+    free; int8 is ONNX Runtime's dynamic quantization of it, as jaxqa-export's."""
+    import torch
+    import transformers
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from jaxqa.export import write
+
+    if (out / write.RECORD_FILE).is_file():
+        return out
+    model = transformers.AutoModelForQuestionAnswering.from_pretrained(hf_folder).eval()
+    dummy = torch.ones((1, 16), dtype=torch.int32)
+    out.mkdir(parents=True, exist_ok=True)
+    fp32 = out / ("model.onnx" if precision == "fp32" else "model-fp32.onnx")
+    axes = {name: {0: "batch", 1: "sequence"} for name in write.INPUTS + write.OUTPUTS}
+    with torch.no_grad():
+        torch.onnx.export(
+            model,
+            (dummy, dummy, dummy),
+            str(fp32),
+            input_names=list(write.INPUTS),
+            output_names=list(write.OUTPUTS),
+            dynamic_axes=axes,
+            dynamo=False,
+        )
+    if precision == "int8":
+        quantize_dynamic(fp32, out / write.MODEL_FILE, per_channel=True, weight_type=QuantType.QInt8)
+        fp32.unlink()
+    for name in ("config.json", *TOKENIZER_FILES):
+        if (hf_folder / name).is_file():
+            shutil.copy2(hf_folder / name, out / name)
+    record = {"format": "onnx", "model_type": json.loads((hf_folder / "config.json").read_text())["model_type"]}
+    (out / write.RECORD_FILE).write_text(json.dumps({**record, "precision": precision, "made_by": "torch.onnx.export"}))
+    return out
+
+
+def side_folder(side: str, hf_folder: Path, our_folder: Path, workdir: Path) -> Path:
+    """The folder a side runs, made the first time it is asked for."""
+    runtime, mode = side.split("-")
+    if runtime == "onnx":
+        from jaxqa.export import write
+
+        out = workdir / f"{our_folder.name}-onnx-{mode}"
+        return out if out.is_dir() else write.export_onnx(our_folder, out, mode)
+    if runtime == "torchonnx":
+        return torch_onnx(hf_folder, workdir / f"{hf_folder.name}-torchonnx-{mode}", mode)
+    return our_folder if runtime == "jaxqa" else hf_folder
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default=",".join(same_weights.NAMES), help="of same_weights.py; '' for none")
@@ -239,7 +310,7 @@ def main() -> None:
         pairs.append((f"finetuned {args.finetuned}", same_weights.exported(args.finetuned, args.workdir)))
     rows = []
     for name, (hf_folder, our_folder) in pairs:
-        runs = {side: (side, our_folder if side.startswith("jaxqa") else hf_folder) for side in sides}
+        runs = {side: (side, side_folder(side, hf_folder, our_folder, args.workdir)) for side in sides}
         for row in warm_latency(runs, questions, args.warm, args.bucket_step):
             rows.append({"model": name, **row})
             print(json.dumps(rows[-1]), flush=True)

@@ -3,6 +3,6 @@
 from jaxqa.checkpoint import save_pretrained
 from jaxqa.errors import Error
 from jaxqa.pipeline import pipeline
-from jaxqa.pretrained import Pretrained, load_pretrained
+from jaxqa.pretrained import Pretrained, load_pretrained, open_model
 
-__all__ = ["Error", "Pretrained", "load_pretrained", "pipeline", "save_pretrained"]
+__all__ = ["Error", "Pretrained", "load_pretrained", "open_model", "pipeline", "save_pretrained"]

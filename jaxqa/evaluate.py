@@ -14,6 +14,7 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -25,7 +26,7 @@ from jaxqa.checkpoint import open_checkpoint
 from jaxqa.errors import Error, log_to, write_file
 from jaxqa.models.encoder import runtime_params
 from jaxqa.precision import MODES
-from jaxqa.pretrained import Pretrained
+from jaxqa.pretrained import Exported, open_model
 from jaxqa.squad import buckets, metric
 from jaxqa.squad.decode import AnswerCollector, Predictions
 from jaxqa.squad.examples import read_squad
@@ -58,7 +59,9 @@ def stream_logits(
     show_progress: bool = False,
     length_step: int = buckets.LENGTH_STEP,
 ):
-    """Yields (start, end) logits, numpy (n, L), chunk by chunk in feature order.
+    """Yields (start, end) logits, numpy (n, L), chunk by chunk in feature order,
+    of a span module with its `params`, or of an ONNX export (`Exported`, whose
+    weights are in its file).
 
     Within a chunk the windows run sorted by length, each batch padded to the
     shortest of `buckets.widths(L, length_step)` that holds its longest window
@@ -66,12 +69,17 @@ def stream_logits(
     all. Positions past the width a window ran at get logit 0: they are padding,
     which decoding skips.
     """
-    in_sh = sharding.batch_sharding(mesh, 2)
-    # On one device, batches go as host arrays, as a loaded model's and the
-    # pipeline's do, so that all of them run the same compiled programs.
-    place = functools.partial(sharding.from_host, sharding=in_sh) if mesh.size > 1 else np.asarray
-    params = runtime_params(model, params)  # stacked once, not in every batch's program
-    forward = logits_forward(model, mesh)
+    place: Callable
+    forward: Callable
+    if isinstance(model, Exported):  # ONNX Runtime, on the host, with the weights in its file
+        place, forward = np.asarray, model.forward
+    else:
+        # On one device, batches go as host arrays, as a loaded model's and the
+        # pipeline's do, so that all of them run the same compiled programs.
+        in_sh = sharding.batch_sharding(mesh, 2)
+        place = functools.partial(sharding.from_host, sharding=in_sh) if mesh.size > 1 else np.asarray
+        params = runtime_params(model, params)  # stacked once, not in every batch's program
+        forward = logits_forward(model, mesh)
     total, full = features.input_ids.shape
     shapes = buckets.widths(full, length_step)
     lengths = features.attention_mask.sum(axis=1)  # (N,)
@@ -254,7 +262,7 @@ def run(args: argparse.Namespace, threshold: float | None) -> int:
         source = open_checkpoint(args.checkpoint)
         models.check_length(source.config, args.max_seq_length, "--max-seq-length")
         data = read_squad(args.data)
-        model = Pretrained.from_source(source, args.precision)
+        model = open_model(source, args.precision)
         settings = FeatureSettings(args.max_seq_length, args.doc_stride, args.max_query_length)
         features = eval_features(data, model.tokenizer, settings)
     except (Error, OSError) as err:
@@ -267,7 +275,7 @@ def run(args: argparse.Namespace, threshold: float | None) -> int:
     started = time.perf_counter()
     tune = threshold is None and with_negatives
     predictions = answer(
-        model.module,
+        model if isinstance(model, Exported) else model.module,
         model.run_params,
         data.examples,
         features,

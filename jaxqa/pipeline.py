@@ -42,9 +42,9 @@ import jax
 import numpy as np
 
 from jaxqa import models
+from jaxqa.checkpoint import open_checkpoint
 from jaxqa.errors import Error
-from jaxqa.precision import pick
-from jaxqa.pretrained import Pretrained, load_pretrained
+from jaxqa.pretrained import Exported, Pretrained, open_model
 from jaxqa.squad import buckets, decode
 from jaxqa.squad.examples import Example
 from jaxqa.squad.features import FeatureSettings, featurize_eval
@@ -78,7 +78,7 @@ class InputError(Error):
 
 
 def pipeline(
-    checkpoint: str | Path | Pretrained,
+    checkpoint: str | Path | Pretrained | Exported,
     *,
     max_seq_len: int = 384,
     doc_stride: int | None = None,
@@ -87,7 +87,8 @@ def pipeline(
     seq_buckets: Sequence[int] | None = None,
     precision: str = "auto",
 ) -> "QuestionAnsweringPipeline":
-    """A question-answering pipeline over a checkpoint folder (jaxqa or Hugging Face) or a loaded model.
+    """A question-answering pipeline over a checkpoint folder (jaxqa or Hugging
+    Face), an ONNX export folder (`jaxqa.export`, run by ONNX Runtime) or a loaded model.
 
     `doc_stride` defaults to min(max_seq_len // 2, 128), as in Hugging Face.
     `batch_size` (windows per model call) defaults to 4 on CPU, where larger
@@ -100,13 +101,12 @@ def pipeline(
     `precision` of the matrix products: "fp32" (answers as Hugging Face's
     pipeline gives them), "bf16", "int8", or "auto", the fastest that this
     machine runs well, logged in one line (`jaxqa.precision`); a loaded model
-    is run in it too.
+    is run in it too. An export runs in its own precision, "auto" or that one.
     """
-    mode = pick(precision)
-    if not isinstance(checkpoint, Pretrained):
-        model = load_pretrained(checkpoint, mode)
+    if isinstance(checkpoint, (Pretrained, Exported)):
+        model = checkpoint.with_precision(precision)
     else:
-        model = checkpoint if checkpoint.precision == mode else checkpoint.with_precision(mode)
+        model = open_model(open_checkpoint(checkpoint), precision)
     models.check_length(model.config, max_seq_len, "max_seq_len")
     if doc_stride is None:
         doc_stride = default_doc_stride(max_seq_len)
@@ -130,7 +130,7 @@ class BucketedModel:
     too), and `traces` counts the programs compiled for it.
     """
 
-    def __init__(self, model: Pretrained, seq_buckets: Sequence[int], batch_size: int):
+    def __init__(self, model: Pretrained | Exported, seq_buckets: Sequence[int], batch_size: int):
         if batch_size < 1:
             raise Error(f"batch_size={batch_size} must be at least 1")
         self.model = model
@@ -190,7 +190,7 @@ class QuestionAnsweringPipeline:
     tests pass a stand-in that chooses them.
     """
 
-    def __init__(self, model: Pretrained, settings: FeatureSettings, model_logits: BucketedModel):
+    def __init__(self, model: Pretrained | Exported, settings: FeatureSettings, model_logits: BucketedModel):
         self.model = model
         self.settings = settings
         self.model_logits = model_logits

@@ -19,7 +19,7 @@ from jaxqa.checkpoint import open_checkpoint
 from jaxqa.errors import Error, log_to
 from jaxqa.pipeline import InputError, default_doc_stride, pipeline
 from jaxqa.precision import MODES
-from jaxqa.pretrained import Pretrained
+from jaxqa.pretrained import open_model
 from jaxqa.squad.features import FeatureSettings
 
 # Inputs answered per pipeline call: enough for full batches, few enough to
@@ -109,7 +109,7 @@ def main(argv=None) -> int:
         source = open_checkpoint(args.checkpoint)
         models.check_length(source.config, args.max_seq_len, "--max-seq-len")
         with log_to(sys.stderr):
-            model = Pretrained.from_source(source, args.precision)
+            model = open_model(source, args.precision)
         qa = pipeline(
             model,
             max_seq_len=args.max_seq_len,

@@ -8,6 +8,8 @@ import jax
 
 from jaxqa import models
 from jaxqa.checkpoint import Source, open_checkpoint, save_pretrained
+from jaxqa.errors import Error
+from jaxqa.export.runtime import Exported, is_export
 from jaxqa.models.encoder import SpanModel, runtime_params
 from jaxqa.precision import pick, prepare
 from jaxqa.squad.tokenizer import load_tokenizer
@@ -38,11 +40,16 @@ class Pretrained:
     @classmethod
     def from_source(cls, source: Source, precision: str = "fp32") -> "Pretrained":
         """The model of an opened checkpoint folder, its weights read as stored (an int8 checkpoint's int8)."""
+        if is_export(source.folder):
+            raise Error(f"{source.folder}: an ONNX export, which ONNX Runtime runs; open it with jaxqa.open_model")
         return cls(source.model_type, source.config, source.read_params(as_stored=True), source.folder, precision)
 
     def with_precision(self, precision: str) -> "Pretrained":
-        """The same model with its matrix products in another precision."""
-        return Pretrained(self.model_type, self.config, self.params, self.folder, precision)
+        """The same model with its matrix products in `precision` (itself if they already are)."""
+        mode = pick(precision)
+        return (
+            self if mode == self.precision else Pretrained(self.model_type, self.config, self.params, self.folder, mode)
+        )
 
     @functools.cached_property
     def tokenizer(self):
@@ -65,7 +72,17 @@ class Pretrained:
         return save_pretrained(folder, self.model_type, self.config, self.params, self.folder, overwrite)
 
 
+def open_model(source: Source, precision: str = "fp32") -> "Pretrained | Exported":
+    """The model of an opened folder: an ONNX export (`jaxqa.export`) runs under
+    ONNX Runtime in its own precision ("auto" or that one); any other checkpoint
+    is a `Pretrained` in `precision`."""
+    if is_export(source.folder):
+        return Exported(source, precision)
+    return Pretrained.from_source(source, precision)
+
+
 def load_pretrained(path: str | Path, precision: str = "fp32") -> Pretrained:
     """A jaxqa checkpoint folder, a Hugging Face folder (converted on the fly) or
-    hub id, with its matrix products in `precision` (see `jaxqa.precision`)."""
+    hub id, with its matrix products in `precision` (see `jaxqa.precision`).
+    (An ONNX export folder opens with `open_model`, as the pipeline does.)"""
     return Pretrained.from_source(open_checkpoint(path), precision)

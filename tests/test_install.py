@@ -80,8 +80,8 @@ def test_the_wheel_installs_and_trains_outside_the_checkout(tmp_path):
     )
     summary = json.loads((elsewhere / "run" / "metrics.jsonl").read_text().splitlines()[-1])["summary"]
     assert summary["steps"] == 2 and (elsewhere / "run" / "model" / "params.safetensors").is_file()
-    # The conversion commands come with the install.
-    for command in ("jaxqa-pt2flax", "jaxqa-flax2pt", "jaxqa-student"):
+    # The conversion and export commands come with the install.
+    for command in ("jaxqa-pt2flax", "jaxqa-flax2pt", "jaxqa-student", "jaxqa-export"):
         run([str(site / "bin" / command), "--help"], cwd=elsewhere, env=env)
     # The recipes and the commands are the checkout's own files, each in one place.
     for folder, package in (("configs", "configs"), ("convert", "convert")):

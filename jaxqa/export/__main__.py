@@ -1,0 +1,5 @@
+import sys
+
+from jaxqa.export.write import main
+
+sys.exit(main())

@@ -1,0 +1,373 @@
+"""A JAX program as an ONNX graph: the jaxpr that jaxqa runs, written op by op.
+
+`to_onnx(closed_jaxpr, inputs, params, outputs)` translates a jaxpr traced
+with symbolic dimensions (`jax.export.symbolic_shape`) into an ONNX model whose
+inputs keep those dimensions free (batch and sequence), and whose weights are
+initializers named as jaxqa names them (`layer_0/attention/query/kernel`).
+
+It knows the primitives a span model's forward pass uses in float32 (with its
+layers unrolled: a `scan` is not translated); any other primitive is an
+`ExportError` naming it. Shapes that depend on the free dimensions are
+computed in the graph from the inputs' own shapes.
+"""
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.extend
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from jaxqa.errors import Error
+
+OPSET = 18
+
+
+class ExportError(Error):
+    """A program jaxqa cannot write as ONNX."""
+
+
+class _Dim:
+    """A symbolic dimension's value in the graph: an int64 scalar tensor named
+    `name`; arithmetic on it adds nodes (what `_DimExpr._evaluate` calls)."""
+
+    def __init__(self, graph: "_Graph", name: str):
+        self.graph, self.name = graph, name
+
+    def _op(self, op: str, other) -> "_Dim":
+        return _Dim(self.graph, self.graph.node(op, [self.name, self.graph.dim(other)]))
+
+    def __add__(self, other):
+        return self._op("Add", other)
+
+    def __mul__(self, other):
+        return self._op("Mul", other)
+
+    def __sub__(self, other):
+        return self._op("Sub", other)
+
+    def __floordiv__(self, other):
+        return self._op("Div", other)
+
+    __radd__, __rmul__ = __add__, __mul__
+
+
+class _Graph:
+    """The nodes, initializers and names of an ONNX graph being written."""
+
+    def __init__(self) -> None:
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self.env: dict[Any, str] = {}  # jaxpr variable -> tensor name
+        self.dims: dict[str, _Dim] = {}  # symbolic dimension -> its value
+        self._count = 0
+
+    def fresh(self, stem: str) -> str:
+        self._count += 1
+        return f"{stem}_{self._count}"
+
+    def node(self, op: str, inputs: Sequence[str], **attributes) -> str:
+        out = self.fresh(op.lower())
+        self.nodes.append(helper.make_node(op, list(inputs), [out], **attributes))
+        return out
+
+    def const(self, value, dtype=None, name: str | None = None) -> str:
+        array = np.asarray(value, dtype)
+        name = name or self.fresh("const")
+        self.initializers.append(numpy_helper.from_array(array, name))
+        return name
+
+    def dim(self, d) -> str:
+        """An int64 scalar tensor of a dimension, constant or symbolic."""
+        if isinstance(d, _Dim):
+            return d.name
+        if isinstance(d, (int, np.integer)):
+            return self.const(int(d), np.int64)
+        return d._evaluate(self.dims).name
+
+    def shape(self, dims: Sequence) -> str:
+        """An int64 1-D shape tensor."""
+        if all(isinstance(d, (int, np.integer)) for d in dims):
+            return self.const([int(d) for d in dims], np.int64)
+        return self.node(
+            "Concat", [self.node("Unsqueeze", [self.dim(d), self.const([0], np.int64)]) for d in dims], axis=0
+        )
+
+    def read(self, atom) -> str:
+        if isinstance(atom, jax.extend.core.Literal):
+            aval: Any = atom.aval
+            return self.const(atom.val, np.dtype(aval.dtype))
+        return self.env[atom]
+
+
+Rule = Callable[[_Graph, list, list[str], dict], list[str]]
+RULES: dict[str, Rule] = {}
+
+
+def _rule(*names: str):
+    def register(rule: Rule) -> Rule:
+        for name in names:
+            RULES[name] = rule
+        return rule
+
+    return register
+
+
+def _elementwise(op: str) -> Rule:
+    return lambda g, eqn, ins, params: [g.node(op, ins)]
+
+
+for _name, _op in {
+    "add": "Add",
+    "sub": "Sub",
+    "mul": "Mul",
+    "div": "Div",
+    "max": "Max",
+    "min": "Min",
+    "neg": "Neg",
+    "exp": "Exp",
+    "log": "Log",
+    "tanh": "Tanh",
+    "erf": "Erf",
+    "sqrt": "Sqrt",
+    "abs": "Abs",
+    "logistic": "Sigmoid",
+    "pow": "Pow",
+    "eq": "Equal",
+    "lt": "Less",
+    "gt": "Greater",
+    "le": "LessOrEqual",
+    "ge": "GreaterOrEqual",
+    "not": "Not",
+}.items():
+    RULES[_name] = _elementwise(_op)
+
+
+@_rule("and", "or")
+def _logical(g, eqn, ins, params):
+    op = eqn.primitive.name.capitalize()
+    return [g.node(op if eqn.outvars[0].aval.dtype == np.bool_ else f"Bitwise{op}", ins)]
+
+
+@_rule("ne")
+def _ne(g, eqn, ins, params):
+    return [g.node("Not", [g.node("Equal", ins)])]
+
+
+@_rule("erfc")
+def _erfc(g, eqn, ins, params):
+    return [g.node("Sub", [g.const(1.0, eqn.invars[0].aval.dtype), g.node("Erf", ins)])]
+
+
+@_rule("rsqrt")
+def _rsqrt(g, eqn, ins, params):
+    return [g.node("Reciprocal", [g.node("Sqrt", ins)])]
+
+
+@_rule("square")
+def _square(g, eqn, ins, params):
+    return [g.node("Mul", [ins[0], ins[0]])]
+
+
+@_rule("integer_pow")
+def _integer_pow(g, eqn, ins, params):
+    return [g.node("Pow", [ins[0], g.const(float(params["y"]), eqn.invars[0].aval.dtype)])]
+
+
+@_rule("name", "copy", "copy_p", "stop_gradient", "optimization_barrier")
+def _identity(g, eqn, ins, params):
+    return [g.node("Identity", [x]) for x in ins]
+
+
+@_rule("convert_element_type")
+def _convert(g, eqn, ins, params):
+    to = helper.np_dtype_to_tensor_dtype(np.dtype(params["new_dtype"]))
+    return [g.node("Cast", ins, to=to)]
+
+
+@_rule("select_n")
+def _select_n(g, eqn, ins, params):
+    if len(ins) != 3 or eqn.invars[0].aval.dtype != np.bool_:
+        raise ExportError("select_n: only a two-way choice on a boolean is written to ONNX")
+    return [g.node("Where", [ins[0], ins[2], ins[1]])]
+
+
+@_rule("reduce_sum", "reduce_max", "reduce_min")
+def _reduce(g, eqn, ins, params):
+    op = {"reduce_sum": "ReduceSum", "reduce_max": "ReduceMax", "reduce_min": "ReduceMin"}[eqn.primitive.name]
+    return [g.node(op, [ins[0], g.const(list(params["axes"]), np.int64)], keepdims=0)]
+
+
+@_rule("transpose")
+def _transpose(g, eqn, ins, params):
+    return [g.node("Transpose", ins, perm=[int(p) for p in params["permutation"]])]
+
+
+@_rule("reshape")
+def _reshape(g, eqn, ins, params):
+    if params.get("dimensions") is not None:
+        raise ExportError("reshape with dimensions: not written to ONNX")
+    return [g.node("Reshape", [ins[0], g.shape(params["new_sizes"])])]
+
+
+@_rule("squeeze")
+def _squeeze(g, eqn, ins, params):
+    return [g.node("Squeeze", [ins[0], g.const(list(params["dimensions"]), np.int64)])]
+
+
+@_rule("expand_dims")
+def _expand_dims(g, eqn, ins, params):
+    return [g.node("Unsqueeze", [ins[0], g.const(list(params["dimensions"]), np.int64)])]
+
+
+@_rule("broadcast_in_dim")
+def _broadcast_in_dim(g, eqn, ins, params):
+    shape, kept = params["shape"], [int(d) for d in params["broadcast_dimensions"]]
+    new = [d for d in range(len(shape)) if d not in kept]
+    x = g.node("Unsqueeze", [ins[0], g.const(new, np.int64)]) if new else ins[0]
+    return [g.node("Expand", [x, g.shape(shape)])]
+
+
+@_rule("concatenate")
+def _concatenate(g, eqn, ins, params):
+    return [g.node("Concat", ins, axis=int(params["dimension"]))]
+
+
+@_rule("iota")
+def _iota(g, eqn, ins, params):
+    shape, axis = params["shape"], int(params["dimension"])
+    dtype = np.dtype(params["dtype"])
+    count = g.dim(shape[axis])
+    line = g.node("Range", [g.const(0, np.int64), count, g.const(1, np.int64)])
+    line = g.node("Cast", [line], to=helper.np_dtype_to_tensor_dtype(dtype))
+    column = [1] * len(shape)
+    column[axis] = -1
+    return [g.node("Expand", [g.node("Reshape", [line, g.const(column, np.int64)]), g.shape(shape)])]
+
+
+@_rule("pad")
+def _pad(g, eqn, ins, params):
+    config = params["padding_config"]
+    if any(interior for _, _, interior in config):
+        raise ExportError("pad with interior padding: not written to ONNX")
+    pads = [int(lo) for lo, _, _ in config] + [int(hi) for _, hi, _ in config]
+    return [g.node("Pad", [ins[0], g.const(pads, np.int64), ins[1]], mode="constant")]
+
+
+@_rule("slice")
+def _slice(g, eqn, ins, params):
+    starts, limits = params["start_indices"], params["limit_indices"]
+    steps = params["strides"] or [1] * len(starts)
+    axes = list(range(len(starts)))
+    return [
+        g.node(
+            "Slice",
+            [ins[0], g.shape(starts), g.shape(limits), g.const(axes, np.int64), g.const(list(steps), np.int64)],
+        )
+    ]
+
+
+@_rule("gather")
+def _gather(g, eqn, ins, params):
+    """The two gathers a span model makes: rows of a table (an embedding
+    lookup) and a slice at computed starts (`dynamic_slice`)."""
+    numbers, sizes = params["dimension_numbers"], params["slice_sizes"]
+    operand, indices = eqn.invars[0].aval, eqn.invars[1].aval
+    rank = len(operand.shape)
+    if numbers.operand_batching_dims:
+        raise ExportError("gather with batching dimensions: not written to ONNX")
+    if numbers.collapsed_slice_dims == (0,) and numbers.start_index_map == (0,) and indices.shape[-1] == 1:
+        if tuple(numbers.offset_dims) != tuple(range(len(indices.shape) - 1, len(indices.shape) - 2 + rank)):
+            raise ExportError("gather of rows whose offsets are not last: not written to ONNX")
+        rows = g.node("Squeeze", [ins[1], g.const([-1], np.int64)])
+        return [g.node("Gather", [ins[0], rows], axis=0)]
+    collapsed = [int(a) for a in numbers.collapsed_slice_dims]
+    if len(indices.shape) == 1 and tuple(numbers.offset_dims) == tuple(range(rank - len(collapsed))):
+        axes = [int(a) for a in numbers.start_index_map]
+        starts = g.node("Cast", [ins[1]], to=TensorProto.INT64)
+        ends = g.node("Add", [starts, g.shape([sizes[a] for a in axes])])
+        window = g.node("Slice", [ins[0], starts, ends, g.const(axes, np.int64)])
+        return [g.node("Squeeze", [window, g.const(collapsed, np.int64)]) if collapsed else window]
+    raise ExportError(f"gather with {numbers}: not written to ONNX")
+
+
+@_rule("dot_general")
+def _dot_general(g, eqn, ins, params):
+    """A product of a weight matrix (K, N) is ONNX's MatMul, which int8 tools
+    quantize; any other contraction is an Einsum."""
+    (lc, rc), (lb, rb) = params["dimension_numbers"]
+    lhs, rhs = eqn.invars[0].aval, eqn.invars[1].aval
+    if not lb and len(rhs.shape) == 2 and tuple(rc) == (0,) and tuple(lc) == (len(lhs.shape) - 1,):
+        return [g.node("MatMul", ins)]
+    letters = iter("abcdefghijklmnopqrstuvwxyz")
+    left = [next(letters) for _ in lhs.shape]
+    right = [next(letters) for _ in rhs.shape]
+    for i, j in zip(lc + lb, rc + rb):
+        right[j] = left[i]
+    batch = [left[i] for i in lb]
+    free_left = [left[i] for i in range(len(left)) if i not in lc and i not in lb]
+    free_right = [right[j] for j in range(len(right)) if j not in rc and j not in rb]
+    equation = f"{''.join(left)},{''.join(right)}->{''.join(batch + free_left + free_right)}"
+    return [g.node("Einsum", ins, equation=equation)]
+
+
+@_rule("jit", "pjit", "closed_call", "core_call", "custom_jvp_call", "custom_vjp_call", "remat", "checkpoint")
+def _call(g, eqn, ins, params):
+    inner = params.get("jaxpr") or params.get("call_jaxpr") or params.get("fun_jaxpr")
+    closed = inner if hasattr(inner, "consts") else jax.extend.core.ClosedJaxpr(inner, ())
+    return _inline(g, closed, ins)
+
+
+def _inline(g: _Graph, closed, ins: list[str]) -> list[str]:
+    jaxpr = closed.jaxpr
+    for var, value in zip(jaxpr.constvars, closed.consts):
+        g.env[var] = g.const(np.asarray(value))
+    for var, name in zip(jaxpr.invars, ins):
+        g.env[var] = name
+    for eqn in jaxpr.eqns:
+        rule = RULES.get(eqn.primitive.name)
+        if rule is None:
+            raise ExportError(f"the primitive {eqn.primitive.name!r} is not written to ONNX")
+        outs = rule(g, eqn, [g.read(v) for v in eqn.invars], eqn.params)
+        for var, name in zip(eqn.outvars, outs):
+            g.env[var] = name
+    return [g.read(v) for v in jaxpr.outvars]
+
+
+def _value_info(name: str, aval) -> onnx.ValueInfoProto:
+    dims = [d if isinstance(d, int) else str(d) for d in aval.shape]
+    return helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(np.dtype(aval.dtype)), dims)
+
+
+def to_onnx(
+    closed, params: dict[str, np.ndarray], inputs: Sequence[str], outputs: Sequence[str], doc: str = ""
+) -> onnx.ModelProto:
+    """The ONNX model of `closed`, a jaxpr whose arguments are the flat
+    `params` (name -> array, made initializers) then the `inputs`, named. Each
+    symbolic dimension is read from the shape of the first input that has it."""
+    g = _Graph()
+    invars = closed.jaxpr.invars
+    for var, (name, value) in zip(invars, params.items()):
+        g.env[var] = g.const(value, name=name)
+    feeds = invars[len(params) :]
+    for var, name in zip(feeds, inputs):
+        g.env[var] = name
+        for axis, d in enumerate(var.aval.shape):
+            if not isinstance(d, int) and str(d) not in g.dims:
+                shape = g.node("Shape", [name], start=axis, end=axis + 1)
+                g.dims[str(d)] = _Dim(g, g.node("Squeeze", [shape, g.const([0], np.int64)]))
+    results = _inline(g, jax.extend.core.ClosedJaxpr(closed.jaxpr, closed.consts), [g.env[v] for v in invars])
+    for result, name in zip(results, outputs):
+        g.nodes.append(helper.make_node("Identity", [result], [name]))
+    graph = helper.make_graph(
+        g.nodes,
+        "jaxqa",
+        [_value_info(name, var.aval) for var, name in zip(feeds, inputs)],
+        [_value_info(name, var.aval) for var, name in zip(closed.jaxpr.outvars, outputs)],
+        g.initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], doc_string=doc)
+    model.ir_version = 8  # the newest that every ONNX Runtime of the last two years reads
+    return model

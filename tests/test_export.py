@@ -1,0 +1,167 @@
+"""ONNX exports: the program jaxqa runs, written op by op, gives jaxqa's logits
+under ONNX Runtime for every family and a compact model, at any batch and
+length; int8 stays close; served back, an export answers as jaxqa does."""
+
+import json
+
+import flax.linen as nn
+import jax
+import numpy as np
+import pytest
+from test_compact import CONFIG as COMPACT
+from test_compact import random_params
+
+pytest.importorskip("onnxruntime", reason="the ONNX export is the optional extra jaxqa[onnx]")
+import onnxruntime
+
+import jaxqa
+from jaxqa import models
+from jaxqa.checkpoint import open_checkpoint
+from jaxqa.export import write
+from jaxqa.models import bert, compact, distilbert, mobilebert, squeezebert
+from jaxqa.models.encoder import SpanModel
+from jaxqa.squad.examples import read_squad
+
+
+def windows(vocab_size: int, batch: int, length: int, seed: int = 0):
+    """Right-padded windows of a question and a context: ids, mask, token types, (B, T) int32."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, vocab_size, (batch, length)).astype(np.int32)
+    mask = np.ones((batch, length), np.int32)
+    mask[1:, length // 2 + 1 :] = 0  # every row but the first padded
+    types = np.zeros((batch, length), np.int32)
+    types[:, length // 3 :] = 1
+    return ids * mask, mask, types * mask
+
+
+def session(proto):
+    return onnxruntime.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def run(sess, batch):
+    return sess.run(None, dict(zip(write.INPUTS, batch)))
+
+
+def compact_model():
+    """COMPACT with some heads and units removed: layers of different shapes."""
+    params = random_params(COMPACT)
+    params["layer_0"]["attention_output"]["kernel"][:16] = 0  # head 0 of layer 0
+    params["layer_2"]["intermediate"]["kernel"][:, :40] = 0  # 40 units of layer 2
+    return compact.compact(COMPACT, params)
+
+
+def family_models():
+    for fam in (bert, squeezebert, mobilebert, distilbert):
+        config = fam.SIZES["tiny"]
+        yield (
+            fam.__name__.split(".")[-1],
+            config,
+            jax.device_get(nn.meta.unbox(models.init_params(SpanModel(config), jax.random.key(1)))),
+        )
+    yield "compact-bert", *compact_model()
+
+
+@pytest.mark.parametrize("name,config,params", list(family_models()), ids=lambda x: x if isinstance(x, str) else "")
+def test_an_export_gives_jaxqas_logits_at_every_batch_and_length(name, config, params):
+    sess = session(write.span_model_onnx(config, params))
+    for batch, length in ((1, 16), (3, 40)):
+        inputs = windows(config.vocab_size, batch, length)
+        want = SpanModel(config).apply({"params": params}, *inputs)
+        for got, expected in zip(run(sess, inputs), want):
+            np.testing.assert_allclose(got, np.asarray(expected), rtol=1e-5, atol=2e-5)
+
+
+def test_a_compact_export_keeps_its_compact_shapes():
+    config, params = compact_model()
+    assert (config.heads(0), config.heads(2), config.ffn(0), config.ffn(2)) == (3, 4, 96, 56)
+    proto = write.span_model_onnx(config, params)
+    shapes = {tensor.name: tuple(tensor.dims) for tensor in proto.graph.initializer}
+    for i in range(config.num_hidden_layers):
+        assert shapes[f"layer_{i}/query/kernel"] == (64, config.heads(i) * config.head_dim)
+        assert shapes[f"layer_{i}/intermediate/kernel"] == (64, config.ffn(i))
+
+
+@pytest.fixture(scope="module")
+def exports(teacher, tmp_path_factory):
+    """The teacher exported in float32 and in int8."""
+    out = tmp_path_factory.mktemp("exports")
+    return {p: write.export_onnx(teacher, out / p, p) for p in write.PRECISIONS}
+
+
+def test_int8_stays_near_float32(teacher, exports, squad):
+    # Dynamic int8 rounds each weight to 1/254 of its channel's largest and
+    # each activation to 1/255 of its tensor's range; through two layers that
+    # moves logits of this model (about +-0.5) by a few hundredths at most.
+    model = jaxqa.load_pretrained(teacher)
+    inputs = windows(model.config.vocab_size, 4, 64, seed=3)
+    fp32 = np.stack(jaxqa.open_model(open_checkpoint(exports["fp32"]), "auto")(*inputs))
+    int8 = np.stack(jaxqa.open_model(open_checkpoint(exports["int8"]), "auto")(*inputs))
+    real = np.broadcast_to(inputs[1] > 0, fp32.shape)
+    assert np.abs(int8 - fp32)[real].max() < 0.05 * np.abs(fp32[real]).max()
+    assert (exports["int8"] / write.MODEL_FILE).stat().st_size < 0.5 * (
+        exports["fp32"] / write.MODEL_FILE
+    ).stat().st_size
+
+
+def test_the_pipeline_over_an_export_answers_as_jaxqa_does(teacher, exports, squad):
+    questions = [
+        {"question": example.question, "context": example.context} for example in read_squad(squad).examples[:12]
+    ]
+    ours = jaxqa.pipeline(teacher, precision="fp32", max_seq_len=64)(questions, top_k=2)
+    served = jaxqa.pipeline(exports["fp32"], max_seq_len=64)
+    assert served.precision == "fp32" and served.traces == 0
+    theirs = served(questions, top_k=2)
+    assert [[a["answer"] for a in q] for q in theirs] == [[a["answer"] for a in q] for q in ours]
+    np.testing.assert_allclose(
+        [a["score"] for q in theirs for a in q], [a["score"] for q in ours for a in q], rtol=1e-4
+    )
+
+
+def test_an_export_is_served_in_its_own_precision_only(exports):
+    with pytest.raises(jaxqa.Error, match="an ONNX export in int8, which runs in that precision only"):
+        jaxqa.pipeline(exports["int8"], precision="fp32")
+    with pytest.raises(jaxqa.Error, match="open it with jaxqa.open_model"):
+        jaxqa.load_pretrained(exports["fp32"])
+
+
+def test_predict_and_evaluate_serve_an_export(teacher, exports, squad, tmp_path, capsys):
+    from jaxqa import evaluate, predict
+
+    assert (
+        predict.main(
+            [
+                "--checkpoint",
+                str(exports["int8"]),
+                "--question",
+                "who?",
+                "--context",
+                "nobody knows",
+                "--max-seq-len",
+                "64",
+            ]
+        )
+        == 0
+    )
+    assert "answer" in json.loads(capsys.readouterr().out.splitlines()[0])
+    common = ["--data", str(squad), "--max-seq-length", "64", "--doc-stride", "32"]
+    for name, model in (("jaxqa", teacher), ("onnx", exports["fp32"])):
+        precision = ["--precision", "fp32"] if name == "jaxqa" else []
+        assert evaluate.main(["--checkpoint", str(model), "--out-dir", str(tmp_path / name), *common, *precision]) == 0
+    predictions = [json.loads((tmp_path / name / "predictions.json").read_text()) for name in ("jaxqa", "onnx")]
+    assert predictions[0] == predictions[1] and len(predictions[0]) > 10
+    argv = ["--checkpoint", str(exports["fp32"]), "--data", str(squad), "--out-dir", str(tmp_path)]
+    assert evaluate.main([*argv, "--precision", "bf16"]) == 2
+    assert "an ONNX export in fp32" in capsys.readouterr().err
+
+
+def test_the_command_names_what_is_wrong_in_one_line(teacher, exports, tmp_path, capsys):
+    cases = [
+        ([str(tmp_path / "missing"), str(tmp_path / "out")], "missing"),
+        ([str(teacher), str(exports["fp32"])], "already exists and is not empty (pass --overwrite"),
+    ]
+    for argv, said in cases:
+        assert write.main(argv) == 2
+        err = capsys.readouterr().err
+        assert said in err and err.count("\n") == 1, err
+    assert write.main([str(teacher), str(tmp_path / "new"), "--precision", "int8"]) == 0
+    assert json.loads((tmp_path / "new" / write.RECORD_FILE).read_text())["precision"] == "int8"
