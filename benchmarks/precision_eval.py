@@ -1,8 +1,11 @@
 """Accuracy and batch throughput of one checkpoint in each precision:
 `python -m jaxqa.evaluate --precision MODE` on the first questions of
-dev-v1.1.json, each mode in a process of its own, one after the other.
+dev-v1.1.json, each mode in a process of its own, one after the other; the
+modes onnx-fp32 and onnx-int8 evaluate the checkpoint's ONNX export
+(`jaxqa-export --precision fp32|int8`) under ONNX Runtime.
 
     python benchmarks/precision_eval.py [--checkpoint runs/minilm-cpu/train/model] [--questions 1000]
+        [--modes fp32,bf16,int8,onnx-fp32,onnx-int8]
 
 Per mode: EM/F1, their difference to float32's, the share of answers equal to
 float32's, and the evaluation's windows per second (as jaxqa.evaluate logs it:
@@ -21,7 +24,7 @@ from pathlib import Path
 
 import common
 
-MODES = ("fp32", "bf16", "int8")
+MODES = ("fp32", "bf16", "int8", "onnx-fp32", "onnx-int8")
 
 
 def first_questions(path: Path, count: int) -> dict:
@@ -42,6 +45,11 @@ def first_questions(path: Path, count: int) -> dict:
 
 
 def evaluate(checkpoint: Path, data: Path, mode: str, batch_size: int, out: Path) -> dict:
+    if mode.startswith("onnx-"):
+        from jaxqa.export import write
+
+        checkpoint = write.export_onnx(checkpoint, out / "export", mode.split("-")[1])
+        mode = "auto"  # an export runs in its own precision
     done = subprocess.run(
         [
             sys.executable,

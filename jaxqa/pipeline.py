@@ -42,7 +42,6 @@ import jax
 import numpy as np
 
 from jaxqa import models
-from jaxqa.checkpoint import open_checkpoint
 from jaxqa.errors import Error
 from jaxqa.pretrained import Exported, Pretrained, open_model
 from jaxqa.squad import buckets, decode
@@ -106,7 +105,7 @@ def pipeline(
     if isinstance(checkpoint, (Pretrained, Exported)):
         model = checkpoint.with_precision(precision)
     else:
-        model = open_model(open_checkpoint(checkpoint), precision)
+        model = open_model(checkpoint, precision)
     models.check_length(model.config, max_seq_len, "max_seq_len")
     if doc_stride is None:
         doc_stride = default_doc_stride(max_seq_len)

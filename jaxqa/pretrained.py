@@ -72,10 +72,11 @@ class Pretrained:
         return save_pretrained(folder, self.model_type, self.config, self.params, self.folder, overwrite)
 
 
-def open_model(source: Source, precision: str = "fp32") -> "Pretrained | Exported":
-    """The model of an opened folder: an ONNX export (`jaxqa.export`) runs under
-    ONNX Runtime in its own precision ("auto" or that one); any other checkpoint
-    is a `Pretrained` in `precision`."""
+def open_model(checkpoint: str | Path | Source, precision: str = "fp32") -> "Pretrained | Exported":
+    """The model of a folder (or of an opened one): an ONNX export
+    (`jaxqa.export`) runs under ONNX Runtime in its own precision ("auto" or
+    that one); any other checkpoint is a `Pretrained` in `precision`."""
+    source = checkpoint if isinstance(checkpoint, Source) else open_checkpoint(checkpoint)
     if is_export(source.folder):
         return Exported(source, precision)
     return Pretrained.from_source(source, precision)

@@ -16,7 +16,6 @@ import onnxruntime
 
 import jaxqa
 from jaxqa import models
-from jaxqa.checkpoint import open_checkpoint
 from jaxqa.export import write
 from jaxqa.models import bert, compact, distilbert, mobilebert, squeezebert
 from jaxqa.models.encoder import SpanModel
@@ -94,8 +93,8 @@ def test_int8_stays_near_float32(teacher, exports, squad):
     # moves logits of this model (about +-0.5) by a few hundredths at most.
     model = jaxqa.load_pretrained(teacher)
     inputs = windows(model.config.vocab_size, 4, 64, seed=3)
-    fp32 = np.stack(jaxqa.open_model(open_checkpoint(exports["fp32"]), "auto")(*inputs))
-    int8 = np.stack(jaxqa.open_model(open_checkpoint(exports["int8"]), "auto")(*inputs))
+    fp32 = np.stack(jaxqa.open_model(exports["fp32"], "auto")(*inputs))
+    int8 = np.stack(jaxqa.open_model(exports["int8"], "auto")(*inputs))
     real = np.broadcast_to(inputs[1] > 0, fp32.shape)
     assert np.abs(int8 - fp32)[real].max() < 0.05 * np.abs(fp32[real]).max()
     assert (exports["int8"] / write.MODEL_FILE).stat().st_size < 0.5 * (

@@ -61,7 +61,8 @@ class _Graph:
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
         self.env: dict[Any, str] = {}  # jaxpr variable -> tensor name
-        self.dims: dict[str, _Dim] = {}  # symbolic dimension -> its value
+        self.dims: dict[str, _Dim] = {}  # a symbolic dimension, expression or shape -> its tensor
+        self.unexpanded: set = set()  # broadcasts that their consumers broadcast themselves
         self._count = 0
 
     def fresh(self, stem: str) -> str:
@@ -85,15 +86,21 @@ class _Graph:
             return d.name
         if isinstance(d, (int, np.integer)):
             return self.const(int(d), np.int64)
-        return d._evaluate(self.dims).name
+        if str(d) not in self.dims:  # an expression of the free dimensions, computed once
+            self.dims[str(d)] = d._evaluate(self.dims)
+        return self.dims[str(d)].name
 
     def shape(self, dims: Sequence) -> str:
-        """An int64 1-D shape tensor."""
-        if all(isinstance(d, (int, np.integer)) for d in dims):
-            return self.const([int(d) for d in dims], np.int64)
-        return self.node(
-            "Concat", [self.node("Unsqueeze", [self.dim(d), self.const([0], np.int64)]) for d in dims], axis=0
-        )
+        """An int64 1-D shape tensor, computed once per shape."""
+        key = "shape " + ", ".join(map(str, dims))
+        if key not in self.dims:
+            if all(isinstance(d, (int, np.integer)) for d in dims):
+                name = self.const([int(d) for d in dims], np.int64)
+            else:
+                axes = self.const([0], np.int64)
+                name = self.node("Concat", [self.node("Unsqueeze", [self.dim(d), axes]) for d in dims], axis=0)
+            self.dims[key] = _Dim(self, name)
+        return self.dims[key].name
 
     def read(self, atom) -> str:
         if isinstance(atom, jax.extend.core.Literal):
@@ -227,6 +234,10 @@ def _broadcast_in_dim(g, eqn, ins, params):
     shape, kept = params["shape"], [int(d) for d in params["broadcast_dimensions"]]
     new = [d for d in range(len(shape)) if d not in kept]
     x = g.node("Unsqueeze", [ins[0], g.const(new, np.int64)]) if new else ins[0]
+    operand = eqn.invars[0].aval.shape
+    already = all(shape[d] == 1 for d in new) and all(operand[i] == shape[d] for i, d in enumerate(kept))
+    if already or eqn.outvars[0] in g.unexpanded:  # ONNX's elementwise ops broadcast as NumPy does
+        return [x]
     return [g.node("Expand", [x, g.shape(shape)])]
 
 
@@ -295,22 +306,64 @@ def _gather(g, eqn, ins, params):
 
 @_rule("dot_general")
 def _dot_general(g, eqn, ins, params):
-    """A product of a weight matrix (K, N) is ONNX's MatMul, which int8 tools
-    quantize; any other contraction is an Einsum."""
+    """ONNX's MatMul, which int8 tools quantize and ONNX Runtime runs best: as
+    it is for a product with a weight matrix (K, N); otherwise between the
+    operands laid out as (batch..., M, K) and (batch..., K, N), M, K and N
+    each the product of their dimensions, in the order that leaves the larger
+    operand as it lies (then the result's last two axes are swapped)."""
     (lc, rc), (lb, rb) = params["dimension_numbers"]
-    lhs, rhs = eqn.invars[0].aval, eqn.invars[1].aval
-    if not lb and len(rhs.shape) == 2 and tuple(rc) == (0,) and tuple(lc) == (len(lhs.shape) - 1,):
+    lhs, rhs = eqn.invars[0].aval.shape, eqn.invars[1].aval.shape
+    if not lb and len(rhs) == 2 and tuple(rc) == (0,) and tuple(lc) == (len(lhs) - 1,):
         return [g.node("MatMul", ins)]
-    letters = iter("abcdefghijklmnopqrstuvwxyz")
-    left = [next(letters) for _ in lhs.shape]
-    right = [next(letters) for _ in rhs.shape]
-    for i, j in zip(lc + lb, rc + rb):
-        right[j] = left[i]
-    batch = [left[i] for i in lb]
-    free_left = [left[i] for i in range(len(left)) if i not in lc and i not in lb]
-    free_right = [right[j] for j in range(len(right)) if j not in rc and j not in rb]
-    equation = f"{''.join(left)},{''.join(right)}->{''.join(batch + free_left + free_right)}"
-    return [g.node("Einsum", ins, equation=equation)]
+    lb, rb, lc, rc = (list(map(int, dims)) for dims in (lb, rb, lc, rc))
+    lf = [i for i in range(len(lhs)) if i not in lc and i not in lb]
+    rf = [j for j in range(len(rhs)) if j not in rc and j not in rb]
+    batch = [lhs[i] for i in lb]
+    # Order A: lhs (batch, M, K) @ rhs (batch, K, N); order B: rhs (batch, N, K) @ lhs (batch, K, M).
+    orders = {
+        "A": ((ins[0], lhs, lb + lf + lc, lf, lc), (ins[1], rhs, rb + rc + rf, rc, rf)),
+        "B": ((ins[1], rhs, rb + rf + rc, rf, rc), (ins[0], lhs, lb + lc + lf, lc, lf)),
+    }
+    order = min(orders, key=lambda o: sum(_moved(shape, perm) for _, shape, perm, _, _ in orders[o]))
+    operands = []
+    for name, shape, perm, rows, columns in orders[order]:
+        laid = _transposed(g, name, shape, perm)
+        operands.append(
+            g.node(
+                "Reshape",
+                [laid, g.shape([*batch, _product(shape[i] for i in rows), _product(shape[i] for i in columns)])],
+            )
+        )
+    product = g.node("MatMul", operands)
+    if order == "B":
+        rank = len(batch) + 2
+        product = g.node("Transpose", [product], perm=[*range(rank - 2), rank - 1, rank - 2])
+    return [g.node("Reshape", [product, g.shape(eqn.outvars[0].aval.shape)])]
+
+
+def _moved(shape, perm) -> int:
+    """About how many elements a transpose by `perm` copies: none if it moves
+    only axes of size 1 (a reshape), else all (free dimensions counted as 128)."""
+    real = [axis for axis in perm if shape[axis] != 1]
+    if real == sorted(real):
+        return 0
+    return int(np.prod([d if isinstance(d, int) else 128 for d in shape]))
+
+
+def _transposed(g: _Graph, name: str, shape, perm) -> str:
+    """`name` transposed by `perm`; a reshape where only axes of size 1 move."""
+    if list(perm) == sorted(perm):
+        return name
+    if not _moved(shape, perm):
+        return g.node("Reshape", [name, g.shape([shape[axis] for axis in perm])])
+    return g.node("Transpose", [name], perm=list(perm))
+
+
+def _product(dims):
+    out = 1
+    for d in dims:
+        out = out * d
+    return out
 
 
 @_rule("jit", "pjit", "closed_call", "core_call", "custom_jvp_call", "custom_vjp_call", "remat", "checkpoint")
@@ -320,8 +373,45 @@ def _call(g, eqn, ins, params):
     return _inline(g, closed, ins)
 
 
+# Elementwise primitives whose ONNX ops broadcast their operands as NumPy does.
+BROADCASTING = {
+    "add",
+    "sub",
+    "mul",
+    "div",
+    "max",
+    "min",
+    "pow",
+    "eq",
+    "ne",
+    "lt",
+    "gt",
+    "le",
+    "ge",
+    "and",
+    "or",
+    "select_n",
+}
+
+
+def _unexpanded(jaxpr) -> set:
+    """The broadcasts of `jaxpr` that need not be materialised: every consumer
+    broadcasts, and has another operand of its own full shape (which a
+    materialised value has), so that it gives its full shape still."""
+    lazy = {eqn.outvars[0] for eqn in jaxpr.eqns if eqn.primitive.name == "broadcast_in_dim"}
+    lazy -= {v for v in jaxpr.outvars if not isinstance(v, jax.extend.core.Literal)}
+    for eqn in jaxpr.eqns:
+        variables = [v for v in eqn.invars if not isinstance(v, jax.extend.core.Literal)]
+        used = [v for v in variables if v in lazy]
+        full = [v for v in variables if v not in lazy and v.aval.shape == eqn.outvars[0].aval.shape]
+        if used and (eqn.primitive.name not in BROADCASTING or not full):
+            lazy -= set(used)
+    return lazy
+
+
 def _inline(g: _Graph, closed, ins: list[str]) -> list[str]:
     jaxpr = closed.jaxpr
+    g.unexpanded |= _unexpanded(jaxpr)
     for var, value in zip(jaxpr.constvars, closed.consts):
         g.env[var] = g.const(np.asarray(value))
     for var, name in zip(jaxpr.invars, ins):
