@@ -32,15 +32,21 @@ MODES = ("auto", "fp32", "bf16", "int8")
 
 log = logging.getLogger("jaxqa.precision")
 
-# CPU flags (Linux /proc/cpuinfo names) of the units that make a mode faster
-# than float32 under XLA: AMX tiles. On a CPU with AVX2 alone, XLA's int8
-# products ran at 1.0-1.4x float32's rate and its bfloat16 ones at 0.6-0.9x
-# (benchmarks/results/cpu_matmul_cpu.json), and with activations quantized per
-# token the int8 models ran no faster than float32 ones
-# (benchmarks/results/cpu_latency_cpu.json); CPUs with AVX-512 VNNI or BF16
-# but no AMX have not been measured, so `auto` keeps float32 there.
-INT8_FLAGS = ("amx_int8",)
-BF16_FLAGS = ("amx_bf16",)
+# `auto` is the fastest mode that keeps at least 97% of float32's answers.
+# - int8 keeps too few: on the fine-tuned MiniLM, 927 of 1,000 dev answers
+#   equal float32's (F1 +0.07) on an Intel Xeon with AMX
+#   (benchmarks/results/precision_eval_cpu.json), so `auto` never picks it.
+# - bfloat16 keeps 991 of 1,000 there and runs 1.43x float32's windows per
+#   second; one question at a time on that machine, BERT-base took 84 ms in
+#   bfloat16 against 206 ms in float32 (export_latency_cpu.json). On an AMD
+#   Zen 4 (AVX-512 BF16, no AMX) BERT-base's pipeline ran 147 ms in bfloat16
+#   against 235 ms in float32, with all 24 answers equal (a measurement that is
+#   not among the records). CPUs with either unit (Linux /proc/cpuinfo names)
+#   therefore run bfloat16.
+# - With AVX2 alone, XLA's bfloat16 products ran at 0.6-0.9x float32's rate
+#   (cpu_matmul_cpu.json): float32 there. AVX-512 VNNI alone speeds up int8
+#   only, which `auto` does not pick.
+BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
 @functools.cache
@@ -58,21 +64,20 @@ def cpu_flags() -> frozenset[str]:
 
 def choose(backend: str, flags: frozenset[str]) -> tuple[str, str]:
     """The fastest inference mode for `backend` ("cpu", "gpu", "tpu") with these
-    CPU `flags`, and why, in a few words."""
+    CPU `flags` that keeps float32's answers, and why, in a few words."""
     if backend != "cpu":
         return "bf16", f"{backend}: bfloat16 matrix units"
-    if any(flag in flags for flag in INT8_FLAGS):
-        return "int8", "CPU with AMX int8 units"
-    if any(flag in flags for flag in BF16_FLAGS):
-        return "bf16", "CPU with AMX bfloat16 units"
-    return "fp32", "CPU without AMX, where int8 and bfloat16 run no faster than float32"
+    units = [flag for flag in BF16_FLAGS if flag in flags]
+    if units:
+        return "bf16", f"CPU with bfloat16 units ({', '.join(units)})"
+    return "fp32", "CPU without bfloat16 units, where bfloat16 runs no faster than float32"
 
 
 def training_bf16(backend: str, flags: frozenset[str]) -> bool:
     """Whether `--precision auto` trains in bfloat16: on accelerators, and on CPUs
     whose AMX units run bfloat16 products (with float32 results) several times
     faster than float32 ones."""
-    return backend != "cpu" or any(flag in flags for flag in BF16_FLAGS)
+    return backend != "cpu" or "amx_bf16" in flags
 
 
 def pick(mode: str, what: str = "precision") -> str:
