@@ -2,6 +2,7 @@
 under ONNX Runtime for every family and a compact model, at any batch and
 length; int8 stays close; served back, an export answers as jaxqa does."""
 
+import collections
 import json
 
 import flax.linen as nn
@@ -78,6 +79,15 @@ def test_a_compact_export_keeps_its_compact_shapes():
     for i in range(config.num_hidden_layers):
         assert shapes[f"layer_{i}/query/kernel"] == (64, config.heads(i) * config.head_dim)
         assert shapes[f"layer_{i}/intermediate/kernel"] == (64, config.ffn(i))
+
+
+def test_layer_norm_softmax_and_gelu_are_written_as_their_onnx_ops():
+    config = bert.SIZES["tiny"]
+    params = jax.device_get(nn.meta.unbox(models.init_params(SpanModel(config), jax.random.key(1))))
+    ops = collections.Counter(node.op_type for node in write.span_model_onnx(config, params).graph.node)
+    layers = config.num_hidden_layers
+    assert (ops["LayerNormalization"], ops["Softmax"], ops["Gelu"]) == (2 * layers + 1, layers, layers)
+    assert ops["Erf"] == ops["Exp"] == ops["Sqrt"] == 0  # no step of them left behind
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from jaxqa.errors import Error
 
-OPSET = 18
+OPSET = 20  # Gelu's
 
 
 class ExportError(Error):
@@ -63,6 +63,7 @@ class _Graph:
         self.env: dict[Any, str] = {}  # jaxpr variable -> tensor name
         self.dims: dict[str, _Dim] = {}  # a symbolic dimension, expression or shape -> its tensor
         self.unexpanded: set = set()  # broadcasts that their consumers broadcast themselves
+        self.producer: dict = {}  # jaxpr variable -> the equation that made it
         self._count = 0
 
     def fresh(self, stem: str) -> str:
@@ -129,8 +130,6 @@ def _elementwise(op: str) -> Rule:
 for _name, _op in {
     "add": "Add",
     "sub": "Sub",
-    "mul": "Mul",
-    "div": "Div",
     "max": "Max",
     "min": "Min",
     "neg": "Neg",
@@ -163,19 +162,131 @@ def _ne(g, eqn, ins, params):
     return [g.node("Not", [g.node("Equal", ins)])]
 
 
+# Idioms: what ONNX has an op for, and ONNX Runtime fuses further (LayerNorm,
+# Softmax, Gelu), written as that op rather than as its steps.
+
+
+def _made(g: _Graph, atom, primitive: str):
+    """The equation of `primitive` that made `atom`, if one did (in this jaxpr)."""
+    eqn = None if isinstance(atom, jax.extend.core.Literal) else g.producer.get(atom)
+    return eqn if eqn is not None and eqn.primitive.name == primitive else None
+
+
+def _literal(atom):
+    return float(np.asarray(atom.val)) if isinstance(atom, jax.extend.core.Literal) and np.ndim(atom.val) == 0 else None
+
+
+def _kept_reduction(g: _Graph, atom, primitive: str):
+    """(operand, axes) of a `primitive` reduction whose result `atom` is, its
+    reduced axes kept as 1s (a broadcast that adds only them)."""
+    broadcast = _made(g, atom, "broadcast_in_dim")
+    reduction = broadcast and _made(g, broadcast.invars[0], primitive)
+    if not reduction:
+        return None
+    axes = tuple(int(a) for a in reduction.params["axes"])
+    shape, kept = broadcast.params["shape"], tuple(int(d) for d in broadcast.params["broadcast_dimensions"])
+    rank = len(shape)
+    if kept != tuple(d for d in range(rank) if d not in axes) or any(shape[a] != 1 for a in axes):
+        return None
+    return reduction.invars[0], axes
+
+
+@_rule("div")
+def _div(g, eqn, ins, params):
+    numerator, denominator = eqn.invars
+    # mean: sum(x, axes, kept) / n -> ReduceMean
+    summed = _kept_reduction(g, numerator, "reduce_sum")
+    if summed and _literal(denominator) is not None:
+        x, axes = summed
+        if all(isinstance(x.aval.shape[a], int) for a in axes) and _literal(denominator) == np.prod(
+            [x.aval.shape[a] for a in axes]
+        ):
+            return [g.node("ReduceMean", [g.read(x), g.const(list(axes), np.int64)], keepdims=1)]
+    # softmax: exp(a - m) / sum(exp(a - m), last axis, kept), m constant along it -> Softmax(a)
+    exp = _made(g, numerator, "exp")
+    shifted = exp and _made(g, exp.invars[0], "sub")
+    total = _kept_reduction(g, denominator, "reduce_sum")
+    if shifted and total and total[0] is numerator and total[1] == (len(numerator.aval.shape) - 1,):
+        a, m = shifted.invars
+        if (
+            not isinstance(a, jax.extend.core.Literal)
+            and a.aval.shape == numerator.aval.shape
+            and m.aval.shape[-1] == 1
+        ):
+            return [g.node("Softmax", [g.read(a)], axis=-1)]
+    return [g.node("Div", ins)]
+
+
+def _mean(g: _Graph, atom):
+    """(x, axis) if `atom` is the mean of x over its last axis, kept as 1."""
+    div = _made(g, atom, "div")
+    summed = div and _kept_reduction(g, div.invars[0], "reduce_sum")
+    if not summed:
+        return None
+    x, axes = summed
+    last = len(x.aval.shape) - 1
+    if axes != (last,) or not isinstance(x.aval.shape[last], int) or _literal(div.invars[1]) != x.aval.shape[last]:
+        return None
+    return x
+
+
+def _layer_norm(g: _Graph, centred, rsqrt):
+    """LayerNormalization of x over its last axis, without scale and bias, if
+    `centred` * `rsqrt` is (x - mean(x)) * rsqrt(mean((x - mean(x))^2) + eps)."""
+    centring = _made(g, centred, "sub")
+    plus = _made(g, rsqrt.invars[0], "add")
+    if not centring or not plus or _mean(g, centring.invars[1]) is not centring.invars[0]:
+        return None
+    x = centring.invars[0]
+    for i, atom in enumerate(plus.invars):
+        epsilon = _literal(plus.invars[1 - i])
+        squared = _made(g, _mean(g, atom), "square") if epsilon is not None else None
+        deviation = squared and _made(g, squared.invars[0], "sub")
+        if deviation and deviation.invars[0] is x and _mean(g, deviation.invars[1]) is x:
+            width = x.aval.shape[-1]
+            ones, zeros = g.const(np.ones(width, np.float32)), g.const(np.zeros(width, np.float32))
+            return g.node("LayerNormalization", [g.read(x), ones, zeros], axis=-1, epsilon=epsilon)
+    return None
+
+
+def _gelu(g: _Graph, half, erfc):
+    """Gelu of x, if `half` * `erfc` is (0.5 * x) * erfc(-x * 1/sqrt(2)), as jax.nn.gelu writes it."""
+    halving = _made(g, half, "mul")
+    scaled = _made(g, erfc.invars[0], "mul")
+    if not halving or not scaled or 0.5 not in map(_literal, halving.invars):
+        return None
+    x = halving.invars[1] if _literal(halving.invars[0]) == 0.5 else halving.invars[0]
+    for i, atom in enumerate(scaled.invars):
+        negated = _made(g, atom, "neg")
+        if negated and negated.invars[0] is x and np.isclose(_literal(scaled.invars[1 - i]) or 0, np.sqrt(0.5)):
+            return g.node("Gelu", [g.read(x)])
+    return None
+
+
+@_rule("mul")
+def _mul(g, eqn, ins, params):
+    for i, atom in enumerate(eqn.invars):
+        other = eqn.invars[1 - i]
+        rsqrt, erfc = _made(g, atom, "rsqrt"), _made(g, atom, "erfc")
+        fused = (rsqrt and _layer_norm(g, other, rsqrt)) or (erfc and _gelu(g, other, erfc))
+        if fused:
+            return [fused]
+    return [g.node("Mul", ins)]
+
+
 @_rule("erfc")
 def _erfc(g, eqn, ins, params):
     return [g.node("Sub", [g.const(1.0, eqn.invars[0].aval.dtype), g.node("Erf", ins)])]
 
 
+@_rule("square")
+def _square(g, eqn, ins, params):
+    return [g.node("Pow", [ins[0], g.const(2.0, eqn.invars[0].aval.dtype)])]
+
+
 @_rule("rsqrt")
 def _rsqrt(g, eqn, ins, params):
     return [g.node("Reciprocal", [g.node("Sqrt", ins)])]
-
-
-@_rule("square")
-def _square(g, eqn, ins, params):
-    return [g.node("Mul", [ins[0], ins[0]])]
 
 
 @_rule("integer_pow")
@@ -209,7 +320,7 @@ def _reduce(g, eqn, ins, params):
 
 @_rule("transpose")
 def _transpose(g, eqn, ins, params):
-    return [g.node("Transpose", ins, perm=[int(p) for p in params["permutation"]])]
+    return [_transposed(g, ins[0], eqn.invars[0].aval.shape, [int(p) for p in params["permutation"]])]
 
 
 @_rule("reshape")
@@ -422,8 +533,19 @@ def _inline(g: _Graph, closed, ins: list[str]) -> list[str]:
             raise ExportError(f"the primitive {eqn.primitive.name!r} is not written to ONNX")
         outs = rule(g, eqn, [g.read(v) for v in eqn.invars], eqn.params)
         for var, name in zip(eqn.outvars, outs):
-            g.env[var] = name
+            g.env[var], g.producer[var] = name, eqn
     return [g.read(v) for v in jaxpr.outvars]
+
+
+def _needed(g: _Graph, outputs: Sequence[str]) -> tuple[list, list]:
+    """The nodes and initializers the outputs need, in their order (an idiom
+    leaves the steps it replaced unused)."""
+    wanted, kept = set(outputs), []
+    for node in reversed(g.nodes):
+        if wanted.intersection(node.output):
+            kept.append(node)
+            wanted.update(node.input)
+    return kept[::-1], [tensor for tensor in g.initializers if tensor.name in wanted]
 
 
 def _value_info(name: str, aval) -> onnx.ValueInfoProto:
@@ -451,13 +573,14 @@ def to_onnx(
     results = _inline(g, jax.extend.core.ClosedJaxpr(closed.jaxpr, closed.consts), [g.env[v] for v in invars])
     for result, name in zip(results, outputs):
         g.nodes.append(helper.make_node("Identity", [result], [name]))
+    nodes, initializers = _needed(g, outputs)
     graph = helper.make_graph(
-        g.nodes,
+        nodes,
         "jaxqa",
         [_value_info(name, var.aval) for var, name in zip(feeds, inputs)],
         [_value_info(name, var.aval) for var, name in zip(closed.jaxpr.outvars, outputs)],
-        g.initializers,
+        initializers,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], doc_string=doc)
-    model.ir_version = 8  # the newest that every ONNX Runtime of the last two years reads
+    model.ir_version = 9  # opset 20's, which ONNX Runtime reads since 1.16
     return model
