@@ -39,6 +39,7 @@ with --bucket-step N).
 import argparse
 import json
 import multiprocessing
+import os
 import shutil
 import subprocess
 import sys
@@ -51,7 +52,7 @@ import common
 import numpy as np
 import same_weights
 
-from jaxqa.squad.tokenizer import TOKENIZER_FILES
+from jaxqa.checkpoint import copy_tokenizer
 
 SIDES = (
     "jaxqa-fp32",
@@ -257,9 +258,8 @@ def torch_onnx(hf_folder: Path, out: Path, precision: str) -> Path:
     if precision == "int8":
         quantize_dynamic(fp32, out / write.MODEL_FILE, per_channel=True, weight_type=QuantType.QInt8)
         fp32.unlink()
-    for name in ("config.json", *TOKENIZER_FILES):
-        if (hf_folder / name).is_file():
-            shutil.copy2(hf_folder / name, out / name)
+    shutil.copy2(hf_folder / "config.json", out / "config.json")
+    copy_tokenizer(hf_folder, out)
     record = {"format": "onnx", "model_type": json.loads((hf_folder / "config.json").read_text())["model_type"]}
     (out / write.RECORD_FILE).write_text(json.dumps({**record, "precision": precision, "made_by": "torch.onnx.export"}))
     return out
@@ -323,6 +323,7 @@ def main() -> None:
         "warm": args.warm,
         "sides": sides,
         "bucket_step": args.bucket_step or "pipeline default",
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),  # e.g. --xla_cpu_use_onednn=true, set for every side
     }
     common.write(args.name + (f"_step{args.bucket_step}" if args.bucket_step else ""), settings, rows)
 

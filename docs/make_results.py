@@ -51,7 +51,18 @@ SECTIONS = [
             "cpu_matmul_cpu",
         ],
     ),
-    ("Precision", "Accuracy and speed of the matrix products in float32, bfloat16 and int8.", ["precision_eval_cpu"]),
+    (
+        "ONNX exports",
+        "jaxqa-export's ONNX models (float32, int8) served by jaxqa's pipeline under ONNX Runtime, against jaxqa's "
+        "own modes, PyTorch, and ONNX Runtime over torch.onnx.export of the same weights (torchonnx), one question "
+        "at a time as above; jaxqa's modes with XLA's oneDNN flag; a compact BERT-base exported at its compact shape.",
+        ["export_latency_cpu", "cpu_latency_onednn_cpu", "compact_export_speed_cpu"],
+    ),
+    (
+        "Precision",
+        "Accuracy and speed of the matrix products in float32, bfloat16 and int8, and of the ONNX exports.",
+        ["precision_eval_cpu"],
+    ),
     (
         "Learning on a CPU",
         "The real MiniLM fine-tuned on slices of SQuAD 1.1 with jaxqa.train, a student distilled from it, and "
@@ -184,6 +195,8 @@ def headline(found: dict[str, dict]) -> str:
     length = found["length_speed_cpu"]["rows"][1]
     core = {(r["model"], r["precision"]): r for r in found["encoder_core_latency_cpu"]["rows"]}
     bert = latency[("bert-base", "jaxqa-fp32")]
+    exports = {(r["model"], r["side"]): r for r in found["export_latency_cpu"]["rows"]}
+    export, torch_onnx = exports[("bert-base", "onnx-fp32")], exports[("bert-base", "torchonnx-fp32")]
     rows = [
         (
             "Fine-tune the real MiniLM on 800 SQuAD questions, 2 CPU cores",
@@ -196,6 +209,12 @@ def headline(found: dict[str, dict]) -> str:
             f"{bert['median_ms']:.0f} ms, {bert['vs_pytorch_fp32']}x PyTorch float32 "
             f"({bert['agree_with_pytorch_fp32']} answers alike)",
             "cpu_latency_cpu",
+        ),
+        (
+            "BERT-base exported to ONNX, float32, one question at a time under ONNX Runtime",
+            f"{export['median_ms']:.0f} ms, {round(export['median_ms'] / torch_onnx['median_ms'], 3)}x ONNX Runtime "
+            f"over torch.onnx.export ({export['agree_with_pytorch_fp32']} answers alike with PyTorch)",
+            "export_latency_cpu",
         ),
         (
             "MiniLM pruned to half its encoder weights (hybrid)",

@@ -153,7 +153,7 @@ def save_pretrained(
             tmp / PARAMS_FILE, tensors, {"format": "jaxqa", "model_type": model_type, "precision": precision_of(params)}
         )
         if tokenizer_from:
-            _copy_tokenizer(Path(tokenizer_from), tmp)
+            copy_tokenizer(Path(tokenizer_from), tmp)
             if not any((tmp / name).is_file() for name in ("tokenizer.json", "vocab.txt")):
                 log.warning(
                     f"{tokenizer_from}: no tokenizer.json or vocab.txt to copy; jaxqa.predict and "
@@ -167,7 +167,8 @@ def _write_safetensors(path: Path, tensors: dict[str, np.ndarray], metadata: dic
     path.write_bytes(save(tensors, metadata=metadata))
 
 
-def _copy_tokenizer(src: Path, dst: Path) -> None:
+def copy_tokenizer(src: Path, dst: Path) -> None:
+    """Copies the tokenizer files that `src` has into the folder `dst`."""
     for name in TOKENIZER_FILES:
         if (src / name).is_file():
             shutil.copy2(src / name, dst / name)
@@ -193,7 +194,7 @@ def export_hf(src: str | Path, out: str | Path, overwrite: bool = False, pad: bo
         state = convert.params_to_hf(source.model_type, config, params)
         _write_safetensors(tmp / "model.safetensors", state, {"format": "pt"})
         (tmp / "config.json").write_text(json.dumps(config.to_hf(), indent=2) + "\n")
-        _copy_tokenizer(source.folder, tmp)
+        copy_tokenizer(source.folder, tmp)
     return Path(out)
 
 

@@ -28,7 +28,7 @@ import numpy as np
 from flax import traverse_util
 from jax import export as jax_export
 
-from jaxqa.checkpoint import TOKENIZER_FILES, atomic_folder, open_checkpoint
+from jaxqa.checkpoint import atomic_folder, copy_tokenizer, open_checkpoint
 from jaxqa.errors import Error
 from jaxqa.models.encoder import SpanModel
 from jaxqa.models.stacking import Execution
@@ -95,9 +95,7 @@ def export_onnx(src: str | Path, out: str | Path, precision: str = "fp32", overw
                 finally:
                     logging.disable(logging.NOTSET)
         shutil.copy2(source.folder / "config.json", tmp / "config.json")
-        for name in TOKENIZER_FILES:
-            if (source.folder / name).is_file():
-                shutil.copy2(source.folder / name, tmp / name)
+        copy_tokenizer(source.folder, tmp)
         record = {
             "format": FORMAT,
             "model_type": source.model_type,
