@@ -1,8 +1,13 @@
 """The docs' numbers come from the records: docs/results.md and README.md's
-headline table are what docs/make_results.py makes of benchmarks/results/."""
+headline table are what docs/make_results.py makes of benchmarks/results/;
+the pages name every flag of every command."""
 
+import importlib
 import importlib.util
+import re
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,3 +24,29 @@ def test_the_results_page_and_the_headline_match_the_records(capsys):
         assert f"### {record.stem}\n" in page, record.name
     for plot in make_results.PLOTS:
         assert f"]({plot})" in page and (ROOT / "docs" / plot).is_file(), plot
+
+
+def help_flags(main, capsys) -> set[str]:
+    """The long flags a command's --help lists."""
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    return set(re.findall(r"--[a-z][a-z0-9-]*", capsys.readouterr().out)) - {"--help"}
+
+
+@pytest.mark.parametrize(
+    "command,page",
+    [
+        ("jaxqa.train", "training.md"),
+        ("jaxqa.evaluate", "inference.md"),
+        ("jaxqa.predict", "inference.md"),
+        ("jaxqa.export.write", "inference.md"),
+        ("jaxqa.squad.metric", "inference.md"),
+        ("jaxqa.convert.pt2flax", "models.md"),
+        ("jaxqa.convert.flax2pt", "models.md"),
+        ("jaxqa.convert.make_student", "models.md"),
+    ],
+)
+def test_the_docs_name_every_flag_of_each_command(command, page, capsys):
+    flags = help_flags(importlib.import_module(command).main, capsys)
+    text = (ROOT / "docs" / page).read_text()
+    assert flags and not [flag for flag in sorted(flags) if flag not in text], page
