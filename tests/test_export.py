@@ -4,6 +4,7 @@ length; int8 stays close; served back, an export answers as jaxqa does."""
 
 import collections
 import json
+import shutil
 
 import flax.linen as nn
 import jax
@@ -14,11 +15,13 @@ from test_compact import random_params
 
 pytest.importorskip("onnxruntime", reason="the ONNX export is the optional extra jaxqa[onnx]")
 import onnxruntime
+from safetensors.numpy import save_file
 
 import jaxqa
 from jaxqa import models
 from jaxqa.export import write
 from jaxqa.models import bert, compact, distilbert, mobilebert, squeezebert
+from jaxqa.models import convert as hf_names
 from jaxqa.models.encoder import SpanModel
 from jaxqa.squad.examples import read_squad
 
@@ -126,6 +129,17 @@ def test_the_pipeline_over_an_export_answers_as_jaxqa_does(teacher, exports, squ
     )
 
 
+def test_a_damaged_export_is_refused_in_one_line(exports, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(exports["fp32"], broken)
+    (broken / write.MODEL_FILE).write_bytes(b"not a model")
+    with pytest.raises(jaxqa.Error, match=r"model.onnx: ONNX Runtime cannot load it \("):
+        jaxqa.open_model(broken, "auto")
+    (broken / write.RECORD_FILE).write_text("{")
+    with pytest.raises(jaxqa.Error, match="export.json: not an export record jaxqa wrote"):
+        jaxqa.open_model(broken, "auto")
+
+
 def test_an_export_is_served_in_its_own_precision_only(exports):
     with pytest.raises(jaxqa.Error, match="an ONNX export in int8, which runs in that precision only"):
         jaxqa.pipeline(exports["int8"], precision="fp32")
@@ -164,13 +178,23 @@ def test_predict_and_evaluate_serve_an_export(teacher, exports, squad, tmp_path,
 
 
 def test_the_command_names_what_is_wrong_in_one_line(teacher, exports, tmp_path, capsys):
+    encoder = tmp_path / "encoder"  # a Hugging Face BERT without a span head
+    encoder.mkdir()
+    shutil.copy2(teacher / "config.json", encoder / "config.json")
+    model = jaxqa.load_pretrained(teacher)
+    state = hf_names.params_to_hf("bert", model.config, model.params)
+    save_file({k: v for k, v in state.items() if not k.startswith("qa_outputs")}, encoder / "model.safetensors")
+    (tmp_path / "a-file").write_text("")
     cases = [
         ([str(tmp_path / "missing"), str(tmp_path / "out")], "missing"),
         ([str(teacher), str(exports["fp32"])], "already exists and is not empty (pass --overwrite"),
+        ([str(teacher), str(tmp_path / "a-file")], "is a file, not a folder"),
+        ([str(encoder), str(tmp_path / "out")], "no span head (qa_outputs)"),
     ]
     for argv, said in cases:
         assert write.main(argv) == 2
         err = capsys.readouterr().err
         assert said in err and err.count("\n") == 1, err
+    assert not (tmp_path / "out").exists()
     assert write.main([str(teacher), str(tmp_path / "new"), "--precision", "int8"]) == 0
     assert json.loads((tmp_path / "new" / write.RECORD_FILE).read_text())["precision"] == "int8"
