@@ -45,13 +45,7 @@ class _Dim:
     def __mul__(self, other):
         return self._op("Mul", other)
 
-    def __sub__(self, other):
-        return self._op("Sub", other)
-
-    def __floordiv__(self, other):
-        return self._op("Div", other)
-
-    __radd__, __rmul__ = __add__, __mul__
+    __radd__, __rmul__ = __add__, __mul__  # all that a sum of products of the free dimensions needs
 
 
 class _Graph:
@@ -88,7 +82,12 @@ class _Graph:
         if isinstance(d, (int, np.integer)):
             return self.const(int(d), np.int64)
         if str(d) not in self.dims:  # an expression of the free dimensions, computed once
-            self.dims[str(d)] = d._evaluate(self.dims)
+            try:
+                self.dims[str(d)] = d._evaluate(self.dims)
+            except TypeError:  # floor division or modulo of a free dimension
+                raise ExportError(
+                    f"the dimension {d}: only sums and products of the free dimensions are written"
+                ) from None
         return self.dims[str(d)].name
 
     def shape(self, dims: Sequence) -> str:
@@ -191,17 +190,33 @@ def _kept_reduction(g: _Graph, atom, primitive: str):
     return reduction.invars[0], axes
 
 
+def _mean_of(g: _Graph, div):
+    """(x, axes) if the equation `div` is sum(x, axes, kept) / n, n the size of those axes."""
+    summed = _kept_reduction(g, div.invars[0], "reduce_sum")
+    if not summed:
+        return None
+    x, axes = summed
+    sizes = [x.aval.shape[a] for a in axes]
+    if not all(isinstance(n, int) for n in sizes) or _literal(div.invars[1]) != np.prod(sizes):
+        return None
+    return summed
+
+
+def _mean(g: _Graph, atom):
+    """x, if `atom` is the mean of x over its last axis, kept as 1."""
+    div = _made(g, atom, "div")
+    mean = div and _mean_of(g, div)
+    return mean[0] if mean and mean[1] == (len(mean[0].aval.shape) - 1,) else None
+
+
 @_rule("div")
 def _div(g, eqn, ins, params):
     numerator, denominator = eqn.invars
     # mean: sum(x, axes, kept) / n -> ReduceMean
-    summed = _kept_reduction(g, numerator, "reduce_sum")
-    if summed and _literal(denominator) is not None:
-        x, axes = summed
-        if all(isinstance(x.aval.shape[a], int) for a in axes) and _literal(denominator) == np.prod(
-            [x.aval.shape[a] for a in axes]
-        ):
-            return [g.node("ReduceMean", [g.read(x), g.const(list(axes), np.int64)], keepdims=1)]
+    mean = _mean_of(g, eqn)
+    if mean:
+        x, axes = mean
+        return [g.node("ReduceMean", [g.read(x), g.const(list(axes), np.int64)], keepdims=1)]
     # softmax: exp(a - m) / sum(exp(a - m), last axis, kept), m constant along it -> Softmax(a)
     exp = _made(g, numerator, "exp")
     shifted = exp and _made(g, exp.invars[0], "sub")
@@ -215,19 +230,6 @@ def _div(g, eqn, ins, params):
         ):
             return [g.node("Softmax", [g.read(a)], axis=-1)]
     return [g.node("Div", ins)]
-
-
-def _mean(g: _Graph, atom):
-    """(x, axis) if `atom` is the mean of x over its last axis, kept as 1."""
-    div = _made(g, atom, "div")
-    summed = div and _kept_reduction(g, div.invars[0], "reduce_sum")
-    if not summed:
-        return None
-    x, axes = summed
-    last = len(x.aval.shape) - 1
-    if axes != (last,) or not isinstance(x.aval.shape[last], int) or _literal(div.invars[1]) != x.aval.shape[last]:
-        return None
-    return x
 
 
 def _layer_norm(g: _Graph, centred, rsqrt):
@@ -296,7 +298,7 @@ def _integer_pow(g, eqn, ins, params):
 
 @_rule("name", "copy", "copy_p", "stop_gradient", "optimization_barrier")
 def _identity(g, eqn, ins, params):
-    return [g.node("Identity", [x]) for x in ins]
+    return list(ins)  # the same tensors
 
 
 @_rule("convert_element_type")
