@@ -1,20 +1,22 @@
 """Compact models run as fast as their FLOPs say: BERT-base pruned at random to
 about the shape of the published block-pruned model (80 of its 144 heads and
 two thirds of its feed-forward units removed), one question at a time on the
-CPU. Sides: jaxqa dense, jaxqa compact, their ONNX exports (`jaxqa-export`,
-served by jaxqa's pipeline under ONNX Runtime) and PyTorch dense, all float32,
-each in a process of its own, taking the same real dev questions in turns
-(`cpu_latency.py`).
+CPU. Sides: jaxqa dense, jaxqa compact, their ONNX and LiteRT exports
+(`jaxqa-export`, served by jaxqa's pipeline under ONNX Runtime and the LiteRT
+interpreter) and PyTorch dense, all float32, each in a process of its own,
+taking the same real dev questions in turns (`cpu_latency.py`).
 
-    python benchmarks/compact_speed.py [--questions 40] [--heads-removed 80] [--units-kept 0.333] [--no-onnx]
+    python benchmarks/compact_speed.py [--questions 40] [--heads-removed 80] [--units-kept 0.333]
+        [--exports onnx,litert]
 
 The compact model is made as a pruning run makes it: the removed heads' rows
 of the attention output and the removed units' rows of the output kernel are
 zeroed in the dense weights (random initialisation, seed 0), and
 `compact.compact` takes them out. The FLOP ratio is dense over compact
 `forward_flops` summed over the questions' first windows at their padded
-lengths; the target is a speed-up of at least 0.8 times it, for jaxqa and for
-the exports under ONNX Runtime alike.
+lengths (for LiteRT, whose windows are all 384 tokens, at 384); the target
+is a speed-up of at least 0.8 times it, for jaxqa and for each export under
+its runtime alike.
 Results: benchmarks/results/compact_speed_<platform>.json.
 """
 
@@ -70,7 +72,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--squad-dir", type=Path, default=common.SQUAD)
     p.add_argument("--workdir", type=Path, default=common.WEIGHTS)
-    p.add_argument("--no-onnx", action="store_true", help="leave out the ONNX exports")
+    p.add_argument("--exports", default="onnx,litert", help="export formats to add as sides ('' for none)")
     p.add_argument("--name", default="compact_speed", help="of the results file")
     args = p.parse_args()
 
@@ -87,25 +89,28 @@ def main() -> None:
         for name, config in (("dense", dense_config), ("compact", small_config))
     }
     flop_ratio = flops["dense"] / flops["compact"]
+    flop_ratio_at_384 = bert.forward_flops(dense_config, MAX_LEN) / bert.forward_flops(small_config, MAX_LEN)
 
     runs = {
         "jaxqa-dense": ("jaxqa-fp32", dense),
         "jaxqa-compact": ("jaxqa-fp32", small),
         "pytorch-fp32": ("pytorch-fp32", hf_folder),
     }
-    if not args.no_onnx:
+    for runtime in filter(None, args.exports.split(",")):
         for name, folder in (("dense", dense), ("compact", small)):
-            runs[f"onnx-{name}"] = ("onnx-fp32", cpu_latency.side_folder("onnx-fp32", hf_folder, folder, args.workdir))
+            side = f"{runtime}-fp32"
+            runs[f"{runtime}-{name}"] = (side, cpu_latency.side_folder(side, hf_folder, folder, args.workdir))
     rows = cpu_latency.warm_latency(runs, questions, args.warm, None)
     median = {row["side"]: row["median_ms"] for row in rows}
     for row in rows:
         runtime = row["side"].split("-")[0]
         row["speed_up_vs_jaxqa_dense"] = round(median["jaxqa-dense"] / row["median_ms"], 3)
-        if runtime == "onnx":
-            row["speed_up_vs_onnx_dense"] = round(median["onnx-dense"] / row["median_ms"], 3)
+        if runtime in ("onnx", "litert"):
+            row[f"speed_up_vs_{runtime}_dense"] = round(median[f"{runtime}-dense"] / row["median_ms"], 3)
         if row["side"].endswith("-compact"):
-            row["flop_ratio"] = round(flop_ratio, 3)
-            row["speed_up_over_flop_ratio"] = round(median[f"{runtime}-dense"] / row["median_ms"] / flop_ratio, 3)
+            ratio = flop_ratio_at_384 if runtime == "litert" else flop_ratio
+            row["flop_ratio"] = round(ratio, 3)
+            row["speed_up_over_flop_ratio"] = round(median[f"{runtime}-dense"] / row["median_ms"] / ratio, 3)
             row["target_met"] = row["speed_up_over_flop_ratio"] >= 0.8
     settings = {
         **vars(args),
@@ -114,9 +119,7 @@ def main() -> None:
         "median_padded_length": int(np.median(padded)),
         "flops_dense": flops["dense"],
         "flops_compact": flops["compact"],
-        "flop_ratio_at_384": round(
-            bert.forward_flops(dense_config, MAX_LEN) / bert.forward_flops(small_config, MAX_LEN), 3
-        ),
+        "flop_ratio_at_384": round(flop_ratio_at_384, 3),
     }
     common.write(args.name, settings, rows)
 

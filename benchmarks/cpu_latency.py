@@ -4,14 +4,15 @@ same weights and the same real SQuAD dev questions, in every precision.
 
     python benchmarks/cpu_latency.py [--models bert-base,squeezebert,mobilebert,minilm]
         [--sides jaxqa-fp32,jaxqa-bf16,jaxqa-int8,pytorch-fp32,pytorch-bf16,pytorch-int8,
-                 onnx-fp32,onnx-int8,torchonnx-fp32,torchonnx-int8]
+                 onnx-fp32,onnx-int8,litert-fp32,litert-int8,torchonnx-fp32,torchonnx-int8]
         [--finetuned runs/minilm-cpu/train/model] [--questions 60]
 
 Sides: jaxqa's pipeline with `precision=` fp32, bf16 or int8; the transformers
 pipeline in float32, under bfloat16 autocast, and with every `nn.Linear`
 quantized by PyTorch's dynamic int8 quantization (SqueezeBERT's encoder is made
 of Conv1d, which that leaves in float32); jaxqa's pipeline over its ONNX
-exports (`jaxqa-export`, float32 and int8) under ONNX Runtime; and, the path a
+exports (`jaxqa-export`, float32 and int8) under ONNX Runtime and over its
+LiteRT exports (fixed 384-token windows) under the LiteRT interpreter; and, the path a
 PyTorch user takes, ONNX Runtime over `torch.onnx.export` of the transformers
 model (float32, and ONNX Runtime's dynamic int8 of it), served by the same
 jaxqa pipeline so that only the graph differs.
@@ -63,10 +64,12 @@ SIDES = (
     "pytorch-int8",
     "onnx-fp32",
     "onnx-int8",
+    "litert-fp32",
+    "litert-int8",
     "torchonnx-fp32",
     "torchonnx-int8",
 )
-SERVED_BY_JAXQA = ("jaxqa", "onnx", "torchonnx")  # runtimes that jaxqa's pipeline serves
+SERVED_BY_JAXQA = ("jaxqa", "onnx", "litert", "torchonnx")  # runtimes that jaxqa's pipeline serves
 
 # Run in a fresh interpreter: the seconds from the start of the process to the
 # weights loaded, and to the first answer.
@@ -256,11 +259,16 @@ def torch_onnx(hf_folder: Path, out: Path, precision: str) -> Path:
             dynamo=False,
         )
     if precision == "int8":
-        quantize_dynamic(fp32, out / write.MODEL_FILE, per_channel=True, weight_type=QuantType.QInt8)
+        quantize_dynamic(fp32, out / write.MODEL_FILES["onnx"], per_channel=True, weight_type=QuantType.QInt8)
         fp32.unlink()
     shutil.copy2(hf_folder / "config.json", out / "config.json")
     copy_tokenizer(hf_folder, out)
-    record = {"format": "onnx", "model_type": json.loads((hf_folder / "config.json").read_text())["model_type"]}
+    record = {
+        "format": "onnx",
+        "model_type": json.loads((hf_folder / "config.json").read_text())["model_type"],
+        "inputs": list(write.INPUTS),
+        "outputs": list(write.OUTPUTS),
+    }
     (out / write.RECORD_FILE).write_text(json.dumps({**record, "precision": precision, "made_by": "torch.onnx.export"}))
     return out
 
@@ -268,11 +276,11 @@ def torch_onnx(hf_folder: Path, out: Path, precision: str) -> Path:
 def side_folder(side: str, hf_folder: Path, our_folder: Path, workdir: Path) -> Path:
     """The folder a side runs, made the first time it is asked for."""
     runtime, mode = side.split("-")
-    if runtime == "onnx":
+    if runtime in ("onnx", "litert"):
         from jaxqa.export import write
 
-        out = workdir / f"{our_folder.name}-onnx-{mode}"
-        return out if out.is_dir() else write.export_onnx(our_folder, out, mode)
+        out = workdir / f"{our_folder.name}-{runtime}-{mode}"
+        return out if out.is_dir() else write.export(our_folder, out, runtime, mode)
     if runtime == "torchonnx":
         return torch_onnx(hf_folder, workdir / f"{hf_folder.name}-torchonnx-{mode}", mode)
     return our_folder if runtime == "jaxqa" else hf_folder

@@ -2,10 +2,11 @@
 `python -m jaxqa.evaluate --precision MODE` on the first questions of
 dev-v1.1.json, each mode in a process of its own, one after the other; the
 modes onnx-fp32 and onnx-int8 evaluate the checkpoint's ONNX export
-(`jaxqa-export --precision fp32|int8`) under ONNX Runtime.
+(`jaxqa-export --precision fp32|int8`) under ONNX Runtime, and litert-fp32
+and litert-int8 its LiteRT export (384-token windows) under LiteRT.
 
     python benchmarks/precision_eval.py [--checkpoint runs/minilm-cpu/train/model] [--questions 1000]
-        [--modes fp32,bf16,int8,onnx-fp32,onnx-int8]
+        [--modes fp32,bf16,int8,onnx-fp32,onnx-int8,litert-fp32,litert-int8]
 
 Per mode: EM/F1, their difference to float32's, the share of answers equal to
 float32's, and the evaluation's windows per second (as jaxqa.evaluate logs it:
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import common
 
-MODES = ("fp32", "bf16", "int8", "onnx-fp32", "onnx-int8")
+MODES = ("fp32", "bf16", "int8", "onnx-fp32", "onnx-int8", "litert-fp32", "litert-int8")
 
 
 def first_questions(path: Path, count: int) -> dict:
@@ -45,10 +46,11 @@ def first_questions(path: Path, count: int) -> dict:
 
 
 def evaluate(checkpoint: Path, data: Path, mode: str, batch_size: int, out: Path) -> dict:
-    if mode.startswith("onnx-"):
+    if "-" in mode:
         from jaxqa.export import write
 
-        checkpoint = write.export_onnx(checkpoint, out / "export", mode.split("-")[1])
+        fmt, precision = mode.split("-")
+        checkpoint = write.export(checkpoint, out / "export", fmt, precision)
         mode = "auto"  # an export runs in its own precision
     done = subprocess.run(
         [

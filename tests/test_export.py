@@ -97,7 +97,7 @@ def test_layer_norm_softmax_and_gelu_are_written_as_their_onnx_ops():
 def exports(teacher, tmp_path_factory):
     """The teacher exported in float32 and in int8."""
     out = tmp_path_factory.mktemp("exports")
-    return {p: write.export_onnx(teacher, out / p, p) for p in write.PRECISIONS}
+    return {p: write.export(teacher, out / p, "onnx", p) for p in write.PRECISIONS}
 
 
 def test_int8_stays_near_float32(teacher, exports, squad):
@@ -110,8 +110,8 @@ def test_int8_stays_near_float32(teacher, exports, squad):
     int8 = np.stack(jaxqa.open_model(exports["int8"], "auto")(*inputs))
     real = np.broadcast_to(inputs[1] > 0, fp32.shape)
     assert np.abs(int8 - fp32)[real].max() < 0.05 * np.abs(fp32[real]).max()
-    assert (exports["int8"] / write.MODEL_FILE).stat().st_size < 0.5 * (
-        exports["fp32"] / write.MODEL_FILE
+    assert (exports["int8"] / write.MODEL_FILES["onnx"]).stat().st_size < 0.5 * (
+        exports["fp32"] / write.MODEL_FILES["onnx"]
     ).stat().st_size
 
 
@@ -132,7 +132,7 @@ def test_the_pipeline_over_an_export_answers_as_jaxqa_does(teacher, exports, squ
 def test_a_damaged_export_is_refused_in_one_line(exports, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(exports["fp32"], broken)
-    (broken / write.MODEL_FILE).write_bytes(b"not a model")
+    (broken / write.MODEL_FILES["onnx"]).write_bytes(b"not a model")
     with pytest.raises(jaxqa.Error, match=r"model.onnx: ONNX Runtime cannot load it \("):
         jaxqa.open_model(broken, "auto")
     (broken / write.RECORD_FILE).write_text("{")

@@ -1,20 +1,22 @@
-"""An ONNX export folder (`jaxqa.export.write`) as a model that jaxqa serves.
+"""An export folder (`jaxqa.export.write`) as a model that jaxqa serves.
 
 `Exported` answers to what `jaxqa.pipeline`, `jaxqa.predict` and
 `jaxqa.evaluate` ask of a loaded model: `forward(params, input_ids,
 attention_mask, token_type_ids)` -> start, end logits (B, T) as numpy,
-`precision`, `config` and `tokenizer`. ONNX Runtime runs it on the CPU.
+`precision`, `config` and `tokenizer`. ONNX Runtime runs an ONNX export and
+the LiteRT interpreter a LiteRT one, on the CPU.
 """
 
 import functools
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 
 from jaxqa.checkpoint import Source
 from jaxqa.errors import Error
-from jaxqa.export.write import INPUTS, MODEL_FILE, RECORD_FILE
+from jaxqa.export.write import EXPORT_NAMES, MODEL_FILES, RECORD_FILE
 from jaxqa.squad.tokenizer import load_tokenizer
 
 
@@ -29,7 +31,7 @@ class _Session:
 
     traces = 0
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, record: dict):
         try:
             import onnxruntime
         except ImportError:
@@ -38,14 +40,60 @@ class _Session:
             self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         except Exception as err:  # onnxruntime raises its own types for unreadable or invalid files
             raise Error(f"{path}: ONNX Runtime cannot load it ({str(err).splitlines()[0]})") from None
+        self.inputs, self.outputs = record["inputs"], record["outputs"]
 
     def __call__(self, params, input_ids, attention_mask, token_type_ids) -> tuple[np.ndarray, np.ndarray]:
         feeds = {
             name: np.asarray(array, np.int32)
-            for name, array in zip(INPUTS, (input_ids, attention_mask, token_type_ids))
+            for name, array in zip(self.inputs, (input_ids, attention_mask, token_type_ids))
         }
-        start, end = self.session.run(None, feeds)
+        start, end = self.session.run(self.outputs, feeds)
         return start, end
+
+
+class _Interpreter:
+    """The LiteRT interpreter of a model file with a fixed window (1, L),
+    called as a jaxqa forward is: each window of a batch (B, T <= L) runs on
+    its own, padded to L with masked positions, which change no logit of the
+    window's own tokens."""
+
+    traces = 0
+
+    def __init__(self, path: Path, record: dict):
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError:
+            raise Error(f'{path}: serving a LiteRT export needs ai-edge-litert: pip install "jaxqa[litert]"') from None
+        try:
+            interpreter = Interpreter(model_path=str(path), num_threads=len(os.sched_getaffinity(0)))
+            self.runner = interpreter.get_signature_runner()
+        except Exception as err:  # the interpreter raises ValueError or RuntimeError for files it cannot read
+            raise Error(f"{path}: the LiteRT interpreter cannot load it ({str(err).splitlines()[0]})") from None
+        self.path, self.length = path, record["length"]
+        self.inputs = record["inputs"]
+        self.start, self.end = "start_logits", "end_logits"
+
+    def __call__(self, params, input_ids, attention_mask, token_type_ids) -> tuple[np.ndarray, np.ndarray]:
+        batch, width = np.shape(input_ids)
+        if width > self.length:
+            raise Error(
+                f"{self.path}: windows of {width} tokens do not fit this LiteRT export's {self.length}; "
+                f"ask for at most {self.length} (max_seq_length), or export with --sequence {width}"
+            )
+        start = np.zeros((batch, width), np.float32)
+        end = np.zeros((batch, width), np.float32)
+        for row in range(batch):
+            feeds = {}
+            for name, array in zip(self.inputs, (input_ids, attention_mask, token_type_ids)):
+                window = np.zeros((1, self.length), np.int32)
+                window[0, :width] = array[row]
+                feeds[name] = window
+            logits = self.runner(**feeds)
+            start[row], end[row] = logits[self.start][0, :width], logits[self.end][0, :width]
+        return start, end
+
+
+RUNNERS: dict[str, type[_Session] | type[_Interpreter]] = {"onnx": _Session, "litert": _Interpreter}
 
 
 class Exported:
@@ -61,17 +109,22 @@ class Exported:
         record_path = self.folder / RECORD_FILE
         try:
             record = json.loads(record_path.read_text())
+            self.format: str = record["format"]
             self.precision: str = record["precision"]
+            runner = RUNNERS[self.format]
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise Error(f"{record_path}: not an export record jaxqa wrote ({err})") from None
         self._check(precision)
-        self.forward = _Session(self.folder / MODEL_FILE)
+        try:
+            self.forward: _Session | _Interpreter = runner(self.folder / MODEL_FILES[self.format], record)
+        except KeyError as err:
+            raise Error(f"{record_path}: not an export record jaxqa wrote (no {err})") from None
 
     def _check(self, precision: str) -> None:
         if precision not in ("auto", self.precision):
             raise Error(
-                f"precision {precision}: {self.folder} is an ONNX export in {self.precision}, which runs in that "
-                "precision only (ask for it, or auto)"
+                f"precision {precision}: {self.folder} is {EXPORT_NAMES[self.format]} in {self.precision}, "
+                "which runs in that precision only (ask for it, or auto)"
             )
 
     def with_precision(self, precision: str) -> "Exported":

@@ -1,16 +1,25 @@
-"""A checkpoint folder written as an ONNX export folder.
+"""A checkpoint folder written as an export folder, ONNX or LiteRT.
 
-    jaxqa-export CKPT OUT [--precision fp32|int8] [--overwrite]
+    jaxqa-export CKPT OUT [--format onnx|litert] [--precision fp32|int8]
+        [--sequence N] [--task-library] [--overwrite]
 
-OUT holds `model.onnx`, the checkpoint's `config.json` and tokenizer files,
-and `export.json` (format, precision, inputs and outputs). The model takes
-`input_ids`, `attention_mask` and `token_type_ids`, each int32 (batch,
-sequence) with both dimensions free, and gives `start_logits` and
-`end_logits`, float32 (batch, sequence), as the jaxqa model does.
+OUT holds the model file (`model.onnx` or `model.tflite`), the checkpoint's
+`config.json` and tokenizer files, and `export.json` (format, precision,
+inputs and outputs, and a LiteRT model's window length).
 
-`int8` is ONNX Runtime's dynamic quantization of the float32 export: int8
-weights per output channel, activations quantized per tensor as each product
-runs (MatMulInteger), everything else float32.
+ONNX: the model takes `input_ids`, `attention_mask` and `token_type_ids`, each
+int32 (batch, sequence) with both dimensions free, and gives `start_logits` and
+`end_logits`, float32 (batch, sequence), as the jaxqa model does. `int8` is
+ONNX Runtime's dynamic quantization of the float32 export: int8 weights per
+output channel, activations quantized per tensor as each product runs
+(MatMulInteger), everything else float32.
+
+LiteRT: the same inputs and outputs at a fixed shape (1, N), N = `--sequence`
+(384 by default), in the signature `serving_default`. `int8` is the AI Edge
+Quantizer's dynamic range quantization: int8 weights per output channel,
+activations quantized as each product runs. `--task-library` names them as the
+TensorFlow Lite Task Library's `BertQuestionAnswerer` expects: inputs `ids`,
+`mask`, `segment_ids`, outputs `end_logits` then `start_logits`, [1, 384].
 """
 
 import argparse
@@ -33,12 +42,16 @@ from jaxqa.errors import Error
 from jaxqa.models.encoder import SpanModel
 from jaxqa.models.stacking import Execution
 
-FORMAT = "onnx"
-MODEL_FILE = "model.onnx"
+MODEL_FILES = {"onnx": "model.onnx", "litert": "model.tflite"}
+EXPORT_NAMES = {"onnx": "an ONNX export", "litert": "a LiteRT export"}
 RECORD_FILE = "export.json"
 PRECISIONS = ("fp32", "int8")
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUTS = ("start_logits", "end_logits")
+TASK_LIBRARY_INPUTS = ("ids", "mask", "segment_ids")  # BertQuestionAnswerer's, in the same roles as INPUTS
+TASK_LIBRARY_OUTPUTS = ("end_logits", "start_logits")  # in its order
+TASK_LIBRARY_LENGTH = 384
+DEFAULT_LENGTH = 384  # a LiteRT model's window, SQuAD's usual max_seq_length
 
 
 def _onnx():
@@ -71,38 +84,77 @@ def span_model_onnx(config, params: dict):
     return to_onnx(closed, flat, INPUTS, OUTPUTS, doc=f"jaxqa {type(config).__name__} span model")
 
 
-def export_onnx(src: str | Path, out: str | Path, precision: str = "fp32", overwrite: bool = False) -> Path:
+def _write_onnx(config, params: dict, path: Path, precision: str) -> dict:
+    onnx = _onnx()
+    proto = span_model_onnx(config, params)
+    if precision == "fp32":
+        onnx.save(proto, str(path))
+    else:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        with tempfile.TemporaryDirectory() as scratch:
+            fp32 = Path(scratch) / path.name
+            onnx.save(proto, str(fp32))
+            logging.disable(logging.WARNING)  # the quantizer warns of every tensor it leaves float32
+            try:
+                quantize_dynamic(fp32, path, per_channel=True, reduce_range=True, weight_type=QuantType.QInt8)
+            finally:
+                logging.disable(logging.NOTSET)
+    return {"inputs": list(INPUTS), "outputs": list(OUTPUTS)}
+
+
+def _write_litert(config, params: dict, path: Path, precision: str, length: int, task_library: bool) -> dict:
+    from jaxqa.export import litert
+
+    inputs, outputs = (TASK_LIBRARY_INPUTS, TASK_LIBRARY_OUTPUTS) if task_library else (INPUTS, OUTPUTS)
+    flatbuffer = litert.span_model_tflite(config, params, length, inputs, outputs, swap_outputs=task_library)
+    path.write_bytes(flatbuffer if precision == "fp32" else litert.dynamic_int8(flatbuffer))
+    return {"inputs": list(inputs), "outputs": list(outputs), "length": length}
+
+
+def _window(config, fmt: str, length: int | None, task_library: bool) -> int | None:
+    """The LiteRT model's window length, checked; None for ONNX, whose is free."""
+    if fmt != "litert":
+        if length is not None or task_library:
+            raise Error(f"--{'sequence' if length is not None else 'task-library'} applies to --format litert only")
+        return None
+    length = (TASK_LIBRARY_LENGTH if task_library else DEFAULT_LENGTH) if length is None else length
+    if task_library and length != TASK_LIBRARY_LENGTH:
+        raise Error(f"--sequence {length}: the Task Library's BertQuestionAnswerer takes [1, {TASK_LIBRARY_LENGTH}]")
+    if not 1 <= length <= config.max_position_embeddings:
+        raise Error(f"--sequence {length}: the model has positions 1 to {config.max_position_embeddings}")
+    return length
+
+
+def export(
+    src: str | Path,
+    out: str | Path,
+    fmt: str = "onnx",
+    precision: str = "fp32",
+    overwrite: bool = False,
+    length: int | None = None,
+    task_library: bool = False,
+) -> Path:
     """Writes the checkpoint at `src` (a jaxqa or Hugging Face folder, or a hub
-    id) as an ONNX export folder at `out`, whole or not at all."""
+    id) as an export folder at `out` in format `fmt`, whole or not at all."""
+    if fmt not in MODEL_FILES:
+        raise Error(f"--format {fmt!r}: choose one of {', '.join(MODEL_FILES)}")
     if precision not in PRECISIONS:
         raise Error(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
-    onnx = _onnx()
     source = open_checkpoint(src)
-    params = source.read_params(need_head="an export answers questions, so it needs a fine-tuned span head")
-    proto = span_model_onnx(source.config, nn.meta.unbox(params))
+    window = _window(source.config, fmt, length, task_library)
+    params = nn.meta.unbox(
+        source.read_params(need_head="an export answers questions, so it needs a fine-tuned span head")
+    )
     with atomic_folder(out, overwrite) as tmp:
-        if precision == "fp32":
-            onnx.save(proto, str(tmp / MODEL_FILE))
+        path = tmp / MODEL_FILES[fmt]
+        if window is None:
+            io = _write_onnx(source.config, params, path, precision)
         else:
-            from onnxruntime.quantization import QuantType, quantize_dynamic
-
-            with tempfile.TemporaryDirectory() as scratch:
-                fp32 = Path(scratch) / MODEL_FILE
-                onnx.save(proto, str(fp32))
-                logging.disable(logging.WARNING)  # the quantizer warns of every tensor it leaves float32
-                try:
-                    quantize_dynamic(fp32, tmp / MODEL_FILE, per_channel=True, weight_type=QuantType.QInt8)
-                finally:
-                    logging.disable(logging.NOTSET)
+            io = _write_litert(source.config, params, path, precision, window, task_library)
         shutil.copy2(source.folder / "config.json", tmp / "config.json")
         copy_tokenizer(source.folder, tmp)
-        record = {
-            "format": FORMAT,
-            "model_type": source.model_type,
-            "precision": precision,
-            "inputs": list(INPUTS),
-            "outputs": list(OUTPUTS),
-        }
+        record = {"format": fmt, "model_type": source.model_type, "precision": precision, **io}
         (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n")
     return Path(out)
 
@@ -110,25 +162,38 @@ def export_onnx(src: str | Path, out: str | Path, precision: str = "fp32", overw
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="jaxqa-export",
-        description="Writes a checkpoint as an ONNX model that ONNX Runtime runs, and that jaxqa.pipeline, "
-        "jaxqa.predict and jaxqa.evaluate serve.",
+        description="Writes a checkpoint as an ONNX model that ONNX Runtime runs or a LiteRT model that the LiteRT "
+        "interpreter runs, and that jaxqa.pipeline, jaxqa.predict and jaxqa.evaluate serve.",
     )
     parser.add_argument("checkpoint", help="jaxqa or Hugging Face checkpoint folder, or hub id, with a span head")
     parser.add_argument("out", help="export folder to write")
-    parser.add_argument("--format", default=FORMAT, choices=(FORMAT,), help="the export's format")
+    parser.add_argument("--format", default="onnx", choices=tuple(MODEL_FILES), help="the export's format")
     parser.add_argument(
         "--precision",
         default="fp32",
         choices=PRECISIONS,
         help="fp32: the model as jaxqa runs it in float32; int8: its products' weights in int8 per output channel",
     )
+    parser.add_argument(
+        "--sequence",
+        type=int,
+        default=None,
+        help=f"litert: the fixed window length in tokens (default {DEFAULT_LENGTH}); ONNX's is free",
+    )
+    parser.add_argument(
+        "--task-library",
+        action="store_true",
+        help="litert: the TensorFlow Lite Task Library BertQuestionAnswerer's inputs and outputs, [1, 384]",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     args = parser.parse_args(argv)
     try:
-        out = export_onnx(args.checkpoint, args.out, args.precision, args.overwrite)
+        out = export(
+            args.checkpoint, args.out, args.format, args.precision, args.overwrite, args.sequence, args.task_library
+        )
     except Error as err:
         print(f"jaxqa-export: error: {err}", file=sys.stderr)
         return 2
-    size = (out / MODEL_FILE).stat().st_size
-    print(f"wrote {out / MODEL_FILE} ({size / 2**20:.1f} MiB, {args.precision})")
+    model_file = out / MODEL_FILES[args.format]
+    print(f"wrote {model_file} ({model_file.stat().st_size / 2**20:.1f} MiB, {args.precision})")
     return 0

@@ -1,0 +1,121 @@
+"""A JAX program as a LiteRT (.tflite) model: the StableHLO that `jax.export`
+serializes for the program jaxqa runs, lowered to LiteRT's ops by the LiteRT
+converter, and its int8 made by the AI Edge Quantizer.
+
+A LiteRT model here has fixed shapes, (1, length), as phones run it: the
+converter writes every shape into the file. Its weights are the program's
+constants. Two ops go to the converter as composites that it maps to LiteRT's
+own kernels: exact GELU, which otherwise arrives as erf's polynomial spelled
+out in a dozen element-wise ops (2x the whole model's time, MiniLM 1x160), and
+the word embeddings' lookup, whose table int8 then quantizes too.
+"""
+
+import contextlib
+import io
+import sys
+
+import jax
+import jax.numpy as jnp
+from jax import export as jax_export
+
+from jaxqa.errors import Error
+from jaxqa.models import layers
+from jaxqa.models.encoder import SpanModel
+from jaxqa.models.stacking import Execution
+
+SIGNATURE = "serving_default"
+
+
+def _exact_gelu(x, approximate=False):
+    return jax.nn.gelu(x, approximate=approximate)
+
+
+def _take(ids, table):
+    return jnp.take(table, ids, axis=0)
+
+
+# Composites that LiteRT's converter turns into LiteRT's own kernels; none has
+# a derivative, so they exist only while a program is traced for export.
+_tfl_gelu = jax.lax.composite(_exact_gelu, name="tfl.gelu")
+_embedding_lookup = jax.lax.composite(_take, name="odml.embedding_lookup")
+
+
+def _litert_gelu(x):
+    return _tfl_gelu(x, approximate=False)
+
+
+def _litert_gather(table, ids, dtype):
+    """`layers.gather` as LiteRT's EMBEDDING_LOOKUP, whose table the int8
+    export quantizes (a gather's it would leave float32): (V, D), (B, T) -> (B, T, D)."""
+    rows = _embedding_lookup(ids.reshape(-1), table)  # (B*T, D): the kernel takes ids in one dimension
+    return rows.reshape(*ids.shape, table.shape[1]).astype(dtype)
+
+
+@contextlib.contextmanager
+def _litert_ops():
+    """While a program is traced for export, exact GELU and the embedding
+    lookup are the composites above, wherever jaxqa's models refer to them."""
+    swaps = {layers.ACTIVATIONS["gelu"]: _litert_gelu, layers.gather: _litert_gather}
+    changed = []  # (namespace, name, original)
+    namespaces = [vars(m) for name, m in sys.modules.items() if name.startswith("jaxqa.models")]
+    for namespace in [*namespaces, layers.ACTIVATIONS]:
+        for name, value in list(namespace.items()):
+            if callable(value) and value in swaps:
+                changed.append((namespace, name, value))
+                namespace[name] = swaps[value]
+    try:
+        yield
+    finally:
+        for namespace, name, value in changed:
+            namespace[name] = value
+
+
+def _converter():
+    try:
+        from litert_converter import _stablehlo
+        from litert_converter.mlir import ir, passmanager
+        from litert_converter.mlir._mlir_libs import converter_api_ext
+    except ImportError:
+        raise Error('exporting to LiteRT needs the LiteRT converter: pip install "jaxqa[litert]"') from None
+    return _stablehlo, ir, passmanager, converter_api_ext
+
+
+def span_model_tflite(
+    config, params: dict, length: int, inputs: tuple[str, ...], outputs: tuple[str, ...], swap_outputs: bool
+) -> bytes:
+    """The LiteRT flatbuffer of `SpanModel(config)` with `params` (float32,
+    one `layer_{i}` per layer) over int32 windows (1, `length`), its one
+    signature taking `inputs` (ids, mask, token types) and giving `outputs`:
+    start then end logits (1, length), or end then start if `swap_outputs`."""
+    stablehlo, ir, passmanager, converter_api = _converter()
+    model = SpanModel(config, execution=Execution(scan=False))
+    weights = jax.tree.map(jnp.asarray, params)
+
+    def forward(input_ids, attention_mask, token_type_ids):
+        start, end = model.apply({"params": weights}, input_ids, attention_mask, token_type_ids)
+        return (end, start) if swap_outputs else (start, end)
+
+    window = jax.ShapeDtypeStruct((1, length), jnp.int32)
+    with _litert_ops():
+        # keep_unused: DistilBERT has no token types, but every export takes the same three inputs.
+        exported = jax_export.export(jax.jit(forward, keep_unused=True), platforms=("cpu",))(window, window, window)
+    context = ir.Context()
+    converter_api.prepare_mlir_context(context)
+    with context:
+        module = stablehlo.deserialize_portable_artifact(context, exported.mlir_module_serialized)
+        converter_api.run_convert_to_tfl_passes(module, passmanager.PassManager(), converter_api.ConvertToTFLConfig())
+        converter_api.set_signature(module.operation, SIGNATURE, list(inputs), list(outputs))
+        return converter_api.export_flatbuffer_to_bytes(module.operation)
+
+
+def dynamic_int8(flatbuffer: bytes) -> bytes:
+    """The model with its products' weights in int8, symmetric per output
+    channel, and their activations quantized per row as each product runs
+    (the AI Edge Quantizer's dynamic_wi8_afp32); everything else float32."""
+    try:
+        from ai_edge_quantizer import quantizer, recipe
+    except ImportError:
+        raise Error('an int8 LiteRT export needs the AI Edge Quantizer: pip install "jaxqa[litert]"') from None
+    # It reports sizes on stdout and progress bars on stderr; a command's own output stays its own.
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        return bytes(quantizer.Quantizer(flatbuffer, recipe.dynamic_wi8_afp32()).quantize().quantized_model)

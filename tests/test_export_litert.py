@@ -1,0 +1,139 @@
+"""LiteRT exports: the program jaxqa runs, through jax.export's StableHLO and
+the LiteRT converter, gives jaxqa's logits under the LiteRT interpreter for
+every family and a compact model (at its compact shapes); int8 stays close;
+served back, an export answers as jaxqa does; the Task Library signature has
+BertQuestionAnswerer's names, shapes and output order."""
+
+import collections
+import json
+import shutil
+
+import numpy as np
+import pytest
+from test_export import compact_model, family_models, windows
+
+pytest.importorskip("litert_converter", reason="the LiteRT export is the optional extra jaxqa[litert]")
+from ai_edge_litert.interpreter import Interpreter
+
+import jaxqa
+from jaxqa.export import litert, write
+from jaxqa.export.runtime import _Interpreter
+from jaxqa.models.encoder import SpanModel
+
+LENGTH = 24
+
+
+def interpreter(flatbuffer: bytes) -> Interpreter:
+    return Interpreter(model_content=flatbuffer, num_threads=1)
+
+
+@pytest.mark.parametrize("name,config,params", list(family_models()), ids=lambda x: x if isinstance(x, str) else "")
+def test_a_litert_export_gives_jaxqas_logits(name, config, params, tmp_path):
+    path = tmp_path / "model.tflite"
+    path.write_bytes(litert.span_model_tflite(config, params, LENGTH, write.INPUTS, write.OUTPUTS, swap_outputs=False))
+    forward = _Interpreter(path, {"inputs": list(write.INPUTS), "length": LENGTH})
+    for batch, length in ((1, LENGTH), (3, 20)):  # narrower windows run padded to the export's length
+        inputs = windows(config.vocab_size, batch, length)
+        want = SpanModel(config).apply({"params": params}, *inputs)
+        for got, expected in zip(forward(None, *inputs), want):
+            np.testing.assert_allclose(got, np.asarray(expected), rtol=1e-5, atol=2e-5)
+
+
+def test_a_compact_litert_export_keeps_its_compact_shapes():
+    config, params = compact_model()
+    flatbuffer = litert.span_model_tflite(config, params, LENGTH, write.INPUTS, write.OUTPUTS, swap_outputs=False)
+    shapes = collections.Counter(tuple(t["shape"].tolist()) for t in interpreter(flatbuffer).get_tensor_details())
+    # Fully connected weights are (out, in): per layer, query, key and value
+    # (its heads x 16, 64) and their output (64, heads x 16), then its units in and out.
+    expected: collections.Counter = collections.Counter()
+    for i in range(config.num_hidden_layers):
+        width, units = config.heads(i) * config.head_dim, config.ffn(i)
+        expected.update([(width, 64)] * 3 + [(64, width), (units, 64), (64, units)])
+    assert {shape: shapes[shape] for shape in expected} == expected
+    assert (config.heads(0), config.ffn(2)) == (3, 56)
+
+
+@pytest.fixture(scope="module")
+def exports(teacher, tmp_path_factory):
+    """The teacher exported to LiteRT in float32 and in int8, 64-token windows."""
+    out = tmp_path_factory.mktemp("litert")
+    return {p: write.export(teacher, out / p, "litert", p, length=64) for p in write.PRECISIONS}
+
+
+def test_litert_int8_stays_near_float32(exports):
+    # As for ONNX's int8: weights to 1/254 of their channel's largest, activations
+    # to 1/255 of their row's range; through two layers logits of about +-0.5 move
+    # by a few hundredths at most.
+    inputs = windows(1000, 4, 64, seed=3)
+    fp32 = np.stack(jaxqa.open_model(exports["fp32"], "auto")(*inputs))
+    int8 = np.stack(jaxqa.open_model(exports["int8"], "auto")(*inputs))
+    real = np.broadcast_to(inputs[1] > 0, fp32.shape)
+    assert np.abs(int8 - fp32)[real].max() < 0.05 * np.abs(fp32[real]).max()
+    assert (exports["int8"] / "model.tflite").stat().st_size < 0.5 * (exports["fp32"] / "model.tflite").stat().st_size
+
+
+def test_the_pipeline_over_a_litert_export_answers_as_jaxqa_does(teacher, exports, squad):
+    from jaxqa.squad.examples import read_squad
+
+    questions = [
+        {"question": example.question, "context": example.context} for example in read_squad(squad).examples[:12]
+    ]
+    ours = jaxqa.pipeline(teacher, precision="fp32", max_seq_len=64)(questions, top_k=2)
+    served = jaxqa.pipeline(exports["fp32"], max_seq_len=64)
+    assert served.precision == "fp32" and served.traces == 0
+    theirs = served(questions, top_k=2)
+    assert [[a["answer"] for a in q] for q in theirs] == [[a["answer"] for a in q] for q in ours]
+    np.testing.assert_allclose(
+        [a["score"] for q in theirs for a in q], [a["score"] for q in ours for a in q], rtol=1e-4
+    )
+
+
+def test_the_task_library_signature(teacher, tmp_path):
+    out = write.export(teacher, tmp_path / "task", "litert", task_library=True)
+    model = interpreter((out / "model.tflite").read_bytes())
+    runner = model.get_signature_runner()
+    inputs = runner.get_input_details()
+    assert [d["index"] for d in model.get_input_details()] == [
+        inputs[n]["index"] for n in ("ids", "mask", "segment_ids")
+    ]
+    for details in inputs.values():
+        assert list(details["shape"]) == [1, 384] and details["dtype"] == np.int32
+    outputs = runner.get_output_details()
+    assert [d["index"] for d in model.get_output_details()] == [
+        outputs[n]["index"] for n in ("end_logits", "start_logits")
+    ]
+    ids, mask, types = windows(1000, 1, 384)
+    got = runner(ids=ids, mask=mask, segment_ids=types)
+    start, end = jaxqa.open_model(teacher, "fp32")(ids, mask, types)
+    np.testing.assert_allclose(got["start_logits"], np.asarray(start), rtol=1e-5, atol=2e-5)
+    np.testing.assert_allclose(got["end_logits"], np.asarray(end), rtol=1e-5, atol=2e-5)
+    served = jaxqa.open_model(out, "auto")  # jaxqa serves it too, by the names in export.json
+    np.testing.assert_allclose(served(ids, mask, types)[1], np.asarray(end), rtol=1e-5, atol=2e-5)
+
+
+def test_litert_mistakes_are_named_in_one_line(teacher, exports, tmp_path, capsys):
+    cases = [
+        ([str(teacher), str(tmp_path / "a"), "--sequence", "64"], "--sequence applies to --format litert only"),
+        ([str(teacher), str(tmp_path / "a"), "--task-library"], "--task-library applies to --format litert only"),
+        ([str(teacher), str(tmp_path / "a"), "--format", "litert", "--sequence", "0"], "--sequence 0: the model has"),
+        ([str(teacher), str(tmp_path / "a"), "--format", "litert", "--sequence", "4096"], "--sequence 4096"),
+        (
+            [str(teacher), str(tmp_path / "a"), "--format", "litert", "--task-library", "--sequence", "128"],
+            "BertQuestionAnswerer takes [1, 384]",
+        ),
+    ]
+    for argv, said in cases:
+        assert write.main(argv) == 2
+        err = capsys.readouterr().err
+        assert said in err and err.count("\n") == 1, err
+    assert not (tmp_path / "a").exists()
+    with pytest.raises(jaxqa.Error, match="windows of 80 tokens do not fit this LiteRT export's 64"):
+        jaxqa.open_model(exports["fp32"], "auto")(*windows(1000, 1, 80))
+    broken = tmp_path / "broken"
+    shutil.copytree(exports["fp32"], broken)
+    (broken / "model.tflite").write_bytes(b"not a model")
+    with pytest.raises(jaxqa.Error, match=r"model.tflite: the LiteRT interpreter cannot load it \("):
+        jaxqa.open_model(broken, "auto")
+    with pytest.raises(jaxqa.Error, match="a LiteRT export in int8, which runs in that precision only"):
+        jaxqa.pipeline(exports["int8"], precision="fp32")
+    assert json.loads((exports["int8"] / write.RECORD_FILE).read_text())["length"] == 64
