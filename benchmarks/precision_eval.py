@@ -12,7 +12,7 @@ Per mode: EM/F1, their difference to float32's, the share of answers equal to
 float32's, and the evaluation's windows per second (as jaxqa.evaluate logs it:
 featurized windows through the model and decoding, loading excluded). The
 default checkpoint is the quick start's fine-tuned MiniLM.
-Results: benchmarks/results/precision_eval_cpu.json.
+Results: benchmarks/results/<name>_cpu.json (precision_eval_cpu.json by default).
 """
 
 import argparse
@@ -95,6 +95,7 @@ def main() -> None:
     p.add_argument("--modes", default=",".join(MODES))
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--squad-dir", type=Path, default=common.SQUAD)
+    p.add_argument("--name", default="precision_eval", help="of the results file")
     args = p.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -120,7 +121,7 @@ def main() -> None:
         "squad_file": "dev-v1.1.json",
         "batch_size": args.batch_size,
     }
-    common.write("precision_eval", settings, rows)
+    common.write(args.name, settings, rows)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from jaxqa.export import litert, write
 from jaxqa.export.runtime import _Interpreter
 from jaxqa.models.encoder import SpanModel
 
-LENGTH = 24
+LENGTHS = (16, 24)  # two signatures
 
 
 def interpreter(flatbuffer: bytes) -> Interpreter:
@@ -30,9 +30,9 @@ def interpreter(flatbuffer: bytes) -> Interpreter:
 @pytest.mark.parametrize("name,config,params", list(family_models()), ids=lambda x: x if isinstance(x, str) else "")
 def test_a_litert_export_gives_jaxqas_logits(name, config, params, tmp_path):
     path = tmp_path / "model.tflite"
-    path.write_bytes(litert.span_model_tflite(config, params, LENGTH, write.INPUTS, write.OUTPUTS, swap_outputs=False))
-    forward = _Interpreter(path, {"inputs": list(write.INPUTS), "length": LENGTH})
-    for batch, length in ((1, LENGTH), (3, 20)):  # narrower windows run padded to the export's length
+    path.write_bytes(litert.span_model_tflite(config, params, LENGTHS, write.INPUTS, write.OUTPUTS))
+    forward = _Interpreter(path, {"inputs": list(write.INPUTS), "lengths": list(LENGTHS)})
+    for batch, length in ((1, 24), (3, 20), (2, 9)):  # run in the shortest signature that holds them, padded
         inputs = windows(config.vocab_size, batch, length)
         want = SpanModel(config).apply({"params": params}, *inputs)
         for got, expected in zip(forward(None, *inputs), want):
@@ -41,7 +41,7 @@ def test_a_litert_export_gives_jaxqas_logits(name, config, params, tmp_path):
 
 def test_a_compact_litert_export_keeps_its_compact_shapes():
     config, params = compact_model()
-    flatbuffer = litert.span_model_tflite(config, params, LENGTH, write.INPUTS, write.OUTPUTS, swap_outputs=False)
+    flatbuffer = litert.span_model_tflite(config, params, (24,), write.INPUTS, write.OUTPUTS)
     shapes = collections.Counter(tuple(t["shape"].tolist()) for t in interpreter(flatbuffer).get_tensor_details())
     # Fully connected weights are (out, in): per layer, query, key and value
     # (its heads x 16, 64) and their output (64, heads x 16), then its units in and out.
@@ -55,9 +55,9 @@ def test_a_compact_litert_export_keeps_its_compact_shapes():
 
 @pytest.fixture(scope="module")
 def exports(teacher, tmp_path_factory):
-    """The teacher exported to LiteRT in float32 and in int8, 64-token windows."""
+    """The teacher exported to LiteRT in float32 and in int8, windows of 32 and 64 tokens."""
     out = tmp_path_factory.mktemp("litert")
-    return {p: write.export(teacher, out / p, "litert", p, length=64) for p in write.PRECISIONS}
+    return {p: write.export(teacher, out / p, "litert", p, length=64, length_step=32) for p in write.PRECISIONS}
 
 
 def test_litert_int8_stays_near_float32(exports):
@@ -92,6 +92,7 @@ def test_the_task_library_signature(teacher, tmp_path):
     out = write.export(teacher, tmp_path / "task", "litert", task_library=True)
     model = interpreter((out / "model.tflite").read_bytes())
     runner = model.get_signature_runner()
+    assert list(model.get_signature_list()) == ["length_384"]
     inputs = runner.get_input_details()
     assert [d["index"] for d in model.get_input_details()] == [
         inputs[n]["index"] for n in ("ids", "mask", "segment_ids")
@@ -117,9 +118,11 @@ def test_litert_mistakes_are_named_in_one_line(teacher, exports, tmp_path, capsy
         ([str(teacher), str(tmp_path / "a"), "--task-library"], "--task-library applies to --format litert only"),
         ([str(teacher), str(tmp_path / "a"), "--format", "litert", "--sequence", "0"], "--sequence 0: the model has"),
         ([str(teacher), str(tmp_path / "a"), "--format", "litert", "--sequence", "4096"], "--sequence 4096"),
+        ([str(teacher), str(tmp_path / "a"), "--length-step", "32"], "--length-step applies to --format litert only"),
+        ([str(teacher), str(tmp_path / "a"), "--format", "litert", "--length-step", "0"], "--length-step 0: must be"),
         (
             [str(teacher), str(tmp_path / "a"), "--format", "litert", "--task-library", "--sequence", "128"],
-            "BertQuestionAnswerer takes [1, 384]",
+            "--sequence: the Task Library's BertQuestionAnswerer takes one window, [1, 384]",
         ),
     ]
     for argv, said in cases:
@@ -136,4 +139,4 @@ def test_litert_mistakes_are_named_in_one_line(teacher, exports, tmp_path, capsy
         jaxqa.open_model(broken, "auto")
     with pytest.raises(jaxqa.Error, match="a LiteRT export in int8, which runs in that precision only"):
         jaxqa.pipeline(exports["int8"], precision="fp32")
-    assert json.loads((exports["int8"] / write.RECORD_FILE).read_text())["length"] == 64
+    assert json.loads((exports["int8"] / write.RECORD_FILE).read_text())["lengths"] == [32, 64]

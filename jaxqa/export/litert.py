@@ -2,9 +2,10 @@
 serializes for the program jaxqa runs, lowered to LiteRT's ops by the LiteRT
 converter, and its int8 made by the AI Edge Quantizer.
 
-A LiteRT model here has fixed shapes, (1, length), as phones run it: the
-converter writes every shape into the file. Its weights are the program's
-constants. Two ops go to the converter as composites that it maps to LiteRT's
+A LiteRT model here has fixed shapes, as phones run it: the converter writes
+every shape into the file. So it holds one signature per window length,
+`length_{N}` over (1, N), all sharing one copy of the weights (the program's
+constants), and a window runs in the shortest that holds it. Two ops go to the converter as composites that it maps to LiteRT's
 own kernels: exact GELU, which otherwise arrives as erf's polynomial spelled
 out in a dozen element-wise ops (2x the whole model's time, MiniLM 1x160), and
 the word embeddings' lookup, whose table int8 then quantizes too.
@@ -23,7 +24,9 @@ from jaxqa.models import layers
 from jaxqa.models.encoder import SpanModel
 from jaxqa.models.stacking import Execution
 
-SIGNATURE = "serving_default"
+
+def signature(length: int) -> str:
+    return f"length_{length}"
 
 
 def _exact_gelu(x, approximate=False):
@@ -81,12 +84,18 @@ def _converter():
 
 
 def span_model_tflite(
-    config, params: dict, length: int, inputs: tuple[str, ...], outputs: tuple[str, ...], swap_outputs: bool
+    config,
+    params: dict,
+    lengths: tuple[int, ...],
+    inputs: tuple[str, ...],
+    outputs: tuple[str, ...],
+    swap_outputs: bool = False,
 ) -> bytes:
     """The LiteRT flatbuffer of `SpanModel(config)` with `params` (float32,
-    one `layer_{i}` per layer) over int32 windows (1, `length`), its one
-    signature taking `inputs` (ids, mask, token types) and giving `outputs`:
-    start then end logits (1, length), or end then start if `swap_outputs`."""
+    one `layer_{i}` per layer): for each of `lengths` a signature
+    `length_{N}` over int32 windows (1, N), taking `inputs` (ids, mask, token
+    types) and giving `outputs`: start then end logits (1, N), or end then
+    start if `swap_outputs`."""
     stablehlo, ir, passmanager, converter_api = _converter()
     model = SpanModel(config, execution=Execution(scan=False))
     weights = jax.tree.map(jnp.asarray, params)
@@ -95,23 +104,33 @@ def span_model_tflite(
         start, end = model.apply({"params": weights}, input_ids, attention_mask, token_type_ids)
         return (end, start) if swap_outputs else (start, end)
 
-    window = jax.ShapeDtypeStruct((1, length), jnp.int32)
-    with _litert_ops():
-        # keep_unused: DistilBERT has no token types, but every export takes the same three inputs.
-        exported = jax_export.export(jax.jit(forward, keep_unused=True), platforms=("cpu",))(window, window, window)
     context = ir.Context()
     converter_api.prepare_mlir_context(context)
+    modules = []
     with context:
-        module = stablehlo.deserialize_portable_artifact(context, exported.mlir_module_serialized)
-        converter_api.run_convert_to_tfl_passes(module, passmanager.PassManager(), converter_api.ConvertToTFLConfig())
-        converter_api.set_signature(module.operation, SIGNATURE, list(inputs), list(outputs))
-        return converter_api.export_flatbuffer_to_bytes(module.operation)
+        for length in lengths:
+            window = jax.ShapeDtypeStruct((1, length), jnp.int32)
+            with _litert_ops():
+                # keep_unused: DistilBERT has no token types, but every export takes the same three inputs.
+                program = jax_export.export(jax.jit(forward, keep_unused=True), platforms=("cpu",))
+                exported = program(window, window, window)
+            module = stablehlo.deserialize_portable_artifact(context, exported.mlir_module_serialized)
+            converter_api.run_convert_to_tfl_passes(
+                module, passmanager.PassManager(), converter_api.ConvertToTFLConfig()
+            )
+            (main,) = module.body.operations  # the converted program is one function
+            converter_api.set_signature(main, signature(length), list(inputs), list(outputs))
+            main.attributes["sym_name"] = ir.StringAttr.get(signature(length))  # merged functions need their own names
+            modules.append(module)
+        # One file, one copy of each constant: the exporter stores equal buffers once.
+        merged = converter_api.merge_modules(modules) if len(modules) > 1 else modules[0]
+        return converter_api.export_flatbuffer_to_bytes(merged.operation)
 
 
 def dynamic_int8(flatbuffer: bytes) -> bytes:
-    """The model with its products' weights in int8, symmetric per output
-    channel, and their activations quantized per row as each product runs
-    (the AI Edge Quantizer's dynamic_wi8_afp32); everything else float32."""
+    """The model with its products' weights and the embedding table in int8,
+    symmetric per output channel, and the products' activations quantized as
+    each runs (the AI Edge Quantizer's dynamic_wi8_afp32); the rest float32."""
     try:
         from ai_edge_quantizer import quantizer, recipe
     except ImportError:

@@ -52,44 +52,45 @@ class _Session:
 
 
 class _Interpreter:
-    """The LiteRT interpreter of a model file with a fixed window (1, L),
-    called as a jaxqa forward is: each window of a batch (B, T <= L) runs on
-    its own, padded to L with masked positions, which change no logit of the
-    window's own tokens."""
+    """The LiteRT interpreter of a model file whose signatures `length_{L}`
+    take windows (1, L), called as a jaxqa forward is: each window of a batch
+    (B, T) runs on its own in the shortest L >= T, padded with masked
+    positions, which change no logit of the window's own tokens."""
 
     traces = 0
 
     def __init__(self, path: Path, record: dict):
         try:
             from ai_edge_litert.interpreter import Interpreter
+
+            from jaxqa.export.litert import signature
         except ImportError:
             raise Error(f'{path}: serving a LiteRT export needs ai-edge-litert: pip install "jaxqa[litert]"') from None
+        self.path, self.lengths, self.inputs = path, sorted(record["lengths"]), record["inputs"]
         try:
             interpreter = Interpreter(model_path=str(path), num_threads=len(os.sched_getaffinity(0)))
-            self.runner = interpreter.get_signature_runner()
+            self.runners = {length: interpreter.get_signature_runner(signature(length)) for length in self.lengths}
         except Exception as err:  # the interpreter raises ValueError or RuntimeError for files it cannot read
             raise Error(f"{path}: the LiteRT interpreter cannot load it ({str(err).splitlines()[0]})") from None
-        self.path, self.length = path, record["length"]
-        self.inputs = record["inputs"]
-        self.start, self.end = "start_logits", "end_logits"
 
     def __call__(self, params, input_ids, attention_mask, token_type_ids) -> tuple[np.ndarray, np.ndarray]:
         batch, width = np.shape(input_ids)
-        if width > self.length:
+        if width > self.lengths[-1]:
             raise Error(
-                f"{self.path}: windows of {width} tokens do not fit this LiteRT export's {self.length}; "
-                f"ask for at most {self.length} (max_seq_length), or export with --sequence {width}"
+                f"{self.path}: windows of {width} tokens do not fit this LiteRT export's {self.lengths[-1]}; "
+                f"ask for at most {self.lengths[-1]} (max_seq_length), or export with --sequence {width}"
             )
         start = np.zeros((batch, width), np.float32)
         end = np.zeros((batch, width), np.float32)
         for row in range(batch):
+            length = next(n for n in self.lengths if n >= width)
             feeds = {}
             for name, array in zip(self.inputs, (input_ids, attention_mask, token_type_ids)):
-                window = np.zeros((1, self.length), np.int32)
+                window = np.zeros((1, length), np.int32)
                 window[0, :width] = array[row]
                 feeds[name] = window
-            logits = self.runner(**feeds)
-            start[row], end[row] = logits[self.start][0, :width], logits[self.end][0, :width]
+            logits = self.runners[length](**feeds)
+            start[row], end[row] = logits["start_logits"][0, :width], logits["end_logits"][0, :width]
         return start, end
 
 

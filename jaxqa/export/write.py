@@ -1,11 +1,11 @@
 """A checkpoint folder written as an export folder, ONNX or LiteRT.
 
     jaxqa-export CKPT OUT [--format onnx|litert] [--precision fp32|int8]
-        [--sequence N] [--task-library] [--overwrite]
+        [--sequence N] [--length-step S] [--task-library] [--overwrite]
 
 OUT holds the model file (`model.onnx` or `model.tflite`), the checkpoint's
 `config.json` and tokenizer files, and `export.json` (format, precision,
-inputs and outputs, and a LiteRT model's window length).
+inputs and outputs, and a LiteRT model's window lengths).
 
 ONNX: the model takes `input_ids`, `attention_mask` and `token_type_ids`, each
 int32 (batch, sequence) with both dimensions free, and gives `start_logits` and
@@ -14,12 +14,15 @@ ONNX Runtime's dynamic quantization of the float32 export: int8 weights per
 output channel, activations quantized per tensor as each product runs
 (MatMulInteger), everything else float32.
 
-LiteRT: the same inputs and outputs at a fixed shape (1, N), N = `--sequence`
-(384 by default), in the signature `serving_default`. `int8` is the AI Edge
-Quantizer's dynamic range quantization: int8 weights per output channel,
-activations quantized as each product runs. `--task-library` names them as the
-TensorFlow Lite Task Library's `BertQuestionAnswerer` expects: inputs `ids`,
-`mask`, `segment_ids`, outputs `end_logits` then `start_logits`, [1, 384].
+LiteRT: the same inputs and outputs at fixed shapes (1, L), one signature
+`length_{L}` per L: every multiple of `--length-step` (64) below `--sequence`
+(384 by default), and `--sequence` itself; jaxqa runs a window in the shortest
+that holds it. The signatures share one copy of the weights. `int8` is the AI
+Edge Quantizer's dynamic range quantization: int8 weights per output channel
+and an int8 embedding table, activations quantized as each product runs.
+`--task-library` writes the one signature that the TensorFlow Lite Task
+Library's `BertQuestionAnswerer` expects: inputs `ids`, `mask`, `segment_ids`,
+outputs `end_logits` then `start_logits`, [1, 384].
 """
 
 import argparse
@@ -51,7 +54,8 @@ OUTPUTS = ("start_logits", "end_logits")
 TASK_LIBRARY_INPUTS = ("ids", "mask", "segment_ids")  # BertQuestionAnswerer's, in the same roles as INPUTS
 TASK_LIBRARY_OUTPUTS = ("end_logits", "start_logits")  # in its order
 TASK_LIBRARY_LENGTH = 384
-DEFAULT_LENGTH = 384  # a LiteRT model's window, SQuAD's usual max_seq_length
+DEFAULT_LENGTH = 384  # a LiteRT model's longest window, SQuAD's usual max_seq_length
+DEFAULT_LENGTH_STEP = 64
 
 
 def _onnx():
@@ -103,27 +107,37 @@ def _write_onnx(config, params: dict, path: Path, precision: str) -> dict:
     return {"inputs": list(INPUTS), "outputs": list(OUTPUTS)}
 
 
-def _write_litert(config, params: dict, path: Path, precision: str, length: int, task_library: bool) -> dict:
+def _write_litert(
+    config, params: dict, path: Path, precision: str, lengths: tuple[int, ...], task_library: bool
+) -> dict:
     from jaxqa.export import litert
 
     inputs, outputs = (TASK_LIBRARY_INPUTS, TASK_LIBRARY_OUTPUTS) if task_library else (INPUTS, OUTPUTS)
-    flatbuffer = litert.span_model_tflite(config, params, length, inputs, outputs, swap_outputs=task_library)
+    flatbuffer = litert.span_model_tflite(config, params, lengths, inputs, outputs, swap_outputs=task_library)
     path.write_bytes(flatbuffer if precision == "fp32" else litert.dynamic_int8(flatbuffer))
-    return {"inputs": list(inputs), "outputs": list(outputs), "length": length}
+    return {"inputs": list(inputs), "outputs": list(outputs), "lengths": list(lengths)}
 
 
-def _window(config, fmt: str, length: int | None, task_library: bool) -> int | None:
-    """The LiteRT model's window length, checked; None for ONNX, whose is free."""
+def _lengths(config, fmt: str, length: int | None, step: int | None, task_library: bool) -> tuple[int, ...]:
+    """A LiteRT model's window lengths, checked; () for ONNX, whose length is free."""
+    given = [flag for flag, value in (("sequence", length), ("length-step", step)) if value is not None]
     if fmt != "litert":
-        if length is not None or task_library:
-            raise Error(f"--{'sequence' if length is not None else 'task-library'} applies to --format litert only")
-        return None
-    length = (TASK_LIBRARY_LENGTH if task_library else DEFAULT_LENGTH) if length is None else length
-    if task_library and length != TASK_LIBRARY_LENGTH:
-        raise Error(f"--sequence {length}: the Task Library's BertQuestionAnswerer takes [1, {TASK_LIBRARY_LENGTH}]")
+        if given or task_library:
+            raise Error(f"--{(given or ['task-library'])[0]} applies to --format litert only")
+        return ()
+    if task_library:
+        if given and (length, step) != (TASK_LIBRARY_LENGTH, None):
+            raise Error(
+                f"--{given[0]}: the Task Library's BertQuestionAnswerer takes one window, [1, {TASK_LIBRARY_LENGTH}]"
+            )
+        return (TASK_LIBRARY_LENGTH,)
+    length = DEFAULT_LENGTH if length is None else length
+    step = DEFAULT_LENGTH_STEP if step is None else step
     if not 1 <= length <= config.max_position_embeddings:
         raise Error(f"--sequence {length}: the model has positions 1 to {config.max_position_embeddings}")
-    return length
+    if step < 1:
+        raise Error(f"--length-step {step}: must be at least 1")
+    return (*range(step, length, step), length)
 
 
 def export(
@@ -133,6 +147,7 @@ def export(
     precision: str = "fp32",
     overwrite: bool = False,
     length: int | None = None,
+    length_step: int | None = None,
     task_library: bool = False,
 ) -> Path:
     """Writes the checkpoint at `src` (a jaxqa or Hugging Face folder, or a hub
@@ -142,16 +157,16 @@ def export(
     if precision not in PRECISIONS:
         raise Error(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
     source = open_checkpoint(src)
-    window = _window(source.config, fmt, length, task_library)
+    lengths = _lengths(source.config, fmt, length, length_step, task_library)
     params = nn.meta.unbox(
         source.read_params(need_head="an export answers questions, so it needs a fine-tuned span head")
     )
     with atomic_folder(out, overwrite) as tmp:
         path = tmp / MODEL_FILES[fmt]
-        if window is None:
+        if fmt == "onnx":
             io = _write_onnx(source.config, params, path, precision)
         else:
-            io = _write_litert(source.config, params, path, precision, window, task_library)
+            io = _write_litert(source.config, params, path, precision, lengths, task_library)
         shutil.copy2(source.folder / "config.json", tmp / "config.json")
         copy_tokenizer(source.folder, tmp)
         record = {"format": fmt, "model_type": source.model_type, "precision": precision, **io}
@@ -178,7 +193,13 @@ def main(argv=None) -> int:
         "--sequence",
         type=int,
         default=None,
-        help=f"litert: the fixed window length in tokens (default {DEFAULT_LENGTH}); ONNX's is free",
+        help=f"litert: the longest window in tokens (default {DEFAULT_LENGTH}); ONNX's length is free",
+    )
+    parser.add_argument(
+        "--length-step",
+        type=int,
+        default=None,
+        help=f"litert: a signature for every multiple of this many tokens below --sequence (default {DEFAULT_LENGTH_STEP})",
     )
     parser.add_argument(
         "--task-library",
@@ -189,7 +210,14 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         out = export(
-            args.checkpoint, args.out, args.format, args.precision, args.overwrite, args.sequence, args.task_library
+            args.checkpoint,
+            args.out,
+            args.format,
+            args.precision,
+            args.overwrite,
+            args.sequence,
+            args.length_step,
+            args.task_library,
         )
     except Error as err:
         print(f"jaxqa-export: error: {err}", file=sys.stderr)
