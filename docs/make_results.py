@@ -52,16 +52,26 @@ SECTIONS = [
         ],
     ),
     (
-        "ONNX exports",
-        "jaxqa-export's ONNX models (float32, int8) served by jaxqa's pipeline under ONNX Runtime, against jaxqa's "
-        "own modes, PyTorch, and ONNX Runtime over torch.onnx.export of the same weights (torchonnx), one question "
-        "at a time as above; jaxqa's modes with XLA's oneDNN flag; a compact BERT-base exported at its compact shape.",
-        ["export_latency_cpu", "cpu_latency_onednn_cpu", "compact_export_speed_cpu"],
+        "Exports: ONNX and LiteRT",
+        "jaxqa-export's ONNX and LiteRT models (float32, int8) served by jaxqa's pipeline under ONNX Runtime and the "
+        "LiteRT interpreter, against jaxqa's own modes, PyTorch, and ONNX Runtime over torch.onnx.export of the same "
+        "weights (torchonnx), one question at a time as above, on an Intel Xeon with AMX and on an AMD EPYC with "
+        "AVX2 only (the records whose names end in avx2); jaxqa's modes with XLA's oneDNN flag; a compact BERT-base "
+        "exported at its compact shape; the exports' sizes on disk.",
+        [
+            "export_latency_cpu",
+            "export_latency_avx2_cpu",
+            "cpu_latency_onednn_cpu",
+            "compact_export_speed_cpu",
+            "compact_export_speed_avx2_cpu",
+            "export_sizes_cpu",
+        ],
     ),
     (
         "Precision",
-        "Accuracy and speed of the matrix products in float32, bfloat16 and int8, and of the ONNX exports.",
-        ["precision_eval_cpu"],
+        "Accuracy and speed of the matrix products in float32, bfloat16 and int8, and of the exports, on 1,000 "
+        "dev questions with the fine-tuned MiniLM, on the AMX machine and on the AVX2 one.",
+        ["precision_eval_cpu", "precision_eval_avx2_cpu"],
     ),
     (
         "Learning on a CPU",

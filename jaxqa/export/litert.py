@@ -13,13 +13,13 @@ the word embeddings' lookup, whose table int8 then quantizes too.
 
 import contextlib
 import io
-import sys
 
 import jax
 import jax.numpy as jnp
 from jax import export as jax_export
 
 from jaxqa.errors import Error
+from jaxqa.export import swap
 from jaxqa.models import layers
 from jaxqa.models.encoder import SpanModel
 from jaxqa.models.stacking import Execution
@@ -38,7 +38,8 @@ def _take(ids, table):
 
 
 # Composites that LiteRT's converter turns into LiteRT's own kernels; none has
-# a derivative, so they exist only while a program is traced for export.
+# a derivative, so they exist only while a program is traced for export
+# (`swap.swapped`).
 _tfl_gelu = jax.lax.composite(_exact_gelu, name="tfl.gelu")
 _embedding_lookup = jax.lax.composite(_take, name="odml.embedding_lookup")
 
@@ -54,23 +55,15 @@ def _litert_gather(table, ids, dtype):
     return rows.reshape(*ids.shape, table.shape[1]).astype(dtype)
 
 
-@contextlib.contextmanager
-def _litert_ops():
-    """While a program is traced for export, exact GELU and the embedding
-    lookup are the composites above, wherever jaxqa's models refer to them."""
-    swaps = {layers.ACTIVATIONS["gelu"]: _litert_gelu, layers.gather: _litert_gather}
-    changed = []  # (namespace, name, original)
-    namespaces = [vars(m) for name, m in sys.modules.items() if name.startswith("jaxqa.models")]
-    for namespace in [*namespaces, layers.ACTIVATIONS]:
-        for name, value in list(namespace.items()):
-            if callable(value) and value in swaps:
-                changed.append((namespace, name, value))
-                namespace[name] = swaps[value]
-    try:
-        yield
-    finally:
-        for namespace, name, value in changed:
-            namespace[name] = value
+def _litert_swaps() -> dict:
+    """What a span model's trace for LiteRT swaps: exact GELU and the
+    embedding lookup for the composites above, attention for the form the
+    converter maps to batched products."""
+    return {
+        layers.ACTIVATIONS["gelu"]: _litert_gelu,
+        layers.gather: _litert_gather,
+        layers.fused_attention: swap.matmul_attention,
+    }
 
 
 def _converter():
@@ -110,7 +103,7 @@ def span_model_tflite(
     with context:
         for length in lengths:
             window = jax.ShapeDtypeStruct((1, length), jnp.int32)
-            with _litert_ops():
+            with swap.swapped(_litert_swaps()):
                 # keep_unused: DistilBERT has no token types, but every export takes the same three inputs.
                 program = jax_export.export(jax.jit(forward, keep_unused=True), platforms=("cpu",))
                 exported = program(window, window, window)

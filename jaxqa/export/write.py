@@ -42,6 +42,8 @@ from jax import export as jax_export
 
 from jaxqa.checkpoint import atomic_folder, copy_tokenizer, open_checkpoint
 from jaxqa.errors import Error
+from jaxqa.export import swap
+from jaxqa.models import layers
 from jaxqa.models.encoder import SpanModel
 from jaxqa.models.stacking import Execution
 
@@ -84,7 +86,8 @@ def span_model_onnx(config, params: dict):
         tree = traverse_util.unflatten_dict(flat_params, sep="/")
         return model.apply({"params": tree}, input_ids, attention_mask, token_type_ids)
 
-    closed = jax.make_jaxpr(forward)(flat, window, window, window)
+    with swap.swapped({layers.fused_attention: swap.matmul_attention}):
+        closed = jax.make_jaxpr(forward)(flat, window, window, window)
     return to_onnx(closed, flat, INPUTS, OUTPUTS, doc=f"jaxqa {type(config).__name__} span model")
 
 
