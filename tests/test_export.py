@@ -115,18 +115,23 @@ def test_int8_stays_near_float32(teacher, exports, squad):
     ).stat().st_size
 
 
-def test_the_pipeline_over_an_export_answers_as_jaxqa_does(teacher, exports, squad):
+def assert_served_as_jaxqa(teacher, export, squad):
+    """The pipeline over the float32 `export` of `teacher` gives jaxqa's answers and scores, compiling nothing."""
     questions = [
         {"question": example.question, "context": example.context} for example in read_squad(squad).examples[:12]
     ]
     ours = jaxqa.pipeline(teacher, precision="fp32", max_seq_len=64)(questions, top_k=2)
-    served = jaxqa.pipeline(exports["fp32"], max_seq_len=64)
+    served = jaxqa.pipeline(export, max_seq_len=64)
     assert served.precision == "fp32" and served.traces == 0
     theirs = served(questions, top_k=2)
     assert [[a["answer"] for a in q] for q in theirs] == [[a["answer"] for a in q] for q in ours]
     np.testing.assert_allclose(
         [a["score"] for q in theirs for a in q], [a["score"] for q in ours for a in q], rtol=1e-4
     )
+
+
+def test_the_pipeline_over_an_export_answers_as_jaxqa_does(teacher, exports, squad):
+    assert_served_as_jaxqa(teacher, exports["fp32"], squad)
 
 
 def test_a_damaged_export_is_refused_in_one_line(exports, tmp_path):

@@ -10,7 +10,7 @@ import shutil
 
 import numpy as np
 import pytest
-from test_export import compact_model, family_models, windows
+from test_export import assert_served_as_jaxqa, compact_model, family_models, windows
 
 pytest.importorskip("litert_converter", reason="the LiteRT export is the optional extra jaxqa[litert]")
 from ai_edge_litert.interpreter import Interpreter
@@ -73,19 +73,7 @@ def test_litert_int8_stays_near_float32(exports):
 
 
 def test_the_pipeline_over_a_litert_export_answers_as_jaxqa_does(teacher, exports, squad):
-    from jaxqa.squad.examples import read_squad
-
-    questions = [
-        {"question": example.question, "context": example.context} for example in read_squad(squad).examples[:12]
-    ]
-    ours = jaxqa.pipeline(teacher, precision="fp32", max_seq_len=64)(questions, top_k=2)
-    served = jaxqa.pipeline(exports["fp32"], max_seq_len=64)
-    assert served.precision == "fp32" and served.traces == 0
-    theirs = served(questions, top_k=2)
-    assert [[a["answer"] for a in q] for q in theirs] == [[a["answer"] for a in q] for q in ours]
-    np.testing.assert_allclose(
-        [a["score"] for q in theirs for a in q], [a["score"] for q in ours for a in q], rtol=1e-4
-    )
+    assert_served_as_jaxqa(teacher, exports["fp32"], squad)
 
 
 def test_the_task_library_signature(teacher, tmp_path):

@@ -51,6 +51,11 @@ class _Session:
         return start, end
 
 
+def _cores() -> int:
+    """The cores this process may run on (all of the machine's where the OS does not say)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 class _Interpreter:
     """The LiteRT interpreter of a model file whose signatures `length_{L}`
     take windows (1, L), called as a jaxqa forward is: each window of a batch
@@ -68,7 +73,7 @@ class _Interpreter:
             raise Error(f'{path}: serving a LiteRT export needs ai-edge-litert: pip install "jaxqa[litert]"') from None
         self.path, self.lengths, self.inputs = path, sorted(record["lengths"]), record["inputs"]
         try:
-            interpreter = Interpreter(model_path=str(path), num_threads=len(os.sched_getaffinity(0)))
+            interpreter = Interpreter(model_path=str(path), num_threads=_cores())
             self.runners = {length: interpreter.get_signature_runner(signature(length)) for length in self.lengths}
         except Exception as err:  # the interpreter raises ValueError or RuntimeError for files it cannot read
             raise Error(f"{path}: the LiteRT interpreter cannot load it ({str(err).splitlines()[0]})") from None
