@@ -207,9 +207,7 @@ def headline(found: dict[str, dict]) -> str:
     bert = latency[("bert-base", "jaxqa-fp32")]
     exports = {(r["model"], r["side"]): r for r in found["export_latency_cpu"]["rows"]}
     export, torch_onnx = exports[("bert-base", "onnx-fp32")], exports[("bert-base", "torchonnx-fp32")]
-    litert_compact = next(
-        r for r in found["compact_export_speed_avx2_cpu"]["rows"] if r["side"] == "litert-compact"
-    )
+    litert_compact = next(r for r in found["compact_export_speed_avx2_cpu"]["rows"] if r["side"] == "litert-compact")
     rows = [
         (
             "Fine-tune the real MiniLM on 800 SQuAD questions, 2 CPU cores",
