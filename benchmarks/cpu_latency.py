@@ -12,7 +12,7 @@ pipeline in float32, under bfloat16 autocast, and with every `nn.Linear`
 quantized by PyTorch's dynamic int8 quantization (SqueezeBERT's encoder is made
 of Conv1d, which that leaves in float32); jaxqa's pipeline over its ONNX
 exports (`jaxqa-export`, float32 and int8) under ONNX Runtime and over its
-LiteRT exports (fixed 384-token windows) under the LiteRT interpreter; and, the path a
+LiteRT exports (signatures of 64, 128, ..., 384 tokens) under the LiteRT interpreter; and, the path a
 PyTorch user takes, ONNX Runtime over `torch.onnx.export` of the transformers
 model (float32, and ONNX Runtime's dynamic int8 of it), served by the same
 jaxqa pipeline so that only the graph differs.

@@ -3,7 +3,7 @@
 dev-v1.1.json, each mode in a process of its own, one after the other; the
 modes onnx-fp32 and onnx-int8 evaluate the checkpoint's ONNX export
 (`jaxqa-export --precision fp32|int8`) under ONNX Runtime, and litert-fp32
-and litert-int8 its LiteRT export (384-token windows) under LiteRT.
+and litert-int8 its LiteRT export (signatures of 64, 128, ..., 384 tokens) under LiteRT.
 
     python benchmarks/precision_eval.py [--checkpoint runs/minilm-cpu/train/model] [--questions 1000]
         [--modes fp32,bf16,int8,onnx-fp32,onnx-int8,litert-fp32,litert-int8]

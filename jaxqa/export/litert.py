@@ -5,10 +5,14 @@ converter, and its int8 made by the AI Edge Quantizer.
 A LiteRT model here has fixed shapes, as phones run it: the converter writes
 every shape into the file. So it holds one signature per window length,
 `length_{N}` over (1, N), all sharing one copy of the weights (the program's
-constants), and a window runs in the shortest that holds it. Two ops go to the converter as composites that it maps to LiteRT's
-own kernels: exact GELU, which otherwise arrives as erf's polynomial spelled
-out in a dozen element-wise ops (2x the whole model's time, MiniLM 1x160), and
-the word embeddings' lookup, whose table int8 then quantizes too.
+constants), and a window runs in the shortest that holds it.
+
+While the program is traced, three functions of the models are swapped
+(`swap.swapped`): attention for the form BERT's exporters write, and two ops
+for composites that the converter maps to LiteRT's own kernels: exact GELU,
+which otherwise arrives as erf's polynomial spelled out in a dozen
+element-wise ops (2x the whole model's time, MiniLM 1x160), and the word
+embeddings' lookup, whose table int8 then quantizes too.
 """
 
 import contextlib
@@ -82,20 +86,20 @@ def span_model_tflite(
     lengths: tuple[int, ...],
     inputs: tuple[str, ...],
     outputs: tuple[str, ...],
-    swap_outputs: bool = False,
 ) -> bytes:
     """The LiteRT flatbuffer of `SpanModel(config)` with `params` (float32,
     one `layer_{i}` per layer): for each of `lengths` a signature
     `length_{N}` over int32 windows (1, N), taking `inputs` (ids, mask, token
-    types) and giving `outputs`: start then end logits (1, N), or end then
-    start if `swap_outputs`."""
+    types) and giving `outputs`, the names "start_logits" and "end_logits" in
+    the order the model gives them, each (1, N)."""
     stablehlo, ir, passmanager, converter_api = _converter()
     model = SpanModel(config, execution=Execution(scan=False))
     weights = jax.tree.map(jnp.asarray, params)
 
     def forward(input_ids, attention_mask, token_type_ids):
         start, end = model.apply({"params": weights}, input_ids, attention_mask, token_type_ids)
-        return (end, start) if swap_outputs else (start, end)
+        logits = {"start_logits": start, "end_logits": end}
+        return tuple(logits[name] for name in outputs)
 
     context = ir.Context()
     converter_api.prepare_mlir_context(context)

@@ -87,8 +87,8 @@ class _Interpreter:
             )
         start = np.zeros((batch, width), np.float32)
         end = np.zeros((batch, width), np.float32)
+        length = next(n for n in self.lengths if n >= width)
         for row in range(batch):
-            length = next(n for n in self.lengths if n >= width)
             feeds = {}
             for name, array in zip(self.inputs, (input_ids, attention_mask, token_type_ids)):
                 window = np.zeros((1, length), np.int32)

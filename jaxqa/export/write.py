@@ -116,7 +116,7 @@ def _write_litert(
     from jaxqa.export import litert
 
     inputs, outputs = (TASK_LIBRARY_INPUTS, TASK_LIBRARY_OUTPUTS) if task_library else (INPUTS, OUTPUTS)
-    flatbuffer = litert.span_model_tflite(config, params, lengths, inputs, outputs, swap_outputs=task_library)
+    flatbuffer = litert.span_model_tflite(config, params, lengths, inputs, outputs)
     path.write_bytes(flatbuffer if precision == "fp32" else litert.dynamic_int8(flatbuffer))
     return {"inputs": list(inputs), "outputs": list(outputs), "lengths": list(lengths)}
 
