@@ -27,7 +27,9 @@ def is_export(folder: Path) -> bool:
 class _Session:
     """ONNX Runtime's session of a model file, called as a jaxqa forward is
     (its `params` unused: the weights are in the file). It compiles no
-    programs, so `traces` stays 0."""
+    programs, so `traces` stays 0. Its threads sleep between runs instead of
+    spinning: the pipeline featurizes and decodes between runs, and on a
+    machine of few cores spinning threads take the cores that work needs."""
 
     traces = 0
 
@@ -36,8 +38,10 @@ class _Session:
             import onnxruntime
         except ImportError:
             raise Error(f'{path}: serving an ONNX export needs onnxruntime: pip install "jaxqa[onnx]"') from None
+        options = onnxruntime.SessionOptions()
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
-            self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as err:  # onnxruntime raises its own types for unreadable or invalid files
             raise Error(f"{path}: ONNX Runtime cannot load it ({str(err).splitlines()[0]})") from None
         self.inputs, self.outputs = record["inputs"], record["outputs"]
