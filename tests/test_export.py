@@ -93,6 +93,22 @@ def test_layer_norm_softmax_and_gelu_are_written_as_their_onnx_ops():
     assert ops["Erf"] == ops["Exp"] == ops["Sqrt"] == 0  # no step of them left behind
 
 
+def test_layer_norms_take_their_scale_and_bias_and_biases_stay_vectors():
+    # As ONNX Runtime's fusions want them: LayerNormalization holds the
+    # model's own scale and bias (no product and sum after it), and a bias
+    # added after a product is the (N,) vector (so MatMul, Add, Gelu fuse).
+    config = bert.SIZES["tiny"]
+    params = jax.device_get(nn.meta.unbox(models.init_params(SpanModel(config), jax.random.key(1))))
+    graph = write.span_model_onnx(config, params).graph
+    norms = [node.input for node in graph.node if node.op_type == "LayerNormalization"]
+    assert ["embeddings/LayerNorm/scale", "embeddings/LayerNorm/bias"] == norms[0][1:]
+    assert all(scale.endswith("/scale") and bias.endswith("/bias") for _, scale, bias in norms)
+    made_by = {output: node for node in graph.node for output in node.output}
+    gelu_input = made_by[next(node.input[0] for node in graph.node if node.op_type == "Gelu")]
+    assert (gelu_input.op_type, gelu_input.input[1]) == ("Add", "layer_0/intermediate/bias")
+    assert made_by[gelu_input.input[0]].op_type == "MatMul"
+
+
 @pytest.fixture(scope="module")
 def exports(teacher, tmp_path_factory):
     """The teacher exported in float32 and in int8."""

@@ -12,7 +12,7 @@ computed in the graph from the inputs' own shapes.
 """
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.extend
@@ -58,6 +58,7 @@ class _Graph:
         self.dims: dict[str, _Dim] = {}  # a symbolic dimension, expression or shape -> its tensor
         self.unexpanded: set = set()  # broadcasts that their consumers broadcast themselves
         self.producer: dict = {}  # jaxpr variable -> the equation that made it
+        self.norms: dict[Any, _Norm] = {}  # jaxpr variable -> the LayerNormalization it is
         self._count = 0
 
     def fresh(self, stem: str) -> str:
@@ -127,7 +128,6 @@ def _elementwise(op: str) -> Rule:
 
 
 for _name, _op in {
-    "add": "Add",
     "sub": "Sub",
     "max": "Max",
     "min": "Min",
@@ -232,7 +232,32 @@ def _div(g, eqn, ins, params):
     return [g.node("Div", ins)]
 
 
-def _layer_norm(g: _Graph, centred, rsqrt):
+class _Norm(NamedTuple):
+    """A LayerNormalization of `x` over its last axis, its scale and bias
+    tensors (None: not yet taken in from the products and sums that follow)."""
+
+    x: str
+    width: int
+    epsilon: float
+    scale: str | None = None
+    bias: str | None = None
+
+    def node(self, g: _Graph) -> str:
+        scale = self.scale or g.const(np.ones(self.width, np.float32))
+        return g.node("LayerNormalization", [self.x, scale, *filter(None, [self.bias])], axis=-1, epsilon=self.epsilon)
+
+
+def _vector(g: _Graph, atom, width: int) -> str | None:
+    """The tensor of v, if `atom` is a vector v (width,) broadcast along the last axis."""
+    broadcast = _made(g, atom, "broadcast_in_dim")
+    if not broadcast or broadcast.invars[0].aval.shape != (width,):
+        return None
+    if tuple(broadcast.params["broadcast_dimensions"]) != (len(atom.aval.shape) - 1,):
+        return None
+    return g.read(broadcast.invars[0])
+
+
+def _layer_norm(g: _Graph, centred, rsqrt) -> _Norm | None:
     """LayerNormalization of x over its last axis, without scale and bias, if
     `centred` * `rsqrt` is (x - mean(x)) * rsqrt(mean((x - mean(x))^2) + eps)."""
     centring = _made(g, centred, "sub")
@@ -245,10 +270,28 @@ def _layer_norm(g: _Graph, centred, rsqrt):
         squared = _made(g, _mean(g, atom), "square") if epsilon is not None else None
         deviation = squared and _made(g, squared.invars[0], "sub")
         if deviation and deviation.invars[0] is x and _mean(g, deviation.invars[1]) is x:
-            width = x.aval.shape[-1]
-            ones, zeros = g.const(np.ones(width, np.float32)), g.const(np.zeros(width, np.float32))
-            return g.node("LayerNormalization", [g.read(x), ones, zeros], axis=-1, epsilon=epsilon)
+            return _Norm(g.read(x), x.aval.shape[-1], epsilon)
     return None
+
+
+def _affine_norm(g: _Graph, eqn, role: str) -> _Norm | None:
+    """The LayerNormalization that the product or sum `eqn` of a
+    LayerNormalization and a vector is, the vector taken as its `role` (scale or bias)."""
+    for i, atom in enumerate(eqn.invars):
+        norm = None if isinstance(atom, jax.extend.core.Literal) else g.norms.get(atom)
+        vector = norm and _vector(g, eqn.invars[1 - i], norm.width)
+        if not norm or not vector or norm.bias is not None:  # a scale after the bias is no LayerNormalization's
+            continue
+        if role == "bias":
+            return norm._replace(bias=vector)
+        if norm.scale is None:
+            return norm._replace(scale=vector)
+    return None
+
+
+def _normalized(g: _Graph, eqn, norm: _Norm) -> list[str]:
+    g.norms[eqn.outvars[0]] = norm
+    return [norm.node(g)]
 
 
 def _gelu(g: _Graph, half, erfc):
@@ -267,13 +310,25 @@ def _gelu(g: _Graph, half, erfc):
 
 @_rule("mul")
 def _mul(g, eqn, ins, params):
+    scaled = _affine_norm(g, eqn, "scale")
+    if scaled:
+        return _normalized(g, eqn, scaled)
     for i, atom in enumerate(eqn.invars):
         other = eqn.invars[1 - i]
         rsqrt, erfc = _made(g, atom, "rsqrt"), _made(g, atom, "erfc")
-        fused = (rsqrt and _layer_norm(g, other, rsqrt)) or (erfc and _gelu(g, other, erfc))
-        if fused:
-            return [fused]
+        norm = rsqrt and _layer_norm(g, other, rsqrt)
+        if norm:
+            return _normalized(g, eqn, norm)
+        gelu = erfc and _gelu(g, other, erfc)
+        if gelu:
+            return [gelu]
     return [g.node("Mul", ins)]
+
+
+@_rule("add")
+def _add(g, eqn, ins, params):
+    shifted = _affine_norm(g, eqn, "bias")
+    return _normalized(g, eqn, shifted) if shifted else [g.node("Add", ins)]
 
 
 @_rule("erfc")
@@ -346,6 +401,8 @@ def _expand_dims(g, eqn, ins, params):
 def _broadcast_in_dim(g, eqn, ins, params):
     shape, kept = params["shape"], [int(d) for d in params["broadcast_dimensions"]]
     new = [d for d in range(len(shape)) if d not in kept]
+    if eqn.outvars[0] in g.unexpanded and new == list(range(len(new))):
+        return [ins[0]]  # NumPy's broadcasting adds the leading axes (a bias stays a vector, as fusions want it)
     x = g.node("Unsqueeze", [ins[0], g.const(new, np.int64)]) if new else ins[0]
     operand = eqn.invars[0].aval.shape
     already = all(shape[d] == 1 for d in new) and all(operand[i] == shape[d] for i, d in enumerate(kept))
@@ -441,16 +498,16 @@ def _dot_general(g, eqn, ins, params):
     operands = []
     for name, shape, perm, rows, columns in orders[order]:
         laid = _transposed(g, name, shape, perm)
-        operands.append(
-            g.node(
-                "Reshape",
-                [laid, g.shape([*batch, _product(shape[i] for i in rows), _product(shape[i] for i in columns)])],
-            )
-        )
+        if len(rows) != 1 or len(columns) != 1:  # else it lies as (batch..., M, K) already
+            matrix = [*batch, _product(shape[i] for i in rows), _product(shape[i] for i in columns)]
+            laid = g.node("Reshape", [laid, g.shape(matrix)])
+        operands.append(laid)
     product = g.node("MatMul", operands)
     if order == "B":
         rank = len(batch) + 2
         product = g.node("Transpose", [product], perm=[*range(rank - 2), rank - 1, rank - 2])
+    if len(lf) == 1 and len(rf) == 1:  # (batch..., M, N) is the product's own shape
+        return [product]
     return [g.node("Reshape", [product, g.shape(eqn.outvars[0].aval.shape)])]
 
 
