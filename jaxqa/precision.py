@@ -45,8 +45,8 @@ log = logging.getLogger("jaxqa.precision")
 #   therefore run bfloat16.
 # - With AVX2 alone, XLA's bfloat16 products ran at 0.6-0.9x float32's rate
 #   (cpu_matmul_cpu.json), and on an AMD EPYC with AVX2 only the fine-tuned
-#   MiniLM evaluated 0.79x float32's windows per second in bfloat16, while
-#   int8 ran 1.16x but kept 940 of 1,000 answers (precision_eval_avx2_cpu.json):
+#   MiniLM evaluated 0.80x float32's windows per second in bfloat16, while
+#   int8 ran 1.05x but kept 940 of 1,000 answers (precision_eval_avx2_cpu.json):
 #   float32 there. AVX-512 VNNI alone speeds up int8 only, which `auto` does
 #   not pick.
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")
