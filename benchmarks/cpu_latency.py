@@ -274,13 +274,13 @@ def torch_onnx(hf_folder: Path, out: Path, precision: str) -> Path:
 
 
 def side_folder(side: str, hf_folder: Path, our_folder: Path, workdir: Path) -> Path:
-    """The folder a side runs, made the first time it is asked for."""
+    """The folder a side runs: jaxqa's exports made anew by each run (the
+    exporter may have changed since the last), the others the first time."""
     runtime, mode = side.split("-")
     if runtime in ("onnx", "litert"):
         from jaxqa.export import write
 
-        out = workdir / f"{our_folder.name}-{runtime}-{mode}"
-        return out if out.is_dir() else write.export(our_folder, out, runtime, mode)
+        return write.export(our_folder, workdir / f"{our_folder.name}-{runtime}-{mode}", runtime, mode, overwrite=True)
     if runtime == "torchonnx":
         return torch_onnx(hf_folder, workdir / f"{hf_folder.name}-torchonnx-{mode}", mode)
     return our_folder if runtime == "jaxqa" else hf_folder
