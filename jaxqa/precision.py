@@ -36,9 +36,9 @@ log = logging.getLogger("jaxqa.precision")
 # - int8 keeps too few: on the fine-tuned MiniLM, 927 of 1,000 dev answers
 #   equal float32's (F1 +0.07) on an Intel Xeon with AMX
 #   (benchmarks/results/precision_eval_cpu.json), so `auto` never picks it.
-# - bfloat16 keeps 991 of 1,000 there and runs 1.43x float32's windows per
-#   second; one question at a time on that machine, BERT-base took 84 ms in
-#   bfloat16 against 206 ms in float32 (export_latency_cpu.json). On an AMD
+# - bfloat16 keeps 991 of 1,000 there and runs 1.37x float32's windows per
+#   second; one question at a time on that machine, BERT-base took 78 ms in
+#   bfloat16 against 201 ms in float32 (export_latency_cpu.json). On an AMD
 #   Zen 4 (AVX-512 BF16, no AMX) BERT-base's pipeline ran 147 ms in bfloat16
 #   against 235 ms in float32, with all 24 answers equal (a measurement that is
 #   not among the records). CPUs with either unit (Linux /proc/cpuinfo names)
