@@ -18,7 +18,7 @@ import onnxruntime
 from safetensors.numpy import save_file
 
 import jaxqa
-from jaxqa import models
+from jaxqa import checkpoint, models
 from jaxqa.export import write
 from jaxqa.models import bert, compact, distilbert, mobilebert, squeezebert
 from jaxqa.models import convert as hf_names
@@ -129,6 +129,23 @@ def test_int8_stays_near_float32(teacher, exports, squad):
     assert (exports["int8"] / write.MODEL_FILES["onnx"]).stat().st_size < 0.5 * (
         exports["fp32"] / write.MODEL_FILES["onnx"]
     ).stat().st_size
+
+
+def assert_int8_runs_near_float32(name, config, params, squad, out, fmt: str, **options) -> None:
+    """A family's tiny model exported in `fmt` in float32 and int8: the int8
+    export runs, within the bound of test_int8_stays_near_float32."""
+    model_type = "bert" if name == "compact-bert" else name
+    folder = checkpoint.save_pretrained(out / name, model_type, config, params, squad.parent)
+    exported = {p: jaxqa.open_model(write.export(folder, out / p, fmt, p, **options), "auto") for p in write.PRECISIONS}
+    inputs = windows(config.vocab_size, 4, 64, seed=3)
+    fp32, int8 = (np.stack(exported[p](*inputs)) for p in write.PRECISIONS)
+    real = np.broadcast_to(inputs[1] > 0, fp32.shape)
+    assert np.abs(int8 - fp32)[real].max() < 0.05 * np.abs(fp32[real]).max()
+
+
+@pytest.mark.parametrize("name,config,params", list(family_models()), ids=lambda x: x if isinstance(x, str) else "")
+def test_every_familys_int8_export_runs_near_float32(name, config, params, squad, tmp_path):
+    assert_int8_runs_near_float32(name, config, params, squad, tmp_path, "onnx")
 
 
 def assert_served_as_jaxqa(teacher, export, squad):

@@ -10,7 +10,13 @@ import shutil
 
 import numpy as np
 import pytest
-from test_export import assert_served_as_jaxqa, compact_model, family_models, windows
+from test_export import (
+    assert_int8_runs_near_float32,
+    assert_served_as_jaxqa,
+    compact_model,
+    family_models,
+    windows,
+)
 
 pytest.importorskip("litert_converter", reason="the LiteRT export is the optional extra jaxqa[litert]")
 from ai_edge_litert.interpreter import Interpreter
@@ -70,6 +76,11 @@ def test_litert_int8_stays_near_float32(exports):
     real = np.broadcast_to(inputs[1] > 0, fp32.shape)
     assert np.abs(int8 - fp32)[real].max() < 0.05 * np.abs(fp32[real]).max()
     assert (exports["int8"] / "model.tflite").stat().st_size < 0.5 * (exports["fp32"] / "model.tflite").stat().st_size
+
+
+@pytest.mark.parametrize("name,config,params", list(family_models()), ids=lambda x: x if isinstance(x, str) else "")
+def test_every_familys_litert_int8_export_runs_near_float32(name, config, params, squad, tmp_path):
+    assert_int8_runs_near_float32(name, config, params, squad, tmp_path, "litert", length=64)
 
 
 def test_the_pipeline_over_a_litert_export_answers_as_jaxqa_does(teacher, exports, squad):

@@ -67,7 +67,7 @@ class _Graph:
 
     def node(self, op: str, inputs: Sequence[str], **attributes) -> str:
         out = self.fresh(op.lower())
-        self.nodes.append(helper.make_node(op, list(inputs), [out], **attributes))
+        self.nodes.append(helper.make_node(op, list(inputs), [out], name=out, **attributes))
         return out
 
     def const(self, value, dtype=None, name: str | None = None) -> str:

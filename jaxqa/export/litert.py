@@ -127,11 +127,15 @@ def span_model_tflite(
 def dynamic_int8(flatbuffer: bytes) -> bytes:
     """The model with its products' weights and the embedding table in int8,
     symmetric per output channel, and the products' activations quantized as
-    each runs (the AI Edge Quantizer's dynamic_wi8_afp32); the rest float32."""
+    each runs (the AI Edge Quantizer's dynamic_wi8_afp32); the rest float32.
+    Batched products stay float32: LiteRT's BATCH_MATMUL takes int8 weights
+    on the right only, and SqueezeBERT's grouped products hold them on the left."""
     try:
-        from ai_edge_quantizer import quantizer, recipe
+        from ai_edge_quantizer import qtyping, quantizer, recipe
     except ImportError:
         raise Error('an int8 LiteRT export needs the AI Edge Quantizer: pip install "jaxqa[litert]"') from None
+    int8 = quantizer.Quantizer(flatbuffer, recipe.dynamic_wi8_afp32())
+    int8.update_quantization_recipe(".*", qtyping.TFLOperationName.BATCH_MATMUL, algorithm_key="no_quantize")
     # It reports sizes on stdout and progress bars on stderr; a command's own output stays its own.
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        return bytes(quantizer.Quantizer(flatbuffer, recipe.dynamic_wi8_afp32()).quantize().quantized_model)
+        return bytes(int8.quantize().quantized_model)

@@ -102,9 +102,21 @@ def _write_onnx(config, params: dict, path: Path, precision: str) -> dict:
         with tempfile.TemporaryDirectory() as scratch:
             fp32 = Path(scratch) / path.name
             onnx.save(proto, str(fp32))
+            # ONNX Runtime's integer products take a matrix's per-column scales
+            # only: products with a stack of matrices (SqueezeBERT's grouped
+            # (G, K, N) weights) stay float32.
+            ranks = {tensor.name: len(tensor.dims) for tensor in proto.graph.initializer}
+            stacked = [n.name for n in proto.graph.node if n.op_type == "MatMul" and ranks.get(n.input[1], 2) > 2]
             logging.disable(logging.WARNING)  # the quantizer warns of every tensor it leaves float32
             try:
-                quantize_dynamic(fp32, path, per_channel=True, reduce_range=True, weight_type=QuantType.QInt8)
+                quantize_dynamic(
+                    fp32,
+                    path,
+                    per_channel=True,
+                    reduce_range=True,
+                    weight_type=QuantType.QInt8,
+                    nodes_to_exclude=stacked,
+                )
             finally:
                 logging.disable(logging.NOTSET)
     return {"inputs": list(INPUTS), "outputs": list(OUTPUTS)}
