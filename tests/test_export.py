@@ -120,15 +120,19 @@ def test_int8_stays_near_float32(teacher, exports, squad):
     # Dynamic int8 rounds each weight to 1/254 of its channel's largest and
     # each activation to 1/255 of its tensor's range; through two layers that
     # moves logits of this model (about +-0.5) by a few hundredths at most.
-    model = jaxqa.load_pretrained(teacher)
-    inputs = windows(model.config.vocab_size, 4, 64, seed=3)
-    fp32 = np.stack(jaxqa.open_model(exports["fp32"], "auto")(*inputs))
-    int8 = np.stack(jaxqa.open_model(exports["int8"], "auto")(*inputs))
-    real = np.broadcast_to(inputs[1] > 0, fp32.shape)
-    assert np.abs(int8 - fp32)[real].max() < 0.05 * np.abs(fp32[real]).max()
+    assert_int8_near_float32(exports, jaxqa.load_pretrained(teacher).config.vocab_size)
     assert (exports["int8"] / write.MODEL_FILES["onnx"]).stat().st_size < 0.5 * (
         exports["fp32"] / write.MODEL_FILES["onnx"]
     ).stat().st_size
+
+
+def assert_int8_near_float32(exports: dict, vocab_size: int) -> None:
+    """Over the real tokens of a few windows, the int8 export's logits stay
+    within 5% of the float32 export's largest."""
+    inputs = windows(vocab_size, 4, 64, seed=3)
+    fp32, int8 = (np.stack(jaxqa.open_model(exports[p], "auto")(*inputs)) for p in write.PRECISIONS)
+    real = np.broadcast_to(inputs[1] > 0, fp32.shape)
+    assert np.abs(int8 - fp32)[real].max() < 0.05 * np.abs(fp32[real]).max()
 
 
 def assert_int8_runs_near_float32(name, config, params, squad, out, fmt: str, **options) -> None:
@@ -136,11 +140,9 @@ def assert_int8_runs_near_float32(name, config, params, squad, out, fmt: str, **
     export runs, within the bound of test_int8_stays_near_float32."""
     model_type = "bert" if name == "compact-bert" else name
     folder = checkpoint.save_pretrained(out / name, model_type, config, params, squad.parent)
-    exported = {p: jaxqa.open_model(write.export(folder, out / p, fmt, p, **options), "auto") for p in write.PRECISIONS}
-    inputs = windows(config.vocab_size, 4, 64, seed=3)
-    fp32, int8 = (np.stack(exported[p](*inputs)) for p in write.PRECISIONS)
-    real = np.broadcast_to(inputs[1] > 0, fp32.shape)
-    assert np.abs(int8 - fp32)[real].max() < 0.05 * np.abs(fp32[real]).max()
+    assert_int8_near_float32(
+        {p: write.export(folder, out / p, fmt, p, **options) for p in write.PRECISIONS}, config.vocab_size
+    )
 
 
 @pytest.mark.parametrize("name,config,params", list(family_models()), ids=lambda x: x if isinstance(x, str) else "")

@@ -11,6 +11,7 @@ import shutil
 import numpy as np
 import pytest
 from test_export import (
+    assert_int8_near_float32,
     assert_int8_runs_near_float32,
     assert_served_as_jaxqa,
     compact_model,
@@ -70,11 +71,7 @@ def test_litert_int8_stays_near_float32(exports):
     # As for ONNX's int8: weights to 1/254 of their channel's largest, activations
     # to 1/255 of their row's range; through two layers logits of about +-0.5 move
     # by a few hundredths at most.
-    inputs = windows(1000, 4, 64, seed=3)
-    fp32 = np.stack(jaxqa.open_model(exports["fp32"], "auto")(*inputs))
-    int8 = np.stack(jaxqa.open_model(exports["int8"], "auto")(*inputs))
-    real = np.broadcast_to(inputs[1] > 0, fp32.shape)
-    assert np.abs(int8 - fp32)[real].max() < 0.05 * np.abs(fp32[real]).max()
+    assert_int8_near_float32(exports, 1000)
     assert (exports["int8"] / "model.tflite").stat().st_size < 0.5 * (exports["fp32"] / "model.tflite").stat().st_size
 
 
