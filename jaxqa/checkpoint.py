@@ -38,7 +38,7 @@ from safetensors.numpy import save
 from jaxqa import models
 from jaxqa.models import compact, convert
 from jaxqa.models.convert import ConversionError
-from jaxqa.models.encoder import SpanModel
+from jaxqa.models.encoder import SpanModel, file_shapes, per_layer, stacked
 from jaxqa.precision import dequantized, is_quantized, precision_of
 from jaxqa.squad.tokenizer import TOKENIZER_FILES
 
@@ -58,16 +58,17 @@ class Source:
     config: Any
 
     def read_params(self, seed: int = 0, as_stored: bool = False, need_head: str = "") -> dict:
-        """The float32 parameters, read from a jaxqa folder (an int8 one's
-        dequantized, or `as_stored`) or converted from a Hugging Face one, every
-        value finite. A Hugging Face encoder without a span head gets a freshly
-        initialised one (from `seed`), and says so (a warning); with `need_head`
-        (why a trained head is needed) it is refused instead."""
+        """The float32 parameters as the model holds them (`encoder.stacked`),
+        read from a jaxqa folder (an int8 one's dequantized, or `as_stored`) or
+        converted from a Hugging Face one, every value finite. A Hugging Face
+        encoder without a span head gets a freshly initialised one (from
+        `seed`), and says so (a warning); with `need_head` (why a trained head
+        is needed) it is refused instead."""
         if (self.folder / PARAMS_FILE).is_file():
-            params = _finite(self._read_jaxqa_params(), self.folder / PARAMS_FILE)
+            params = _finite(self.config, self._read_jaxqa_params(), self.folder / PARAMS_FILE)
             return params if as_stored else dequantized(params)
         params, report = convert.params_from_hf(self.model_type, self.config, _read_hf_state(self.folder))
-        params = _finite(params, self.folder)
+        params = _finite(self.config, params, self.folder)
         if report.fresh_head and need_head:
             raise ConversionError(f"{self.folder}: no span head (qa_outputs) in the checkpoint; {need_head}")
         if report.dropped:
@@ -88,8 +89,7 @@ class Source:
     def _read_jaxqa_params(self) -> dict:
         path = self.folder / PARAMS_FILE
         got = _read_safetensors(path)
-        model = SpanModel(self.config)
-        expected = traverse_util.flatten_dict(nn.meta.unbox(models.abstract_params(model)), sep="/")
+        expected = file_shapes(self.config)
         for key in [key for key, value in got.items() if value.dtype == np.int8]:  # an int8 checkpoint's kernels
             kernel = expected[key].shape if key in expected and is_quantized(key) else None
             if kernel is None or (key + "_scale") not in got:
@@ -103,22 +103,24 @@ class Source:
         for key, value in got.items():
             if value.shape != expected[key].shape:
                 raise ConversionError(f"{path}: {key} has shape {value.shape}, config.json needs {expected[key].shape}")
-        return traverse_util.unflatten_dict(got, sep="/")
+        return stacked(self.config, traverse_util.unflatten_dict(got, sep="/"))
 
 
-def _finite(params: dict, where: Path) -> dict:
-    """`params`, after refusing a NaN or infinite value (which would make every logit NaN), naming the tensor."""
-    for key, value in traverse_util.flatten_dict(params, sep="/").items():
+def _finite(config, params: dict, where: Path) -> dict:
+    """`params`, after refusing a NaN or infinite value (which would make every
+    logit NaN), naming the tensor as files name it."""
+    for key, value in traverse_util.flatten_dict(per_layer(config, params), sep="/").items():
         if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
             raise ConversionError(f"{where}: {key} holds NaN or infinite values")
     return params
 
 
-def params_digest(params: dict) -> str:
-    """SHA-256 of parameters (names, shapes and float32 values): what a run
-    records of its teacher, so that a changed teacher is seen even under the same path."""
+def params_digest(config, params: dict) -> str:
+    """SHA-256 of parameters (names as files hold them, shapes and float32
+    values): what a run records of its teacher, so that a changed teacher is
+    seen even under the same path."""
     digest = hashlib.sha256()
-    for key, value in sorted(traverse_util.flatten_dict(params, sep="/").items()):
+    for key, value in sorted(traverse_util.flatten_dict(per_layer(config, params), sep="/").items()):
         value = np.ascontiguousarray(value, np.float32)
         digest.update(f"{key}{value.shape}".encode())
         digest.update(value.tobytes())
@@ -140,17 +142,20 @@ def open_checkpoint(path: str | Path) -> Source:
 def save_pretrained(
     folder, model_type: str, config, params, tokenizer_from: Path | None, overwrite: bool = False
 ) -> Path:
-    """Writes a jaxqa checkpoint folder atomically: a failure leaves nothing at `folder`."""
+    """Writes `params` (as the model holds them) as a jaxqa checkpoint folder,
+    one layer per name, atomically: a failure leaves nothing at `folder`."""
+    host = jax.device_get(params)
+    precision = precision_of(host)
+    # int8 kernels stay int8 (with their scales); everything else, bfloat16 kernels included, is float32.
+    flat = traverse_util.flatten_dict(per_layer(config, host if precision == "int8" else dequantized(host)), sep="/")
+    tensors = {
+        key: np.ascontiguousarray(value, np.int8 if value.dtype == np.int8 else np.float32)
+        for key, value in flat.items()
+    }
     with atomic_folder(folder, overwrite) as tmp:
         (tmp / "config.json").write_text(json.dumps(config.to_hf(), indent=2) + "\n")
-        flat = traverse_util.flatten_dict(jax.device_get(params), sep="/")
-        # int8 kernels stay int8; everything else, bfloat16 kernels included, is float32.
-        tensors = {
-            key: np.ascontiguousarray(value, np.int8 if value.dtype == np.int8 else np.float32)
-            for key, value in flat.items()
-        }
         _write_safetensors(
-            tmp / PARAMS_FILE, tensors, {"format": "jaxqa", "model_type": model_type, "precision": precision_of(params)}
+            tmp / PARAMS_FILE, tensors, {"format": "jaxqa", "model_type": model_type, "precision": precision}
         )
         if tokenizer_from:
             copy_tokenizer(Path(tokenizer_from), tmp)

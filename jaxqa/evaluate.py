@@ -8,23 +8,20 @@ whole set's logits are never held at once.
 """
 
 import argparse
-import functools
 import json
 import logging
 import math
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import jax
-import numpy as np
 from tqdm import tqdm
 
 from jaxqa import compilation_cache, models, sharding
 from jaxqa.checkpoint import open_checkpoint
+from jaxqa.engine import Compiled, Engine, Runtime
 from jaxqa.errors import Error, log_to, write_file
-from jaxqa.models.encoder import runtime_params
 from jaxqa.precision import MODES
 from jaxqa.pretrained import Exported, open_model
 from jaxqa.squad import buckets, metric
@@ -34,92 +31,30 @@ from jaxqa.squad.features import EvalFeatures, FeatureSettings, eval_features
 
 log = logging.getLogger("jaxqa.evaluate")
 
-INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-
-
 # Evaluation sorts windows by length within chunks of this many batches: every
 # chunk but the last is whole batches, and a chunk's logits are all that is held.
 CHUNK_BATCHES = 16
 
 
-def logits_forward(model, mesh) -> models.Forward:
-    """The process's compiled forward of `model` that evaluation runs: with
-    several processes its logits are replicated, so that every process can read
-    them; in one process it is the very forward a loaded model and the pipeline
-    run (`models.forward`), so each shape compiles once for all of them."""
-    return models.forward(model, sharding.replicated(mesh) if jax.process_count() > 1 else None)
-
-
-def stream_logits(
-    model,
-    params,
-    features: EvalFeatures,
-    mesh,
-    batch_size: int,
-    show_progress: bool = False,
-    length_step: int = buckets.LENGTH_STEP,
-):
-    """Yields (start, end) logits, numpy (n, L), chunk by chunk in feature order,
-    of a span module with its `params`, or of an ONNX export (`Exported`, whose
-    weights are in its file).
-
-    Within a chunk the windows run sorted by length, each batch padded to the
-    shortest of `buckets.widths(L, length_step)` that holds its longest window
-    (the last batch also with empty rows), so that one program per width serves
-    all. Positions past the width a window ran at get logit 0: they are padding,
-    which decoding skips.
-    """
-    place: Callable
-    forward: Callable
-    if isinstance(model, Exported):  # ONNX Runtime, on the host, with the weights in its file
-        place, forward = np.asarray, model.forward
-    else:
-        # On one device, batches go as host arrays, as a loaded model's and the
-        # pipeline's do, so that all of them run the same compiled programs.
-        in_sh = sharding.batch_sharding(mesh, 2)
-        place = functools.partial(sharding.from_host, sharding=in_sh) if mesh.size > 1 else np.asarray
-        params = runtime_params(model, params)  # stacked once, not in every batch's program
-        forward = logits_forward(model, mesh)
-    total, full = features.input_ids.shape
-    shapes = buckets.widths(full, length_step)
-    lengths = features.attention_mask.sum(axis=1)  # (N,)
-    chunk = batch_size * CHUNK_BATCHES
-    with tqdm(total=total, unit="feature", disable=not show_progress, dynamic_ncols=True) as progress:
-        for begin in range(0, total, chunk):
-            rows = np.arange(begin, min(begin + chunk, total))
-            order = rows[np.argsort(lengths[rows], kind="stable")]
-            running = []  # dispatched, not waited for: the next batch is padded while one runs
-            for first in range(0, len(order), batch_size):
-                picked = order[first : first + batch_size]
-                width = buckets.fit(shapes, lengths[picked].max())
-                batch = [
-                    place(np.pad(getattr(features, key)[picked, :width], ((0, batch_size - len(picked)), (0, 0))))
-                    for key in INPUTS
-                ]
-                running.append((picked - begin, width, forward(params, *batch)))
-            start = np.zeros((len(rows), full), np.float32)
-            end = np.zeros((len(rows), full), np.float32)
-            for local, width, logits in running:
-                batch_start, batch_end = jax.device_get(logits)
-                start[local, :width] = batch_start[: len(local)]
-                end[local, :width] = batch_end[: len(local)]
-            progress.update(len(rows))
-            yield start, end
+def engine(runtime: Runtime, max_seq_length: int, batch_size: int, length_step: int = buckets.LENGTH_STEP) -> Engine:
+    """How evaluation runs windows of up to `max_seq_length` tokens: sorted by
+    length, in batches of `batch_size` (the last padded with empty rows), each
+    padded to the shortest of `buckets.widths(max_seq_length, length_step)`
+    that holds its longest window, so that one program per width serves all."""
+    return Engine(runtime, buckets.widths(max_seq_length, length_step), (batch_size,))
 
 
 def answer(
-    model,
-    params,
+    engine: Engine,
     examples,
-    features,
-    mesh,
-    batch_size: int,
+    features: EvalFeatures,
     with_negatives: bool,
     null_score_diff_threshold: float,
     show_progress: bool = False,
     keep_nbest: bool = False,
-    length_step: int = buckets.LENGTH_STEP,
 ) -> Predictions:
+    """The answers to `examples`, their windows' logits taken from `engine` a
+    chunk at a time, so that the whole set's logits are never held at once."""
     collector = AnswerCollector(
         examples,
         features,
@@ -127,8 +62,13 @@ def answer(
         null_score_diff_threshold=null_score_diff_threshold,
         keep_nbest=keep_nbest,
     )
-    for start, end in stream_logits(model, params, features, mesh, batch_size, show_progress, length_step):
-        collector.add(start, end)
+    chunk = engine.batch_sizes[-1] * CHUNK_BATCHES
+    windows = features.input_ids, features.attention_mask, features.token_type_ids
+    total = len(features.input_ids)
+    with tqdm(total=total, unit="feature", disable=not show_progress, dynamic_ncols=True) as progress:
+        for start, end in engine.stream(*windows, chunk=chunk):
+            collector.add(start, end)
+            progress.update(len(start))
     return collector.finish()
 
 
@@ -165,16 +105,9 @@ def evaluate_params(
 ) -> dict:
     """The official metrics of `params` on a `jaxqa.training.batches.EvalSet` (used during training)."""
     started = time.perf_counter()
+    runs = engine(Compiled(model, params, mesh), eval_set.features.input_ids.shape[1], batch_size, length_step)
     predictions = answer(
-        model,
-        params,
-        eval_set.data.examples,
-        eval_set.features,
-        mesh,
-        batch_size,
-        eval_set.with_negatives,
-        null_score_diff_threshold,
-        length_step=length_step,
+        runs, eval_set.data.examples, eval_set.features, eval_set.with_negatives, null_score_diff_threshold
     )
     result = dict(score(eval_set.data.articles, predictions, eval_set.with_negatives))
     result["eval_seconds"] = round(time.perf_counter() - started, 1)
@@ -274,18 +207,9 @@ def run(args: argparse.Namespace, threshold: float | None) -> int:
     with_negatives = any(example.is_impossible for example in data.examples)
     started = time.perf_counter()
     tune = threshold is None and with_negatives
-    predictions = answer(
-        model if isinstance(model, Exported) else model.module,
-        model.run_params,
-        data.examples,
-        features,
-        mesh,
-        batch_size,
-        with_negatives,
-        threshold or 0.0,
-        show_progress=True,
-        length_step=args.length_step,
-    )
+    runtime = model.runtime if isinstance(model, Exported) else Compiled(model.module, model.params, mesh)
+    runs = engine(runtime, args.max_seq_length, batch_size, args.length_step)
+    predictions = answer(runs, data.examples, features, with_negatives, threshold or 0.0, show_progress=True)
     seconds = time.perf_counter() - started
     if tune:
         predictions, threshold = apply_best_threshold(data.articles, predictions)

@@ -29,9 +29,10 @@ valid spans than it asks for with zero-score ones); `top_k > 1` always gives a
 list and a one-element list of inputs a one-element list, where Hugging Face
 gives a bare dict.
 
-The model runs on windows padded to a few lengths (`seq_buckets`) and batch
-sizes (powers of two up to `batch_size`), so a process compiles at most
-len(seq_buckets) * len(batch sizes) programs whatever the inputs.
+The model runs through `jaxqa.engine` on windows padded to a few lengths
+(`seq_buckets`) and batch sizes (powers of two up to `batch_size`), so a
+process compiles at most len(seq_buckets) * len(batch sizes) programs whatever
+the inputs.
 """
 
 import numbers
@@ -42,6 +43,7 @@ import jax
 import numpy as np
 
 from jaxqa import models
+from jaxqa.engine import Engine
 from jaxqa.errors import Error
 from jaxqa.pretrained import Exported, Pretrained, open_model
 from jaxqa.squad import buckets, decode
@@ -87,7 +89,8 @@ def pipeline(
     precision: str = "auto",
 ) -> "QuestionAnsweringPipeline":
     """A question-answering pipeline over a checkpoint folder (jaxqa or Hugging
-    Face), an ONNX export folder (`jaxqa.export`, run by ONNX Runtime) or a loaded model.
+    Face), an export folder (`jaxqa.export`: ONNX, run by ONNX Runtime, or
+    LiteRT, run by the LiteRT interpreter) or a loaded model.
 
     `doc_stride` defaults to min(max_seq_len // 2, 128), as in Hugging Face.
     `batch_size` (windows per model call) defaults to 4 on CPU, where larger
@@ -116,83 +119,23 @@ def pipeline(
         seq_buckets = buckets.widths(max_seq_len, PIPELINE_LENGTH_STEP)
     if max(seq_buckets) != max_seq_len or min(seq_buckets) < 1:
         raise Error(f"seq_buckets {list(seq_buckets)} must be positive and end at max_seq_len={max_seq_len}")
-    return QuestionAnsweringPipeline(model, settings, BucketedModel(model, seq_buckets, batch_size))
-
-
-class BucketedModel:
-    """The model jitted for a fixed set of padded shapes.
-
-    `model_logits(input_ids, attention_mask, token_type_ids)` takes windows (N, L)
-    and gives start and end logits (N, L) as numpy; positions past the bucket a
-    window was padded to get logit 0. It runs the model's compiled forward,
-    which the process shares with every user of the same module (evaluation
-    too), and `traces` counts the programs compiled for it.
-    """
-
-    def __init__(self, model: Pretrained | Exported, seq_buckets: Sequence[int], batch_size: int):
-        if batch_size < 1:
-            raise Error(f"batch_size={batch_size} must be at least 1")
-        self.model = model
-        self.seq_buckets = tuple(sorted(set(seq_buckets)))
-        self.batch_buckets = (*(1 << i for i in range(batch_size.bit_length()) if 1 << i < batch_size), batch_size)
-        self._logits = model.forward
-
-    @property
-    def traces(self) -> int:
-        return self._logits.traces
-
-    def warm_up(self, seq_buckets: Iterable[int] | None = None, batch_buckets: Iterable[int] | None = None) -> None:
-        """Compiles the programs for these buckets (all of them by default) ahead of the first questions."""
-        lengths = self.seq_buckets if seq_buckets is None else tuple(seq_buckets)
-        batches = self.batch_buckets if batch_buckets is None else tuple(batch_buckets)
-        if not set(lengths) <= set(self.seq_buckets) or not set(batches) <= set(self.batch_buckets):
-            raise Error(f"the buckets are lengths {self.seq_buckets} and batch sizes {self.batch_buckets}")
-        for length in lengths:
-            for batch in batches:
-                zeros = np.zeros((batch, length), np.int32)
-                jax.block_until_ready(self._logits(self.model.run_params, zeros, zeros, zeros))
-
-    def __call__(self, input_ids, attention_mask, token_type_ids) -> tuple[np.ndarray, np.ndarray]:
-        n, length = input_ids.shape
-        if length > self.seq_buckets[-1]:
-            raise Error(f"windows of {length} tokens do not fit the largest bucket, {self.seq_buckets[-1]}")
-        # Each window goes to the shortest bucket that holds it, and batches
-        # never mix buckets, so little of them is padding.
-        widths = buckets.fit(self.seq_buckets, attention_mask.sum(axis=1))  # (N,)
-        batch_size = self.batch_buckets[-1]
-        batches = []  # (width, rows)
-        for width in np.unique(widths).tolist():
-            same = np.flatnonzero(widths == width)
-            batches += [(width, same[i : i + batch_size]) for i in range(0, len(same), batch_size)]
-        outputs = []
-        for width, rows in batches:
-            padded = []
-            for array in (input_ids, attention_mask, token_type_ids):
-                # Padding rows are all-masked; their logits are dropped.
-                block = np.zeros((buckets.fit(self.batch_buckets, len(rows)), width), np.int32)
-                block[: len(rows)] = array[rows, :width]
-                padded.append(block)
-            # Not waited for: the next batch is padded while this one runs.
-            outputs.append(self._logits(self.model.run_params, *padded))
-        start_logits = np.zeros((n, length), np.float32)
-        end_logits = np.zeros((n, length), np.float32)
-        for (width, rows), (start, end) in zip(batches, outputs):
-            start_logits[rows, :width] = np.asarray(start)[: len(rows)]
-            end_logits[rows, :width] = np.asarray(end)[: len(rows)]
-        return start_logits, end_logits
+    if batch_size < 1:
+        raise Error(f"batch_size={batch_size} must be at least 1")
+    sizes = (*(1 << i for i in range(batch_size.bit_length()) if 1 << i < batch_size), batch_size)
+    return QuestionAnsweringPipeline(model, settings, Engine(model.runtime, seq_buckets, sizes))
 
 
 class QuestionAnsweringPipeline:
     """Answers questions about contexts; make one with `jaxqa.pipeline`.
 
-    `model_logits` is called like `BucketedModel` and gives the windows' logits;
-    tests pass a stand-in that chooses them.
+    `engine` gives the windows' logits (`jaxqa.engine.Engine`); tests pass a
+    stand-in that chooses them.
     """
 
-    def __init__(self, model: Pretrained | Exported, settings: FeatureSettings, model_logits: BucketedModel):
+    def __init__(self, model: Pretrained | Exported, settings: FeatureSettings, engine: Engine):
         self.model = model
         self.settings = settings
-        self.model_logits = model_logits
+        self.engine = engine
         self._continues_word = decode.continuation_table(model.tokenizer)
 
     @property
@@ -203,11 +146,11 @@ class QuestionAnsweringPipeline:
     @property
     def traces(self) -> int:
         """How many programs the model was compiled to so far (one per padded shape)."""
-        return self.model_logits.traces
+        return self.engine.traces
 
     def warm_up(self, seq_buckets: Iterable[int] | None = None, batch_buckets: Iterable[int] | None = None) -> None:
         """Compiles ahead of time; afterwards inputs of those shapes never compile again."""
-        self.model_logits.warm_up(seq_buckets, batch_buckets)
+        self.engine.warm_up(seq_buckets, batch_buckets)
 
     def __call__(
         self,
@@ -239,9 +182,7 @@ class QuestionAnsweringPipeline:
         context_tokens = np.bincount(features.example_index, is_context.sum(axis=1), minlength=len(examples))  # (E,)
         if not context_tokens.all():
             raise InputError(int(np.argmin(context_tokens)), "the context has no tokens, so no answer")
-        start_logits, end_logits = self.model_logits(
-            features.input_ids, features.attention_mask, features.token_type_ids
-        )
+        start_logits, end_logits = self.engine(features.input_ids, features.attention_mask, features.token_type_ids)
 
         answers = decode.pipeline_answers(
             [context for _, context in pairs],

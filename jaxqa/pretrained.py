@@ -8,9 +8,10 @@ import jax
 
 from jaxqa import models
 from jaxqa.checkpoint import Source, open_checkpoint, save_pretrained
+from jaxqa.engine import Compiled
 from jaxqa.errors import Error
 from jaxqa.export.runtime import Exported, is_export
-from jaxqa.models.encoder import SpanModel, runtime_params
+from jaxqa.models.encoder import SpanModel
 from jaxqa.precision import pick, prepare
 from jaxqa.squad.tokenizer import load_tokenizer
 
@@ -20,11 +21,10 @@ class Pretrained:
     `(start_logits, end_logits)`, each (B, T) float32. `precision` ("fp32",
     "bf16", "int8" or "auto", see `jaxqa.precision`) is that of its matrix products.
 
-    `params` are its weights per layer, as saved; it runs `run_params`, the same
-    weights with runs of like layers stacked (`encoder.runtime_params`), so that
-    each program holds one copy of a layer and no call copies the weights. Its
-    forward pass is the process's one compiled forward of its module
-    (`models.forward`), which the pipeline and evaluation share.
+    `params` are its weights, runs of like layers stacked as the model holds
+    them, in its precision; its `runtime` runs them (`jaxqa.engine.Compiled`)
+    with the process's one compiled forward of its module (`models.forward`),
+    which the pipeline and evaluation share.
     """
 
     def __init__(self, model_type: str, config, params, folder: Path, precision: str = "fp32"):
@@ -34,14 +34,15 @@ class Pretrained:
         self.precision = pick(precision)
         self.module = SpanModel(config)
         self.params = prepare(params, self.precision)
-        self.run_params = runtime_params(self.module, self.params)
-        self.forward = models.forward(self.module)
+        self.runtime = Compiled(self.module, self.params)
 
     @classmethod
     def from_source(cls, source: Source, precision: str = "fp32") -> "Pretrained":
         """The model of an opened checkpoint folder, its weights read as stored (an int8 checkpoint's int8)."""
         if is_export(source.folder):
-            raise Error(f"{source.folder}: an ONNX export, which ONNX Runtime runs; open it with jaxqa.open_model")
+            raise Error(
+                f"{source.folder}: an export (ONNX or LiteRT), which its own runtime runs; open it with jaxqa.open_model"
+            )
         return cls(source.model_type, source.config, source.read_params(as_stored=True), source.folder, precision)
 
     def with_precision(self, precision: str) -> "Pretrained":
@@ -59,12 +60,16 @@ class Pretrained:
     def _encode(self):
         return jax.jit(lambda params, *batch: self.module.apply({"params": params}, *batch, method="encode"))
 
+    @property
+    def forward(self) -> models.Forward:
+        return self.runtime.forward
+
     def __call__(self, input_ids, attention_mask, token_type_ids):
-        return self.forward(self.run_params, input_ids, attention_mask, token_type_ids)
+        return self.runtime(input_ids, attention_mask, token_type_ids)
 
     def encode(self, input_ids, attention_mask, token_type_ids):
         """The encoder's last hidden states, (B, T, D)."""
-        return self._encode(self.run_params, input_ids, attention_mask, token_type_ids)
+        return self._encode(self.runtime.params, input_ids, attention_mask, token_type_ids)
 
     def save(self, folder: str | Path, overwrite: bool = False) -> Path:
         """Writes the model as it runs: an int8 model as an int8 checkpoint, which
@@ -73,9 +78,10 @@ class Pretrained:
 
 
 def open_model(checkpoint: str | Path | Source, precision: str = "fp32") -> "Pretrained | Exported":
-    """The model of a folder (or of an opened one): an ONNX export
-    (`jaxqa.export`) runs under ONNX Runtime in its own precision ("auto" or
-    that one); any other checkpoint is a `Pretrained` in `precision`."""
+    """The model of a folder (or of an opened one): an export (`jaxqa.export`)
+    runs under ONNX Runtime (ONNX) or the LiteRT interpreter (LiteRT) in its own
+    precision ("auto" or that one); any other checkpoint is a `Pretrained` in
+    `precision`."""
     source = checkpoint if isinstance(checkpoint, Source) else open_checkpoint(checkpoint)
     if is_export(source.folder):
         return Exported(source, precision)
@@ -85,5 +91,5 @@ def open_model(checkpoint: str | Path | Source, precision: str = "fp32") -> "Pre
 def load_pretrained(path: str | Path, precision: str = "fp32") -> Pretrained:
     """A jaxqa checkpoint folder, a Hugging Face folder (converted on the fly) or
     hub id, with its matrix products in `precision` (see `jaxqa.precision`).
-    (An ONNX export folder opens with `open_model`, as the pipeline does.)"""
+    (An ONNX or LiteRT export folder opens with `open_model`, as the pipeline does.)"""
     return Pretrained.from_source(open_checkpoint(path), precision)

@@ -32,6 +32,8 @@ RULES = {
     "position": None,
     "type": None,
     "classes": None,
+    "layers": None,  # stacked runs' axes: every device holds all of a run's blocks
+    "blocks": None,
 }
 FSDP_RULES = {**RULES, "embed": DATA, "bottleneck": DATA}
 

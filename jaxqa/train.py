@@ -9,7 +9,6 @@ run folder after any interruption; evaluated with the official metric.
 
 import contextlib
 import dataclasses
-import functools
 import json
 import logging
 import math
@@ -30,9 +29,8 @@ from tqdm import tqdm
 from jaxqa import compilation_cache, evaluate, models, precision, sharding
 from jaxqa.checkpoint import Source, open_checkpoint, params_digest
 from jaxqa.errors import Error, log_to, write_file
-from jaxqa.models import bert, compact
-from jaxqa.models.encoder import SpanModel, canonical_params, runtime_params
-from jaxqa.models.stacking import Execution
+from jaxqa.models import bert, compact, execution, stacking
+from jaxqa.models.encoder import SpanModel
 from jaxqa.squad.features import FeatureSettings, TrainFeatures, train_features
 from jaxqa.squad.tokenizer import load_tokenizer
 from jaxqa.training import batches, optim, pruning
@@ -47,7 +45,7 @@ from jaxqa.training.settings import (
     validate,
     validate_mesh,
 )
-from jaxqa.training.state import TrainState, relayout
+from jaxqa.training.state import TrainState
 from jaxqa.training.state import shardings as state_shardings
 from jaxqa.training.step import Distillation, make_train_step
 
@@ -85,13 +83,13 @@ def train(s: Settings) -> int:
     model = build_model(s)
     data = load_data(s, model.tokenizer)
     teacher = read_teacher(s, model)
-    plan = plan_optimization(s, model.config, len(data.train.input_ids))
+    plan = plan_optimization(s, model.module, len(data.train.input_ids))
     layout = lay_out_state(s, model.module, plan, mesh)
     # What the run folder records, to resume only what it holds: the settings, and
     # digests of the data and the teacher, which may change under the same paths.
     run_settings = {**trajectory(s), "train_data": data.train_digest}
     if teacher:
-        run_settings["teacher_weights"] = params_digest(teacher.params)
+        run_settings["teacher_weights"] = params_digest(teacher.source.config, teacher.params)
     with exclusive(s.run_folder):
         folder = RunFolder(
             s.run_folder, s.model, model.config, model.tokenizer_dir, keep=s.keep,
@@ -165,13 +163,13 @@ def build_model(s: Settings) -> Model:
         tokenizer = load_tokenizer(tokenizer_dir, config.vocab_size)
     platform = jax.devices()[0].platform
     bf16 = s.precision == "bf16" or (s.precision == "auto" and precision.training_bf16(platform, precision.cpu_flags()))
-    execution = Execution(scan=s.scan_layers, remat=remat_for(s, platform))
+    ex = execution.for_training(platform, bf16, s.scan_layers, remat_for(s, platform))
     # The run folder keeps the config as it came; training may drop out attention at another rate.
     trained = config
     if s.attention_dropout is not None:
         trained = dataclasses.replace(config, **{fam.attention_dropout: s.attention_dropout})  # type: ignore[type-var]
-    module = SpanModel(trained, jnp.bfloat16 if bf16 else jnp.float32, jnp.float32, execution)
-    log.info(f"{s.model}: layers {'scanned' if execution.scan else 'unrolled'}, remat {execution.remat}, "
+    module = SpanModel(trained, jnp.bfloat16 if bf16 else jnp.float32, jnp.float32, ex)
+    log.info(f"{s.model}: layers {'scanned' if ex.scan else 'unrolled'}, remat {ex.remat}, "
              f"compute in {'bfloat16' if bf16 else 'float32'}")  # fmt: skip
     return Model(config, module, tokenizer, tokenizer_dir, source)
 
@@ -199,7 +197,7 @@ def load_data(s: Settings, tokenizer: Tokenizer) -> Data:
 @dataclasses.dataclass(frozen=True)
 class Teacher:
     source: Source
-    params: dict  # on the host, one layer per name
+    params: dict  # on the host
 
 
 def read_teacher(s: Settings, student: Model) -> Teacher | None:
@@ -235,7 +233,7 @@ class Plan:
     score_tx: optax.GradientTransformation | None
 
 
-def plan_optimization(s: Settings, config, windows: int) -> Plan:
+def plan_optimization(s: Settings, module: SpanModel, windows: int) -> Plan:
     steps_per_epoch = windows // s.batch_size
     if steps_per_epoch == 0:
         raise SettingsError(f"--batch-size {s.batch_size} is larger than the {windows} training features")
@@ -244,9 +242,11 @@ def plan_optimization(s: Settings, config, windows: int) -> Plan:
              f"{total_steps} steps")  # fmt: skip
     warmup = int(s.warmup_proportion * total_steps)
     lr = optim.schedule(s.learning_rate, warmup, total_steps)
-    tx = optim.build(s.optimizer, lr, s.weight_decay, clip_norm=s.clip_norm)
+    layer_axes = stacking.layer_axes(models.abstract_params(module))  # one trust ratio per layer
+    tx = optim.build(s.optimizer, lr, s.weight_decay, clip_norm=s.clip_norm, layer_axes=layer_axes)
     if not s.prune:
         return Plan(total_steps, lr, tx, None, None)
+    config = module.config
     block = pruning.block_edge(s.prune_block, config.head_dim, config.hidden_size)
     if block != s.prune_block and s.prune == "hybrid":
         log.info(f"--prune-block {s.prune_block}: blocks of {block} x {block}, which divide the model's heads")
@@ -273,39 +273,25 @@ def plan_optimization(s: Settings, config, windows: int) -> Plan:
 
 @dataclasses.dataclass(frozen=True)
 class Layout:
-    """The state as training holds it (runs of like layers stacked: one compiled
-    body, one optimizer update per stacked weight) and as checkpoints hold it
-    (one layer per name), each with its shardings, and the maps between them."""
+    """The state's shape and where its leaves live on the mesh."""
 
-    init: Callable[[dict], TrainState]  # parameters one layer per name -> the stacked state
-    abstract_disk: TrainState
+    init: Callable[[dict], TrainState]  # parameters -> the state before the first step
+    abstract: TrainState
     state_sh: TrainState
-    disk_sh: TrainState
-    disk_param_sh: dict
-    stacked: Callable[[TrainState], TrainState]
-    per_layer: Callable[[TrainState], TrainState]
+    param_sh: dict
 
 
 def lay_out_state(s: Settings, module: SpanModel, plan: Plan, mesh: Mesh) -> Layout:
     boxed = models.abstract_params(module)
-    param_sh = sharding.param_shardings(jax.eval_shape(functools.partial(runtime_params, module), boxed), mesh, s.fsdp)
-    disk_param_sh = sharding.param_shardings(boxed, mesh, s.fsdp)
-    stacked = functools.partial(relayout, layout=functools.partial(runtime_params, module))
-    per_layer = functools.partial(relayout, layout=functools.partial(canonical_params, module.config))
+    param_sh = sharding.param_shardings(boxed, mesh, s.fsdp)
 
     def init(params: dict) -> TrainState:
         scores = plan.prune.init_scores(params) if plan.prune else None
-        return TrainState.create(runtime_params(module, params), plan.tx, scores, plan.score_tx)
+        return TrainState.create(params, plan.tx, scores, plan.score_tx)
 
-    unboxed = nn.meta.unbox(boxed)
-    abstract = jax.eval_shape(init, unboxed)
-    abstract_disk = jax.eval_shape(per_layer, abstract)
-    replicated = sharding.replicated(mesh)
-    state_sh, disk_sh = (
-        state_shardings(tree, params_sh, unboxed, disk_param_sh, replicated, plan.tx, plan.score_tx)
-        for tree, params_sh in ((abstract, param_sh), (abstract_disk, disk_param_sh))
-    )
-    return Layout(init, abstract_disk, state_sh, disk_sh, disk_param_sh, stacked, per_layer)
+    abstract = jax.eval_shape(init, nn.meta.unbox(boxed))
+    state_sh = state_shardings(abstract, param_sh, sharding.replicated(mesh), plan.tx, plan.score_tx)
+    return Layout(init, abstract, state_sh, param_sh)
 
 
 def restore_or_init(
@@ -323,16 +309,14 @@ def restore_or_init(
             )
         if changes:
             log.warning(f"--allow-changed-settings: resuming with {changes}")
-        restored = jax.jit(layout.stacked, out_shardings=layout.state_sh)(
-            folder.restore(layout.abstract_disk, layout.disk_sh)
-        )
+        restored = folder.restore(layout.abstract, layout.state_sh)
         log.info(f"resumed from {folder.directory} at step {int(restored.step)}")
         return restored
     if model.source is None:
         log.warning(f"--init random: training {s.model} {s.size} from random weights, not a pretrained encoder")
         fresh = lambda key: layout.init(nn.meta.unbox(model.module.init(key, *models.example_batch())["params"]))
         return jax.jit(fresh, out_shardings=layout.state_sh)(jax.random.key(s.seed))
-    start = jax.device_put(model.source.read_params(s.seed), layout.disk_param_sh)
+    start = jax.device_put(model.source.read_params(s.seed), layout.param_sh)
     return jax.jit(layout.init, out_shardings=layout.state_sh)(start)
 
 
@@ -341,15 +325,12 @@ def compile_step(
 ) -> tuple[Callable, dict]:
     """The jitted train step `(state, batch, teacher_params) -> (state, metrics)`,
     and the teacher's parameters it takes: frozen, in the compute precision,
-    stacked once and sharded over the same mesh as the student ({} without one)."""
+    sharded over the same mesh as the student ({} without one)."""
     distill, teacher_params, teacher_sh = None, {}, {}
     if teacher:
         teacher_module = SpanModel(teacher.source.config, module.dtype, jnp.float32, module.execution)
-        placed = jax.device_put(
-            teacher.params, sharding.param_shardings(models.abstract_params(teacher_module), mesh, s.fsdp)
-        )
-        teacher_params = jax.jit(functools.partial(runtime_params, teacher_module))(placed)
-        teacher_sh = jax.tree_util.tree_map(lambda leaf: leaf.sharding, teacher_params)
+        teacher_sh = sharding.param_shardings(models.abstract_params(teacher_module), mesh, s.fsdp)
+        teacher_params = jax.device_put(teacher.params, teacher_sh)
         distill = Distillation(teacher_module, s.distill_alpha, s.distill_temperature)
         log.info(f"distilling from the {teacher.source.model_type} teacher {teacher.source.folder} "
                  f"(alpha {s.distill_alpha}, temperature {s.distill_temperature})")  # fmt: skip
@@ -443,24 +424,22 @@ class Run:
         )  # fmt: skip
         self.leader = jax.process_index() == 0
         self.metrics_log = MetricsLog(s.run_folder, enabled=self.leader)
-        self.to_disk = jax.jit(layout.per_layer, out_shardings=layout.disk_sh)
         self.masked = self._masked()
         self.started = time.perf_counter()
         self.ended = self.started
         self.throughput = Throughput(s.batch_size)
 
     def _masked(self) -> Callable:
-        """The model a state stands for: (its parameters, in either layout, pruned
-        as the schedule says now; the share of weights kept)."""
-        prune, config = self.plan.prune, self.model.config
+        """The model a state stands for: (its parameters, pruned as the schedule
+        says now; the share of weights kept)."""
+        prune = self.plan.prune
         if prune is None:
             return lambda st: (st.params, 1.0)
 
         def pruned(st):
-            params = canonical_params(config, st.params)
-            return prune.apply(params, st.scores, prune.select(params, st.scores, st.step))
+            return prune.apply(st.params, st.scores, prune.select(st.params, st.scores, st.step))
 
-        return jax.jit(pruned, out_shardings=(self.layout.disk_param_sh, sharding.replicated(self.mesh)))
+        return jax.jit(pruned, out_shardings=(self.layout.param_sh, sharding.replicated(self.mesh)))
 
     def evaluate(self, params) -> dict:
         if self.data.eval is None:
@@ -497,10 +476,10 @@ class Run:
                 self.metrics_log.write({"step": step, **result})
                 self.folder.keep_best(params, result, step)
             if step % s.save_every == 0:
-                self.folder.save(step, self.to_disk(state))
+                self.folder.save(step, state)
         progress.close()
         self.ended = time.perf_counter()
-        self.folder.save(int(state.step), self.to_disk(state), force=True)
+        self.folder.save(int(state.step), state, force=True)
         self.folder.wait()
         return state
 
@@ -508,7 +487,7 @@ class Run:
         """Writes the step's metrics, after stopping the run at a non-finite loss or gradient."""
         metrics, bad_step = jax.device_get((metrics, state.bad_step))
         if bad_step >= 0:
-            self.folder.save(int(state.step), self.to_disk(state), force=True)
+            self.folder.save(int(state.step), state, force=True)
             self.folder.wait()
             raise TrainingError(
                 f"non-finite loss or gradient at step {int(bad_step)}; the checkpoint of step "

@@ -13,13 +13,14 @@ from test_parity_bert import prune, qa_model, tiny
 import jaxqa
 from jaxqa import models
 from jaxqa.models import bert, compact
-from jaxqa.models.encoder import SpanModel
+from jaxqa.models.encoder import SpanModel, per_layer, stacked
 
 
 def random_params(config, seed=0):
-    """Fresh parameters with random (non-zero) biases everywhere, as writable NumPy arrays."""
+    """Fresh parameters with random (non-zero) biases everywhere, as writable NumPy
+    arrays, one layer per name (`layer_{i}`, as files hold them)."""
     params = jax.device_get(nn.meta.unbox(models.init_params(SpanModel(config), jax.random.key(seed))))
-    params = jax.tree_util.tree_map(np.array, params)
+    params = jax.tree_util.tree_map(np.array, per_layer(config, params))
     rng = np.random.default_rng(seed)
     for i in range(config.num_hidden_layers):
         for leaves in params[f"layer_{i}"].values():
@@ -28,7 +29,8 @@ def random_params(config, seed=0):
 
 
 def logits(config, params, batch):
-    return np.stack([np.asarray(x) for x in SpanModel(config).apply({"params": params}, *batch)])
+    """The logits of parameters one layer per name."""
+    return np.stack([np.asarray(x) for x in SpanModel(config).apply({"params": stacked(config, params)}, *batch)])
 
 
 CONFIG = bert.Config(
@@ -63,11 +65,13 @@ def test_compaction_is_exact_on_random_masks(seed):
         layer["output"]["kernel"][units == 2] = 0
         expected_heads.append(int((fate == 0).sum()))
         expected_units.append(int((units == 0).sum()))
-    small_config, small = compact.compact(CONFIG, params)
+    small_config, small = compact.compact(CONFIG, stacked(CONFIG, params))
     assert [small_config.heads(i) for i in range(3)] == expected_heads
     assert [small_config.ffn(i) for i in range(3)] == expected_units
     batch = random_batch(CONFIG.vocab_size, length=16)
-    np.testing.assert_allclose(logits(small_config, small, batch), logits(CONFIG, params, batch), atol=2e-5, rtol=0)
+    np.testing.assert_allclose(
+        logits(small_config, per_layer(small_config, small), batch), logits(CONFIG, params, batch), atol=2e-5, rtol=0
+    )
 
 
 def test_a_layer_may_lose_every_head_and_unit():
@@ -75,11 +79,13 @@ def test_a_layer_may_lose_every_head_and_unit():
     layer = params["layer_0"]
     layer["attention_output"]["kernel"][:] = 0
     layer["intermediate"]["kernel"][:] = 0  # every unit adds its constant
-    small_config, small = compact.compact(CONFIG, params)
+    small_config, small = compact.compact(CONFIG, stacked(CONFIG, params))
     assert small_config.heads(0) == 0 and small_config.ffn(0) == 0
     assert dict(small_config.pruned_heads)[0] == (0, 1, 2, 3)
     batch = random_batch(CONFIG.vocab_size, length=16)
-    np.testing.assert_allclose(logits(small_config, small, batch), logits(CONFIG, params, batch), atol=2e-5, rtol=0)
+    np.testing.assert_allclose(
+        logits(small_config, per_layer(small_config, small), batch), logits(CONFIG, params, batch), atol=2e-5, rtol=0
+    )
     report = compact.report(CONFIG, small_config)
     assert report["after"]["heads"] == [0, 3, 4] and report["after"]["feed_forward_units"] == [0, 96, 96]
     assert report["after"]["parameters"] < report["before"]["parameters"]
@@ -91,7 +97,7 @@ def test_a_layer_without_heads_or_units_runs_in_every_precision(tmp_path, mode):
     params = random_params(CONFIG)
     params["layer_0"]["attention_output"]["kernel"][:] = 0
     params["layer_0"]["intermediate"]["kernel"][:] = 0
-    small_config, small = compact.compact(CONFIG, params)
+    small_config, small = compact.compact(CONFIG, stacked(CONFIG, params))
     assert small_config.heads(0) == 0 and small_config.ffn(0) == 0
     folder = jaxqa.save_pretrained(tmp_path / "compact", "bert", small_config, small, None)
     batch = random_batch(CONFIG.vocab_size, length=16)
@@ -104,9 +110,9 @@ def test_a_layer_without_heads_or_units_runs_in_every_precision(tmp_path, mode):
 
 def test_a_dense_model_stays_as_it_is():
     params = random_params(CONFIG)
-    small_config, small = compact.compact(CONFIG, params)
+    small_config, small = compact.compact(CONFIG, stacked(CONFIG, params))
     assert small_config == CONFIG
-    jax.tree_util.tree_map(np.testing.assert_array_equal, small, params)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, per_layer(CONFIG, small), params)
 
 
 def nn_pruning_checkpoint(tmp_path):

@@ -1,6 +1,6 @@
-"""The encoder core: scanned layers equal unrolled ones, stacking ahead of time is
-exact and reversible, fused attention equals the reference, and the paths that
-run without dropout take the fused call."""
+"""The encoder core: scanned layers equal unrolled ones, runs of like layers
+stack exactly and reversibly to the files' one layer per name, fused attention
+equals the reference, and the paths that run without dropout take the fused call."""
 
 import dataclasses
 import functools
@@ -13,10 +13,11 @@ import pytest
 from flax import traverse_util
 
 from jaxqa import models, precision, sharding
+from jaxqa.engine import Compiled
 from jaxqa.models import bert, layers
 from jaxqa.models.compact import compact
-from jaxqa.models.encoder import SpanModel, canonical_params, runtime_params
-from jaxqa.models.stacking import REMAT, Execution
+from jaxqa.models.encoder import SpanModel, per_layer, stacked
+from jaxqa.models.execution import REMAT, Execution
 from jaxqa.training import optim
 from jaxqa.training.state import TrainState
 from jaxqa.training.step import Distillation, make_train_step
@@ -76,62 +77,56 @@ def test_scanned_and_unrolled_layers_give_the_same_logits_and_gradients(model_ty
 
 
 @pytest.mark.parametrize("model_type", models.MODEL_TYPES)
-def test_stacking_ahead_of_time_is_exact_and_reversible(model_type):
+def test_runs_of_like_layers_stack_exactly_and_reversibly(model_type):
     config = three_layers(model_type)
     model = SpanModel(config)
     params = nn.meta.unbox(models.init_params(model, jax.random.key(0)))
-    stacked = runtime_params(model, params)
-    assert sorted(key for key in stacked if key.startswith("layer")) == ["layer_0_to_2"]
+    assert sorted(params["layers"]) == ["0_to_2"]
     if model_type == "mobilebert":  # its three stacked feed-forward networks but the last, stacked with the layers
-        assert stacked["layer_0_to_2"]["ffn_0_to_2"]["intermediate"]["kernel"].shape == (3, 3, 32, 64)
-    batch = padded_batch()
-    np.testing.assert_array_equal(
-        np.stack(model.apply({"params": stacked}, *batch)), np.stack(model.apply({"params": params}, *batch))
-    )
-    back = canonical_params(config, stacked)
+        assert params["layers"]["0_to_2"]["ffn"]["0_to_2"]["intermediate"]["kernel"].shape == (3, 3, 32, 64)
+    files = per_layer(config, params)  # one layer per name, as files hold them
+    assert sorted(key for key in files if key.startswith("layer")) == ["layer_0", "layer_1", "layer_2"]
+    back = stacked(config, files)
     assert jax.tree_util.tree_structure(back) == jax.tree_util.tree_structure(params)
     jax.tree_util.tree_map(np.testing.assert_array_equal, back, params)
-    assert runtime_params(SpanModel(config, execution=Execution(scan=False)), params) is params
 
 
 @pytest.mark.parametrize("model_type", ["bert", "squeezebert", "mobilebert"])
 def test_bfloat16_weights_stack_as_their_bits_and_compute_as_before(model_type):
     config = three_layers(model_type)
-    params = precision.prepare(nn.meta.unbox(models.init_params(SpanModel(config), jax.random.key(0))), "bf16")
+    fp32 = nn.meta.unbox(models.init_params(SpanModel(config), jax.random.key(0)))
+    params = Compiled(SpanModel(config), precision.prepare(fp32, "bf16")).params  # as the XLA runtime holds them
     model = SpanModel(config)
-    stacked = runtime_params(model, params)
-    assert stacked["layer_0_to_2"]["query"]["kernel"].dtype == jnp.uint16  # sliced without a float32 copy
+    assert params["layers"]["0_to_2"]["query"]["kernel"].dtype == jnp.uint16  # sliced without a float32 copy
     batch = padded_batch()
     unrolled = np.stack(SpanModel(config, execution=Execution(scan=False)).apply({"params": params}, *batch))
-    np.testing.assert_allclose(np.stack(model.apply({"params": stacked}, *batch)), unrolled, rtol=1e-5, atol=1e-5)
-    back = canonical_params(config, stacked)
-    assert back["layer_1"]["query"]["kernel"].dtype == jnp.bfloat16
-    jax.tree_util.tree_map(np.testing.assert_array_equal, back, params)
+    np.testing.assert_allclose(np.stack(model.apply({"params": params}, *batch)), unrolled, rtol=1e-5, atol=1e-5)
+    bits = per_layer(config, params)["layer_1"]["query"]["kernel"]
+    np.testing.assert_array_equal(
+        jax.lax.bitcast_convert_type(bits, jnp.bfloat16),
+        jnp.asarray(fp32["layers"]["0_to_2"]["query"]["kernel"][1], jnp.bfloat16),
+    )
 
 
 def test_a_compact_bert_stacks_only_its_layers_of_equal_shapes_and_stays_exact():
     config = dataclasses.replace(bert.SIZES["tiny"], num_hidden_layers=4, hidden_dropout_prob=0.0)
     params = jax.tree_util.tree_map(np.array, nn.meta.unbox(models.init_params(SpanModel(config), jax.random.key(0))))
     # Layer 1 loses two heads and layer 3 half its units; layers 0 and 2 keep their shapes.
-    params["layer_1"]["attention_output"]["kernel"][16:48] = 0
-    params["layer_3"]["output"]["kernel"][64:] = 0
+    params["layers"]["0_to_3"]["attention_output"]["kernel"][1, 16:48] = 0
+    params["layers"]["0_to_3"]["output"]["kernel"][3, 64:] = 0
     small_config, small = compact(config, params)
     assert [small_config.heads(i) for i in range(4)] == [4, 2, 4, 4]
     assert [small_config.ffn(i) for i in range(4)] == [128, 128, 128, 64]
-    model = SpanModel(small_config)
-    stacked = runtime_params(model, small)
-    assert sorted(key for key in stacked if key.startswith("layer")) == ["layer_0", "layer_1", "layer_2", "layer_3"]
+    assert sorted(small["layers"]) == ["0_to_0", "1_to_1", "2_to_2", "3_to_3"]
     batch = padded_batch()
     dense = np.stack(SpanModel(config).apply({"params": params}, *batch))
     real = np.broadcast_to(np.asarray(batch[1]) > 0, dense.shape)
-    for tree in (small, stacked):
-        got = np.stack(model.apply({"params": tree}, *batch))
+    for ex in (Execution(), Execution(scan=False)):
+        got = np.stack(SpanModel(small_config, execution=ex).apply({"params": small}, *batch))
         np.testing.assert_allclose(got[real], dense[real], rtol=1e-5, atol=1e-5)
     # Two layers of equal shapes next to each other are one scanned run.
     twin = dataclasses.replace(small_config, pruned_heads=(), intermediate_sizes=(128, 128, 64, 64))
-    assert "layer_2_to_3" in runtime_params(
-        SpanModel(twin), nn.meta.unbox(models.init_params(SpanModel(twin), jax.random.key(1)))
-    )
+    assert "2_to_3" in nn.meta.unbox(models.init_params(SpanModel(twin), jax.random.key(1)))["layers"]
 
 
 def reference_attention(q, k, v, mask):
@@ -191,7 +186,7 @@ def test_paths_without_dropout_take_the_fused_attention(attention_calls):
     loaded = traced(lambda p: model.apply({"params": p}, *batch), params)
     assert loaded["fused"] > 0 and loaded["dropped_out"] == 0
     mesh = sharding.make_mesh(sharding.parse_mesh(None, 1))
-    evaluation = traced(models.forward(model, sharding.replicated(mesh))._traced, runtime_params(model, params), *batch)
+    evaluation = traced(models.forward(model, sharding.replicated(mesh))._traced, params, *batch)
     assert evaluation["fused"] > 0 and evaluation["dropped_out"] == 0
 
     # Training with a teacher: the student drops attention out, the teacher does not.
@@ -206,9 +201,7 @@ def test_paths_without_dropout_take_the_fused_attention(attention_calls):
     }
     student = traced(make_train_step(model, tx, 0), state, train, {})
     assert student["fused"] == 0 and student["dropped_out"] > 0
-    taught = traced(
-        make_train_step(model, tx, 0, Distillation(model, 0.5, 2.0)), state, train, runtime_params(model, params)
-    )
+    taught = traced(make_train_step(model, tx, 0, Distillation(model, 0.5, 2.0)), state, train, params)
     assert taught["fused"] > 0 and taught["dropped_out"] == student["dropped_out"]
 
     # With attention dropout 0, training takes the fused call too.

@@ -200,6 +200,7 @@ def test_repeated_evaluations_compile_once(trained):
     import jax
 
     from jaxqa import evaluate, sharding
+    from jaxqa.engine import Compiled
     from jaxqa.squad.examples import read_squad
     from jaxqa.squad.features import FeatureSettings, featurize_eval
 
@@ -208,11 +209,12 @@ def test_repeated_evaluations_compile_once(trained):
     examples = read_squad(squad).examples
     features = featurize_eval(examples, model.tokenizer, FeatureSettings(64, 16, 16))
     mesh = sharding.make_mesh(sharding.parse_mesh(None, jax.device_count()))
-    first = evaluate.answer(model.module, model.params, examples, features, mesh, 8, True, 0.0)
-    forward = evaluate.logits_forward(model.module, mesh)
+    runs = lambda: evaluate.engine(Compiled(model.module, model.params, mesh), 64, 8)  # as each evaluation makes it
+    first = evaluate.answer(runs(), examples, features, True, 0.0)
+    forward = runs().runtime.forward
     compiled = forward.traces
     assert compiled >= 1  # the very function `answer` ran
-    again = evaluate.answer(model.module, model.params, examples, features, mesh, 8, True, 0.0)
+    again = evaluate.answer(runs(), examples, features, True, 0.0)
     assert again.answers == first.answers
     assert forward.traces == compiled
 
@@ -272,6 +274,7 @@ def test_a_loaded_model_its_pipeline_and_evaluation_compile_each_shape_once(untr
     import numpy as np
 
     from jaxqa import models, sharding
+    from jaxqa.engine import Compiled
     from jaxqa.squad.examples import read_squad
     from jaxqa.squad.features import FeatureSettings, featurize_eval
 
@@ -281,7 +284,8 @@ def test_a_loaded_model_its_pipeline_and_evaluation_compile_each_shape_once(untr
     examples = read_squad(squad).examples
     features = featurize_eval(examples, model.tokenizer, FeatureSettings(64, 16, 16))
     mesh = sharding.make_mesh(sharding.parse_mesh(None, 1))
-    evaluate.answer(model.module, model.params, examples, features, mesh, 8, False, 0.0, length_step=0)
+    runs = evaluate.engine(Compiled(model.module, model.params, mesh), 64, 8, length_step=0)
+    evaluate.answer(runs, examples, features, False, 0.0)
     assert model.forward.traces == 1  # every batch padded to 8 x 64
     compiles = []
     jax.monitoring.register_event_duration_secs_listener(

@@ -22,7 +22,7 @@ from jaxqa import checkpoint, models
 from jaxqa.export import write
 from jaxqa.models import bert, compact, distilbert, mobilebert, squeezebert
 from jaxqa.models import convert as hf_names
-from jaxqa.models.encoder import SpanModel
+from jaxqa.models.encoder import SpanModel, stacked
 from jaxqa.squad.examples import read_squad
 
 
@@ -50,7 +50,7 @@ def compact_model():
     params = random_params(COMPACT)
     params["layer_0"]["attention_output"]["kernel"][:16] = 0  # head 0 of layer 0
     params["layer_2"]["intermediate"]["kernel"][:, :40] = 0  # 40 units of layer 2
-    return compact.compact(COMPACT, params)
+    return compact.compact(COMPACT, stacked(COMPACT, params))
 
 
 def family_models():

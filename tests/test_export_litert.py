@@ -24,7 +24,7 @@ from ai_edge_litert.interpreter import Interpreter
 
 import jaxqa
 from jaxqa.export import litert, write
-from jaxqa.export.runtime import _Interpreter
+from jaxqa.export.runtime import LiteRTRuntime
 from jaxqa.models.encoder import SpanModel
 
 LENGTHS = (16, 24)  # two signatures
@@ -38,11 +38,11 @@ def interpreter(flatbuffer: bytes) -> Interpreter:
 def test_a_litert_export_gives_jaxqas_logits(name, config, params, tmp_path):
     path = tmp_path / "model.tflite"
     path.write_bytes(litert.span_model_tflite(config, params, LENGTHS, write.INPUTS, write.OUTPUTS))
-    forward = _Interpreter(path, {"inputs": list(write.INPUTS), "lengths": list(LENGTHS)})
+    forward = LiteRTRuntime(path, {"inputs": list(write.INPUTS), "lengths": list(LENGTHS)})
     for batch, length in ((1, 24), (3, 20), (2, 9)):  # run in the shortest signature that holds them, padded
         inputs = windows(config.vocab_size, batch, length)
         want = SpanModel(config).apply({"params": params}, *inputs)
-        for got, expected in zip(forward(None, *inputs), want):
+        for got, expected in zip(forward(*inputs), want):
             np.testing.assert_allclose(got, np.asarray(expected), rtol=1e-5, atol=2e-5)
 
 

@@ -15,7 +15,7 @@ import pytest
 from jaxqa import models
 from jaxqa.models import bert, mobilebert, squeezebert
 from jaxqa.models.encoder import SpanModel
-from jaxqa.models.stacking import Execution
+from jaxqa.models.execution import Execution
 
 SEQ_LEN = 128
 SIZES = [(model_type, size) for model_type in models.MODEL_TYPES for size in ("tiny", "base")]

@@ -98,6 +98,7 @@ minilm = pytest.importorskip(
 def test_evaluation_by_length_answers_as_the_padded_path_on_real_questions():
     import jaxqa
     from jaxqa import evaluate
+    from jaxqa.engine import Compiled
     from jaxqa.squad.examples import read_squad
     from jaxqa.squad.features import FeatureSettings, featurize_eval
 
@@ -106,7 +107,7 @@ def test_evaluation_by_length_answers_as_the_padded_path_on_real_questions():
     windows = featurize_eval(dev.examples, model.tokenizer, FeatureSettings(384, 128, 64))
     mesh = sharding.make_mesh(sharding.parse_mesh(None, jax.device_count()))
     answer = lambda step: evaluate.answer(
-        model.module, model.params, dev.examples, windows, mesh, 16, False, 0.0, length_step=step
+        evaluate.engine(Compiled(model.module, model.params, mesh), 384, 16, step), dev.examples, windows, False, 0.0
     )
     padded, by_length = answer(0), answer(64)
     lengths = windows.attention_mask.sum(1)

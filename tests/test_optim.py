@@ -8,7 +8,8 @@ import optax
 import pytest
 
 from jaxqa import models
-from jaxqa.models.encoder import SpanModel, canonical_params, runtime_params
+from jaxqa.models import stacking
+from jaxqa.models.encoder import SpanModel, per_layer
 from jaxqa.training import optim
 
 B1, B2, EPS, CLIP = 0.9, 0.999, 1e-6, 1.0
@@ -236,21 +237,23 @@ def test_build_rejects_unknown_name():
 @pytest.mark.parametrize("name", ["lamb", pytest.param("adamw", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("model_type", ["bert", pytest.param("mobilebert", marks=pytest.mark.slow)])
 def test_stacked_layers_take_the_updates_they_take_one_by_one(name, model_type):
-    """Training holds runs of like layers stacked: each layer's trust ratio, decay
-    and moments are what it would have on its own (MobileBERT's stacked
-    feed-forward networks are stacked twice)."""
+    """The model holds runs of like layers stacked: each layer's trust ratio, decay
+    and moments are what it would have on its own, in the tree of one layer per
+    name (MobileBERT's stacked feed-forward networks are stacked twice)."""
     config = models.family(model_type).sizes["tiny"]
     model = SpanModel(config)
-    params = nn.meta.unbox(models.init_params(model, jax.random.key(0)))
-    stacked = runtime_params(model, params)
+    stacked = nn.meta.unbox(models.init_params(model, jax.random.key(0)))
+    params = per_layer(config, stacked)
+    layer_axes = stacking.layer_axes(models.abstract_params(model))
     tx = optim.build(name, optim.schedule(1e-2, 1, 10), 0.01)
-    state, stacked_state = tx.init(params), tx.init(stacked)
+    stacked_tx = optim.build(name, optim.schedule(1e-2, 1, 10), 0.01, layer_axes=layer_axes)
+    state, stacked_state = tx.init(params), stacked_tx.init(stacked)
     for seed in range(3):
-        grads = _grads(params, seed, scale=0.3)
-        updates, state = tx.update(grads, state, params)
-        stacked_updates, stacked_state = tx.update(runtime_params(model, grads), stacked_state, stacked)
+        stacked_grads = _grads(stacked, seed, scale=0.3)
+        updates, state = tx.update(per_layer(config, stacked_grads), state, params)
+        stacked_updates, stacked_state = stacked_tx.update(stacked_grads, stacked_state, stacked)
         params, stacked = optax.apply_updates(params, updates), optax.apply_updates(stacked, stacked_updates)
-    for path, value in jax.tree_util.tree_leaves_with_path(canonical_params(config, stacked)):
+    for path, value in jax.tree_util.tree_leaves_with_path(per_layer(config, stacked)):
         expected = params
         for key in path:
             expected = expected[key.key]

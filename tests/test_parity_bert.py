@@ -83,7 +83,7 @@ def test_pruned_heads_match_pytorch(tmp_path):
     out = save_and_convert(model, tmp_path)
     ours = jaxqa.load_pretrained(out)
     assert [ours.config.heads(i) for i in range(3)] == [2, 4, 1]
-    assert ours.params["layer_2"]["query"]["kernel"].shape == (64, 16)
+    assert ours.params["layers"]["2_to_2"]["query"]["kernel"].shape == (1, 64, 16)  # a run of its own
     batch = random_batch(model.config.vocab_size)
     real = batch[1] == 1
     for mine, theirs in zip(ours(*batch), torch_logits(model, batch)):
@@ -111,7 +111,7 @@ def test_eval_shape_of_full_size_models():
     specs = traverse_util.flatten_dict(nn.get_partition_spec(shapes))
     leaves = traverse_util.flatten_dict(nn.meta.unbox(shapes))
     assert all(len(specs[k]) == len(v.shape) for k, v in leaves.items())
-    assert tuple(specs[("layer_0", "query", "kernel")]) == ("embed", "heads")
+    assert tuple(specs[("layers", "0_to_23", "query", "kernel")]) == ("layers", "embed", "heads")
 
 
 def test_bfloat16_stays_close_to_float32(tmp_path):

@@ -150,8 +150,8 @@ def test_eval_shape_of_full_size_model():
     assert sum(np.prod(x.shape) for x in leaves.values()) == BASE_PARAMS
     specs = traverse_util.flatten_dict(nn.get_partition_spec(shapes))
     assert all(len(specs[k]) == len(v.shape) for k, v in leaves.items())
-    assert tuple(specs[("layer_0", "q_lin", "kernel")]) == ("embed", "heads")
-    assert tuple(specs[("layer_0", "lin1", "kernel")]) == ("embed", "mlp")
+    assert tuple(specs[("layers", "0_to_5", "q_lin", "kernel")]) == ("layers", "embed", "heads")
+    assert tuple(specs[("layers", "0_to_5", "lin1", "kernel")]) == ("layers", "embed", "mlp")
 
 
 def test_bfloat16_stays_close_to_float32(tmp_path):

@@ -146,10 +146,16 @@ def test_eval_shape_of_the_full_size_model():
     specs = traverse_util.flatten_dict(nn.get_partition_spec(shapes))
     for key, value in leaves.items():
         assert len(specs[key]) == len(value.shape) and len(set(specs[key])) == len(specs[key]), key
-    assert tuple(specs[("layer_0", "bottleneck_input", "kernel")]) == ("embed", "bottleneck")
-    assert tuple(specs[("layer_0", "query", "kernel")]) == ("bottleneck", "heads")
-    assert tuple(specs[("layer_0", "value", "kernel")]) == ("embed", "heads")
-    assert tuple(specs[("layer_0", "ffn_2_intermediate", "kernel")]) == ("bottleneck", "mlp")
+    layers = ("layers", "0_to_23")  # the 24 layers, stacked, and in each its feed-forward networks but the last
+    assert tuple(specs[(*layers, "bottleneck_input", "kernel")]) == ("layers", "embed", "bottleneck")
+    assert tuple(specs[(*layers, "query", "kernel")]) == ("layers", "bottleneck", "heads")
+    assert tuple(specs[(*layers, "value", "kernel")]) == ("layers", "embed", "heads")
+    assert tuple(specs[(*layers, "ffn", "0_to_2", "intermediate", "kernel")]) == (
+        "layers",
+        "blocks",
+        "bottleneck",
+        "mlp",
+    )
     assert tuple(specs[("embeddings", "embedding_transformation", "kernel")]) == ("kernel_in", "embed")
 
 

@@ -27,7 +27,7 @@ import jaxqa
 from jaxqa import models
 from jaxqa.models import ConfigError, squeezebert
 from jaxqa.models.encoder import SpanModel
-from jaxqa.models.stacking import Execution
+from jaxqa.models.execution import Execution
 
 TINY = dict(hidden_size=64, embedding_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128)
 BASE_PARAMS = 50_500_610  # squeezebert-uncased with the span head, without the unused pooler (PyTorch: 51_091_202)
@@ -125,10 +125,11 @@ def test_eval_shape_of_full_size_model():
     # Every weight carries logical axis names, one per dimension.
     specs = traverse_util.flatten_dict(nn.get_partition_spec(shapes))
     assert all(len(specs[k]) == len(v.shape) for k, v in leaves.items())
-    assert leaves[("layer_0", "query", "kernel")].shape == (4, 192, 192)
-    assert tuple(specs[("layer_0", "query", "kernel")]) == ("groups", "kernel_in", "heads")
-    assert tuple(specs[("layer_0", "intermediate", "kernel")]) == ("groups", "kernel_in", "mlp")
-    assert tuple(specs[("layer_0", "output", "kernel")]) == ("groups", "kernel_in", "embed")
+    layers = ("layers", "0_to_11")  # the twelve layers, stacked
+    assert leaves[(*layers, "query", "kernel")].shape == (12, 4, 192, 192)
+    assert tuple(specs[(*layers, "query", "kernel")]) == ("layers", "groups", "kernel_in", "heads")
+    assert tuple(specs[(*layers, "intermediate", "kernel")]) == ("layers", "groups", "kernel_in", "mlp")
+    assert tuple(specs[(*layers, "output", "kernel")]) == ("layers", "groups", "kernel_in", "embed")
 
 
 def test_bfloat16_stays_close_to_float32(tmp_path):

@@ -4,6 +4,7 @@ int8 checkpoints, no compiling after warm-up in any mode, and the persistent
 compilation cache holding every mode."""
 
 import logging
+import shutil
 import subprocess
 import sys
 
@@ -11,6 +12,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 import pytest
+import safetensors.numpy
 from flax import traverse_util
 from safetensors import safe_open
 
@@ -154,20 +156,25 @@ def test_int8_checkpoints_load_without_quantizing_again(tiny_checkpoint, tmp_pat
     # Asked in float32, an int8 checkpoint runs its dequantized weights.
     dequantized = jaxqa.load_pretrained(saved)
     assert dequantized.precision == "fp32"
-    kernel = dequantized.params["layer_0"]["query"]["kernel"]
-    assert kernel.dtype == np.float32 and "kernel_scale" not in dequantized.params["layer_0"]["query"]
+    query = lambda params: params["layers"]["0_to_1"]["query"]  # both layers' query, stacked
+    kernel = query(dequantized.params)["kernel"]
+    assert kernel.dtype == np.float32 and "kernel_scale" not in query(dequantized.params)
     # Training, students and conversion read it so too.
     read = jaxqa.checkpoint.open_checkpoint(saved).read_params()
-    np.testing.assert_array_equal(read["layer_0"]["query"]["kernel"], kernel)
+    np.testing.assert_array_equal(query(read)["kernel"], kernel)
     np.testing.assert_array_equal(
-        kernel, precision.dequantize(*[model.params["layer_0"]["query"][key] for key in ("kernel", "kernel_scale")])
+        kernel, precision.dequantize(*[query(model.params)[key] for key in ("kernel", "kernel_scale")])
     )
 
 
 def test_an_int8_tensor_without_its_scale_is_refused(tiny_checkpoint, tmp_path):
     model = jaxqa.load_pretrained(tiny_checkpoint, "int8")
-    model.params["layer_1"]["output"].pop("kernel_scale")
-    broken = model.save(tmp_path / "broken")
+    saved = model.save(tmp_path / "int8")
+    tensors = safetensors.numpy.load_file(saved / PARAMS_FILE)
+    tensors.pop("layer_1/output/kernel_scale")
+    broken = tmp_path / "broken"
+    shutil.copytree(saved, broken)
+    (broken / PARAMS_FILE).write_bytes(safetensors.numpy.save(tensors, {"format": "jaxqa", "precision": "int8"}))
     with pytest.raises(ConversionError, match=f"^{broken / PARAMS_FILE}: layer_1/output/kernel is int8, but only"):
         jaxqa.load_pretrained(broken, "int8")
 

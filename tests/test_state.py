@@ -6,25 +6,24 @@ import signal
 
 import flax.linen as nn
 import jax
-import numpy as np
 import optax
 import pytest
 
 from jaxqa import models, sharding, train
 from jaxqa.models import bert
-from jaxqa.models.encoder import SpanModel, canonical_params, runtime_params
+from jaxqa.models.encoder import SpanModel
 from jaxqa.training import optim, pruning
-from jaxqa.training.state import TrainState, relayout, shardings
+from jaxqa.training.state import TrainState, shardings
 
 
 def tiny_state(method: str):
-    """(model, parameters one layer per name, stacked state, optimizers) of a tiny BERT pruned by `method`."""
+    """(model, parameters, state, optimizers) of a tiny BERT pruned by `method`."""
     model = SpanModel(bert.SIZES["tiny"])
     params = nn.meta.unbox(models.init_params(model, jax.random.key(0)))
     prune = pruning.Pruning(method, 0.5, 10, 1, 1.0, 2.0, 400.0, 16)
     tx = optim.build("lamb", optim.schedule(1e-3, 1, 10), 0.01)
     score_tx = optim.scores(optim.schedule(1e-2, 1, 10))
-    state = TrainState.create(runtime_params(model, params), tx, prune.init_scores(params), score_tx)
+    state = TrainState.create(params, tx, prune.init_scores(params), score_tx)
     return model, params, state, tx, score_tx
 
 
@@ -40,38 +39,24 @@ def test_create_starts_at_step_zero_with_fresh_optimizer_states():
 
 @pytest.mark.parametrize("method", ["movement", "hybrid"])
 def test_moments_follow_their_parameters_and_scores_their_kernels(method):
-    model, params, state, tx, score_tx = tiny_state(method)
+    model, _, state, tx, score_tx = tiny_state(method)
     mesh = sharding.make_mesh(sharding.parse_mesh(None, 1))
-    boxed = models.abstract_params(model)
-    stacked_sh = sharding.param_shardings(jax.eval_shape(lambda p: runtime_params(model, p), boxed), mesh)
-    per_layer_sh = sharding.param_shardings(boxed, mesh)
+    params_sh = sharding.param_shardings(models.abstract_params(model), mesh)
     replicated = sharding.replicated(mesh)
-    laid_out = shardings(jax.eval_shape(lambda: state), stacked_sh, params, per_layer_sh, replicated, tx, score_tx)
+    laid_out = shardings(jax.eval_shape(lambda: state), params_sh, replicated, tx, score_tx)
     assert laid_out.step == replicated and laid_out.bad_step == replicated
-    assert laid_out.params is stacked_sh
+    assert laid_out.params is params_sh
     # Adam's first moment of each parameter sits where the parameter does.
     mu = optax.tree_utils.tree_get(laid_out.opt_state, "mu")
-    assert jax.tree_util.tree_structure(mu) == jax.tree_util.tree_structure(stacked_sh)
-    assert mu["layer_0_to_1"]["query"]["kernel"] == stacked_sh["layer_0_to_1"]["query"]["kernel"]
+    assert jax.tree_util.tree_structure(mu) == jax.tree_util.tree_structure(params_sh)
+    assert mu["layers"]["0_to_1"]["query"]["kernel"] == params_sh["layers"]["0_to_1"]["query"]["kernel"]
     if method == "movement":  # a score per weight: laid out as its kernel
-        assert laid_out.scores["layer_1"]["query"] == per_layer_sh["layer_1"]["query"]["kernel"]
+        assert laid_out.scores["0_to_1"]["query"] == params_sh["layers"]["0_to_1"]["query"]["kernel"]
     else:  # block and unit scores are small: replicated
-        assert laid_out.scores["layer_1"]["query"] == replicated
-        assert laid_out.scores["layer_1"]["feed_forward"] == replicated
+        assert laid_out.scores["0_to_1"]["query"] == replicated
+        assert laid_out.scores["0_to_1"]["feed_forward"] == replicated
     score_mu = optax.tree_utils.tree_get(laid_out.score_opt_state, "mu")
     assert score_mu == laid_out.scores
-
-
-def test_relayout_round_trips_the_moments_too():
-    model = SpanModel(bert.SIZES["tiny"])
-    params = nn.meta.unbox(models.init_params(model, jax.random.key(0)))
-    tx = optim.build("lamb", optim.schedule(1e-3, 1, 10), 0.01)
-    state = TrainState.create(runtime_params(model, params), tx)
-    back = relayout(state, lambda p: canonical_params(model.config, p))
-    assert set(back.params) == set(params)
-    again = relayout(back, lambda p: runtime_params(model, p))
-    for a, b in zip(jax.tree_util.tree_leaves(again.opt_state), jax.tree_util.tree_leaves(state.opt_state)):
-        np.testing.assert_array_equal(a, b)
 
 
 def test_a_run_catches_sigterm_and_sigint_and_gives_the_handlers_back():

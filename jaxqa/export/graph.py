@@ -31,7 +31,7 @@ class ExportError(Error):
 
 class _Dim:
     """A symbolic dimension's value in the graph: an int64 scalar tensor named
-    `name`; arithmetic on it adds nodes (what `_DimExpr._evaluate` calls)."""
+    `name`; arithmetic on it adds nodes (what `_evaluated` calls)."""
 
     def __init__(self, graph: "_Graph", name: str):
         self.graph, self.name = graph, name
@@ -84,7 +84,7 @@ class _Graph:
             return self.const(int(d), np.int64)
         if str(d) not in self.dims:  # an expression of the free dimensions, computed once
             try:
-                self.dims[str(d)] = d._evaluate(self.dims)
+                self.dims[str(d)] = _evaluated(d, self.dims)
             except TypeError:  # floor division or modulo of a free dimension
                 raise ExportError(
                     f"the dimension {d}: only sums and products of the free dimensions are written"
@@ -108,6 +108,14 @@ class _Graph:
             aval: Any = atom.aval
             return self.const(atom.val, np.dtype(aval.dtype))
         return self.env[atom]
+
+
+def _evaluated(expression, values: dict):
+    """A symbolic dimension's expression computed from `values` of its free
+    dimensions (name -> value), in their own arithmetic. jax.export has no public
+    way to do this: it is the private method of its expressions as jax 0.10.2
+    names it (tests/test_export.py checks that it still computes so)."""
+    return expression._evaluate(values)
 
 
 Rule = Callable[[_Graph, list, list[str], dict], list[str]]

@@ -1,18 +1,18 @@
 """A JAX program as a LiteRT (.tflite) model: the StableHLO that `jax.export`
-serializes for the program jaxqa runs, lowered to LiteRT's ops by the LiteRT
-converter, and its int8 made by the AI Edge Quantizer.
+serializes for the program jaxqa runs (`jaxqa.export.program`), lowered to
+LiteRT's ops by the LiteRT converter, and its int8 made by the AI Edge
+Quantizer.
 
 A LiteRT model here has fixed shapes, as phones run it: the converter writes
 every shape into the file. So it holds one signature per window length,
 `length_{N}` over (1, N), all sharing one copy of the weights (the program's
 constants), and a window runs in the shortest that holds it.
 
-While the program is traced, three functions of the models are swapped
-(`swap.swapped`): attention for the form BERT's exporters write, and two ops
-for composites that the converter maps to LiteRT's own kernels: exact GELU,
-which otherwise arrives as erf's polynomial spelled out in a dozen
-element-wise ops (2x the whole model's time, MiniLM 1x160), and the word
-embeddings' lookup, whose table int8 then quantizes too.
+The program is traced as `execution.for_export("litert")` asks: attention as
+separate products, which the converter maps to batched products, and exact
+GELU and the word embeddings' lookup as composites that it maps to LiteRT's
+own kernels (GELU otherwise arrives as erf's polynomial spelled out in a
+dozen element-wise ops; a lookup's table int8 then quantizes too).
 """
 
 import contextlib
@@ -23,54 +23,15 @@ import jax.numpy as jnp
 from jax import export as jax_export
 
 from jaxqa.errors import Error
-from jaxqa.export import swap
-from jaxqa.models import layers
-from jaxqa.models.encoder import SpanModel
-from jaxqa.models.stacking import Execution
-
-
-def signature(length: int) -> str:
-    return f"length_{length}"
-
-
-def _exact_gelu(x, approximate=False):
-    return jax.nn.gelu(x, approximate=approximate)
-
-
-def _take(ids, table):
-    return jnp.take(table, ids, axis=0)
-
-
-# Composites that LiteRT's converter turns into LiteRT's own kernels; none has
-# a derivative, so they exist only while a program is traced for export
-# (`swap.swapped`).
-_tfl_gelu = jax.lax.composite(_exact_gelu, name="tfl.gelu")
-_embedding_lookup = jax.lax.composite(_take, name="odml.embedding_lookup")
-
-
-def _litert_gelu(x):
-    return _tfl_gelu(x, approximate=False)
-
-
-def _litert_gather(table, ids, dtype):
-    """`layers.gather` as LiteRT's EMBEDDING_LOOKUP, whose table the int8
-    export quantizes (a gather's it would leave float32): (V, D), (B, T) -> (B, T, D)."""
-    rows = _embedding_lookup(ids.reshape(-1), table)  # (B*T, D): the kernel takes ids in one dimension
-    return rows.reshape(*ids.shape, table.shape[1]).astype(dtype)
-
-
-def _litert_swaps() -> dict:
-    """What a span model's trace for LiteRT swaps: exact GELU and the
-    embedding lookup for the composites above, attention for the form the
-    converter maps to batched products."""
-    return {
-        layers.ACTIVATIONS["gelu"]: _litert_gelu,
-        layers.gather: _litert_gather,
-        layers.fused_attention: swap.matmul_attention,
-    }
+from jaxqa.export.format import signature
+from jaxqa.export.program import file_weights, span_program
 
 
 def _converter():
+    """The LiteRT converter's modules. It has no public API for converting
+    StableHLO that jax.export wrote: these are its private modules, as
+    litert-converter 0.5.0 names them (tests/test_export_litert.py checks that
+    they still hold what is used here)."""
     try:
         from litert_converter import _stablehlo
         from litert_converter.mlir import ir, passmanager
@@ -87,30 +48,29 @@ def span_model_tflite(
     inputs: tuple[str, ...],
     outputs: tuple[str, ...],
 ) -> bytes:
-    """The LiteRT flatbuffer of `SpanModel(config)` with `params` (float32,
-    one `layer_{i}` per layer): for each of `lengths` a signature
-    `length_{N}` over int32 windows (1, N), taking `inputs` (ids, mask, token
-    types) and giving `outputs`, the names "start_logits" and "end_logits" in
-    the order the model gives them, each (1, N)."""
+    """The LiteRT flatbuffer of `SpanModel(config)` with `params` (float32):
+    for each of `lengths` a signature `length_{N}` over int32 windows (1, N),
+    taking `inputs` (ids, mask, token types) and giving `outputs`, the names
+    "start_logits" and "end_logits" in the order the model gives them, each (1, N)."""
     stablehlo, ir, passmanager, converter_api = _converter()
-    model = SpanModel(config, execution=Execution(scan=False))
-    weights = jax.tree.map(jnp.asarray, params)
-
-    def forward(input_ids, attention_mask, token_type_ids):
-        start, end = model.apply({"params": weights}, input_ids, attention_mask, token_type_ids)
-        logits = {"start_logits": start, "end_logits": end}
-        return tuple(logits[name] for name in outputs)
-
     context = ir.Context()
     converter_api.prepare_mlir_context(context)
     modules = []
+    constants = [jnp.asarray(weight) for weight in file_weights(config, params).values()]
     with context:
         for length in lengths:
             window = jax.ShapeDtypeStruct((1, length), jnp.int32)
-            with swap.swapped(_litert_swaps()):
-                # keep_unused: DistilBERT has no token types, but every export takes the same three inputs.
-                program = jax_export.export(jax.jit(forward, keep_unused=True), platforms=("cpu",))
-                exported = program(window, window, window)
+            closed = span_program(config, "litert", window)
+
+            def forward(input_ids, attention_mask, token_type_ids, closed=closed):
+                start, end = jax.core.eval_jaxpr(
+                    closed.jaxpr, closed.consts, *constants, input_ids, attention_mask, token_type_ids
+                )
+                logits = {"start_logits": start, "end_logits": end}
+                return tuple(logits[name] for name in outputs)
+
+            # keep_unused: DistilBERT has no token types, but every export takes the same three inputs.
+            exported = jax_export.export(jax.jit(forward, keep_unused=True), platforms=("cpu",))(window, window, window)
             module = stablehlo.deserialize_portable_artifact(context, exported.mlir_module_serialized)
             converter_api.run_convert_to_tfl_passes(
                 module, passmanager.PassManager(), converter_api.ConvertToTFLConfig()

@@ -1,10 +1,10 @@
-"""An export folder (`jaxqa.export.write`) as a model that jaxqa serves.
+"""An export folder (`jaxqa.export.format`) as a model that jaxqa serves.
 
 `Exported` answers to what `jaxqa.pipeline`, `jaxqa.predict` and
-`jaxqa.evaluate` ask of a loaded model: `forward(params, input_ids,
-attention_mask, token_type_ids)` -> start, end logits (B, T) as numpy,
+`jaxqa.evaluate` ask of a loaded model: its `runtime` (a `jaxqa.engine.Runtime`),
 `precision`, `config` and `tokenizer`. ONNX Runtime runs an ONNX export and
-the LiteRT interpreter a LiteRT one, on the CPU.
+the LiteRT interpreter a LiteRT one, on the CPU. Nothing here imports the
+writer's code.
 """
 
 import functools
@@ -16,7 +16,7 @@ import numpy as np
 
 from jaxqa.checkpoint import Source
 from jaxqa.errors import Error
-from jaxqa.export.write import EXPORT_NAMES, MODEL_FILES, RECORD_FILE
+from jaxqa.export.format import EXPORT_NAMES, MODEL_FILES, RECORD_FILE, signature
 from jaxqa.squad.tokenizer import load_tokenizer
 
 
@@ -24,12 +24,11 @@ def is_export(folder: Path) -> bool:
     return (folder / RECORD_FILE).is_file()
 
 
-class _Session:
-    """ONNX Runtime's session of a model file, called as a jaxqa forward is
-    (its `params` unused: the weights are in the file). It compiles no
-    programs, so `traces` stays 0. Its threads sleep between runs instead of
-    spinning: the pipeline featurizes and decodes between runs, and on a
-    machine of few cores spinning threads take the cores that work needs."""
+class OnnxRuntime:
+    """ONNX Runtime's session of a model file, as a `jaxqa.engine.Runtime`. It
+    compiles no programs, so `traces` stays 0. Its threads sleep between runs
+    instead of spinning: the pipeline featurizes and decodes between runs, and
+    on a machine of few cores spinning threads take the cores that work needs."""
 
     traces = 0
 
@@ -46,7 +45,7 @@ class _Session:
             raise Error(f"{path}: ONNX Runtime cannot load it ({str(err).splitlines()[0]})") from None
         self.inputs, self.outputs = record["inputs"], record["outputs"]
 
-    def __call__(self, params, input_ids, attention_mask, token_type_ids) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, input_ids, attention_mask, token_type_ids) -> tuple[np.ndarray, np.ndarray]:
         feeds = {
             name: np.asarray(array, np.int32)
             for name, array in zip(self.inputs, (input_ids, attention_mask, token_type_ids))
@@ -60,19 +59,17 @@ def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-class _Interpreter:
-    """The LiteRT interpreter of a model file whose signatures `length_{L}`
-    take windows (1, L), called as a jaxqa forward is: each window of a batch
-    (B, T) runs on its own in the shortest L >= T, padded with masked
-    positions, which change no logit of the window's own tokens."""
+class LiteRTRuntime:
+    """The LiteRT interpreter of a model file whose signatures `length_{L}` take
+    windows (1, L), as a `jaxqa.engine.Runtime`: each window of a batch (B, T)
+    runs on its own in the shortest L >= T, padded with masked positions, which
+    change no logit of the window's own tokens."""
 
     traces = 0
 
     def __init__(self, path: Path, record: dict):
         try:
             from ai_edge_litert.interpreter import Interpreter
-
-            from jaxqa.export.litert import signature
         except ImportError:
             raise Error(f'{path}: serving a LiteRT export needs ai-edge-litert: pip install "jaxqa[litert]"') from None
         self.path, self.lengths, self.inputs = path, sorted(record["lengths"]), record["inputs"]
@@ -82,7 +79,7 @@ class _Interpreter:
         except Exception as err:  # the interpreter raises ValueError or RuntimeError for files it cannot read
             raise Error(f"{path}: the LiteRT interpreter cannot load it ({str(err).splitlines()[0]})") from None
 
-    def __call__(self, params, input_ids, attention_mask, token_type_ids) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, input_ids, attention_mask, token_type_ids) -> tuple[np.ndarray, np.ndarray]:
         batch, width = np.shape(input_ids)
         if width > self.lengths[-1]:
             raise Error(
@@ -103,14 +100,12 @@ class _Interpreter:
         return start, end
 
 
-RUNNERS: dict[str, type[_Session] | type[_Interpreter]] = {"onnx": _Session, "litert": _Interpreter}
+RUNTIMES: dict[str, type[OnnxRuntime] | type[LiteRTRuntime]] = {"onnx": OnnxRuntime, "litert": LiteRTRuntime}
 
 
 class Exported:
     """An export folder opened to run: `source` is its `open_checkpoint`, whose
     config.json it keeps; `precision` "auto" or the export's own."""
-
-    run_params = None  # the weights are inside the model file
 
     def __init__(self, source: Source, precision: str = "auto"):
         self.folder: Path = source.folder
@@ -121,12 +116,12 @@ class Exported:
             record = json.loads(record_path.read_text())
             self.format: str = record["format"]
             self.precision: str = record["precision"]
-            runner = RUNNERS[self.format]
+            runtime = RUNTIMES[self.format]
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise Error(f"{record_path}: not an export record jaxqa wrote ({err})") from None
         self._check(precision)
         try:
-            self.forward: _Session | _Interpreter = runner(self.folder / MODEL_FILES[self.format], record)
+            self.runtime: OnnxRuntime | LiteRTRuntime = runtime(self.folder / MODEL_FILES[self.format], record)
         except KeyError as err:
             raise Error(f"{record_path}: not an export record jaxqa wrote (no {err})") from None
 
@@ -147,4 +142,4 @@ class Exported:
         return load_tokenizer(self.folder, self.config.vocab_size)
 
     def __call__(self, input_ids, attention_mask, token_type_ids):
-        return self.forward(None, input_ids, attention_mask, token_type_ids)
+        return self.runtime(input_ids, attention_mask, token_type_ids)

@@ -36,28 +36,24 @@ from pathlib import Path
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
-from flax import traverse_util
 from jax import export as jax_export
 
 from jaxqa.checkpoint import atomic_folder, copy_tokenizer, open_checkpoint
 from jaxqa.errors import Error
-from jaxqa.export import swap
-from jaxqa.models import layers
-from jaxqa.models.encoder import SpanModel
-from jaxqa.models.stacking import Execution
-
-MODEL_FILES = {"onnx": "model.onnx", "litert": "model.tflite"}
-EXPORT_NAMES = {"onnx": "an ONNX export", "litert": "a LiteRT export"}
-RECORD_FILE = "export.json"
-PRECISIONS = ("fp32", "int8")
-INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-OUTPUTS = ("start_logits", "end_logits")
-TASK_LIBRARY_INPUTS = ("ids", "mask", "segment_ids")  # BertQuestionAnswerer's, in the same roles as INPUTS
-TASK_LIBRARY_OUTPUTS = ("end_logits", "start_logits")  # in its order
-TASK_LIBRARY_LENGTH = 384
-DEFAULT_LENGTH = 384  # a LiteRT model's longest window, SQuAD's usual max_seq_length
-DEFAULT_LENGTH_STEP = 64
+from jaxqa.export.format import (
+    DEFAULT_LENGTH,
+    DEFAULT_LENGTH_STEP,
+    FORMATS,
+    INPUTS,
+    MODEL_FILES,
+    OUTPUTS,
+    PRECISIONS,
+    RECORD_FILE,
+    TASK_LIBRARY_INPUTS,
+    TASK_LIBRARY_LENGTH,
+    TASK_LIBRARY_OUTPUTS,
+)
+from jaxqa.export.program import file_weights, span_program
 
 
 def _onnx():
@@ -70,25 +66,17 @@ def _onnx():
 
 
 def span_model_onnx(config, params: dict):
-    """The ONNX model of `SpanModel(config)` with `params` (float32, one
-    `layer_{i}` per layer), its batch and sequence free."""
+    """The ONNX model of `SpanModel(config)` with `params` (float32), its batch
+    and sequence free, its weights named as files name them."""
     from jaxqa.export.graph import to_onnx
 
-    model = SpanModel(config, execution=Execution(scan=False))
-    flat = traverse_util.flatten_dict(jax.device_get(params), sep="/")
-    flat = {key: np.asarray(flat[key], np.float32) for key in sorted(flat)}  # jax flattens a dict by sorted keys
     batch, length = jax_export.symbolic_shape(
         "batch, sequence", constraints=(f"sequence <= {config.max_position_embeddings}",)
     )
-    window = jax.ShapeDtypeStruct((batch, length), jnp.int32)
-
-    def forward(flat_params, input_ids, attention_mask, token_type_ids):
-        tree = traverse_util.unflatten_dict(flat_params, sep="/")
-        return model.apply({"params": tree}, input_ids, attention_mask, token_type_ids)
-
-    with swap.swapped({layers.fused_attention: swap.matmul_attention}):
-        closed = jax.make_jaxpr(forward)(flat, window, window, window)
-    return to_onnx(closed, flat, INPUTS, OUTPUTS, doc=f"jaxqa {type(config).__name__} span model")
+    closed = span_program(config, "onnx", jax.ShapeDtypeStruct((batch, length), jnp.int32))
+    return to_onnx(
+        closed, file_weights(config, params), INPUTS, OUTPUTS, doc=f"jaxqa {type(config).__name__} span model"
+    )
 
 
 def _write_onnx(config, params: dict, path: Path, precision: str) -> dict:
@@ -167,8 +155,8 @@ def export(
 ) -> Path:
     """Writes the checkpoint at `src` (a jaxqa or Hugging Face folder, or a hub
     id) as an export folder at `out` in format `fmt`, whole or not at all."""
-    if fmt not in MODEL_FILES:
-        raise Error(f"--format {fmt!r}: choose one of {', '.join(MODEL_FILES)}")
+    if fmt not in FORMATS:
+        raise Error(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     if precision not in PRECISIONS:
         raise Error(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
     source = open_checkpoint(src)
@@ -197,7 +185,7 @@ def main(argv=None) -> int:
     )
     parser.add_argument("checkpoint", help="jaxqa or Hugging Face checkpoint folder, or hub id, with a span head")
     parser.add_argument("out", help="export folder to write")
-    parser.add_argument("--format", default="onnx", choices=tuple(MODEL_FILES), help="the export's format")
+    parser.add_argument("--format", default="onnx", choices=FORMATS, help="the export's format")
     parser.add_argument(
         "--precision",
         default="fp32",

@@ -76,7 +76,7 @@ def _no_tensors(config) -> dict[str, np.ndarray]:
 class Family:
     """What one encoder family is, for `SpanModel`, conversion and the benchmarks.
 
-    `embeddings(config, dtype, param_dtype)` is a module (input_ids,
+    `embeddings(config, dtype, param_dtype, execution)` is a module (input_ids,
     token_type_ids, deterministic) -> (B, T, D); `layer(config, index, dtype,
     param_dtype, execution)` a module (x, attention_mask, deterministic) -> x,
     (B, T, D) each. A layer's computation depends on its index only through its
@@ -99,7 +99,7 @@ class Family:
     forward_flops: Callable[[Any, int], int]
     attention_dropout: str  # the config field of attention's dropout rate
     head_dropout: str | None = None  # the config field of dropout before the span head, where there is one
-    layer_blocks: tuple[Repeated, ...] = ()  # blocks a layer repeats, stacked with it for inference
+    layer_blocks: tuple[Repeated, ...] = ()  # blocks a layer repeats, stacked inside it
     # Tensors the Hugging Face class has and jaxqa does not (built as the reference
     # builds them, for export), and tensors it stores that jaxqa computes.
     hf_export_extras: Callable[[Any], dict[str, np.ndarray]] = _no_tensors

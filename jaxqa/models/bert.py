@@ -11,18 +11,18 @@ from typing import Any
 import flax.linen as nn
 
 from jaxqa.models import ConfigError, Family, HFNames, hf_config
+from jaxqa.models.execution import Execution
 from jaxqa.models.layers import (
-    ACTIVATIONS,
     Attention,
     Dense,
     Dtype,
     Embeddings,
     LayerNorm,
+    activation,
     attention_flops,
     check_activation,
     dense_flops,
 )
-from jaxqa.models.stacking import Execution
 
 MODEL_TYPE = "bert"
 ARCHITECTURE = "BertForQuestionAnswering"
@@ -121,7 +121,7 @@ class Layer(nn.Module):
             y = Dense(inner, ("embed", "heads"), name=name, **args)(x)
             return y.reshape(*y.shape[:2], num_heads, cfg.head_dim)
 
-        attention = Attention(cfg.attention_probs_dropout_prob, self.execution.recomputes_attention)
+        attention = Attention(cfg.attention_probs_dropout_prob, self.execution)
         context = attention(
             heads("query"), heads("key"), heads("value"), attention_mask, deterministic
         )  # (B, T, N * H)
@@ -130,7 +130,7 @@ class Layer(nn.Module):
             dropout(y, deterministic=deterministic) + x
         )
         y = Dense(cfg.ffn(self.index), ("embed", "mlp"), name="intermediate", **args)(x)
-        y = ACTIVATIONS[cfg.hidden_act](y)
+        y = activation(cfg.hidden_act, self.execution)(y)
         y = Dense(cfg.hidden_size, ("mlp", "embed"), name="output", **args)(y)
         return LayerNorm(cfg.layer_norm_eps, self.dtype, self.param_dtype, name="output_LayerNorm")(
             dropout(y, deterministic=deterministic) + x

@@ -1,6 +1,7 @@
 """Compact BERT models: a pruned model's zeros taken out of its shapes.
 
-Pure, on float32 NumPy parameters. `compact` removes every attention head and
+Pure: parameters as the model holds them in, and out; the surgery works on
+float32 NumPy copies of each layer (`encoder.per_layer`). `compact` removes every attention head and
 every feed-forward unit that no longer changes the output, exactly:
 
 - a head whose rows of the attention output are all zero adds nothing;
@@ -25,7 +26,7 @@ import numpy as np
 
 from jaxqa import models
 from jaxqa.models import bert
-from jaxqa.models.encoder import SpanModel
+from jaxqa.models.encoder import SpanModel, per_layer, stacked
 from jaxqa.models.layers import ACTIVATIONS
 
 
@@ -33,7 +34,7 @@ def compact(config: bert.Config, params: dict) -> tuple[bert.Config, dict]:
     """(config, parameters) without the heads and feed-forward units that add nothing
     but a constant; the logits are the same up to float32 rounding."""
     head_dim, pruned = config.head_dim, dict(config.pruned_heads)
-    params = dict(params)
+    params = per_layer(config, params)
     all_pruned, widths = [], []
     for i in range(config.num_hidden_layers):
         layer = _float32_copy(params[f"layer_{i}"])
@@ -70,7 +71,7 @@ def compact(config: bert.Config, params: dict) -> tuple[bert.Config, dict]:
         intermediate_size=widths[0] if uniform else config.intermediate_size,
         intermediate_sizes=() if uniform else tuple(widths),
     )
-    return config, params
+    return config, stacked(config, params)
 
 
 def padded(config: bert.Config, params: dict) -> tuple[bert.Config, dict]:
@@ -80,7 +81,7 @@ def padded(config: bert.Config, params: dict) -> tuple[bert.Config, dict]:
     context is zero and a zero unit's output row is zero: they add nothing."""
     width = max(config.ffn(i) for i in range(config.num_hidden_layers))
     head_dim, pruned = config.head_dim, dict(config.pruned_heads)
-    params = dict(params)
+    params = per_layer(config, params)
     for i in range(config.num_hidden_layers):
         layer = _float32_copy(params[f"layer_{i}"])
         kept = [h for h in range(config.num_attention_heads) if h not in pruned.get(i, ())]
@@ -101,7 +102,8 @@ def padded(config: bert.Config, params: dict) -> tuple[bert.Config, dict]:
         )
         outer["kernel"] = np.pad(outer["kernel"], ((0, missing), (0, 0)))
         params[f"layer_{i}"] = layer
-    return dataclasses.replace(config, pruned_heads=(), intermediate_size=width, intermediate_sizes=()), params
+    config = dataclasses.replace(config, pruned_heads=(), intermediate_size=width, intermediate_sizes=())
+    return config, stacked(config, params)
 
 
 def _float32_copy(layer: dict) -> dict:

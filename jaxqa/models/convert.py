@@ -17,13 +17,12 @@ import difflib
 import re
 from collections.abc import Mapping
 
-import flax.linen as nn
 import numpy as np
 from flax import traverse_util
 
 from jaxqa import models
 from jaxqa.errors import Error
-from jaxqa.models.encoder import SpanModel
+from jaxqa.models.encoder import file_shapes, per_layer, stacked
 
 LEAF_NAMES = {"kernel": "weight", "scale": "weight", "embedding": "weight", "weight": "weight", "bias": "bias"}
 HEAD = "qa_outputs"  # module path and Hugging Face name of the span head, outside the encoder prefix
@@ -90,10 +89,8 @@ def _missing_message(missing: list[str], unused: set[str], original: Mapping[str
 
 
 def _leaves(config) -> dict[tuple[str, str], tuple[int, ...]]:
-    """(module path, leaf name) -> shape of every parameter of the model of `config`."""
-    shapes = nn.meta.unbox(models.abstract_params(SpanModel(config)))
-    flat = traverse_util.flatten_dict(shapes)
-    return {("/".join(path[:-1]), path[-1]): s.shape for path, s in flat.items()}
+    """(module path, leaf name) -> shape of every parameter of the model of `config`, one layer per name."""
+    return {(path.rpartition("/")[0], path.rpartition("/")[2]): s.shape for path, s in file_shapes(config).items()}
 
 
 def _hf_name(fam: models.Family, module: str, leaf: str) -> str:
@@ -105,8 +102,9 @@ def _hf_name(fam: models.Family, module: str, leaf: str) -> str:
 def params_from_hf(model_type: str, config, state: Mapping[str, np.ndarray]) -> tuple[dict, Report]:
     """Converts a Hugging Face state dict (any prefix layout) to jaxqa parameters.
 
-    Returns float32 numpy parameters (a nested dict; without `qa_outputs` when
-    the source has no span head) and a report of what was dropped.
+    Returns float32 numpy parameters as the model holds them (`encoder.stacked`;
+    without `qa_outputs` when the source has no span head) and a report of what
+    was dropped.
     """
     fam = models.family(model_type)
     original: dict[str, str] = {}  # the name jaxqa reads -> the source tensor's own name
@@ -156,14 +154,15 @@ def params_from_hf(model_type: str, config, state: Mapping[str, np.ndarray]) -> 
         raise ConversionError(
             f"unexpected tensor(s) jaxqa does not use: {leftover[:5]}{' ...' if len(leftover) > 5 else ''}"
         )
-    return traverse_util.unflatten_dict(flat), Report(dropped=dropped, fresh_head=bool(head_missing))
+    params = stacked(config, traverse_util.unflatten_dict(flat))
+    return params, Report(dropped=dropped, fresh_head=bool(head_missing))
 
 
 def params_to_hf(model_type: str, config, params) -> dict[str, np.ndarray]:
     """jaxqa parameters -> the state dict of the Hugging Face QA class."""
     fam = models.family(model_type)
     state = {}
-    for path, value in traverse_util.flatten_dict(params).items():
+    for path, value in traverse_util.flatten_dict(per_layer(config, params)).items():
         module, leaf = "/".join(path[:-1]), path[-1]
         state[_hf_name(fam, module, leaf)] = np.ascontiguousarray(_to_hf(np.asarray(value, np.float32), leaf))
     state.update(fam.hf_export_extras(config))

@@ -17,13 +17,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxqa.models import ConfigError, Family, HFNames, hf_config
+from jaxqa.models.execution import Execution
 from jaxqa.models.layers import (
-    ACTIVATIONS,
     Attention,
     Dense,
     Dtype,
     LayerNorm,
     Table,
+    activation,
     attention_flops,
     check_activation,
     dense_flops,
@@ -31,7 +32,6 @@ from jaxqa.models.layers import (
     normal,
     prefix,
 )
-from jaxqa.models.stacking import Execution
 
 MODEL_TYPE = "distilbert"
 ARCHITECTURE = "DistilBertForQuestionAnswering"
@@ -102,6 +102,7 @@ class Embeddings(nn.Module):
     config: Config
     dtype: Dtype
     param_dtype: Dtype
+    execution: Execution
 
     @nn.compact
     def __call__(self, input_ids, token_type_ids, deterministic: bool):
@@ -110,7 +111,7 @@ class Embeddings(nn.Module):
         words = Table(
             cfg.vocab_size, cfg.dim, normal(std, ("vocab", "embed")), self.param_dtype, name="word_embeddings"
         )()
-        x = gather(words, input_ids, self.dtype)  # (B, T, D)
+        x = gather(words, input_ids, self.dtype, self.execution)  # (B, T, D)
         length = input_ids.shape[1]
         if cfg.sinusoidal_pos_embds:
             positions = jnp.asarray(sinusoidal_table(length, cfg.dim), self.dtype)[None]  # (1, T, D)
@@ -145,12 +146,12 @@ class Layer(nn.Module):
             y = Dense(cfg.dim, ("embed", "heads"), name=name, **args)(x)
             return y.reshape(*y.shape[:2], cfg.n_heads, cfg.head_dim)
 
-        attention = Attention(cfg.attention_dropout, self.execution.recomputes_attention)
+        attention = Attention(cfg.attention_dropout, self.execution)
         context = attention(heads("q_lin"), heads("k_lin"), heads("v_lin"), attention_mask, deterministic)  # (B, T, D)
         y = Dense(cfg.dim, ("heads", "embed"), name="out_lin", **args)(context)
         x = LayerNorm(LAYER_NORM_EPS, self.dtype, self.param_dtype, name="sa_layer_norm")(y + x)
         y = Dense(cfg.hidden_dim, ("embed", "mlp"), name="lin1", **args)(x)
-        y = ACTIVATIONS[cfg.activation](y)
+        y = activation(cfg.activation, self.execution)(y)
         y = Dense(cfg.dim, ("mlp", "embed"), name="lin2", **args)(y)
         y = nn.Dropout(cfg.dropout)(y, deterministic=deterministic)
         return LayerNorm(LAYER_NORM_EPS, self.dtype, self.param_dtype, name="output_layer_norm")(y + x)

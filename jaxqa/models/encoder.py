@@ -2,25 +2,27 @@
 
 `SpanModel(config)` takes any family's config (`jaxqa.models.Family`); the
 family brings its embeddings and its layer, and this module runs them the same
-way for all: runs of like layers as one scanned body, rematerialised as
-`Execution` says (`jaxqa.models.stacking`).
+way for all, as its `Execution` says (`jaxqa.models.execution`).
 
-Parameters are `embeddings/...`, `layer_{i}/...` and `qa_outputs/...`. A model
-also runs them with runs of like layers stacked ahead of time
-(`runtime_params`), as training and a loaded model hold them.
+Parameters are `embeddings/...`, `layers/{a}_to_{b}/...` (each run of like
+layers stacked, `jaxqa.models.stacking`) and `qa_outputs/...`. Files hold one
+layer per name (`layer_{i}/...`): `per_layer` and `stacked` convert at that boundary.
 """
 
+import functools
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax import traverse_util
 
 from jaxqa import models
+from jaxqa.models.execution import Execution
 from jaxqa.models.layers import Dtype, span_head, span_logits
-from jaxqa.models.stacking import Execution, Repeated, apply
+from jaxqa.models.stacking import Repeated, apply
 
-LAYERS = Repeated("layer")
+LAYERS = Repeated("layers", "layer", "layers")
 
 
 class SpanModel(nn.Module):
@@ -44,29 +46,19 @@ class SpanModel(nn.Module):
     @nn.compact
     def encode(self, input_ids, attention_mask, token_type_ids, deterministic: bool = True):
         """The last hidden states, (B, T, D)."""
-        cfg, fam = self.config, self.family
-        x = fam.embeddings(cfg, self.dtype, self.param_dtype, name="embeddings")(
+        cfg, fam, ex = self.config, self.family, self.execution
+        x = fam.embeddings(cfg, self.dtype, self.param_dtype, ex, name="embeddings")(
             input_ids, token_type_ids, deterministic
         )
-        # Unbound, named as their parameters (which names them in profiles and the HLO).
+        # Unbound, named as their parameters are in files (which names them in profiles and the HLO).
         layers = [
-            fam.layer(cfg, i, self.dtype, self.param_dtype, self.execution, parent=None, name=f"layer_{i}")
+            fam.layer(cfg, i, self.dtype, self.param_dtype, ex, parent=None, name=f"layer_{i}")
             for i in range(cfg.num_hidden_layers)
         ]
         keys = None
         if not deterministic:  # layer i drops out with its own key, scanned or not
             keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(self.make_rng("dropout"), jnp.arange(len(layers)))
-        return apply(
-            self,
-            LAYERS,
-            layers,
-            x,
-            attention_mask,
-            deterministic,
-            scan=self.execution.scan,
-            keys=keys,
-            remat=self.execution.remat,
-        )
+        return apply(self, LAYERS, layers, x, attention_mask, deterministic, execution=ex, keys=keys)
 
     def span(self, hidden):
         """Start and end logits of hidden states (B, T, D): the span head alone,
@@ -78,22 +70,31 @@ class SpanModel(nn.Module):
         return span_logits(self.qa_outputs, self.head_dropout(hidden, deterministic=deterministic))
 
 
-def runtime_params(model: SpanModel, params: dict) -> dict:
-    """`params` as `model` runs them without copying them: each run of like layers
-    (and the blocks they repeat) stacked when it scans, as they are when it does
-    not; stacked parameters come back as they are. Training holds its weights
-    so, and a loaded model runs them so."""
-    if not model.execution.scan:
-        return params
-    params = dict(params)
-    for blocks in models.family_of(model.config).layer_blocks:
-        params = {key: blocks.stack(value) if LAYERS.blocks({key: value}) else value for key, value in params.items()}
-    return LAYERS.stack(params)
+def per_layer(config, params: dict) -> dict:
+    """`params` as files hold them: one `layer_{i}` per layer, and inside it one
+    name per block the layer repeats."""
+
+    def blocks(layer):
+        for repeated in models.family_of(config).layer_blocks:
+            layer = repeated.unstack(layer)
+        return layer
+
+    return LAYERS.unstack(params, blocks)
 
 
-def canonical_params(config, params: dict) -> dict:
-    """One `layer_{i}` per layer again, from parameters `runtime_params` stacked."""
-    params = LAYERS.unstack(params)
-    for blocks in models.family_of(config).layer_blocks:
-        params = {key: blocks.unstack(value) if LAYERS.blocks({key: value}) else value for key, value in params.items()}
-    return params
+def stacked(config, params: dict) -> dict:
+    """Parameters one layer per name (`per_layer`'s form) as the model holds them."""
+
+    def blocks(layer):
+        for repeated in models.family_of(config).layer_blocks:
+            layer = repeated.stack(layer)
+        return layer
+
+    return LAYERS.stack(params, blocks)
+
+
+def file_shapes(config) -> dict[str, jax.ShapeDtypeStruct]:
+    """Shape and dtype of each parameter of the model of `config`, by its name in
+    files ("layer_0/query/kernel"), allocating nothing."""
+    abstract = nn.meta.unbox(models.abstract_params(SpanModel(config)))
+    return traverse_util.flatten_dict(jax.eval_shape(functools.partial(per_layer, config), abstract), sep="/")

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
 from jaxqa.models import ConfigError
-from jaxqa.models.stacking import MATMUL
+from jaxqa.models.execution import MATMUL, Execution
 
 Dtype = jnp.dtype
 
@@ -55,6 +55,21 @@ ACTIVATIONS: dict[str, Callable] = {
 }
 
 
+# Composites that LiteRT's converter maps to its own kernels (`Execution.ops`
+# "litert"): exact GELU, which otherwise arrives as erf's polynomial spelled out
+# in a dozen element-wise ops, and the embedding lookup, whose table int8
+# exports then quantize too. They have no derivative: only exports trace them.
+_tfl_gelu = jax.lax.composite(lambda x, approximate=False: jax.nn.gelu(x, approximate=approximate), name="tfl.gelu")
+_embedding_lookup = jax.lax.composite(lambda ids, table: jnp.take(table, ids, axis=0), name="odml.embedding_lookup")
+
+
+def activation(name: str, execution: Execution) -> Callable:
+    """The activation a config names, as `execution` runs it."""
+    if execution.ops == "litert" and ACTIVATIONS[name] is _gelu_exact:
+        return lambda x: _tfl_gelu(x, approximate=False)
+    return ACTIVATIONS[name]
+
+
 def check_activation(name: str, field: str = "hidden_act") -> str:
     """`name` if it is an activation jaxqa has; `field` is the config field that named it."""
     if name not in ACTIVATIONS:
@@ -80,12 +95,15 @@ def matmul(x, kernel, kernel_scale, dtype: Dtype):
 
     - float32 (training, and float32 inference): operands and result in `dtype`,
       accumulated in float32;
-    - bfloat16: bfloat16 operands, float32 result, the form CPUs with bfloat16
-      units run fastest (a bfloat16 result runs slower than float32 there);
+    - bfloat16, held as its 16 bits (uint16, see `bfloat16_bits`): bfloat16
+      operands, float32 result, the form CPUs with bfloat16 units run fastest
+      (a bfloat16 result runs slower than float32 there);
     - int8, with `kernel_scale` (O,) per output channel: x quantized
       symmetrically per row (per token), int32 accumulation, float32 result.
     """
     contract = (((x.ndim - 1,), (0,)), ((), ()))
+    if kernel.dtype == jnp.uint16:
+        kernel = jax.lax.bitcast_convert_type(kernel, jnp.bfloat16)
     if kernel.dtype == jnp.int8:
         x = x.astype(jnp.float32)
         x_scale = jnp.max(jnp.abs(x), axis=-1, keepdims=True, initial=0.0) / 127  # (..., 1); 0 for no features
@@ -117,6 +135,16 @@ class Dense(nn.Module):
         return checkpoint_name(y + bias.astype(y.dtype), MATMUL)  # what remat "matmuls" keeps
 
 
+def bfloat16_bits(params):
+    """`params` with each bfloat16 leaf held as its 16 bits (uint16), which
+    `matmul` takes as the bfloat16 kernel it is: XLA's CPU compiler reads a
+    layer's slice of a stacked bfloat16 kernel by converting the whole stack to
+    float32 on every call, while bits slice as they are
+    (benchmarks/results/encoder_core_latency_cpu.json)."""
+    as_bits = lambda leaf: jax.lax.bitcast_convert_type(leaf, jnp.uint16) if leaf.dtype == jnp.bfloat16 else leaf
+    return jax.tree_util.tree_map(as_bits, params)
+
+
 def quantization_scale(module: nn.Module, kernel: jax.Array) -> jax.Array | None:
     """The per-output-channel `kernel_scale` beside an int8 kernel ((I, O) -> (O,),
     (G, I, O) -> (G, O)); None beside a float one."""
@@ -143,9 +171,12 @@ class Table(nn.Module):
         return self.param("embedding", self.initializer, (self.num, self.features), self.param_dtype)
 
 
-def gather(table: jax.Array, ids: jax.Array, dtype: Dtype) -> jax.Array:
+def gather(table: jax.Array, ids: jax.Array, dtype: Dtype, execution: Execution) -> jax.Array:
     """Rows of `table` (V, D) at `ids` (B, T): (B, T, D) in `dtype`, gathered before
-    the cast so that the gradient's scatter-add runs in the table's float32."""
+    the cast so that the gradient's scatter-add runs in the table's float32.
+    For LiteRT, its EMBEDDING_LOOKUP, which takes ids in one dimension."""
+    if execution.ops == "litert":
+        return _embedding_lookup(ids.reshape(-1), table).reshape(*ids.shape, table.shape[1]).astype(dtype)
     return jnp.take(table, ids, axis=0).astype(dtype)
 
 
@@ -211,6 +242,7 @@ class Embeddings(nn.Module):
     config: Any
     dtype: Dtype
     param_dtype: Dtype
+    execution: Execution
 
     @nn.compact
     def __call__(self, input_ids, token_type_ids, deterministic: bool):
@@ -227,7 +259,7 @@ class Embeddings(nn.Module):
             cfg.type_vocab_size, d, normal(std, ("type", "embed")), self.param_dtype, name="token_type_embeddings"
         )()
         x = (
-            gather(words, input_ids, self.dtype)
+            gather(words, input_ids, self.dtype, self.execution)
             + prefix(positions, input_ids.shape[1], self.dtype)
             + one_hot_rows(types, token_type_ids, self.dtype)
         )  # (B, T, D)
@@ -241,48 +273,61 @@ class Attention(nn.Module):
     Scores and softmax run in float32.
 
     Without dropout (deterministic, or a rate of 0: inference, evaluation, a
-    teacher) it is `jax.nn.dot_product_attention`, which XLA fuses and, for
-    bfloat16 on GPUs, cuDNN's flash attention computes without storing the
-    probabilities. With dropout the probabilities are dropped out, as the
-    reference does. `recompute`: the backward pass recomputes the probabilities
-    from q, k and v instead of keeping them (`stacking.REMAT`, "attention").
+    teacher) it is computed as `execution.attention` says: fused by XLA, by
+    cuDNN's flash attention without storing the probabilities, or as separate
+    products (`matmul_attention`, for exports). With dropout the probabilities
+    are dropped out, as the reference does. `execution.remat` "attention": the
+    backward pass recomputes the probabilities from q, k and v instead of
+    keeping them.
     """
 
     rate: float
-    recompute: bool = False
+    execution: Execution
 
     @nn.compact
     def __call__(self, q, k, v, attention_mask, deterministic: bool):
         if q.shape[2] == 0:  # a pruned layer that lost every head
             return jnp.zeros((*q.shape[:2], 0), v.dtype)
         attend: Callable
-        if deterministic or self.rate == 0:
-            attend = functools.partial(fused_attention, attention_mask=attention_mask)
-        else:
+        if not deterministic and self.rate > 0:
             attend = functools.partial(
                 dropped_out_attention, attention_mask=attention_mask, rate=self.rate, rng=self.make_rng("dropout")
             )
-        # cuDNN keeps no probabilities of its own, and recomputing them is its backward pass.
-        if self.recompute and not _uses_cudnn(q.dtype):
+        elif self.execution.attention == "matmul":
+            attend = functools.partial(matmul_attention, attention_mask=attention_mask)
+        else:
+            attend = functools.partial(
+                fused_attention, attention_mask=attention_mask, cudnn=self.execution.attention == "cudnn"
+            )
+        if self.execution.recomputes_attention:
             attend = jax.checkpoint(attend)
         context = attend(q, k, v)  # (B, T, N, H)
         return context.reshape(*context.shape[:2], -1)
 
 
-def _uses_cudnn(dtype: Dtype) -> bool:
-    """Whether fused attention runs as cuDNN's flash attention, which takes 16-bit floats on GPUs."""
-    return jax.default_backend() == "gpu" and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)
-
-
-def fused_attention(q, k, v, attention_mask):
-    """Attention without dropout; (B, T, N, H) -> (B, T, N, H)."""
-    if _uses_cudnn(q.dtype):
+def fused_attention(q, k, v, attention_mask, cudnn: bool = False):
+    """Attention without dropout, by XLA or cuDNN (16-bit floats on GPUs); (B, T, N, H) -> (B, T, N, H)."""
+    if cudnn:
         # Padding as lengths, which cuDNN takes; a filler row of only padding
         # attends to its first position and stays finite.
         lengths = jnp.maximum(attention_mask.sum(axis=-1), 1).astype(jnp.int32)  # (B,)
         return jax.nn.dot_product_attention(q, k, v, key_value_seq_lengths=lengths, implementation="cudnn")
     keep = attention_mask[:, None, None, :].astype(bool)  # (B, 1, 1, S)
     return jax.nn.dot_product_attention(q, k, v, mask=keep)
+
+
+def matmul_attention(q, k, v, attention_mask):
+    """Attention without dropout as BERT's exporters write it, which ONNX Runtime
+    and LiteRT know: per (batch, head) the scores q k^T scaled, the padding
+    masked by adding float32's lowest, softmax, and the weighted sum of values;
+    (B, T, N, H) -> (B, T, N, H)."""
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    queries = q.transpose(0, 2, 1, 3)  # (B, N, T, H)
+    keys = k.transpose(0, 2, 3, 1)  # (B, N, H, S)
+    values = v.transpose(0, 2, 1, 3)  # (B, N, S, H)
+    bias = jnp.where(attention_mask[:, None, None, :] > 0, 0.0, jnp.finfo(jnp.float32).min)  # (B, 1, 1, S)
+    probs = jax.nn.softmax(jnp.matmul(queries, keys) * scale + bias, axis=-1)  # (B, N, T, S)
+    return jnp.matmul(probs, values).transpose(0, 2, 1, 3)
 
 
 def dropped_out_attention(q, k, v, attention_mask, rate: float, rng: jax.Array):

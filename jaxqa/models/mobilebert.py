@@ -20,14 +20,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxqa.models import ConfigError, Family, HFNames, hf_config
+from jaxqa.models.execution import Execution
 from jaxqa.models.layers import (
-    ACTIVATIONS,
     Attention,
     Dense,
     Dtype,
     LayerNorm,
     NoNorm,
     Table,
+    activation,
     attention_flops,
     check_activation,
     dense_flops,
@@ -36,14 +37,14 @@ from jaxqa.models.layers import (
     one_hot_rows,
     prefix,
 )
-from jaxqa.models.stacking import Execution, Repeated, apply
+from jaxqa.models.stacking import Repeated, apply
 
 MODEL_TYPE = "mobilebert"
 ARCHITECTURE = "MobileBertForQuestionAnswering"
 HF_PREFIX = "mobilebert."  # encoder tensors in a Hugging Face checkpoint; the span head is top-level
 # A layer's feed-forward networks but its last, each with its residual and norm:
 # `ffn_{j}_intermediate`, `ffn_{j}_output`, `ffn_{j}_LayerNorm`.
-FEED_FORWARD = Repeated("ffn", ("intermediate", "output", "LayerNorm"))
+FEED_FORWARD = Repeated("ffn", "ffn", "blocks", ("intermediate", "output", "LayerNorm"))
 
 # The reference builds two of its norms (after the embeddings, and after a
 # layer's last feed-forward network) without passing `layer_norm_eps`, so with
@@ -174,6 +175,7 @@ class Embeddings(nn.Module):
     config: Config
     dtype: Dtype
     param_dtype: Dtype
+    execution: Execution
 
     @nn.compact
     def __call__(self, input_ids, token_type_ids, deterministic: bool):
@@ -186,7 +188,7 @@ class Embeddings(nn.Module):
             self.param_dtype,
             name="word_embeddings",
         )()
-        x = gather(words, input_ids, self.dtype)  # (B, T, E)
+        x = gather(words, input_ids, self.dtype, self.execution)  # (B, T, E)
         # The pad token's row learns nothing, as in PyTorch (`padding_idx`): it stays
         # the zeros a trigram sees past a window's end, whatever the padded length.
         x = jnp.where((input_ids == cfg.pad_token_id)[..., None], jax.lax.stop_gradient(x), x)
@@ -218,11 +220,11 @@ class Embeddings(nn.Module):
         return nn.Dropout(cfg.hidden_dropout_prob)(x, deterministic=deterministic)
 
 
-def feed_forward(cfg: Config, h, dtype: Dtype, param_dtype: Dtype):
+def feed_forward(cfg: Config, h, dtype: Dtype, param_dtype: Dtype, execution: Execution):
     """One feed-forward network, in the module that calls it: (B, T, K) -> (B, T, K), before the residual."""
     args: dict[str, Any] = dict(std=cfg.initializer_range, dtype=dtype, param_dtype=param_dtype)
     y = Dense(cfg.intermediate_size, ("bottleneck", "mlp"), name="intermediate", **args)(h)
-    y = ACTIVATIONS[cfg.hidden_act](y)
+    y = activation(cfg.hidden_act, execution)(y)
     return Dense(cfg.true_hidden_size, ("mlp", "bottleneck"), name="output", **args)(y)
 
 
@@ -238,11 +240,12 @@ class FeedForward(nn.Module):
     config: Config
     dtype: Dtype
     param_dtype: Dtype
+    execution: Execution
 
     @nn.compact
     def __call__(self, h):
         cfg = self.config
-        y = feed_forward(cfg, h, self.dtype, self.param_dtype)
+        y = feed_forward(cfg, h, self.dtype, self.param_dtype, self.execution)
         return norm(cfg, cfg.layer_norm_eps, self.dtype, self.param_dtype, "LayerNorm", inner_axis(cfg))(y + h)
 
 
@@ -286,7 +289,7 @@ class Layer(nn.Module):
             y = Dense(k, (axis, "heads"), name=name, **args)(inputs)
             return y.reshape(*y.shape[:2], cfg.num_attention_heads, cfg.head_dim)
 
-        attention = Attention(cfg.attention_probs_dropout_prob, self.execution.recomputes_attention)
+        attention = Attention(cfg.attention_probs_dropout_prob, self.execution)
         context = attention(
             heads(query_key, "bottleneck", "query"),
             heads(query_key, "bottleneck", "key"),
@@ -298,9 +301,9 @@ class Layer(nn.Module):
         if not cfg.use_bottleneck:  # with bottlenecks the reference drops out only after the output bottleneck
             y = dropout(y, deterministic=deterministic)
         h = add_norm(y, residual, "attention_LayerNorm")  # (B, T, K)
-        networks = [FeedForward(cfg, self.dtype, self.param_dtype, parent=None)] * (cfg.num_feedforward_networks - 1)
-        h = apply(self, FEED_FORWARD, networks, h, scan=self.execution.scan)
-        y = feed_forward(cfg, h, self.dtype, self.param_dtype)
+        network = FeedForward(cfg, self.dtype, self.param_dtype, self.execution, parent=None)
+        h = apply(self, FEED_FORWARD, [network] * (cfg.num_feedforward_networks - 1), h, execution=self.execution)
+        y = feed_forward(cfg, h, self.dtype, self.param_dtype, self.execution)
         if not cfg.use_bottleneck:
             y = dropout(y, deterministic=deterministic)
         h = add_norm(y, h, "output_LayerNorm", DEFAULT_LAYER_NORM_EPS)

@@ -17,12 +17,13 @@ import numpy as np
 from jax.ad_checkpoint import checkpoint_name
 
 from jaxqa.models import ConfigError, Family, HFNames, hf_config
+from jaxqa.models.execution import MATMUL, Execution
 from jaxqa.models.layers import (
-    ACTIVATIONS,
     Attention,
     Dtype,
     Embeddings,
     LayerNorm,
+    activation,
     attention_flops,
     check_activation,
     dense_flops,
@@ -31,7 +32,6 @@ from jaxqa.models.layers import (
     quantization_scale,
     zeros,
 )
-from jaxqa.models.stacking import MATMUL, Execution
 
 MODEL_TYPE = "squeezebert"
 ARCHITECTURE = "SqueezeBertForQuestionAnswering"
@@ -132,7 +132,7 @@ class GroupedDense(nn.Module):
         bias = self.param("bias", zeros((self.out_axis,)), (self.features,), self.param_dtype)
         x = x.reshape(*x.shape[:-1], g, -1)  # (B, T, G, I)
         scale = quantization_scale(self, kernel)
-        if scale is None and kernel.dtype != jnp.bfloat16:
+        if scale is None and kernel.dtype != jnp.uint16:  # float32
             y = jnp.einsum("BTGI,GIO->BTGO", x.astype(self.dtype), kernel.astype(self.dtype))
         else:  # a product per group: XLA's CPU runtime runs batched int8 products slowly, bfloat16 ones not at all
             y = jnp.stack(
@@ -162,7 +162,7 @@ class Layer(nn.Module):
             y = GroupedDense(cfg.hidden_size, groups, "heads", name=name, **args)(x)
             return y.reshape(*y.shape[:2], cfg.num_attention_heads, cfg.head_dim)
 
-        attention = Attention(cfg.attention_probs_dropout_prob, self.execution.recomputes_attention)
+        attention = Attention(cfg.attention_probs_dropout_prob, self.execution)
         context = attention(
             heads("query", cfg.q_groups),
             heads("key", cfg.k_groups),
@@ -175,7 +175,7 @@ class Layer(nn.Module):
             dropout(y, deterministic=deterministic) + x
         )
         y = GroupedDense(cfg.intermediate_size, cfg.intermediate_groups, "mlp", name="intermediate", **args)(x)
-        y = ACTIVATIONS[cfg.hidden_act](y)
+        y = activation(cfg.hidden_act, self.execution)(y)
         y = GroupedDense(cfg.hidden_size, cfg.output_groups, "embed", name="output", **args)(y)
         return LayerNorm(ENCODER_LAYER_NORM_EPS, self.dtype, self.param_dtype, name="output_layernorm")(
             dropout(y, deterministic=deterministic) + x

@@ -1,200 +1,157 @@
-"""Blocks a model repeats under numbered names, run as one scanned body.
+"""Blocks a model repeats, held as runs of like blocks stacked: the one layout
+of a model's parameters in memory.
 
-jaxqa stores every repeated block under names of its own: the encoder's layers
-as `layer_{i}`, MobileBERT's stacked feed-forward networks as
-`ffn_{j}_intermediate`, `ffn_{j}_output` and `ffn_{j}_LayerNorm`. That layout is
-canonical: files, checkpoints, the train state, LAMB's trust ratios, pruning,
-students and compaction all see one block per name.
+A model that repeats a block (the encoder's layers; MobileBERT's feed-forward
+networks inside a layer) holds each run of consecutive blocks whose parameters
+have equal shapes as one tree whose leaves carry a leading axis with one
+entry per block, logically named as the `Repeated` says (`STACKED`): the
+encoder's `layers/0_to_11/query/kernel` is (12, D, D), its axes `layers`,
+`embed`, `heads`. Blocks whose shapes differ, such as a compact BERT's layers with
+their own heads and widths, are runs of their own (`layers/3_to_3`). A run is
+scanned, one body compiled once, or its blocks are read one by one
+(`Execution.scan`); the model initialises, trains, saves and runs this tree,
+and optimizers, pruning and shardings see its layer axis by its logical name.
 
-So that XLA compiles a block once however often it repeats, each run of
-consecutive blocks with equal parameter shapes is stacked along a new leading
-axis and scanned over (`apply`). Blocks whose shapes differ, such as a compact
-BERT's layers with their own heads and widths, run one after another. The
-stacking happens where the parameters are used:
-
-- from the canonical tree, inside the jitted program that uses them (the
-  training step), so that optimizers and checkpoints never see it;
-- ahead of time for inference (`Repeated.stack`), where copying the weights on
-  every call would cost a CPU as much as the model itself. A stacked run is
-  stored under one name, e.g. `layer_0_to_11`.
+Files hold one block per name (`layer_3/query/kernel`, and MobileBERT's
+`ffn_{j}_intermediate`, `ffn_{j}_output`, `ffn_{j}_LayerNorm` inside a
+layer): `Repeated.stack` and `Repeated.unstack` convert at that boundary.
 """
 
 import dataclasses
 import functools
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-# What the backward pass recomputes instead of keeping (`Execution.remat`):
-# nothing; attention's probabilities (the (B, N, T, T) tensors) from its
-# queries, keys and values; everything but the outputs of the layers' matrix
-# products with weights (tagged `MATMUL`): attention, norms, activations; or
-# each whole layer from its input.
-REMAT = ("none", "attention", "matmuls", "layer")
-MATMUL = "matmul"
-# The jax.checkpoint policy of each remat that checkpoints whole blocks: what it keeps.
-_KEEPS = {"matmuls": jax.checkpoint_policies.save_only_these_names(MATMUL), "layer": None}
+from jaxqa.models.execution import KEEPS, Execution
+
+# The logical names of stacked axes, one entry per block of a run: the encoder's
+# layers, and blocks that a layer repeats inside it.
+STACKED = ("layers", "blocks")
+_RUN = re.compile(r"(?P<first>\d+)_to_(?P<last>\d+)")
 
 
-@dataclasses.dataclass(frozen=True)
-class Execution:
-    """How the encoder's layers run, whatever their weights compute."""
-
-    scan: bool = True  # runs of like blocks as one scanned body; False: each block compiled on its own
-    remat: str = "none"  # one of REMAT
-
-    def __post_init__(self):
-        if self.remat not in REMAT:
-            raise ValueError(f"remat={self.remat!r}: choose one of {', '.join(REMAT)}")
-
-    @property
-    def recomputes_attention(self) -> bool:
-        return self.remat == "attention"
+def run_key(first: int, last: int) -> str:
+    return f"{first}_to_{last}"
 
 
 @dataclasses.dataclass(frozen=True)
 class Repeated:
-    """Blocks j = 0, 1, ... stored as the trees at `{stem}_{j}`, or, with `parts`,
-    as the trees at `{stem}_{j}_{part}` for each part (block j is then the dict
-    part -> tree). A run of blocks a..b stacked is stored at `{stem}_{a}_to_{b}`."""
+    """Blocks j = 0, 1, ...: in memory, runs at `tree[group]["{a}_to_{b}"]`,
+    stacked along an axis logically named `axis`; in files, block j at
+    `{stem}_{j}`, or with `parts` at `{stem}_{j}_{part}` for each part (block j
+    is then the dict part -> tree)."""
 
+    group: str
     stem: str
+    axis: str
     parts: tuple[str, ...] = ()
 
-    def _block_pattern(self) -> re.Pattern:
+    def _block_key(self) -> re.Pattern:
         tail = "_(?P<part>" + "|".join(map(re.escape, self.parts)) + ")" if self.parts else ""
         return re.compile(rf"{re.escape(self.stem)}_(?P<j>\d+){tail}")
 
-    def _run_pattern(self) -> re.Pattern:
-        return re.compile(rf"{re.escape(self.stem)}_(?P<first>\d+)_to_(?P<last>\d+)")
-
-    def _store(self, tree: dict, key: str, block) -> None:
-        if self.parts:
-            tree.update({f"{key}_{part}": block[part] for part in self.parts})
-        else:
-            tree[key] = block
-
-    def _take(self, tree: Mapping, key: str):
-        return {part: tree[f"{key}_{part}"] for part in self.parts} if self.parts else tree[key]
-
-    def blocks(self, tree: Mapping) -> dict[int, object]:
-        """The canonical blocks in `tree`, by number."""
-        found = {}
-        for key in tree:
-            match = self._block_pattern().fullmatch(key)
-            if match:
-                found[int(match["j"])] = self._take(tree, f"{self.stem}_{match['j']}")
+    def runs(self, tree: Mapping) -> list[tuple[int, int, dict]]:
+        """(first block, blocks, stacked parameters) of each run in `tree`, in order."""
+        found = []
+        for key, run in tree.get(self.group, {}).items():
+            match = _RUN.fullmatch(key)
+            if not match:
+                raise ValueError(f"{self.group}/{key}: not a run of blocks (FIRST_to_LAST)")
+            found.append((int(match["first"]), int(match["last"]) - int(match["first"]) + 1, run))
+        found.sort(key=lambda run: run[0])
+        if [first for first, _, _ in found] != [sum(length for _, length, _ in found[:i]) for i in range(len(found))]:
+            raise ValueError(f"{self.group}: runs {sorted(tree[self.group])} do not follow one another from 0")
         return found
 
-    def stack(self, tree: Mapping) -> dict:
-        """`tree` with each run of two or more consecutive blocks of equal shapes
-        stacked under one name; other keys as they are. Parameters boxed with
-        logical axis names get an unnamed leading axis."""
-        blocks = self.blocks(tree)
-        rest = {key: value for key, value in tree.items() if not self._block_pattern().fullmatch(key)}
-        order = sorted(blocks)
-        for first, last in _runs([blocks[j] for j in order]):
-            first, last = order[first], order[last]
-            if first == last:
-                self._store(rest, f"{self.stem}_{first}", blocks[first])
+    def stack(self, tree: Mapping, each: Callable[[object], object] = lambda block: block) -> dict:
+        """`tree` with its blocks one per name (as files hold them) made runs of
+        like blocks, each block first made `each(block)`; other keys as they are."""
+        pattern, rest = self._block_key(), {}
+        blocks: dict[int, Any] = {}
+        for key, value in tree.items():
+            match = pattern.fullmatch(key)
+            if not match:
+                rest[key] = value
+            elif self.parts:
+                blocks.setdefault(int(match["j"]), {})[match["part"]] = value
             else:
-                rest[f"{self.stem}_{first}_to_{last}"] = jax.tree_util.tree_map(
-                    _stack_leaves, *(blocks[j] for j in range(first, last + 1)), is_leaf=_is_box
-                )
+                blocks[int(match["j"])] = value
+        if sorted(blocks) != list(range(len(blocks))):
+            raise ValueError(f"{self.stem}: blocks {sorted(blocks)} are not numbered from 0")
+        if blocks:
+            rest[self.group] = stack_runs([each(blocks[j]) for j in range(len(blocks))], self.axis)
         return rest
 
-    def segments(self, tree: Mapping) -> list[tuple[int, int, object]]:
-        """(first block, blocks, parameters) of each stored run and each single block,
-        in order; a run's parameters are stacked (blocks, ...)."""
-        found = {j: (j, 1, block) for j, block in self.blocks(tree).items()}
-        for key, value in tree.items():
-            match = self._run_pattern().fullmatch(key)
-            if match:
-                first, last = int(match["first"]), int(match["last"])
-                found[first] = (first, last - first + 1, value)
-        return [found[j] for j in sorted(found)]
-
-    def unstack(self, tree: Mapping) -> dict:
-        """The canonical tree of a stacked one (a canonical tree as it is)."""
-        out = {}
-        for key, value in tree.items():
-            match = self._run_pattern().fullmatch(key)
-            if not match:
-                out[key] = value
-                continue
-            for k, j in enumerate(range(int(match["first"]), int(match["last"]) + 1)):
-                self._store(
-                    out, f"{self.stem}_{j}", jax.tree_util.tree_map(functools.partial(_unstack_leaf, k=k), value)
-                )
+    def unstack(self, tree: Mapping, each: Callable[[object], object] = lambda block: block) -> dict:
+        """The inverse of `stack`: each block under its own name, made `each(block)`."""
+        out = {key: value for key, value in tree.items() if key != self.group}
+        for first, length, run in self.runs(tree):
+            for k in range(length):
+                block = each(block_of(run, k))
+                if self.parts:
+                    out.update({f"{self.stem}_{first + k}_{part}": block[part] for part in self.parts})  # type: ignore[index]
+                else:
+                    out[f"{self.stem}_{first + k}"] = block
         return out
 
 
-# The name of a stacked run of blocks of any stem, e.g. `layer_0_to_11`.
-_RUN = re.compile(r".+_\d+_to_\d+")
+def stack_runs(blocks: Sequence, axis: str) -> dict:
+    """{"{a}_to_{b}": blocks a..b stacked} for each run of consecutive blocks
+    with equal structure, shapes and dtypes. Parameters boxed with logical axis
+    names get the leading axis `axis`."""
+    runs: list[list[int]] = []
+    for j, block in enumerate(blocks):
+        if runs and _signature(block) == _signature(blocks[runs[-1][0]]):
+            runs[-1].append(j)
+        else:
+            runs.append([j])
+    return {
+        run_key(run[0], run[-1]): jax.tree_util.tree_map(
+            functools.partial(_stack_leaves, axis=axis), *(blocks[j] for j in run), is_leaf=_is_box
+        )
+        for run in runs
+    }
 
 
-def stacked_axes(path) -> int:
-    """How many leading block axes the parameter at `path` (a jax key path) has
-    from being stacked: one per stacked run it lies in (MobileBERT's feed-forward
-    kernels in stacked layers have two)."""
-    return sum(bool(_RUN.fullmatch(str(getattr(key, "key", "")))) for key in path)
+def block_of(run, k: int):
+    """Block k of a stacked run: each leaf's entry k of its leading axis (a slice
+    of each, in a traced program)."""
+    return jax.tree_util.tree_map(lambda leaf: leaf[k], run)
+
+
+def layer_axes(boxed) -> object:
+    """A tree shaped as the parameters `boxed` (with their logical axis names):
+    how many leading stacked axes (`STACKED`) each leaf has, one per run it
+    lies in (MobileBERT's feed-forward kernels have two)."""
+
+    def count(leaf) -> int:
+        names = leaf.names if _is_box(leaf) else ()
+        return next((i for i, name in enumerate(names) if name not in STACKED), len(names))
+
+    return jax.tree_util.tree_map(count, boxed, is_leaf=_is_box)
 
 
 def _is_box(leaf) -> bool:
     return isinstance(leaf, nn.Partitioned)
 
 
-def _stack_leaves(*leaves):
+def _stack_leaves(*leaves, axis: str):
     if _is_box(leaves[0]):
-        return (
-            leaves[0]
-            .replace_boxed(jnp.stack([leaf.unbox() for leaf in leaves]))
-            .replace(names=(None, *leaves[0].names))
-        )
-    stacked = jnp.stack(leaves)
-    # XLA's CPU compiler reads a slice of stacked bfloat16 weights by converting
-    # all of them to float32 on every call (measured 2.6x slower for BERT-base,
-    # benchmarks/encoder_core.py); their bits, as 16-bit integers, slice as they are.
-    return jax.lax.bitcast_convert_type(stacked, jnp.uint16) if stacked.dtype == jnp.bfloat16 else stacked
-
-
-def _from_bits(leaf):
-    """A stacked leaf (or a slice of one) as it was before `_stack_leaves`: bfloat16
-    from its bits; boxed leaves, stacked as they are, as they are."""
-    return leaf if _is_box(leaf) or leaf.dtype != jnp.uint16 else jax.lax.bitcast_convert_type(leaf, jnp.bfloat16)
-
-
-def _block_params(params: dict) -> dict:
-    """One block's slice of a stacked run, its leaves as the block computes with
-    them; runs stacked inside the block (MobileBERT's feed-forward networks) stay
-    bits until their own scan slices them."""
-    return {
-        key: value if _RUN.fullmatch(key) else _block_params(value) if isinstance(value, dict) else _from_bits(value)
-        for key, value in params.items()
-    }
-
-
-def _unstack_leaf(leaf, k: int):
-    return _from_bits(leaf[k])
+        stacked = jnp.stack([leaf.unbox() for leaf in leaves])
+        return leaves[0].replace_boxed(stacked).replace(names=(axis, *leaves[0].names))
+    # On the host where the blocks are (a file's weights); in the program where they are traced.
+    return np.stack(leaves) if all(isinstance(leaf, np.ndarray) for leaf in leaves) else jnp.stack(leaves)
 
 
 def _signature(tree) -> tuple:
     leaves, structure = jax.tree_util.tree_flatten(tree)
     return structure, tuple((leaf.shape, jnp.dtype(leaf.dtype)) for leaf in leaves)
-
-
-def _runs(blocks: Sequence) -> list[tuple[int, int]]:
-    """(first, last) of each run of consecutive blocks with equal structure, shapes and dtypes."""
-    runs: list[tuple[int, int]] = []
-    for j, block in enumerate(blocks):
-        if runs and _signature(block) == _signature(blocks[runs[-1][0]]):
-            runs[-1] = (runs[-1][0], j)
-        else:
-            runs.append((j, j))
-    return runs
 
 
 def apply(
@@ -203,45 +160,47 @@ def apply(
     templates: Sequence[nn.Module],
     x,
     *args,
-    scan: bool,
+    execution: Execution,
     keys: jax.Array | None = None,
-    remat: str = "none",
 ):
     """x after blocks 0 .. len(templates) - 1 in turn, each `templates[j]` (an
     unbound module) applied to (x, *args) with block j's parameters, which
-    `module` holds as `repeated` says (canonical or stacked). Blocks of equal
-    shapes compute the same function of their parameters, so a run of them is
-    scanned with its first template (when `scan`; a stacked run always is).
+    `module` holds as runs at `repeated.group`. Blocks of a run compute the same
+    function of their parameters, so a run is applied with its first template:
+    scanned when `execution.scan`, else block by block.
 
-    `keys` (len(templates),): block j's dropout key; `remat` "matmuls" or
-    "layer" (see REMAT): the backward pass recomputes each block from its input
-    and what the policy keeps. Initializing, `module` gets block j's fresh
-    parameters under its canonical names.
+    `keys` (len(templates),): block j's dropout key; `execution.remat`
+    "matmuls" or "layer": the backward pass recomputes each block from its
+    input and what the policy keeps. Initializing, `module` gets the blocks'
+    fresh parameters, stacked into runs.
     """
-    stored: Mapping
+    if not templates:
+        return x
     if module.is_initializing():
-        stored = {}
-        for j, template in enumerate(templates):
-            fresh = template.init(module.make_rng("params"), x, *args)["params"]
-            names: dict = {}
-            repeated._store(names, f"{repeated.stem}_{j}", fresh)
-            stored |= {name: module.param(name, lambda _, value=value: value) for name, value in names.items()}
+        fresh = [template.init(module.make_rng("params"), x, *args)["params"] for template in templates]
+        runs = module.param(repeated.group, lambda _: stack_runs(fresh, repeated.axis))
     else:
-        stored = module.variables["params"]
-    # Blocks stored one by one are stacked here, inside the program, to be scanned.
-    for first, length, params in repeated.segments(repeated.stack(stored) if scan else stored):
-        template = templates[first]
-
-        def block(x, params, key, template=template):
-            params = _block_params(params)
-            return template.apply({"params": params}, x, *args, rngs={} if key is None else {"dropout": key})
-
-        if remat in _KEEPS:
-            block = jax.checkpoint(block, policy=_KEEPS[remat], prevent_cse=length == 1)
-        if length == 1:
-            x = block(x, params, None if keys is None else keys[first])
+        runs = module.variables["params"][repeated.group]
+    for first, length, params in repeated.runs({repeated.group: runs}):
+        if not execution.scan or length == 1:  # each block its own template, named as it is in files
+            for k in range(length):
+                block = _applied(templates[first + k], args, execution.remat, in_scan=False)
+                x = block(x, block_of(params, k), None if keys is None else keys[first + k])
             continue
+        block = _applied(templates[first], args, execution.remat, in_scan=True)
         step_keys = None if keys is None else keys[first : first + length]
-        with jax.named_scope(f"{repeated.stem}_{first}_to_{first + length - 1}"):  # in profiles and the HLO
+        with jax.named_scope(f"{repeated.stem}_{run_key(first, first + length - 1)}"):  # in profiles and the HLO
             x, _ = jax.lax.scan(lambda x, inputs, block=block: (block(x, *inputs), None), x, (params, step_keys))  # type: ignore[misc]
     return x
+
+
+def _applied(template: nn.Module, args: tuple, remat: str, in_scan: bool) -> Callable:
+    """`template` as a function (x, its parameters, its dropout key or None) -> x,
+    rematerialised as `remat` says."""
+
+    def block(x, params, key):
+        return template.apply({"params": params}, x, *args, rngs={} if key is None else {"dropout": key})
+
+    if remat in KEEPS:  # within a scan, XLA cannot merge one step's recomputation into another's
+        return jax.checkpoint(block, policy=KEEPS[remat], prevent_cse=not in_scan)
+    return block

@@ -2,8 +2,9 @@
 chosen subset of its layers, in the teacher's family or, from a BERT teacher, as
 DistilBERT (which was initialised from BERT the same way, one layer out of two).
 
-Pure: a config and parameters in, a config and parameters out, with notes on
-what is not exact.
+Pure: a config and parameters in, a config and parameters out (as the models
+hold them; the choice is made one layer per name, `encoder.per_layer`), with
+notes on what is not exact.
 """
 
 import dataclasses
@@ -14,6 +15,7 @@ import numpy as np
 
 from jaxqa.errors import Error
 from jaxqa.models import distilbert
+from jaxqa.models.encoder import per_layer, stacked
 
 # BERT module -> DistilBERT module of the same computation.
 BERT_TO_DISTILBERT = {
@@ -48,14 +50,17 @@ def make_student(
         raise StudentError(
             f"--layers {','.join(map(str, layers))}: choose increasing layers of the teacher's 0..{depth - 1}"
         )
+    notes: list[str] = []
     if family == model_type:
-        return (*_same_family(model_type, config, params, layers), [])
-    if (model_type, family) == ("bert", "distilbert"):
-        return _bert_to_distilbert(config, params, layers)
-    raise StudentError(
-        f"--family {family}: a {model_type} teacher makes a {model_type} student"
-        + (" or a distilbert one" if model_type == "bert" else "")
-    )
+        student_config, student = _same_family(model_type, config, per_layer(config, params), layers)
+    elif (model_type, family) == ("bert", "distilbert"):
+        student_config, student, notes = _bert_to_distilbert(config, per_layer(config, params), layers)
+    else:
+        raise StudentError(
+            f"--family {family}: a {model_type} teacher makes a {model_type} student"
+            + (" or a distilbert one" if model_type == "bert" else "")
+        )
+    return student_config, stacked(student_config, student), notes
 
 
 def _same_family(model_type: str, config, params: dict, layers: tuple[int, ...]):

@@ -7,19 +7,19 @@ layer-wise trust ratio is applied to the same parameters, the ones
 `decay_mask` marks. The optimizer state mirrors the parameters' dtype, so
 float32 master weights get float32 moments.
 
-Both take parameters in either layout (`jaxqa.models.stacking`): a run of
-layers stacked into one array gets one trust ratio per layer, as its layers
-would one by one.
+A model holds each run of like layers stacked along leading axes
+(`jaxqa.models.stacking`); LAMB gives each layer of a run its trust ratio, as
+the layers would have one by one, along the axes `layer_axes` names.
 
 Gradient accumulation is not here: the training step sums micro-batch
 gradients itself and hands this optimizer one update per global batch.
 """
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import optax
-
-from jaxqa.models.stacking import stacked_axes
 
 # Leaf name -> whether the parameter takes weight decay and LAMB's trust ratio.
 # Kernels (2-D dense, 3-D grouped) and embeddings do; every bias and the gains
@@ -63,20 +63,26 @@ def schedule(learning_rate: float, warmup_steps: int, total_steps: int) -> optax
     )
 
 
-def scale_by_trust_ratio() -> optax.GradientTransformation:
+def scale_by_trust_ratio(layer_axes: Any = None) -> optax.GradientTransformation:
     """Each update scaled by ||w|| / ||update||, or 1 where either norm is 0 (as
     `optax.scale_by_trust_ratio`), with one ratio per layer of a stacked run:
-    the norms leave out the leading axes that stacking added."""
+    `layer_axes`, a tree shaped as the parameters (`stacking.layer_axes`), says
+    how many leading axes of each leaf are stacked layers, which the norms
+    leave out (None: none are)."""
 
     def update(updates, state, params):
-        def scale(path, u, w):
-            axes = tuple(range(stacked_axes(path), u.ndim))
+        def scale(u, w, stacked):
+            if isinstance(u, optax.MaskedNode):  # left out by `optax.masked`
+                return u
+            axes = tuple(range(stacked, u.ndim))
             w_norm = jnp.sqrt(jnp.sum(jnp.square(w), axis=axes, keepdims=True))
             u_norm = jnp.sqrt(jnp.sum(jnp.square(u), axis=axes, keepdims=True))
             ratio = jnp.where((w_norm == 0) | (u_norm == 0), 1.0, w_norm / u_norm)
             return u * ratio.astype(u.dtype)
 
-        return jax.tree_util.tree_map_with_path(scale, updates, params), state
+        stacked = jax.tree.map(lambda _: 0, params) if layer_axes is None else layer_axes
+        masked = lambda leaf: isinstance(leaf, optax.MaskedNode)
+        return jax.tree.map(scale, updates, params, stacked, is_leaf=masked), state
 
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
@@ -85,8 +91,11 @@ def scale_by_trust_ratio() -> optax.GradientTransformation:
 B1, B2, EPS = 0.9, 0.999, 1e-6
 
 
-def lamb(schedule: optax.Schedule, weight_decay: float, clip_norm: float = 1.0) -> optax.GradientTransformation:
-    """LAMB (You et al., 2019) with the trust ratio only where `decay_mask` is True.
+def lamb(
+    schedule: optax.Schedule, weight_decay: float, clip_norm: float = 1.0, layer_axes: Any = None
+) -> optax.GradientTransformation:
+    """LAMB (You et al., 2019) with the trust ratio only where `decay_mask` is
+    True, one per layer (`scale_by_trust_ratio`'s `layer_axes`).
 
     Bias correction follows the paper's Algorithm 2 and NVIDIA's LAMB (apex
     FusedLAMB, bias_correction=True). Google's TF LAMB for BERT and MobileBERT
@@ -100,13 +109,16 @@ def lamb(schedule: optax.Schedule, weight_decay: float, clip_norm: float = 1.0) 
         optax.clip_by_global_norm(clip_norm),
         optax.scale_by_adam(b1=B1, b2=B2, eps=EPS),
         optax.add_decayed_weights(weight_decay, mask=decay_mask),
-        optax.masked(scale_by_trust_ratio(), decay_mask),  # ||w|| / ||update||, 1 if either is 0
+        optax.masked(scale_by_trust_ratio(layer_axes), decay_mask),  # ||w|| / ||update||, 1 if either is 0
         optax.scale_by_learning_rate(schedule),
     )
 
 
-def adamw(schedule: optax.Schedule, weight_decay: float, clip_norm: float = 1.0) -> optax.GradientTransformation:
-    """AdamW (Loshchilov & Hutter) with BERT's clipping and decay mask: LAMB without the trust ratio."""
+def adamw(
+    schedule: optax.Schedule, weight_decay: float, clip_norm: float = 1.0, layer_axes: Any = None
+) -> optax.GradientTransformation:
+    """AdamW (Loshchilov & Hutter) with BERT's clipping and decay mask: LAMB
+    without the trust ratio (so without a use for `layer_axes`)."""
     return optax.chain(
         optax.clip_by_global_norm(clip_norm),
         optax.scale_by_adam(b1=B1, b2=B2, eps=EPS),
@@ -129,9 +141,9 @@ OPTIMIZERS = {"lamb": lamb, "adamw": adamw}
 
 
 def build(
-    name: str, schedule: optax.Schedule, weight_decay: float, clip_norm: float = 1.0
+    name: str, schedule: optax.Schedule, weight_decay: float, clip_norm: float = 1.0, layer_axes: Any = None
 ) -> optax.GradientTransformation:
     """The optimizer called `name` ("lamb" or "adamw")."""
     if name not in OPTIMIZERS:
         raise ValueError(f"optimizer {name!r} is not supported; choose one of {sorted(OPTIMIZERS)}")
-    return OPTIMIZERS[name](schedule, weight_decay, clip_norm=clip_norm)
+    return OPTIMIZERS[name](schedule, weight_decay, clip_norm=clip_norm, layer_axes=layer_axes)

@@ -22,6 +22,11 @@ reached at the final warm-up and held there. For the thresholded methods the
 threshold is set each step so that the share kept is the schedule's (counting
 the weights each score covers). `Pruning.select` chooses what is kept, once per
 training step; `Pruning.apply` zeroes the rest and reports the share reached.
+
+The model holds its layers as stacked runs (`params["layers"]["{a}_to_{b}"]`,
+`jaxqa.models.stacking`), and the scores and masks are laid out the same way:
+`{run: {name: (L, ...)}}`, one entry per layer along the leading axis, on
+which what is chosen layer by layer is mapped.
 """
 
 import dataclasses
@@ -54,40 +59,42 @@ class Pruning:
         return self.remaining + (1 - self.remaining) * (1 - progress) ** 3
 
     def init_scores(self, params: dict) -> dict | None:
-        """Zero scores for every kernel pruned; None for magnitude pruning, which has none."""
+        """Zero scores for every kernel pruned, stacked as its run; None for
+        magnitude pruning, which has none."""
         if self.method == "magnitude":
             return None
         scores = {}
-        for layer in _layers(params):
-            kernels = {name: params[layer][name]["kernel"] for name in KERNELS}
+        for run, layers in params["layers"].items():
+            kernels = {name: layers[name]["kernel"] for name in KERNELS}  # (L, I, O) each
             if self.method == "hybrid":
                 b = self.block
-                scores[layer] = {
-                    name: jnp.zeros((k.shape[0] // b, k.shape[1] // b))
+                scores[run] = {
+                    name: jnp.zeros((k.shape[0], k.shape[1] // b, k.shape[2] // b))
                     for name, k in kernels.items()
                     if name in ATTENTION
                 }
-                scores[layer]["feed_forward"] = jnp.zeros(kernels["intermediate"].shape[1])  # (M,)
+                scores[run]["feed_forward"] = jnp.zeros(kernels["intermediate"].shape[::2])  # (L, M)
             else:
-                scores[layer] = {name: jnp.zeros(k.shape) for name, k in kernels.items()}
+                scores[run] = {name: jnp.zeros(k.shape) for name, k in kernels.items()}
         return scores
 
     def select(self, params: dict, scores: dict | None, step) -> dict:
-        """What is kept at optimizer step `step`: {layer: {name: 0/1}} at the
+        """What is kept at optimizer step `step`: {run: {name: 0/1}} at the
         scores' shapes (the kernels' for magnitude), with no gradient. It depends
         on the parameters, the scores and the step alone, so a training step finds
         it once for all its micro-batches."""
         share = self.share(step)
+        top = jax.vmap(_top, in_axes=(0, None))  # each layer of a run on its own
         if self.method == "magnitude":
             return jax.lax.stop_gradient(
                 {
-                    layer: {name: _top(jnp.abs(params[layer][name]["kernel"]), share) for name in KERNELS}
-                    for layer in _layers(params)
+                    run: {name: top(jnp.abs(layers[name]["kernel"]), share) for name in KERNELS}
+                    for run, layers in params["layers"].items()
                 }
             )
         assert scores is not None  # the other methods learn scores
         if self.method == "movement":
-            chosen = {layer: {name: _top(s, share) for name, s in named.items()} for layer, named in scores.items()}
+            chosen = {run: {name: top(s, share) for name, s in named.items()} for run, named in scores.items()}
         else:
             covers = jax.tree_util.tree_leaves(self._covers(params, scores))
             threshold = _highest(jax.tree_util.tree_leaves(scores), covers, share)  # one for all kernels
@@ -95,7 +102,7 @@ class Pruning:
         return jax.lax.stop_gradient(chosen)
 
     def masks(self, scores: dict | None, chosen: dict) -> dict:
-        """{layer: {kernel name: 0/1 mask that broadcasts to the kernel}} from
+        """{run: {kernel name: 0/1 mask that broadcasts to the kernel}} from
         `select`'s choice; the scores get the masks' gradients straight through."""
         if self.method == "magnitude":
             return chosen
@@ -104,26 +111,26 @@ class Pruning:
             return hard
         b = self.block
         return {
-            layer: {
-                **{name: jnp.repeat(jnp.repeat(named[name], b, 0), b, 1) for name in ATTENTION},
-                "intermediate": named["feed_forward"][None, :],
-                "output": named["feed_forward"][:, None],
+            run: {
+                **{name: jnp.repeat(jnp.repeat(named[name], b, 1), b, 2) for name in ATTENTION},
+                "intermediate": named["feed_forward"][:, None, :],  # (L, 1, M)
+                "output": named["feed_forward"][:, :, None],  # (L, M, 1)
             }
-            for layer, named in hard.items()
+            for run, named in hard.items()
         }
 
     def apply(self, params: dict, scores: dict | None, chosen: dict) -> tuple[dict, jax.Array]:
         """(params with the weights `select` did not choose zero, share of the weights kept)."""
         masks = self.masks(scores, chosen)
-        pruned, kept, total = dict(params), jnp.zeros(()), 0
-        for layer, named in masks.items():
-            pruned[layer] = dict(params[layer])
+        runs, kept, total = dict(params["layers"]), jnp.zeros(()), 0
+        for run, named in masks.items():
+            runs[run] = dict(runs[run])
             for name, mask in named.items():
-                kernel = params[layer][name]["kernel"]
-                pruned[layer][name] = {**params[layer][name], "kernel": kernel * mask}
+                kernel = runs[run][name]["kernel"]
+                runs[run][name] = {**runs[run][name], "kernel": kernel * mask}
                 kept += jnp.broadcast_to(jax.lax.stop_gradient(mask), kernel.shape).sum()
                 total += kernel.size
-        return pruned, kept / total
+        return {**params, "layers": runs}, kept / total
 
     def penalty_term(self, params: dict, scores: dict | None, step) -> tuple[jax.Array, jax.Array]:
         """(the penalty's weight now, its term in the loss), for soft-movement and
@@ -147,13 +154,13 @@ class Pruning:
     def _covers(self, params: dict, scores: dict) -> dict:
         """How many weights each score of a leaf covers: one, a block, or a unit's column and row."""
         if self.method == "soft-movement":
-            return {layer: dict.fromkeys(named, 1) for layer, named in scores.items()}
+            return {run: dict.fromkeys(named, 1) for run, named in scores.items()}
         return {
-            layer: {
+            run: {
                 **dict.fromkeys(ATTENTION, self.block**2),
-                "feed_forward": 2 * params[layer]["intermediate"]["kernel"].shape[0],
+                "feed_forward": 2 * params["layers"][run]["intermediate"]["kernel"].shape[1],  # (L, D, M): D
             }
-            for layer in scores
+            for run in scores
         }
 
 
@@ -161,10 +168,6 @@ def block_edge(block: int, head_dim: int, hidden_size: int) -> int:
     """The block edge used: `block`, or the largest edge dividing it, a head and the
     hidden size, where heads are narrower than a block (or not a multiple of it)."""
     return math.gcd(block, head_dim, hidden_size)
-
-
-def _layers(params: dict) -> list[str]:
-    return sorted((key for key in params if key.startswith("layer_")), key=lambda key: int(key[len("layer_") :]))
 
 
 def _straight_through(hard, scores):

@@ -30,7 +30,6 @@ from jax.experimental import multihost_utils
 
 from jaxqa import checkpoint
 from jaxqa.errors import Error, write_file
-from jaxqa.models.encoder import canonical_params
 
 log = logging.getLogger("jaxqa.run_folder")
 
@@ -212,12 +211,12 @@ class RunFolder:
             self.manager.reload()
 
     def export(self, params, folder: Path):
-        """Writes `params` (either layout) as a jaxqa checkpoint folder (from process
-        0), compact if the run shrinks its models; returns the config written."""
+        """Writes `params` as a jaxqa checkpoint folder (from process 0), compact if
+        the run shrinks its models; returns the config written."""
         host = (
             multihost_utils.process_allgather(params, tiled=True) if jax.process_count() > 1 else jax.device_get(params)
         )
-        host = canonical_params(self.config, jax.tree_util.tree_map(np.asarray, host))
+        host = jax.tree_util.tree_map(np.asarray, host)
         config, host = self.shrink(self.config, host) if self.shrink else (self.config, host)
         if jax.process_index() == 0:
             checkpoint.save_pretrained(folder, self.model_type, config, host, self.tokenizer_dir, overwrite=True)

@@ -22,7 +22,7 @@ from typing import get_type_hints
 from jaxqa import compilation_cache, models
 from jaxqa.configs import VARIANTS
 from jaxqa.errors import Error
-from jaxqa.models.stacking import REMAT
+from jaxqa.models.execution import REMAT
 from jaxqa.squad import buckets
 from jaxqa.squad.features import FeatureSettings
 from jaxqa.training.optim import OPTIMIZERS

@@ -1,9 +1,8 @@
-"""The train state: what a run carries from step to step, how it is made, laid
-out (runs of like layers stacked in training, one layer per name in
-checkpoints) and sharded over the mesh."""
-
-import dataclasses
-from collections.abc import Callable
+"""The train state: what a run carries from step to step, how it is made and
+how it is sharded over the mesh. Its parameters, the optimizer's moments of
+them and the pruning scores are laid out as the model holds its parameters
+(runs of like layers stacked, `jaxqa.models.stacking`), in memory and in the
+run folder's checkpoints alike."""
 
 import jax
 import jax.numpy as jnp
@@ -15,7 +14,7 @@ from jax.sharding import NamedSharding
 @struct.dataclass
 class TrainState:
     step: jax.Array  # () int32: optimizer steps taken
-    params: dict  # in either layout (`jaxqa.models.stacking`); training holds runs of like layers stacked
+    params: dict
     opt_state: optax.OptState  # its moments laid out as the parameters
     bad_step: jax.Array  # () int32: first step whose loss or gradient was not finite; -1 if none
     scores: dict | None = None  # pruning scores (see `pruning`); None when not pruning or by magnitude
@@ -42,47 +41,28 @@ class TrainState:
         )
 
 
-def relayout(state: TrainState, layout: Callable[[dict], dict]) -> TrainState:
-    """`state` with its parameters and the optimizer's moments of them laid out by
-    `layout` (`encoder.runtime_params` to stack runs of like layers,
-    `encoder.canonical_params` for one layer per name, as checkpoints hold them).
-    Pruning scores are per layer in both."""
-
-    def walk(tree):
-        if isinstance(tree, dict):
-            return layout(tree) if "embeddings" in tree else {key: walk(value) for key, value in tree.items()}
-        if isinstance(tree, tuple):  # optax's states, named tuples among them
-            fields = [walk(value) for value in tree]
-            return type(tree)(*fields) if hasattr(tree, "_fields") else type(tree)(fields)
-        return tree
-
-    return dataclasses.replace(state, params=layout(state.params), opt_state=walk(state.opt_state))
-
-
 def shardings(
     abstract: TrainState,
     param_shardings: dict,
-    kernels: dict,
-    kernel_shardings: dict,
     replicated: NamedSharding,
     tx: optax.GradientTransformation,
     score_tx: optax.GradientTransformation | None = None,
 ) -> TrainState:
     """Where each leaf of a state shaped as `abstract` lives: the parameters and
     the optimizers' moments of them as `param_shardings` lays out the
-    parameters; a pruning score of one weight each as its kernel (`kernels`,
-    the parameters one layer per name, as scores are, and `kernel_shardings`,
-    theirs); block and unit scores and every scalar `replicated`."""
+    parameters; a pruning score of one weight each as its kernel; block and
+    unit scores and every scalar `replicated`."""
     scores = None
     if abstract.scores is not None:
+        runs, run_shardings = abstract.params["layers"], param_shardings["layers"]
         scores = {
-            layer: {
-                name: kernel_shardings[layer][name]["kernel"]
-                if name in kernels[layer] and score.shape == kernels[layer][name]["kernel"].shape
+            run: {
+                name: run_shardings[run][name]["kernel"]
+                if name in runs[run] and score.shape == runs[run][name]["kernel"].shape
                 else replicated
                 for name, score in named.items()
             }
-            for layer, named in abstract.scores.items()
+            for run, named in abstract.scores.items()
         }
 
     def moments(transform, opt_state, laid_out):

@@ -10,7 +10,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxqa.models.encoder import canonical_params
 from jaxqa.training.pruning import Pruning
 from jaxqa.training.state import TrainState
 
@@ -70,8 +69,7 @@ def make_train_step(
 
     def loss_fn(params, scores, batch, rng, teacher_params, step, chosen):
         parts = {}
-        if prune is not None:  # pruning chooses among each layer's weights: it sees them one layer per name
-            params = canonical_params(model.config, params)
+        if prune is not None:
             parts["penalty_weight"], parts["penalty"] = prune.penalty_term(params, scores, step)
             params, parts["remaining"] = prune.apply(params, scores, chosen)
         inputs = batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
@@ -91,11 +89,7 @@ def make_train_step(
         rng = jax.random.fold_in(jax.random.key(seed), state.step)
         trained = (state.params, state.scores)
         # What pruning keeps depends on neither the batch nor the micro-batch: found once.
-        chosen = (
-            None
-            if prune is None
-            else prune.select(canonical_params(model.config, state.params), state.scores, state.step)
-        )
+        chosen = None if prune is None else prune.select(state.params, state.scores, state.step)
 
         def micro(grads, inputs):
             index, micro_batch = inputs

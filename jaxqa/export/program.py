@@ -1,0 +1,94 @@
+"""The program an export writes: a span model's forward pass, traced as the
+export's execution asks (`execution.for_export`: every layer on its own,
+attention as separate products, and LiteRT's own ops for LiteRT), over its
+weights one layer per name, as files name them.
+
+The model holds its layers as stacked runs and reads them one by one
+(`jaxqa.models.stacking`). Traced from the weights one layer per name, that
+program would stack them and slice each layer back out: `traced` forwards
+every layer read out of a stack (`squeeze(slice(stack(w_0, ..., w_n)))`) to
+w_k itself, and leaves out what is then unused, so that each layer's products
+take that layer's own weights, as a runtime's quantizer and kernels want them.
+"""
+
+import jax
+import jax.extend.core as jex
+import numpy as np
+from flax import traverse_util
+
+from jaxqa.models import execution
+from jaxqa.models.encoder import SpanModel, file_shapes, per_layer, stacked
+
+
+def file_weights(config, params: dict) -> dict[str, np.ndarray]:
+    """`params` one layer per name, float32 numpy, in the order of `span_program`'s arguments."""
+    flat = traverse_util.flatten_dict(per_layer(config, jax.device_get(params)), sep="/")
+    return {key: np.asarray(flat[key], np.float32) for key in sorted(flat)}  # jax flattens a dict by sorted keys
+
+
+def span_program(config, fmt: str, window: jax.ShapeDtypeStruct) -> jex.ClosedJaxpr:
+    """The jaxpr of `SpanModel(config)`'s forward pass as `fmt` ("onnx" or
+    "litert") runs it, whose arguments are the weights (`file_weights`), then
+    token ids, attention mask and token types, each shaped as `window`."""
+    model = SpanModel(config, execution=execution.for_export(fmt))
+
+    def forward(weights, input_ids, attention_mask, token_type_ids):
+        tree = stacked(config, traverse_util.unflatten_dict(weights, sep="/"))
+        return model.apply({"params": tree}, input_ids, attention_mask, token_type_ids)
+
+    weights = {key: file_shapes(config)[key] for key in sorted(file_shapes(config))}
+    return layers_read_in_place(jax.make_jaxpr(forward)(weights, window, window, window))
+
+
+def layers_read_in_place(closed: jex.ClosedJaxpr) -> jex.ClosedJaxpr:
+    """`closed` with each `squeeze(slice(stack(w_0, ..., w_n)))` that takes entry k
+    whole along the stacked axis replaced by w_k, and the equations whose
+    results nothing uses (and that have no effects) left out."""
+    jaxpr = closed.jaxpr
+    made: dict = {}  # variable -> the equation that made it
+    alias: dict = {}  # variable -> the atom that stands for it
+    eqns = []
+    for eqn in jaxpr.eqns:
+        eqn = eqn.replace(invars=[_read(alias, v) for v in eqn.invars])
+        entry = _entry_of_stack(eqn, made)
+        if entry is not None:
+            alias[eqn.outvars[0]] = entry
+            continue
+        made.update(dict.fromkeys(eqn.outvars, eqn))
+        eqns.append(eqn)
+    outvars = [_read(alias, v) for v in jaxpr.outvars]
+    used = {v for v in outvars if isinstance(v, jex.Var)}
+    kept = []
+    for eqn in reversed(eqns):
+        if eqn.effects or used.intersection(eqn.outvars):
+            kept.append(eqn)
+            used.update(v for v in eqn.invars if isinstance(v, jex.Var))
+    pruned = jex.Jaxpr(jaxpr.constvars, jaxpr.invars, outvars, kept[::-1], jaxpr.effects, jaxpr.debug_info)
+    return jex.ClosedJaxpr(pruned, closed.consts)
+
+
+def _read(alias: dict, atom):
+    return atom if isinstance(atom, jex.Literal) else alias.get(atom, atom)
+
+
+def _entry_of_stack(squeeze, made: dict):
+    """w_k, if the equation `squeeze` drops axis 0 of `stack(w_0)` (k = 0), or
+    of a slice that takes entry k of `stack(w_0, ..., w_n)` along axis 0 whole;
+    else None."""
+    if squeeze.primitive.name != "squeeze" or tuple(squeeze.params["dimensions"]) != (0,):
+        return None
+    piece = made.get(squeeze.invars[0])
+    if piece is None:
+        return None
+    if _is_stack(piece) and len(piece.invars) == 1:
+        return piece.invars[0]
+    if piece.primitive.name != "slice" or not _is_stack(made.get(piece.invars[0])):
+        return None
+    start, limit, strides = (piece.params[key] for key in ("start_indices", "limit_indices", "strides"))
+    shape = piece.invars[0].aval.shape
+    whole = limit[0] == start[0] + 1 and not any(start[1:]) and tuple(limit[1:]) == tuple(shape[1:])
+    return made[piece.invars[0]].invars[start[0]] if whole and strides in (None, (1,) * len(start)) else None
+
+
+def _is_stack(eqn) -> bool:
+    return eqn is not None and eqn.primitive.name == "stack" and eqn.params["axis"] == 0
