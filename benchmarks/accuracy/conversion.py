@@ -4,18 +4,18 @@ parameter counts on both sides, and the max |diff| of the span logits against
 configs: bert-base-uncased, squeezebert-uncased, mobilebert-uncased,
 distilbert-base-uncased, and the latter with sinusoidal positions).
 
-    python benchmarks/conversion.py [--models bert,squeezebert,mobilebert,distilbert,distilbert-sinusoidal]
+    python benchmarks/accuracy/conversion.py [--models bert,squeezebert,mobilebert,distilbert,distilbert-sinusoidal]
 
 Results go to benchmarks/results/conversion_<platform>.json.
 """
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import common
 import jax
 import numpy as np
 import torch
@@ -23,6 +23,9 @@ import transformers
 
 import jaxqa
 from jaxqa.convert import pt2flax
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for lib
+from lib import records
 
 CONFIGS = {
     "bert": (transformers.BertConfig, {}, transformers.BertForQuestionAnswering),
@@ -83,7 +86,7 @@ def main() -> None:
             }
         )
         print(json.dumps(rows[-1]), flush=True)
-    common.write("conversion", vars(args), rows)
+    records.write(vars(args), rows)
 
 
 if __name__ == "__main__":

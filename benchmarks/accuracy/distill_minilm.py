@@ -9,31 +9,33 @@ fine-tuned MiniLM teacher.
 All three are scored on the same first dev-v1.1 questions with the official
 metric. Results: benchmarks/results/distill_minilm_<platform>.json.
 
-    python benchmarks/distill_minilm.py [--train-examples 1200] [--eval-examples 300] [--seeds 0] [--keep-teacher]
+    python benchmarks/accuracy/distill_minilm.py [--train-examples 1200] [--eval-examples 300] [--seeds 0] [--keep-teacher]
 
 `--keep-teacher` takes the teacher a previous run left in --run-dir instead of
 training it again (its row then reports that run's figures).
 """
 
 import argparse
+import sys
 from pathlib import Path
-
-import common
 
 from jaxqa import checkpoint
 from jaxqa.convert import make_student
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for lib
+from lib import fine_tuning, records
+
 
 def fine_tune(run_dir: Path, init: Path, args, seed: int, *extra: str) -> dict:
     """A fresh `jaxqa.train` run; its summary (steps, EM/F1, wall time)."""
-    flags = common.fine_tuning_flags(init, args, args.batch_size, seed)
-    summary, seconds = common.fresh_run(run_dir, [*flags, *extra])
+    flags = fine_tuning.fine_tuning_flags(init, args, args.batch_size, seed)
+    summary, seconds = fine_tuning.fresh_run(run_dir, [*flags, *extra])
     return {**summary, "wall_seconds_with_eval": round(seconds, 1)}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    common.add_fine_tuning_flags(p, train_examples=1200, eval_examples=300, epochs=1.0, run_dir="distill-minilm")
+    fine_tuning.add_fine_tuning_flags(p, train_examples=1200, eval_examples=300, epochs=1.0, run_dir="distill-minilm")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--distill-alpha", type=float, default=0.5)
     p.add_argument("--distill-temperature", type=float, default=2.0)
@@ -41,10 +43,10 @@ def main() -> None:
     p.add_argument("--keep-teacher", action="store_true", help="reuse the teacher a previous run trained")
     args = p.parse_args()
 
-    init = common.minilm_checkpoint(args.run_dir / "minilm", reuse=True)
+    init = fine_tuning.minilm_checkpoint(args.run_dir / "minilm", reuse=True)
     teacher = args.run_dir / "teacher" / "model"
     if args.keep_teacher and (teacher / checkpoint.PARAMS_FILE).is_file():
-        summary = common.run_summary(args.run_dir / "teacher")
+        summary = fine_tuning.run_summary(args.run_dir / "teacher")
     else:
         summary = fine_tune(args.run_dir / "teacher", init, args, 0)
     rows = [{"model": "teacher: MiniLM, 6 layers", "seed": 0, **summary}]
@@ -76,7 +78,7 @@ def main() -> None:
                 ),
             }
         )
-    common.write("distill_minilm", vars(args), rows)
+    records.write(vars(args), rows)
 
 
 if __name__ == "__main__":

@@ -5,14 +5,15 @@ modes onnx-fp32 and onnx-int8 evaluate the checkpoint's ONNX export
 (`jaxqa-export --precision fp32|int8`) under ONNX Runtime, and litert-fp32
 and litert-int8 its LiteRT export (signatures of 64, 128, ..., 384 tokens) under LiteRT.
 
-    python benchmarks/precision_eval.py [--checkpoint runs/minilm-cpu/train/model] [--questions 1000]
-        [--modes fp32,bf16,int8,onnx-fp32,onnx-int8,litert-fp32,litert-int8]
+    python benchmarks/accuracy/precision_eval.py [--checkpoint runs/minilm-cpu/train/model] [--questions 1000]
+        [--modes fp32,bf16,int8,onnx-fp32,onnx-int8,litert-fp32,litert-int8] [--variant WORD]
 
 Per mode: EM/F1, their difference to float32's, the share of answers equal to
 float32's, and the evaluation's windows per second (as jaxqa.evaluate logs it:
 featurized windows through the model and decoding, loading excluded). The
 default checkpoint is the quick start's fine-tuned MiniLM.
-Results: benchmarks/results/<name>_cpu.json (precision_eval_cpu.json by default).
+Results: benchmarks/results/precision_eval_cpu.json (precision_eval_<WORD>_cpu.json
+with --variant WORD).
 """
 
 import argparse
@@ -23,7 +24,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-import common
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for lib
+from lib import paths, records
 
 MODES = ("fp32", "bf16", "int8", "onnx-fp32", "onnx-int8", "litert-fp32", "litert-int8")
 
@@ -71,7 +73,7 @@ def evaluate(checkpoint: Path, data: Path, mode: str, batch_size: int, out: Path
         capture_output=True,
         text=True,
         check=True,
-        cwd=common.ROOT,
+        cwd=paths.ROOT,
     )
     metrics = json.loads(done.stdout)
     rate = re.search(r"(\d+) features of (\d+) questions in ([\d.]+)s: ([\d.]+) features/s", done.stderr)
@@ -90,12 +92,12 @@ def evaluate(checkpoint: Path, data: Path, mode: str, batch_size: int, out: Path
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", type=Path, default=common.ROOT / "runs" / "minilm-cpu" / "train" / "model")
+    p.add_argument("--checkpoint", type=Path, default=paths.ROOT / "runs" / "minilm-cpu" / "train" / "model")
     p.add_argument("--questions", type=int, default=1000)
     p.add_argument("--modes", default=",".join(MODES))
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--squad-dir", type=Path, default=common.SQUAD)
-    p.add_argument("--name", default="precision_eval", help="of the results file")
+    p.add_argument("--squad-dir", type=Path, default=paths.SQUAD)
+    p.add_argument("--variant", default="", help="a word for the record's name, e.g. the machine (avx2)")
     args = p.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -121,7 +123,7 @@ def main() -> None:
         "squad_file": "dev-v1.1.json",
         "batch_size": args.batch_size,
     }
-    common.write(args.name, settings, rows)
+    records.write(settings, rows, args.variant)
 
 
 if __name__ == "__main__":

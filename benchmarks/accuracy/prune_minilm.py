@@ -9,46 +9,49 @@ pruning, distilling from itself unpruned, into a compact model.
 2. Scores the dense and the compact model on the same first dev-v1.1
    questions, with the evaluation that training runs.
 3. Times both one question at a time (jaxqa's pipeline in float32, each in a
-   process of its own, taking the questions in turns; `cpu_latency.py`).
+   process of its own, taking the questions in turns; `lib/sides.py`).
 With `--control`, the dense model is also trained as long with the same
 distillation but no pruning, and scored: what the extra training alone gives.
 `--keep-pruned` takes the pruned model a previous run left in --run-dir
 instead of pruning again (its row then reports that run's training figures).
 Results: benchmarks/results/prune_minilm_<platform>.json, and pruning.json in the run folder.
 
-    python benchmarks/prune_minilm.py [--train-examples 1500] [--epochs 2] [--remaining 0.5] [--control] [--keep-pruned]
+    python benchmarks/accuracy/prune_minilm.py [--train-examples 1500] [--epochs 2] [--remaining 0.5] [--control] [--keep-pruned]
 """
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
-import common
-import cpu_latency
-
 from jaxqa import checkpoint
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for lib
+from lib import fine_tuning, inputs, paths, records, sides
 
 
 def scores(folder: Path, args) -> dict:
     """EM/F1 of a checkpoint on the first --eval-examples dev questions, as training evaluates."""
-    result = common.dev_scores(folder, args.squad_dir, args.eval_examples, args.max_seq_length, args.doc_stride, 64)
+    result = fine_tuning.dev_scores(
+        folder, args.squad_dir, args.eval_examples, args.max_seq_length, args.doc_stride, 64
+    )
     return {"exact": round(result["exact"], 2), "f1": round(result["f1"], 2)}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--teacher", type=Path, default=common.ROOT / "runs" / "minilm-cpu" / "train" / "model")
+    p.add_argument("--teacher", type=Path, default=paths.ROOT / "runs" / "minilm-cpu" / "train" / "model")
     p.add_argument("--method", default="hybrid")
     p.add_argument("--remaining", type=float, default=0.5)
-    common.add_fine_tuning_flags(p, train_examples=1500, eval_examples=500, epochs=2.0, run_dir="prune-minilm")
+    fine_tuning.add_fine_tuning_flags(p, train_examples=1500, eval_examples=500, epochs=2.0, run_dir="prune-minilm")
     p.add_argument("--questions", type=int, default=40, help="asked one at a time of each model")
     p.add_argument("--control", action="store_true", help="also train the dense model as long, without pruning")
     p.add_argument("--keep-pruned", action="store_true", help="reuse the pruned model a previous run made")
     args = p.parse_args()
 
     if not (args.teacher / checkpoint.PARAMS_FILE).is_file():  # the quick start's fine-tuning
-        init = common.minilm_checkpoint(args.run_dir / "minilm", reuse=False)
-        teacher_flags = common.train_flags(
+        init = fine_tuning.minilm_checkpoint(args.run_dir / "minilm", reuse=False)
+        teacher_flags = fine_tuning.train_flags(
             init,
             args.squad_dir,
             800,
@@ -60,17 +63,17 @@ def main() -> None:
             max_seq_length=args.max_seq_length,
             doc_stride=args.doc_stride,
         )
-        common.fresh_run(args.run_dir / "teacher", teacher_flags)
+        fine_tuning.fresh_run(args.run_dir / "teacher", teacher_flags)
         args.teacher = args.run_dir / "teacher" / "model"
     pruned, control = args.run_dir / "pruned", args.run_dir / "control"
-    distilled = [*common.fine_tuning_flags(args.teacher, args, 16, 0), "--teacher", str(args.teacher)]
+    distilled = [*fine_tuning.fine_tuning_flags(args.teacher, args, 16, 0), "--teacher", str(args.teacher)]
     if not (args.keep_pruned and (pruned / "pruning.json").is_file()):
-        common.fresh_run(pruned, [*distilled, "--prune", args.method, "--prune-remaining", str(args.remaining)])
-    summary = common.run_summary(pruned)
+        fine_tuning.fresh_run(pruned, [*distilled, "--prune", args.method, "--prune-remaining", str(args.remaining)])
+    summary = fine_tuning.run_summary(pruned)
     report = json.loads((pruned / "pruning.json").read_text())
 
-    questions = cpu_latency.squad_questions(args.squad_dir / "dev-v1.1.json", args.questions)
-    timings = cpu_latency.warm_latency(
+    questions = inputs.squad_questions(args.squad_dir / "dev-v1.1.json", args.questions)
+    timings = sides.warm_latency(
         {"jaxqa-dense": ("jaxqa-fp32", args.teacher), "jaxqa-compact": ("jaxqa-fp32", pruned / "model")},
         questions,
         5,
@@ -96,14 +99,13 @@ def main() -> None:
         )
     dense, small = rows
     if args.control:
-        common.fresh_run(control, distilled)
+        fine_tuning.fresh_run(control, distilled)
         rows.append({"model": "dense, distilled as long without pruning", **scores(control / "model", args)})
     small["speed_up"] = round(dense["median_ms"] / small["median_ms"], 3)
     small["flop_ratio"] = round(dense["gflops_per_sequence"] / small["gflops_per_sequence"], 3)
     small["remaining"] = report["remaining"]
     small["pruning_steps"], small["pruning_wall_seconds"] = summary["steps"], summary["wall_seconds"]
-    common.write(
-        "prune_minilm",
+    records.write(
         {
             **vars(args),
             "heads_after": report["after"]["heads"],

@@ -2,7 +2,7 @@
 question-answering pipeline (PyTorch), the same weights on both sides, over
 evenly spaced questions of SQuAD 1.1 dev.
 
-    python benchmarks/cpu_eval.py [--questions 200] [--models minilm,bert-base,squeezebert,mobilebert]
+    python benchmarks/cpu/batch_speed.py [--questions 200] [--models minilm,bert-base,squeezebert,mobilebert]
 
 Each side answers the whole list of questions at once:
 - jaxqa: `jaxqa.pipeline(folder)(question=[...], context=[...])` with its default
@@ -15,7 +15,7 @@ Each side answers the whole list of questions at once:
   and 64 were its fastest (8 slower, 1 far slower), so 32 is the default.
 - jaxqa.evaluate's path: `featurize_eval`, `stream_logits` and `AnswerCollector`
   at the command's batch size, 64, windows sorted by length and padded to
-  multiples of 64 tokens (`benchmarks/length_speed.py` compares it with padding
+  multiples of 64 tokens (`benchmarks/cpu/length_speed.py` compares it with padding
   to 384). Its first round includes compiling the programs it needs, as the
   command's first run does. It decodes as run_qa.py does (no word alignment,
   answers up to 30 tokens), so its answers are not compared.
@@ -23,25 +23,27 @@ Model loading is left out. Sides alternate within each of `--repeats` rounds, in
 reverse order every other round; the table gives medians, and jaxqa_speedup is a
 side's median time over the jaxqa pipeline's. Agreement counts the questions
 where jaxqa's pipeline gives transformers' answer, start and end. The folders
-with the same weights come from `same_weights.folders`. Results go to
-benchmarks/results/cpu_eval_<N>q_<platform>.json.
+with the same weights come from `lib/same_weights.py`. Results go to
+benchmarks/results/batch_speed_<N>q_<platform>.json.
 """
 
 import argparse
+import sys
 import warnings
 from pathlib import Path
 
-import common
 import numpy as np
 import torch
 import transformers
-from same_weights import NAMES, folders
 
 import jaxqa
 from jaxqa.evaluate import stream_logits
 from jaxqa.squad.decode import AnswerCollector
 from jaxqa.squad.examples import Example, read_squad
 from jaxqa.squad.features import FeatureSettings, featurize_eval
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for lib
+from lib import paths, records, same_weights, timing, train_steps
 
 EVALUATE_BATCH_SIZE = 64  # python -m jaxqa.evaluate's default
 # transformers 5.2.0 calls np.array on torch tensors the way numpy 2 deprecates.
@@ -90,10 +92,10 @@ def agreement(ours: list[dict], theirs: list[dict]) -> int:
 
 def measure(name: str, examples: list[Example], workdir: Path, repeats: int, hf_batch_size: int) -> list[dict]:
     """One model's rows: each side's timings, questions per second and agreement with transformers."""
-    hf_folder, jaxqa_folder = folders(name, workdir)
+    hf_folder, jaxqa_folder = same_weights.folders(name, workdir)
     qa = jaxqa.pipeline(jaxqa_folder)
     pipe = transformers.pipeline("question-answering", model=str(hf_folder), tokenizer=str(hf_folder))
-    mesh = common.device_mesh()
+    mesh = train_steps.device_mesh()
     ours, theirs = "jaxqa pipeline", f"transformers pipeline, batch {hf_batch_size}"
     sides = {
         ours: lambda: jaxqa_answers(qa, examples),
@@ -103,7 +105,7 @@ def measure(name: str, examples: list[Example], workdir: Path, repeats: int, hf_
     jaxqa_answers(qa, examples)  # untimed warm-ups: this one compiles jaxqa's shapes
     hf_answers(pipe, examples[:hf_batch_size], hf_batch_size)
 
-    seconds, answers = common.in_turns(sides, repeats, reverse_odd_rounds=True, progress=f"{name} ")
+    seconds, answers = timing.in_turns(sides, repeats, reverse_odd_rounds=True, progress=f"{name} ")
 
     jaxqa_median = float(np.median(seconds[ours]))
     rows = []
@@ -113,7 +115,7 @@ def measure(name: str, examples: list[Example], workdir: Path, repeats: int, hf_
             {
                 "model": name,
                 "side": side,
-                **common.summary(seconds[side]),
+                **timing.summary(seconds[side]),
                 "questions_per_s": round(len(examples) / median, 2),
                 "jaxqa_speedup": round(median / jaxqa_median, 2),
             }
@@ -124,17 +126,19 @@ def measure(name: str, examples: list[Example], workdir: Path, repeats: int, hf_
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--squad-dir", type=Path, default=common.SQUAD)
+    p.add_argument("--squad-dir", type=Path, default=paths.SQUAD)
     p.add_argument("--questions", type=int, default=200)
     p.add_argument(
-        "--models", default="minilm,bert-base,squeezebert,mobilebert", help=f"comma-separated, from {', '.join(NAMES)}"
+        "--models",
+        default="minilm,bert-base,squeezebert,mobilebert",
+        help=f"comma-separated, from {', '.join(same_weights.NAMES)}",
     )
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--hf-batch-size", type=int, default=32)
     p.add_argument(
         "--workdir",
         type=Path,
-        default=common.ROOT / "runs" / "same_weights",
+        default=paths.ROOT / "runs" / "same_weights",
         help="where the model folders are made (and reused)",
     )
     args = p.parse_args()
@@ -158,7 +162,7 @@ def main() -> None:
         "max_seq_len": 384,
         "doc_stride": 128,
     }
-    common.write(f"cpu_eval_{len(examples)}q", settings, rows)
+    records.write(settings, rows, f"{len(examples)}q")
 
 
 if __name__ == "__main__":

@@ -3,24 +3,25 @@ time, the same model with windows padded to multiples of each step, the
 pipelines taking the questions in turns in one process (the machine's speed
 drifts between runs, so separate runs do not compare).
 
-    python benchmarks/cpu_buckets.py [--models bert-base,minilm] [--steps 64,32,16] [--questions 40]
+    python benchmarks/cpu/buckets.py [--models bert-base,minilm] [--steps 64,32,16] [--questions 40]
 
 Each pipeline first answers every question once, untimed, so that it has
 compiled what it needs. Reports each step's median and mean latency, the
 programs it compiled, and the median against the first step's.
-Results: benchmarks/results/cpu_buckets_cpu.json.
+Results: benchmarks/results/buckets_cpu.json.
 """
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
-import common
 import numpy as np
-import same_weights
-from cpu_latency import squad_questions
 
 import jaxqa
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for lib
+from lib import inputs, paths, records, same_weights, timing
 
 
 def measure(name: str, folder: Path, steps: list[int], questions: list[dict]) -> list[dict]:
@@ -40,7 +41,7 @@ def measure(name: str, folder: Path, steps: list[int], questions: list[dict]) ->
         {
             "model": name,
             "step": step,
-            **common.summary(seconds[step]),
+            **timing.summary(seconds[step]),
             "mean_ms": round(1e3 * float(np.mean(seconds[step])), 2),
             "programs": pipelines[step].traces,
             "vs_first_step": round(float(np.median(seconds[step]) / first), 3),
@@ -54,15 +55,15 @@ def main() -> None:
     p.add_argument("--models", default="bert-base,minilm")
     p.add_argument("--steps", default="64,32,16")
     p.add_argument("--questions", type=int, default=40)
-    p.add_argument("--squad-dir", type=Path, default=common.SQUAD)
-    p.add_argument("--workdir", type=Path, default=common.WEIGHTS)
+    p.add_argument("--squad-dir", type=Path, default=paths.SQUAD)
+    p.add_argument("--workdir", type=Path, default=paths.WEIGHTS)
     args = p.parse_args()
     steps = [int(step) for step in args.steps.split(",")]
-    questions = squad_questions(args.squad_dir / "dev-v1.1.json", args.questions)
+    questions = inputs.squad_questions(args.squad_dir / "dev-v1.1.json", args.questions)
     rows = []
     for name in args.models.split(","):
         rows += measure(name, same_weights.folders(name, args.workdir)[1], steps, questions)
-    common.write("cpu_buckets", {"questions": args.questions, "squad_file": "dev-v1.1.json", "steps": steps}, rows)
+    records.write({"questions": args.questions, "squad_file": "dev-v1.1.json", "steps": steps}, rows)
 
 
 if __name__ == "__main__":

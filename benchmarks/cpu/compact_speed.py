@@ -4,10 +4,10 @@ two thirds of its feed-forward units removed), one question at a time on the
 CPU. Sides: jaxqa dense, jaxqa compact, their ONNX and LiteRT exports
 (`jaxqa-export`, served by jaxqa's pipeline under ONNX Runtime and the LiteRT
 interpreter) and PyTorch dense, all float32, each in a process of its own,
-taking the same real dev questions in turns (`cpu_latency.py`).
+taking the same real dev questions in turns (`lib/sides.py`).
 
-    python benchmarks/compact_speed.py [--questions 40] [--heads-removed 80] [--units-kept 0.333]
-        [--exports onnx,litert]
+    python benchmarks/cpu/compact_speed.py [--questions 40] [--heads-removed 80] [--units-kept 0.333]
+        [--exports onnx,litert] [--variant WORD]
 
 The compact model is made as a pruning run makes it: the removed heads' rows
 of the attention output and the removed units' rows of the output kernel are
@@ -17,17 +17,16 @@ zeroed in the dense weights (random initialisation, seed 0), and
 lengths (for LiteRT, whose signatures step by 64 tokens, at those); the
 target is a speed-up of at least 0.8 times it, for jaxqa and for each export
 under its runtime alike.
-Results: benchmarks/results/compact_speed_<platform>.json.
+Results: benchmarks/results/compact_speed_<platform>.json (compact_speed_<WORD>_<platform>.json
+with --variant WORD).
 """
 
 import argparse
+import sys
 from pathlib import Path
 
-import common
-import cpu_latency
 import jax
 import numpy as np
-import same_weights
 
 import jaxqa
 from jaxqa import checkpoint
@@ -35,6 +34,9 @@ from jaxqa.export import write
 from jaxqa.models import bert, compact
 from jaxqa.pipeline import PIPELINE_LENGTH_STEP
 from jaxqa.squad import buckets
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for lib
+from lib import inputs, paths, records, same_weights, sides
 
 MAX_LEN = 384
 
@@ -71,17 +73,17 @@ def main() -> None:
     p.add_argument("--heads-removed", type=int, default=80)
     p.add_argument("--units-kept", type=float, default=1 / 3)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--squad-dir", type=Path, default=common.SQUAD)
-    p.add_argument("--workdir", type=Path, default=common.WEIGHTS)
+    p.add_argument("--squad-dir", type=Path, default=paths.SQUAD)
+    p.add_argument("--workdir", type=Path, default=paths.WEIGHTS)
     p.add_argument("--exports", default="onnx,litert", help="export formats to add as sides ('' for none)")
-    p.add_argument("--name", default="compact_speed", help="of the results file")
+    p.add_argument("--variant", default="", help="a word for the record's name, e.g. the machine (avx2)")
     args = p.parse_args()
 
     hf_folder, dense = same_weights.folders("bert-base", args.workdir)
-    small = args.workdir / "bert-base-compact-jaxqa"
+    small = same_weights.compact_folder(args.workdir)
     small_config = pruned_at_random(dense, small, args.heads_removed, args.units_kept, args.seed)
     dense_config = checkpoint.open_checkpoint(dense).config
-    questions = cpu_latency.squad_questions(args.squad_dir / "dev-v1.1.json", args.questions)
+    questions = inputs.squad_questions(args.squad_dir / "dev-v1.1.json", args.questions)
     tokenizer = jaxqa.load_pretrained(small).tokenizer
     lengths = [min(MAX_LEN, len(tokenizer.encode(q["question"], q["context"]).ids)) for q in questions]
 
@@ -105,8 +107,8 @@ def main() -> None:
     for runtime in filter(None, args.exports.split(",")):
         for name, folder in (("dense", dense), ("compact", small)):
             side = f"{runtime}-fp32"
-            runs[f"{runtime}-{name}"] = (side, cpu_latency.side_folder(side, hf_folder, folder, args.workdir))
-    rows = cpu_latency.warm_latency(runs, questions, args.warm, None)
+            runs[f"{runtime}-{name}"] = (side, sides.side_folder(side, hf_folder, folder, args.workdir))
+    rows = sides.warm_latency(runs, questions, args.warm, None)
     median = {row["side"]: row["median_ms"] for row in rows}
     for row in rows:
         runtime = row["side"].split("-")[0]
@@ -127,7 +129,7 @@ def main() -> None:
         "flops_compact": flops["compact"],
         "flop_ratio_at_384": round(flop_ratio_at_384, 3),
     }
-    common.write(args.name, settings, rows)
+    records.write(settings, rows, args.variant)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The encoder core (scanned layers, rematerialisation, fused attention) against
 the code before it, side by side in one run on this machine.
 
-    python benchmarks/encoder_core.py --before COMMIT [--parts compile,memory,step,latency]
+    python benchmarks/cpu/encoder_core.py --before COMMIT [--parts compile,memory,step,latency]
         [--models bert,squeezebert,mobilebert,distilbert] [--step-batch 8] [--steps 3] [--questions 24]
 
 "Before" runs from a git worktree of COMMIT, "after" from this tree. Every
@@ -18,7 +18,7 @@ model, random weights, float32 as `jaxqa.train` runs on a CPU without AMX:
 - step: seconds per train step at --step-batch x 384 tokens, the median of
   --steps after one untimed step;
 - latency: the pipeline one real SQuAD dev question at a time in fp32, bf16 and
-  int8 (`cpu_latency.warm_latency`): the seconds its `warm_up()` takes to
+  int8 (`lib/sides.py`'s `warm_latency`): the seconds its `warm_up()` takes to
   compile every bucket, and its median latency; the sides take the questions in
   turns.
 
@@ -35,9 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import common
-import cpu_latency
-import same_weights
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for lib
+from lib import inputs, paths, records, same_weights, sides
 
 LENGTHS = (64, 128, 192, 256, 320, 384)
 MICRO_BATCH = 32
@@ -93,10 +92,10 @@ def train_step(model_type: str, setting: dict | None):
 
 
 def batch_of(batch_size: int, length: int, abstract: bool):
-    """`common.random_batch` of (1, B, T) tokens and (1, B) labels, or its shapes alone."""
+    """`inputs.random_batch` of (1, B, T) tokens and (1, B) labels, or its shapes alone."""
     import jax
 
-    batch = common.random_batch(batch_size, length)
+    batch = inputs.random_batch(batch_size, length)
     if abstract:
         return {key: jax.ShapeDtypeStruct(value.shape, value.dtype) for key, value in batch.items()}
     return batch
@@ -142,7 +141,7 @@ def worktree(commit: str) -> Path:
     path = Path(tempfile.gettempdir()) / f"jaxqa-{commit}"
     if not path.is_dir():
         subprocess.run(
-            ["git", "worktree", "add", "--detach", str(path), commit], cwd=common.ROOT, check=True, capture_output=True
+            ["git", "worktree", "add", "--detach", str(path), commit], cwd=paths.ROOT, check=True, capture_output=True
         )
     return path
 
@@ -164,7 +163,7 @@ def compile_rows(before: Path, model_types: list[str]) -> list[dict]:
         sides = {
             "before": run_job(before, {"part": "compile", "model": model_type, "setting": None, "lengths": LENGTHS}),
             "after": run_job(
-                common.ROOT, {"part": "compile", "model": model_type, "setting": AFTER, "lengths": LENGTHS}
+                paths.ROOT, {"part": "compile", "model": model_type, "setting": AFTER, "lengths": LENGTHS}
             ),
         }
         row: dict[str, str | float] = {"part": "compile", "model": model_type}
@@ -193,7 +192,7 @@ def memory_rows(before: Path, model_types: list[str]) -> list[dict]:
             }
         )
         for setting in MEMORY_SETTINGS:
-            got = run_job(common.ROOT, {"part": "memory", "model": model_type, "setting": setting, "lengths": [384]})
+            got = run_job(paths.ROOT, {"part": "memory", "model": model_type, "setting": setting, "lengths": [384]})
             dropout = "config's" if setting["attention_dropout"] is None else setting["attention_dropout"]
             rows.append(
                 {
@@ -217,7 +216,7 @@ def step_rows(before: Path, model_types: list[str], batch: int, steps: int, rema
         old = run_job(before, {**job, "setting": None})["step_s"]
         remats = REMAT_CHOICES if model_type in remat_models else (AFTER["remat"],)
         for remat in remats:
-            new = run_job(common.ROOT, {**job, "setting": {"remat": remat}})["step_s"]
+            new = run_job(paths.ROOT, {**job, "setting": {"remat": remat}})["step_s"]
             rows.append(
                 {
                     "part": "step",
@@ -244,7 +243,7 @@ def latency_rows(before: Path, model_types: list[str], questions: list[dict], wo
             for side in ("before", "after")
         }
         trees = {f"jaxqa-before-{mode}": before for mode in ("fp32", "bf16", "int8")}
-        got = {row["side"]: row for row in cpu_latency.warm_latency(runs, questions, 2, None, trees)}
+        got = {row["side"]: row for row in sides.warm_latency(runs, questions, 2, None, trees)}
         for mode in ("fp32", "bf16", "int8"):
             old, new = got[f"jaxqa-before-{mode}"], got[f"jaxqa-after-{mode}"]
             rows.append(
@@ -275,7 +274,7 @@ def main() -> None:
     p.add_argument("--step-batch", type=int, default=8)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--questions", type=int, default=24)
-    p.add_argument("--squad-dir", type=Path, default=common.SQUAD)
+    p.add_argument("--squad-dir", type=Path, default=paths.SQUAD)
     p.add_argument(
         "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "jaxqa-bench", help="weights made once and reused"
     )
@@ -296,10 +295,9 @@ def main() -> None:
     if "step" in parts:
         rows += step_rows(before, model_types, args.step_batch, args.steps, args.remat_models.split(","))
     if "latency" in parts:
-        questions = cpu_latency.squad_questions(args.squad_dir / "dev-v1.1.json", args.questions)
+        questions = inputs.squad_questions(args.squad_dir / "dev-v1.1.json", args.questions)
         rows += latency_rows(before, model_types, questions, args.workdir)
-    common.write(
-        f"encoder_core_{'_'.join(parts)}",
+    records.write(
         {
             "before": args.before,
             "after_setting": AFTER,
@@ -311,6 +309,7 @@ def main() -> None:
             "parts": parts,
         },
         rows,
+        *parts,
     )
 
 

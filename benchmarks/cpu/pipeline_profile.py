@@ -2,7 +2,7 @@
 (padding to a bucket, the compiled forward, copying logits back) and decoding,
 per precision, one question at a time on real dev questions.
 
-    python benchmarks/pipeline_profile.py [--models minilm,bert-base] [--modes fp32,bf16,int8] [--questions 40]
+    python benchmarks/cpu/pipeline_profile.py [--models minilm,bert-base] [--modes fp32,bf16,int8] [--questions 40]
 
 Per model and mode: the median milliseconds of each part, the bare forward at
 the question's bucket (the compiled program alone, inputs already on the
@@ -11,19 +11,20 @@ Results: benchmarks/results/pipeline_profile_cpu.json.
 """
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
-import common
 import jax
 import numpy as np
-import same_weights
-from cpu_latency import squad_questions
 
 import jaxqa
 from jaxqa.squad import decode
 from jaxqa.squad.examples import Example
 from jaxqa.squad.features import featurize_eval
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for lib
+from lib import inputs, paths, records, same_weights
 
 
 def profile(qa, questions: list[dict], warm: int) -> dict:
@@ -87,10 +88,10 @@ def main() -> None:
     p.add_argument("--modes", default="fp32,bf16,int8")
     p.add_argument("--questions", type=int, default=40)
     p.add_argument("--warm", type=int, default=5)
-    p.add_argument("--squad-dir", type=Path, default=common.SQUAD)
-    p.add_argument("--workdir", type=Path, default=common.WEIGHTS)
+    p.add_argument("--squad-dir", type=Path, default=paths.SQUAD)
+    p.add_argument("--workdir", type=Path, default=paths.WEIGHTS)
     args = p.parse_args()
-    questions = squad_questions(args.squad_dir / "dev-v1.1.json", args.questions + args.warm)
+    questions = inputs.squad_questions(args.squad_dir / "dev-v1.1.json", args.questions + args.warm)
     rows = []
     for name in args.models.split(","):
         _, folder = same_weights.folders(name, args.workdir)
@@ -100,7 +101,7 @@ def main() -> None:
             qa.warm_up()
             rows.append({"model": name, "mode": mode, **profile(qa, questions, args.warm)})
             print(rows[-1], flush=True)
-    common.write("pipeline_profile", {"questions": args.questions, "warm": args.warm}, rows)
+    records.write({"questions": args.questions, "warm": args.warm}, rows)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """What pruning adds to a train step: the same BERT's step unpruned and pruned by
 each method, its batch split into micro-batches, timed in turns in one process.
 
-    python benchmarks/prune_step.py [--size base] [--methods movement,hybrid] [--batch-size 8] [--seq-len 128]
+    python benchmarks/cpu/prune_step.py [--size base] [--methods movement,hybrid] [--batch-size 8] [--seq-len 128]
                                     [--grad-accum 4] [--rounds 3]
 
 Random weights and token ids (speed does not depend on them); LAMB, float32 on
@@ -11,14 +11,17 @@ benchmarks/results/prune_step_<platform>.json.
 """
 
 import argparse
+import sys
+from pathlib import Path
 
-import common
 import jax
-from distill_step import stepper, timed_in_turns
 
 from jaxqa.models import bert
 from jaxqa.models.encoder import SpanModel
 from jaxqa.training import pruning
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for lib
+from lib import inputs, records, timing, train_steps
 
 
 def main() -> None:
@@ -31,14 +34,14 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     args = p.parse_args()
     config = bert.SIZES[args.size]
-    model = SpanModel(config, dtype=common.compute_dtype())
-    batch = jax.device_put(common.random_batch(args.batch_size, args.seq_len, micro_batches=args.grad_accum))
+    model = SpanModel(config, dtype=train_steps.compute_dtype())
+    batch = jax.device_put(inputs.random_batch(args.batch_size, args.seq_len, micro_batches=args.grad_accum))
     block = pruning.block_edge(32, config.head_dim, config.hidden_size)
-    runners = {"none": stepper(model, None, batch)}
+    runners = {"none": train_steps.stepper(model, None, batch)}
     for method in args.methods.split(","):
         prune = pruning.Pruning(method, 0.5, 1000, 10, 1.0, 2.0, 400.0, block)
-        runners[method] = stepper(model, None, batch, prune)
-    seconds = timed_in_turns(runners, args.rounds)
+        runners[method] = train_steps.stepper(model, None, batch, prune)
+    seconds = timing.median_in_turns(runners, args.rounds)
     rows = [
         {
             "model": f"bert {args.size}",
@@ -49,7 +52,7 @@ def main() -> None:
         }
         for name, value in seconds.items()
     ]
-    common.write("prune_step", vars(args), rows)
+    records.write(vars(args), rows)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Train-step speed of each model's tiny and base configs on this machine: the
 compile time of the sharded train step and steady-state steps per second.
 
-    python benchmarks/train_speed.py [--batch-size 8] [--seq-len 384] [--steps 5]
+    python benchmarks/cpu/train_speed.py [--batch-size 8] [--seq-len 384] [--steps 5]
 
 Random weights and random token ids (speed does not depend on them); LAMB,
 float32 on CPUs and bfloat16 compute on accelerators, as `jaxqa.train` does.
@@ -10,21 +10,25 @@ Results go to benchmarks/results/train_speed_<platform>.json.
 
 import argparse
 import json
+import sys
 import time
+from pathlib import Path
 
-import common
 import jax
 
 from jaxqa import models, sharding
 from jaxqa.models.encoder import SpanModel
 from jaxqa.training.step import make_train_step
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for lib
+from lib import inputs, records, train_steps
+
 
 def measure(model_type: str, size: str, batch_size: int, seq_len: int, steps: int) -> dict:
-    model = SpanModel(models.family(model_type).sizes[size], dtype=common.compute_dtype())
-    tx = common.lamb()
-    state = common.train_state(model, tx)
-    batch = sharding.global_batch(common.random_batch(batch_size, seq_len), common.device_mesh(), leading=1)
+    model = SpanModel(models.family(model_type).sizes[size], dtype=train_steps.compute_dtype())
+    tx = train_steps.lamb()
+    state = train_steps.train_state(model, tx)
+    batch = sharding.global_batch(inputs.random_batch(batch_size, seq_len), train_steps.device_mesh(), leading=1)
     step = jax.jit(make_train_step(model, tx, seed=0), donate_argnums=0)
     started = time.perf_counter()
     compiled = step.lower(state, batch, {}).compile()
@@ -58,7 +62,7 @@ def main() -> None:
             rows.append(measure(model_type, size, args.batch_size, args.seq_len, args.steps))
             print(json.dumps(rows[-1]), flush=True)
     settings = {"batch_size": args.batch_size, "seq_len": args.seq_len, "timed_steps": args.steps, "sizes": args.sizes}
-    common.write("train_speed", settings, rows)
+    records.write(settings, rows)
 
 
 if __name__ == "__main__":

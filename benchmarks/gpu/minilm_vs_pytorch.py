@@ -3,7 +3,7 @@ the real MiniLM on SQuAD 1.1 train with the same recipe, the same features and
 the same batches, then score dev with the official metric. A third run trains
 jaxqa with LAMB at its configured learning rate (`jaxqa.train`'s default).
 
-    python benchmarks/gpu_minilm_vs_pytorch.py --squad-dir ../shared/squad [--epochs 2]
+    python benchmarks/gpu/minilm_vs_pytorch.py --squad-dir ../shared/squad [--epochs 2]
 
 Both AdamW sides: sequence 384, doc stride 128, batch 32, AdamW (lr 5e-5,
 eps 1e-6, weight decay 0.01 on kernels and embeddings, fused on CUDA), 10% warmup
@@ -24,10 +24,10 @@ benchmarks/results/minilm_vs_pytorch_<platform>.json, rewritten as each side end
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
-import common
 import numpy as np
 
 from jaxqa import checkpoint
@@ -38,6 +38,9 @@ from jaxqa.squad.examples import read_squad
 from jaxqa.squad.features import FeatureSettings, eval_features, train_features
 from jaxqa.squad.tokenizer import load_tokenizer
 from jaxqa.training import batches, optim
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for lib
+from lib import fine_tuning, paths, records
 
 WEIGHT_DECAY = 0.01
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -115,7 +118,7 @@ def pytorch_run(hf_folder: Path, train_set, dev, eval_set, args) -> dict:
 def jaxqa_run(init: Path, optimizer: str, learning_rate: float | None, args) -> dict:
     """Fine-tunes and evaluates with `jaxqa.train` (a fresh run folder)."""
     run_dir = args.run_dir / f"jaxqa-{optimizer}"
-    flags = common.train_flags(
+    flags = fine_tuning.train_flags(
         init,
         args.squad_dir,
         args.max_train_examples,
@@ -127,7 +130,7 @@ def jaxqa_run(init: Path, optimizer: str, learning_rate: float | None, args) -> 
         save_every=1_000_000,
     )
     extra = ["--optimizer", optimizer, "--weight-decay", str(WEIGHT_DECAY), "--precision", "bf16", "--log-every", "100"]
-    summary, whole = common.fresh_run(run_dir, [*flags, *extra])
+    summary, whole = fine_tuning.fresh_run(run_dir, [*flags, *extra])
     settings = json.loads((run_dir / "run.json").read_text())["settings"]
     return {
         "side": "jaxqa",
@@ -145,7 +148,7 @@ def jaxqa_run(init: Path, optimizer: str, learning_rate: float | None, args) -> 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--squad-dir", type=Path, default=common.SQUAD)
+    p.add_argument("--squad-dir", type=Path, default=paths.SQUAD)
     p.add_argument("--minilm", type=Path, default=None, help="MiniLM folder (default: the installed package's)")
     p.add_argument("--sides", default="pytorch,jaxqa-adamw,jaxqa-lamb", help="comma-separated, run in this order")
     p.add_argument("--epochs", type=float, default=2.0)
@@ -154,7 +157,7 @@ def main() -> None:
     p.add_argument("--learning-rate", type=float, default=5e-5, help="AdamW's, both sides")
     p.add_argument("--max-train-examples", type=int, default=0)
     p.add_argument("--max-eval-examples", type=int, default=0)
-    p.add_argument("--run-dir", type=Path, default=common.ROOT / "runs" / "minilm-vs-pytorch")
+    p.add_argument("--run-dir", type=Path, default=paths.ROOT / "runs" / "minilm-vs-pytorch")
     args = p.parse_args()
     sides = args.sides.split(",")
     if unknown := set(sides) - {"pytorch", "jaxqa-adamw", "jaxqa-lamb"}:
@@ -163,7 +166,7 @@ def main() -> None:
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
     # One converted checkpoint, exported back so that both sides start equal.
-    init = common.minilm_checkpoint(args.run_dir / "init", args.minilm, reuse=False)
+    init = fine_tuning.minilm_checkpoint(args.run_dir / "init", args.minilm, reuse=False)
     hf = args.run_dir / "init-hf"
     checkpoint.export_hf(init, hf, overwrite=True)
 
@@ -201,7 +204,7 @@ def main() -> None:
         if reference and rows[-1] is not reference:
             rows[-1]["f1_minus_pytorch"] = round(rows[-1]["f1"] - reference["f1"], 2)
             rows[-1]["wall_vs_pytorch"] = round(rows[-1]["train_seconds"] / reference["train_seconds"], 3)
-        common.write("minilm_vs_pytorch", settings, rows)
+        records.write(settings, rows)
 
 
 if __name__ == "__main__":

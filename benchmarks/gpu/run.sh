@@ -3,11 +3,11 @@
 # jax, torch and transformers but not jaxqa's reference transformers 5.2.0 (the
 # last with SqueezeBERT and MobileBERT) nor `datasets`. Beforehand, on a machine
 # with the packages and the data:
-#   python benchmarks/gpu_pack.py        # .devdata/: MiniLM in float16 and SQuAD 1.1, xz
+#   python benchmarks/gpu/pack.py        # .devdata/: MiniLM in float16 and SQuAD 1.1, xz
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
 #       -d .whl transformers==5.2.0 tokenizers==0.22.2
-# then, from the repository root there (results and logs go to $OUT, or results/gpu/):
-#   JAXQA_COMMIT=<commit> bash benchmarks/gpu_run.sh [MINILM_SECONDS] [TRAIN_SECONDS]
+# then, from the repository root there (results and logs go to $OUT, or benchmarks/results/gpu/):
+#   JAXQA_COMMIT=<commit> bash benchmarks/gpu/run.sh [MINILM_SECONDS] [TRAIN_SECONDS]
 # (JAXQA_COMMIT: the commit the records name, where the tree travels without its git history)
 set -u
 out=${OUT:-$PWD/benchmarks/results/gpu}
@@ -26,9 +26,8 @@ for path in pathlib.Path(".devdata").rglob("*"):  # to /tmp/minilm/, /tmp/squad/
             shutil.copy(path, to)
 PY
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv | tee "$out/gpu.txt"
-cd benchmarks
-timeout "${1:-300}" python3 gpu_minilm_vs_pytorch.py --squad-dir /tmp/squad --minilm /tmp/minilm \
-    --sides jaxqa-adamw,pytorch,jaxqa-lamb --run-dir /tmp/minilm-runs 2>&1 | tee "$out/minilm.log"
-cp results/minilm_vs_pytorch_*.json "$out/"
-timeout "${2:-240}" python3 gpu_train.py --models bert,squeezebert,mobilebert,distilbert 2>&1 | tee "$out/train.log"
-cp results/gpu_train_*.json "$out/"
+timeout "${1:-300}" python3 benchmarks/gpu/minilm_vs_pytorch.py --squad-dir /tmp/squad --minilm /tmp/minilm \
+    --sides jaxqa-adamw,pytorch,jaxqa-lamb --run-dir /tmp/minilm-runs 2>&1 | tee "$out/minilm_vs_pytorch.log"
+cp benchmarks/results/minilm_vs_pytorch_*.json "$out/"
+timeout "${2:-240}" python3 benchmarks/gpu/throughput.py --models bert,squeezebert,mobilebert,distilbert 2>&1 | tee "$out/throughput.log"
+cp benchmarks/results/throughput_*.json "$out/"

@@ -2,25 +2,27 @@
 kernels that take the most time over a few steps (recorded by CUPTI through
 `torch.profiler`, which sees every kernel of the process, XLA's included).
 
-    python benchmarks/gpu_profile.py [--models minilm:32,bert:64] [--minilm DIR]
+    python benchmarks/gpu/step_profile.py [--models minilm:32,bert:64] [--minilm DIR]
 
 Each model is NAME:BATCH; `minilm` is the config of the real MiniLM folder
 (`--minilm`, default .devdata/minilm), the other names are families at their
 `base` size. Batches are SQuAD-like: random lengths from 100 to 384 tokens,
 a 20-token question as token type 0, the rest as type 1, padding after. The
-train step is the one `gpu_train.py` times (AdamW, bfloat16 compute, dropout).
-Prints a table per model; results go to benchmarks/results/gpu_profile_<platform>.json.
+train step is the one `gpu/throughput.py` times (lib/gpu_recipe.py: AdamW, bfloat16 compute, dropout).
+Prints a table per model; results go to benchmarks/results/step_profile_<platform>.json.
 """
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
-import common
-from gpu_train import jaxqa_model, jaxqa_train_step
-
 from jaxqa import checkpoint, models
 from jaxqa.models.encoder import SpanModel
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for lib
+from lib import inputs, paths, records, train_steps
+from lib.gpu_recipe import jaxqa_model, jaxqa_train_step
 
 
 def profile(module, batch: dict, steps: int, top: int) -> dict:
@@ -29,7 +31,7 @@ def profile(module, batch: dict, steps: int, top: int) -> dict:
     from torch.profiler import ProfilerActivity
 
     tx, step = jaxqa_train_step(module)
-    state = common.train_state(module, tx)
+    state = train_steps.train_state(module, tx)
     batch = jax.device_put(batch)
     started = time.perf_counter()
     step = step.lower(state, batch, {}).compile()
@@ -71,7 +73,7 @@ def profile(module, batch: dict, steps: int, top: int) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default="minilm:32,bert:64")
-    p.add_argument("--minilm", type=Path, default=common.DEVDATA / "minilm")
+    p.add_argument("--minilm", type=Path, default=paths.DEVDATA / "minilm")
     p.add_argument("--seq-len", type=int, default=384)
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--top", type=int, default=15)
@@ -88,7 +90,7 @@ def main() -> None:
         else:
             module = jaxqa_model(name, "base")
             vocab = models.family(name).sizes["base"].vocab_size
-        batch = common.random_batch(int(batch_size), args.seq_len, (1000, vocab), shortest=100)  # (1, B, ...)
+        batch = inputs.random_batch(int(batch_size), args.seq_len, (1000, vocab), shortest=100)  # (1, B, ...)
         found = profile(module, batch, args.steps, args.top)
         print(
             f"{name} batch {batch_size}: compile {found['compile_s']} s, {found['step_ms']} ms/step, "
@@ -103,8 +105,7 @@ def main() -> None:
             rows.append({"model": name, "batch": int(batch_size), **found, **kernel})
         if not kernels:
             rows.append({"model": name, "batch": int(batch_size), **found})
-        common.write(
-            "gpu_profile",
+        records.write(
             {"seq_len": args.seq_len, "timed_steps": args.steps, "batches": "SQuAD-like, lengths 100-384, padded"},
             rows,
         )

@@ -2,14 +2,14 @@
 training and inference throughput, model FLOPs utilisation, peak device memory
 and the compile time of jaxqa's train step, for BERT, SqueezeBERT and MobileBERT.
 
-    python benchmarks/gpu_train.py [--models bert,squeezebert,mobilebert] [--batch-size 64]
+    python benchmarks/gpu/throughput.py [--models bert,squeezebert,mobilebert] [--batch-size 64]
 
 Without a GPU it runs end to end as a smoke test (the results file is named
-after the platform, e.g. gpu_train_cpu.json, and records the device):
+after the platform, e.g. throughput_cpu.json, and records the device):
 
-    python benchmarks/gpu_train.py --sizes tiny --steps 2 --batch-size 4
+    python benchmarks/gpu/throughput.py --sizes tiny --steps 2 --batch-size 4
 
-Both sides run the same config (jaxqa's `SIZES[size]`; `base` equals the
+Both sides run the same config (jaxqa's `SIZES[size]`, lib/gpu_recipe.py; `base` equals the
 `transformers` default config) on one device, with random weights, random token
 ids without padding and random start/end labels (speed does not depend on them):
 - training: sequence length 384, bfloat16 compute with float32 weights (jaxqa's
@@ -37,38 +37,34 @@ ids without padding and random start/end labels (speed does not depend on them):
   does not count) with the persistent cache the first one filled.
 - inference: the jitted forward against `torch.inference_mode()` + autocast,
   batch 128, taking turns as in training.
-Results go to benchmarks/results/gpu_train_<platform>.json, rewritten after each model.
+Results go to benchmarks/results/throughput_<platform>.json, rewritten after each model.
 """
 
 import argparse
-import dataclasses
 import functools
 import multiprocessing
 import os
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
-import common
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 
 from jaxqa import compilation_cache, models
 from jaxqa.models.encoder import SpanModel, runtime_params
 from jaxqa.models.stacking import REMAT, Execution
-from jaxqa.training import optim
-from jaxqa.training.step import make_train_step
 
-LEARNING_RATE = 5e-5
-WEIGHT_DECAY = 0.01
-ADAM_EPS = optim.EPS
-CLIP_NORM = 1.0
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for lib
+from lib import inputs, records, timing, train_steps
+from lib.gpu_recipe import ADAM_EPS, CLIP_NORM, LEARNING_RATE, WEIGHT_DECAY, config_of, jaxqa_model, jaxqa_train_step
+
 GIB = 2**30
 
 
@@ -77,46 +73,18 @@ GIB = 2**30
 
 def random_batch(batch_size: int, seq_len: int) -> dict[str, np.ndarray]:
     """Token ids, mask and types (B, T) and start/end labels (B,), int32; no padding."""
-    return common.random_batch(batch_size, seq_len, (1000, 30000), micro_batches=None)
-
-
-def config_of(model_type: str, size: str, attention_dropout: float | None):
-    """The family's named config, with attention's dropout rate replaced unless None."""
-    fam = models.family(model_type)
-    config = fam.sizes[size]
-    return (
-        config
-        if attention_dropout is None
-        else dataclasses.replace(config, **{fam.attention_dropout: attention_dropout})
-    )
-
-
-def jaxqa_model(
-    model_type: str, size: str, execution: Execution = Execution(), attention_dropout: float | None = None
-) -> SpanModel:
-    return SpanModel(
-        config_of(model_type, size, attention_dropout),
-        dtype=jnp.bfloat16,
-        param_dtype=jnp.float32,
-        execution=execution,
-    )
+    return inputs.random_batch(batch_size, seq_len, (1000, 30000), micro_batches=None)
 
 
 def execution_of(args: argparse.Namespace) -> Execution:
     return Execution(scan=not args.unrolled, remat=args.remat)
 
 
-def jaxqa_train_step(model: nn.Module):
-    """(AdamW, jitted train step) as `jaxqa.train` builds them, on one device."""
-    tx = optim.build("adamw", optax.constant_schedule(LEARNING_RATE), WEIGHT_DECAY, clip_norm=CLIP_NORM)
-    return tx, jax.jit(make_train_step(model, tx, seed=0), donate_argnums=0)
-
-
 def jaxqa_train(model: nn.Module, batch: dict[str, np.ndarray]) -> tuple[Callable[[int], None], float]:
     """A function that runs n train steps on `batch` and waits for them, and the
     seconds it took to trace, lower and compile the step."""
     tx, step = jaxqa_train_step(model)
-    state = common.train_state(model, tx)
+    state = train_steps.train_state(model, tx)
     batch = jax.device_put({key: value[None] for key, value in batch.items()})  # (1, B, ...): one micro-batch
     started = time.perf_counter()
     step = step.lower(state, batch, {}).compile()
@@ -133,7 +101,7 @@ def jaxqa_train(model: nn.Module, batch: dict[str, np.ndarray]) -> tuple[Callabl
 
 def jaxqa_infer(model: SpanModel, batch: dict[str, np.ndarray]) -> Callable[[int], None]:
     """A function that runs n forward passes on `batch` and waits for them."""
-    params = runtime_params(model, common.random_params(model))
+    params = runtime_params(model, train_steps.random_params(model))
     forward = jax.jit(lambda params, ids, mask, types: model.apply({"params": params}, ids, mask, types))
     ids, mask, types = jax.device_put((batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]))
 
@@ -234,7 +202,7 @@ def take_turns(
     runners taking turns within each round, after `warmup` steps each."""
     for run in runners.values():
         run(warmup)
-    seconds, _ = common.in_turns({name: functools.partial(run, steps) for name, run in runners.items()}, rounds)
+    seconds, _ = timing.in_turns({name: functools.partial(run, steps) for name, run in runners.items()}, rounds)
     return {name: statistics.median(batch_size * steps / took for took in values) for name, values in seconds.items()}
 
 
@@ -243,13 +211,13 @@ def worker(model_type: str, size: str, args: argparse.Namespace, cache_dir: str)
     persistent cache), both sides' training rates and peak memory, then their
     inference rates, and PyTorch's attention implementation (sdpa, eager)."""
     compilation_cache.enable(cache_dir)
-    timing = (args.warmup, args.steps, args.rounds)
+    turns = (args.warmup, args.steps, args.rounds)
     theirs = pytorch_model(model_type, size, args.attention_dropout)
     batch = random_batch(args.batch_size, args.seq_len)
     jaxqa_run, compile_seconds = jaxqa_train(
         jaxqa_model(model_type, size, execution_of(args), args.attention_dropout), batch
     )
-    train = take_turns({"jaxqa": jaxqa_run, "pytorch": pytorch_train(theirs, batch)}, args.batch_size, *timing)
+    train = take_turns({"jaxqa": jaxqa_run, "pytorch": pytorch_train(theirs, batch)}, args.batch_size, *turns)
     row = {
         "train": train,
         "compile_cold_s": compile_seconds,
@@ -265,7 +233,7 @@ def worker(model_type: str, size: str, args: argparse.Namespace, cache_dir: str)
             "pytorch": pytorch_infer(theirs, batch),
         },
         args.infer_batch_size,
-        *timing,
+        *turns,
     )
     return row
 
@@ -276,7 +244,7 @@ def compile_worker(model_type: str, size: str, args: argparse.Namespace, cache_d
     compilation_cache.enable(cache_dir)
     model = jaxqa_model(model_type, size, execution_of(args), args.attention_dropout)
     tx, step = jaxqa_train_step(model)
-    state = jax.eval_shape(functools.partial(common.train_state, model, tx))
+    state = jax.eval_shape(functools.partial(train_steps.train_state, model, tx))
     batch = {key: value[None] for key, value in random_batch(args.batch_size, args.seq_len).items()}
     started = time.perf_counter()
     step.lower(state, batch, {}).compile()
@@ -287,23 +255,6 @@ def in_fresh_process(fn: Callable, *args):
     """fn(*args) in a new Python process, with its own jax runtime, memory statistics and caches."""
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         return pool.submit(fn, *args).result()
-
-
-def matmul_flops_per_s(n: int, dtype=jnp.bfloat16) -> float:
-    """The device's matmul rate in `dtype`: an (n, n) @ (n, n) product, repeated for
-    at least a second after warm-up."""
-    a = jax.random.normal(jax.random.key(0), (n, n), dtype)
-    b = jax.random.normal(jax.random.key(1), (n, n), dtype)
-    matmul = jax.jit(jnp.matmul)
-    for _ in range(3):
-        jax.block_until_ready(matmul(a, b))
-    count, started = 0, time.perf_counter()
-    while time.perf_counter() - started < 1.0:
-        for _ in range(10):
-            product = matmul(a, b)
-        jax.block_until_ready(product)
-        count += 10
-    return 2 * n**3 * count / (time.perf_counter() - started)
 
 
 def measure(model_type: str, size: str, args: argparse.Namespace, matmul_rate: float, peak_rate: float | None) -> dict:
@@ -384,7 +335,7 @@ def main() -> None:
 
     device = jax.devices()[0]
     matmul_size = args.matmul_size or (1024 if device.platform == "cpu" else 8192)
-    matmul_rate = matmul_flops_per_s(matmul_size)
+    matmul_rate = timing.matmul_flops_per_s(matmul_size)
     peak_rate = next((rate for word, rate in NOMINAL_PEAKS.items() if word in device.device_kind), None)
     print(f"bfloat16 matmul {matmul_size}^3: {matmul_rate / 1e12:.3g} TFLOP/s", flush=True)
     settings = {
@@ -410,7 +361,7 @@ def main() -> None:
     rows = []
     for model_type, size in pairs:  # the record is rewritten after each row, so a cut-short run keeps its rows
         rows.append(measure(model_type, size, args, matmul_rate, peak_rate))
-        common.write("gpu_train", settings, rows)
+        records.write(settings, rows)
 
 
 if __name__ == "__main__":

@@ -68,3 +68,10 @@ def exported(checkpoint: Path, workdir: Path) -> tuple[Path, Path]:
     with contextlib.redirect_stdout(io.StringIO()):
         assert flax2pt.main([str(checkpoint), str(hf), "--overwrite"]) == 0
     return hf, Path(checkpoint)
+
+
+def compact_folder(workdir: Path) -> Path:
+    """The jaxqa folder of the compact BERT-base (bert-base's weights pruned at
+    random to the published block-pruned shape) that cpu/compact_speed.py writes
+    and cpu/export_sizes.py exports."""
+    return Path(workdir) / "bert-base-compact-jaxqa"
