@@ -9,14 +9,15 @@ after the platform, e.g. throughput_cpu.json, and records the device):
 
     python benchmarks/gpu/throughput.py --sizes tiny --steps 2 --batch-size 4
 
-Both sides run the same config (jaxqa's `SIZES[size]`, lib/gpu_recipe.py; `base` equals the
+Both sides run the same config (jaxqa's `SIZES[size]`; `base` equals the
 `transformers` default config) on one device, with random weights, random token
 ids without padding and random start/end labels (speed does not depend on them):
 - training: sequence length 384, bfloat16 compute with float32 weights (jaxqa's
   model dtype as `jaxqa.train` picks it on accelerators; `torch.autocast` in
   PyTorch), AdamW (lr 5e-5, eps 1e-6, weight decay 0.01 on kernels and
-  embeddings, gradients clipped to norm 1): jaxqa's own train step against
-  `XForQuestionAnswering` in eager PyTorch with fused AdamW on CUDA.
+  embeddings, gradients clipped to norm 1; lib/gpu_recipe.py): jaxqa's own
+  train step against `XForQuestionAnswering` in eager PyTorch with fused AdamW
+  on CUDA.
   After warm-up steps, the sides take turns for `--rounds` rounds of `--steps`
   timed steps; each rate is the median over rounds, in sequences/s.
 - MFU: training FLOP/s over the device's bfloat16 matmul rate, measured in the
