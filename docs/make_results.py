@@ -5,7 +5,8 @@ typed by hand.
     python docs/make_results.py          # rewrite the page, the plots and the headline
     python docs/make_results.py --check  # exit 1 if the page or the headline differ from the records
 
-Each record (benchmarks/common.py's `write`) holds the command that made it,
+Each record (benchmarks/lib/records.py's `write`), named after the script that
+wrote it (benchmarks/README.md), holds the command that made it,
 the machine, the versions and the commit; the page shows them above its rows.
 Records of another form (the older fine-tuning records, a log) are shown as
 they are, with where they came from. The plots need matplotlib.
@@ -43,12 +44,12 @@ SECTIONS = [
         "One question at a time through the pipelines (jaxqa's and transformers'), each side in its own process, "
         "taking the questions in turns; agreement counts answers equal to PyTorch float32's.",
         [
-            "cpu_latency_cpu",
-            "cpu_eval_100q_cpu",
+            "latency_cpu",
+            "batch_speed_100q_cpu",
             "pipeline_profile_cpu",
-            "cpu_buckets_cpu",
+            "buckets_cpu",
             "featurize_cpu",
-            "cpu_matmul_cpu",
+            "matmul_cpu",
         ],
     ),
     (
@@ -56,14 +57,14 @@ SECTIONS = [
         "jaxqa-export's ONNX and LiteRT models (float32, int8) served by jaxqa's pipeline under ONNX Runtime and the "
         "LiteRT interpreter, against jaxqa's own modes, PyTorch, and ONNX Runtime over torch.onnx.export of the same "
         "weights (torchonnx), one question at a time as above, on an Intel Xeon with AMX and on an AMD EPYC with "
-        "AVX2 only (the records whose names end in avx2); jaxqa's modes with XLA's oneDNN flag; a compact BERT-base "
+        "AVX2 only (the records with avx2 in their names); jaxqa's modes with XLA's oneDNN flag; a compact BERT-base "
         "exported at its compact shape; the exports' sizes on disk.",
         [
-            "export_latency_cpu",
-            "export_latency_avx2_cpu",
-            "cpu_latency_onednn_cpu",
-            "compact_export_speed_cpu",
-            "compact_export_speed_avx2_cpu",
+            "latency_export_cpu",
+            "latency_export_avx2_cpu",
+            "latency_onednn_cpu",
+            "compact_speed_export_cpu",
+            "compact_speed_export_avx2_cpu",
             "export_sizes_cpu",
         ],
     ),
@@ -78,14 +79,14 @@ SECTIONS = [
         "The real MiniLM fine-tuned on slices of SQuAD 1.1 with jaxqa.train, a student distilled from it, and "
         "its pruning to a compact model.",
         [
-            "finetune_minilm_cpu_800q",
-            "finetune_minilm_cpu_800q_seed1",
-            "finetune_minilm_cpu_800q_padded",
-            "finetune_minilm_cpu_800q_padded_seed1",
-            "finetune_minilm_cpu_2000q",
+            "finetune_minilm_800q_cpu",
+            "finetune_minilm_800q_seed1_cpu",
+            "finetune_minilm_800q_padded_cpu",
+            "finetune_minilm_800q_padded_seed1_cpu",
+            "finetune_minilm_2000q_cpu",
             "distill_minilm_cpu",
             "prune_minilm_cpu",
-            "prune_minilm_cpu_per_kernel_penalty",
+            "prune_minilm_per_kernel_penalty_cpu",
         ],
     ),
     (
@@ -97,17 +98,31 @@ SECTIONS = [
         "Compact models and pruning's cost",
         "A BERT-base pruned at random to the published block-pruned shape, against the dense one; what each "
         "pruning method adds to a train step.",
-        ["compact_speed_cpu", "prune_step_cpu", "prune_step_cpu_sorting", "distill_step_cpu"],
+        ["compact_speed_cpu", "prune_step_cpu", "prune_step_sorting_cpu", "distill_step_cpu"],
     ),
     ("Conversion", "PyTorch checkpoints converted, and the largest difference of their logits.", ["conversion_cpu"]),
-    ("On a GPU", "The one GPU run so far, of older code.", ["gpu_train_h100_9b0ea2a", "gpu_profile_h100_398a257"]),
+    (
+        "On a GPU",
+        "The one GPU run so far, of older code.",
+        ["throughput_h100_9b0ea2a_gpu", "step_profile_h100_398a257_gpu"],
+    ),
 ]
+# The plots: what each shows, and the records it draws, in whose section it appears.
 PLOTS = {
-    "latency.png": "One question at a time, per model and runtime (cpu_latency_cpu.json)",
-    "pruning.png": "F1 against the FLOP ratio of the pruned MiniLM (prune_minilm_cpu*.json)",
-    "length_batches.png": "Training throughput, padded against length-grouped (length_speed_cpu.json)",
-    "encoder_core.png": "Pipeline warm-up before and after the encoder core (encoder_core_latency_cpu.json)",
+    "latency.png": ("One question at a time, per model and runtime", ["latency_cpu"]),
+    "pruning.png": (
+        "F1 against the FLOP ratio of the pruned MiniLM",
+        ["prune_minilm_cpu", "prune_minilm_per_kernel_penalty_cpu"],
+    ),
+    "length_batches.png": ("Training throughput, padded against length-grouped", ["length_speed_cpu"]),
+    "encoder_core.png": ("Pipeline warm-up before and after the encoder core", ["encoder_core_latency_cpu"]),
 }
+
+
+def caption(plot: str) -> str:
+    """What a plot shows, and the files of the records it draws."""
+    what, drawn = PLOTS[plot]
+    return f"{what} ({', '.join(name + '.json' for name in drawn)})"
 
 
 def records() -> dict[str, dict]:
@@ -173,9 +188,9 @@ def page(found: dict[str, dict]) -> str:
     listed = {name for _, _, names in SECTIONS for name in names}
     for title, what, names in SECTIONS:
         lines += [f"## {title}", "", what, ""]
-        for plot, caption in PLOTS.items():
-            if any(name in caption for name in names):
-                lines += [f"![{caption}]({plot})", ""]
+        for plot, (_, drawn) in PLOTS.items():
+            if set(drawn) & set(names):
+                lines += [f"![{caption(plot)}]({plot})", ""]
         for name in names:
             lines += section(name, found[name])
     unlisted = sorted(set(found) - listed)
@@ -199,42 +214,42 @@ def _anchor(title: str) -> str:
 
 def headline(found: dict[str, dict]) -> str:
     """README's table: one line per thing a user weighs, each from its record."""
-    quick = found["finetune_minilm_cpu_800q"]
-    latency = {(r["model"], r["side"]): r for r in found["cpu_latency_cpu"]["rows"]}
+    quick = found["finetune_minilm_800q_cpu"]
+    latency = {(r["model"], r["side"]): r for r in found["latency_cpu"]["rows"]}
     compact = next(r for r in found["prune_minilm_cpu"]["rows"] if r["model"] == "compact")
     length = found["length_speed_cpu"]["rows"][1]
     core = {(r["model"], r["precision"]): r for r in found["encoder_core_latency_cpu"]["rows"]}
     bert = latency[("bert-base", "jaxqa-fp32")]
-    exports = {(r["model"], r["side"]): r for r in found["export_latency_avx2_cpu"]["rows"]}
+    exports = {(r["model"], r["side"]): r for r in found["latency_export_avx2_cpu"]["rows"]}
     minilm = {side: row for (model, side), row in exports.items() if model.startswith("finetuned")}
     export, torch_int8 = minilm["litert-fp32"], minilm["pytorch-int8"]
-    shrunk = {r["side"]: r for r in found["compact_export_speed_avx2_cpu"]["rows"]}
+    shrunk = {r["side"]: r for r in found["compact_speed_export_avx2_cpu"]["rows"]}
     onnx_compact, litert_compact = shrunk["onnx-compact"], shrunk["litert-compact"]
     rows = [
         (
             "Fine-tune the real MiniLM on 800 SQuAD questions, 2 CPU cores",
             f"dev F1 {quick['before']['f1']:.1f} → {quick['after']['f1']:.1f} in "
             f"{quick['train_wall_minutes_incl_eval']} min",
-            "finetune_minilm_cpu_800q",
+            "finetune_minilm_800q_cpu",
         ),
         (
             "BERT-base, one question at a time, float32, CPU",
             f"{bert['median_ms']:.0f} ms, {bert['vs_pytorch_fp32']}x PyTorch float32 "
             f"({bert['agree_with_pytorch_fp32']} answers alike)",
-            "cpu_latency_cpu",
+            "latency_cpu",
         ),
         (
             "The fine-tuned MiniLM exported to LiteRT, float32, one question at a time (AVX2)",
             f"{export['median_ms']:.0f} ms, {export['vs_fastest_pytorch']}x PyTorch's fastest mode, int8 "
             f"({export['agree_with_pytorch_fp32']} answers alike with PyTorch float32, int8 "
             f"{torch_int8['agree_with_pytorch_fp32']})",
-            "export_latency_avx2_cpu",
+            "latency_export_avx2_cpu",
         ),
         (
             "A compact BERT-base exported, against the dense export, one question at a time (AVX2)",
             f"ONNX {onnx_compact['speed_up_vs_onnx_dense']}x faster, LiteRT "
             f"{litert_compact['speed_up_vs_litert_dense']}x, for a FLOP ratio of {onnx_compact['flop_ratio']}",
-            "compact_export_speed_avx2_cpu",
+            "compact_speed_export_avx2_cpu",
         ),
         (
             "MiniLM pruned to half its encoder weights (hybrid)",
@@ -275,7 +290,7 @@ def draw(found: dict[str, dict]) -> None:
         fig.savefig(ROOT / "docs" / name, dpi=90, metadata={"Software": None})  # the same bytes each time
         plt.close(fig)
 
-    rows = [r for r in found["cpu_latency_cpu"]["rows"] if "median_ms" in r]  # not the first-question rows
+    rows = [r for r in found["latency_cpu"]["rows"] if "median_ms" in r]  # not the first-question rows
     model_names = list(dict.fromkeys(r["model"] for r in rows))
     sides = list(dict.fromkeys(r["side"] for r in rows))
     fig, ax = plt.subplots(figsize=(9, 3.8))
@@ -287,12 +302,12 @@ def draw(found: dict[str, dict]) -> None:
         )
     labels = ["fine-tuned MiniLM" if name.startswith("finetuned") else name for name in model_names]
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(model_names))], labels)
-    ax.set(ylabel="median ms per question", yscale="log", title=PLOTS["latency.png"])
+    ax.set(ylabel="median ms per question", yscale="log", title=caption("latency.png"))
     ax.legend(fontsize=7, ncol=3)
     save(fig, "latency.png")
 
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
-    for name, label in (("prune_minilm_cpu", "hybrid"), ("prune_minilm_cpu_per_kernel_penalty", "per-kernel penalty")):
+    for name, label in (("prune_minilm_cpu", "hybrid"), ("prune_minilm_per_kernel_penalty_cpu", "per-kernel penalty")):
         model_rows = {r["model"]: r for r in found[name]["rows"] if "gflops_per_sequence" in r}
         dense, pruned = model_rows["dense"], model_rows["compact"]
         ratio = dense["gflops_per_sequence"] / pruned["gflops_per_sequence"]

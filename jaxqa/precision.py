@@ -38,13 +38,13 @@ log = logging.getLogger("jaxqa.precision")
 #   (benchmarks/results/precision_eval_cpu.json), so `auto` never picks it.
 # - bfloat16 keeps 991 of 1,000 there and runs 1.37x float32's windows per
 #   second; one question at a time on that machine, BERT-base took 78 ms in
-#   bfloat16 against 201 ms in float32 (export_latency_cpu.json). On an AMD
+#   bfloat16 against 201 ms in float32 (latency_export_cpu.json). On an AMD
 #   Zen 4 (AVX-512 BF16, no AMX) BERT-base's pipeline ran 147 ms in bfloat16
 #   against 235 ms in float32, with all 24 answers equal (a measurement that is
 #   not among the records). CPUs with either unit (Linux /proc/cpuinfo names)
 #   therefore run bfloat16.
 # - With AVX2 alone, XLA's bfloat16 products ran at 0.6-0.9x float32's rate
-#   (cpu_matmul_cpu.json), and on an AMD EPYC with AVX2 only the fine-tuned
+#   (matmul_cpu.json), and on an AMD EPYC with AVX2 only the fine-tuned
 #   MiniLM evaluated 0.80x float32's windows per second in bfloat16, while
 #   int8 ran 1.05x but kept 940 of 1,000 answers (precision_eval_avx2_cpu.json):
 #   float32 there. AVX-512 VNNI alone speeds up int8 only, which `auto` does

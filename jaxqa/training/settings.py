@@ -29,7 +29,7 @@ from jaxqa.training.optim import OPTIMIZERS
 from jaxqa.training.pruning import METHODS
 
 PRECISIONS = ("auto", "bf16", "fp32")
-# `--remat auto` by platform. On a CPU (benchmarks/encoder_core.py, BERT-base at
+# `--remat auto` by platform. On a CPU (benchmarks/cpu/encoder_core.py, BERT-base at
 # 32 x 384 for memory, 8 x 384 for speed), keeping only the matrix products'
 # outputs holds 36% of the temporaries of keeping everything and steps as fast
 # (recomputing norms, activations and attention costs no more than storing and
