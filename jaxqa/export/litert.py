@@ -11,8 +11,8 @@ While the program is traced, three functions of the models are swapped
 (`swap.swapped`): attention for the form BERT's exporters write, and two ops
 for composites that the converter maps to LiteRT's own kernels: exact GELU,
 which otherwise arrives as erf's polynomial spelled out in a dozen
-element-wise ops (2x the whole model's time, MiniLM 1x160), and the word
-embeddings' lookup, whose table int8 then quantizes too.
+element-wise ops that slow the whole model down, and the word embeddings'
+lookup, whose table int8 then quantizes too.
 """
 
 import contextlib

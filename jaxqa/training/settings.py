@@ -29,12 +29,12 @@ from jaxqa.training.optim import OPTIMIZERS
 from jaxqa.training.pruning import METHODS
 
 PRECISIONS = ("auto", "bf16", "fp32")
-# `--remat auto` by platform. On a CPU (benchmarks/encoder_core.py, BERT-base at
-# 32 x 384 for memory, 8 x 384 for speed), keeping only the matrix products'
-# outputs holds 36% of the temporaries of keeping everything and steps as fast
+# `--remat auto` by platform. On a CPU, keeping only the matrix products' outputs
+# holds a fraction of the temporaries of keeping everything and steps as fast
 # (recomputing norms, activations and attention costs no more than storing and
-# reading them back); recomputing whole layers holds 18% and steps 18% slower.
-# Accelerators take the same until measured there.
+# reading them back); recomputing whole layers holds less still but steps
+# slower (BERT-base: benchmarks/results/encoder_core_memory_step_cpu.json,
+# in docs/results.md). Accelerators take the same until measured there.
 REMAT_AUTO = {"cpu": "matmuls", "gpu": "matmuls", "tpu": "matmuls"}
 
 
