@@ -206,8 +206,8 @@ def changed_settings(recorded: dict, now: dict) -> list[str]:
     ]
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m jaxqa.train", description="Fine-tunes an encoder on SQuAD.")
+def parser(prog: str = "python -m jaxqa.train") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description="Fine-tunes an encoder on SQuAD.")
     p.add_argument(
         "--config",
         help=f"recipe: a shipped one by name ({', '.join(models.MODEL_TYPES)}) or a Python file "
@@ -285,8 +285,8 @@ def _type_name(kind) -> str:
     return names[kind]
 
 
-def parse(argv=None) -> Settings:
-    args = vars(parser().parse_args(argv))
+def parse(argv=None, prog: str = "python -m jaxqa.train") -> Settings:
+    args = vars(parser(prog).parse_args(argv))
     recipe = load_recipe(args.pop("config") or args["model"])
     flags = {key: value for key, value in args.items() if value is not None}
     return Settings(**{**recipe, **flags})
