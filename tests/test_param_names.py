@@ -102,8 +102,19 @@ def test_parameter_names_are_pinned(model_type):
 
 
 def test_mobilebert_norms_carry_the_width_they_normalise():
-    axes = {name: leaf.names for name, leaf in boxed("mobilebert").items() if isinstance(leaf, nn.Partitioned)}
-    for name, names in axes.items():
-        if name.endswith("LayerNorm/weight"):
-            wide = name.startswith("embeddings/") or "output_bottleneck" in name
-            assert names == (("embed",) if wide else ("bottleneck",)), name
+    """The embeddings' norm and each layer's last (after its output bottleneck)
+    normalise the hidden width, `embed`; every other norm the bottleneck's."""
+    size = models.family("mobilebert").sizes["tiny"]
+    assert size.hidden_size != size.intra_bottleneck_size  # else a norm's shape could not tell them apart
+    width = {"embed": size.hidden_size, "bottleneck": size.intra_bottleneck_size}
+    norms = {name: leaf for name, leaf in boxed("mobilebert").items() if "LayerNorm/" in name}
+    layer = {name for name in EXPECTED_LAYER_0["mobilebert"] if "LayerNorm/" in name}
+    expected = {name for name in EXPECTED_OUTSIDE["mobilebert"] if "LayerNorm/" in name} | {
+        name.replace("layer_0/", f"layer_{i}/") for i in range(size.num_hidden_layers) for name in layer
+    }
+    assert set(norms) == expected and len(expected) == 2 * (1 + 8 * size.num_hidden_layers)
+    for name, leaf in norms.items():
+        wide = name.startswith("embeddings/") or "/output_bottleneck_LayerNorm/" in name
+        assert isinstance(leaf, nn.Partitioned), name
+        assert leaf.names == (("embed",) if wide else ("bottleneck",)), name
+        assert leaf.value.shape == (width[leaf.names[0]],), name
