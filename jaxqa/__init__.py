@@ -42,6 +42,10 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
 class _Package(types.ModuleType):
     def __setattr__(self, name: str, value) -> None:
         # Importing the submodule jaxqa.pipeline binds it here, as Python binds
