@@ -14,9 +14,9 @@ from jaxqa.checkpoint import export_hf
 from jaxqa.errors import Error
 
 
-def main(argv=None) -> int:
+def main(argv=None, prog: str = "flax2pt") -> int:
     parser = argparse.ArgumentParser(
-        prog="flax2pt",
+        prog=prog,
         description="Exports a jaxqa checkpoint folder to a Hugging "
         "Face folder that AutoModelForQuestionAnswering loads.",
     )

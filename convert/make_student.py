@@ -16,9 +16,9 @@ from jaxqa.errors import Error
 from jaxqa.models import student
 
 
-def main(argv=None) -> int:
+def main(argv=None, prog: str = "make_student") -> int:
     parser = argparse.ArgumentParser(
-        prog="make_student",
+        prog=prog,
         description="Makes a student checkpoint from a teacher: its "
         "embeddings, span head and chosen layers, in its family or as DistilBERT.",
     )

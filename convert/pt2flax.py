@@ -20,9 +20,9 @@ from jaxqa.models.convert import ConversionError
 log = logging.getLogger("jaxqa.convert")
 
 
-def main(argv=None) -> int:
+def main(argv=None, prog: str = "pt2flax") -> int:
     parser = argparse.ArgumentParser(
-        prog="pt2flax",
+        prog=prog,
         description="Converts a Hugging Face PyTorch checkpoint to a "
         "jaxqa checkpoint folder, written whole or not at all.",
     )

@@ -117,8 +117,8 @@ def evaluate_params(
     return result
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m jaxqa.evaluate", description=__doc__.split("\n\n")[0])
+def main(argv=None, prog: str = "python -m jaxqa.evaluate") -> int:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, help="jaxqa checkpoint folder (or a Hugging Face folder)")
     p.add_argument("--data", required=True, help="official SQuAD 1.1 or 2.0 JSON file")
     p.add_argument("--out-dir", default=".", help="where predictions.json and null_odds.json go")

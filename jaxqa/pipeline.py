@@ -51,7 +51,7 @@ from jaxqa.squad.examples import Example
 from jaxqa.squad.features import FeatureSettings, featurize_eval
 
 # The pipeline pads to multiples of 32 tokens: one question at a time, finer steps
-# than training's pay (benchmarks/cpu/buckets.py).
+# than training's pay (benchmarks/results/buckets_cpu.json).
 PIPELINE_LENGTH_STEP = 32
 
 
@@ -99,7 +99,7 @@ def pipeline(
     `seq_buckets` are the padded window lengths compiled; by default the
     multiples of 32 below max_seq_len, and max_seq_len. Finer steps pay for
     their extra programs (compiled once, or read from the persistent cache of
-    `jaxqa.compilation_cache`): see benchmarks/cpu/buckets.py.
+    `jaxqa.compilation_cache`): see benchmarks/results/buckets_cpu.json.
     `precision` of the matrix products: "fp32" (answers as Hugging Face's
     pipeline gives them), "bf16", "int8", or "auto", the fastest that this
     machine runs well, logged in one line (`jaxqa.precision`); a loaded model

@@ -32,23 +32,18 @@ MODES = ("auto", "fp32", "bf16", "int8")
 
 log = logging.getLogger("jaxqa.precision")
 
-# `auto` is the fastest mode that keeps at least 97% of float32's answers.
-# - int8 keeps too few: on the fine-tuned MiniLM, 927 of 1,000 dev answers
-#   equal float32's (F1 +0.07) on an Intel Xeon with AMX
-#   (benchmarks/results/precision_eval_cpu.json), so `auto` never picks it.
-# - bfloat16 keeps 991 of 1,000 there and runs 1.37x float32's windows per
-#   second; one question at a time on that machine, BERT-base took 78 ms in
-#   bfloat16 against 201 ms in float32 (latency_export_cpu.json). On an AMD
-#   Zen 4 (AVX-512 BF16, no AMX) BERT-base's pipeline ran 147 ms in bfloat16
-#   against 235 ms in float32, with all 24 answers equal (a measurement that is
-#   not among the records). CPUs with either unit (Linux /proc/cpuinfo names)
-#   therefore run bfloat16.
-# - With AVX2 alone, XLA's bfloat16 products ran at 0.6-0.9x float32's rate
-#   (matmul_cpu.json), and on an AMD EPYC with AVX2 only the fine-tuned
-#   MiniLM evaluated 0.80x float32's windows per second in bfloat16, while
-#   int8 ran 1.05x but kept 940 of 1,000 answers (precision_eval_avx2_cpu.json):
-#   float32 there. AVX-512 VNNI alone speeds up int8 only, which `auto` does
-#   not pick.
+# `auto` is the fastest mode that keeps at least 97% of float32's answers:
+# - never int8, which keeps fewer of them on the fine-tuned MiniLM, with AMX or
+#   without (so AVX-512 VNNI, which speeds up int8 alone, counts for nothing);
+# - bfloat16 on CPUs with bfloat16 units, AMX or AVX-512 BF16 (their Linux
+#   /proc/cpuinfo names below), where it keeps the answers and runs faster
+#   than float32 (AVX-512 BF16 without AMX, as on AMD Zen 4, on a measurement
+#   that is not among the records);
+# - float32 on CPUs with AVX2 alone, where XLA's bfloat16 products run slower
+#   than float32's.
+# The figures are in docs/results.md ("Precision"; "Speed against PyTorch on a
+# CPU"), from benchmarks/results/precision_eval_cpu.json,
+# precision_eval_avx2_cpu.json, latency_export_cpu.json and matmul_cpu.json.
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
 

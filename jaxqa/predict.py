@@ -70,8 +70,8 @@ def checked_input(item, where: str) -> dict:
 FLAGS = {"max_seq_length": "--max-seq-len", "doc_stride": "--doc-stride", "max_query_length": "max_question_len"}
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jaxqa.predict", description=__doc__.split("\n\n")[0])
+def main(argv=None, prog: str = "python -m jaxqa.predict") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True, help="jaxqa checkpoint folder (or a Hugging Face folder)")
     given = parser.add_mutually_exclusive_group(required=True)
     given.add_argument("--question", help="the question (with --context)")

@@ -65,9 +65,9 @@ def blame(flag: str):
         raise SettingsError(f"{flag}: {err}") from None
 
 
-def main(argv=None) -> int:
+def main(argv=None, prog: str = "python -m jaxqa.train") -> int:
     try:
-        s = parse(argv)
+        s = parse(argv, prog)
         with log_to(sys.stdout, logging.INFO if s.process_id == 0 else logging.WARNING):  # the leader speaks
             return train(s)
     except Error as err:

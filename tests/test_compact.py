@@ -3,44 +3,22 @@ compact, and compact models export where transformers can hold them."""
 
 import json
 
-import flax.linen as nn
 import jax
 import numpy as np
 import pytest
 from parity import flax2pt, pt2flax, random_batch, torch, torch_logits, transformers
+from random_models import COMPACT as CONFIG
+from random_models import random_params
 from test_parity_bert import prune, qa_model, tiny
 
 import jaxqa
-from jaxqa import models
 from jaxqa.models import bert, compact
 from jaxqa.models.encoder import SpanModel, per_layer, stacked
-
-
-def random_params(config, seed=0):
-    """Fresh parameters with random (non-zero) biases everywhere, as writable NumPy
-    arrays, one layer per name (`layer_{i}`, as files hold them)."""
-    params = jax.device_get(nn.meta.unbox(models.init_params(SpanModel(config), jax.random.key(seed))))
-    params = jax.tree_util.tree_map(np.array, per_layer(config, params))
-    rng = np.random.default_rng(seed)
-    for i in range(config.num_hidden_layers):
-        for leaves in params[f"layer_{i}"].values():
-            leaves["bias"] = rng.normal(size=leaves["bias"].shape).astype(np.float32)
-    return params
 
 
 def logits(config, params, batch):
     """The logits of parameters one layer per name."""
     return np.stack([np.asarray(x) for x in SpanModel(config).apply({"params": stacked(config, params)}, *batch)])
-
-
-CONFIG = bert.Config(
-    vocab_size=100,
-    hidden_size=64,
-    num_hidden_layers=3,
-    num_attention_heads=4,
-    intermediate_size=96,
-    pruned_heads=((1, (2,)),),
-)
 
 
 @pytest.mark.parametrize("seed", [0, *(pytest.param(seed, marks=pytest.mark.slow) for seed in (1, 2))])

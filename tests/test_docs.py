@@ -26,27 +26,47 @@ def test_the_results_page_and_the_headline_match_the_records(capsys):
         assert f"]({plot})" in page and (ROOT / "docs" / plot).is_file(), plot
 
 
-def help_flags(main, capsys) -> set[str]:
-    """The long flags a command's --help lists."""
+def help_flags(main, capsys, monkeypatch) -> set[str]:
+    """The long flags a command's --help lists (on lines too wide to wrap, so
+    that no flag is broken at a hyphen)."""
+    monkeypatch.setenv("COLUMNS", "1000")
     with pytest.raises(SystemExit):
         main(["--help"])
     return set(re.findall(r"--[a-z][a-z0-9-]*", capsys.readouterr().out)) - {"--help"}
 
 
-@pytest.mark.parametrize(
-    "command,page",
-    [
-        ("jaxqa.train", "training.md"),
-        ("jaxqa.evaluate", "inference.md"),
-        ("jaxqa.predict", "inference.md"),
-        ("jaxqa.export.write", "inference.md"),
-        ("jaxqa.squad.metric", "inference.md"),
-        ("jaxqa.convert.pt2flax", "models.md"),
-        ("jaxqa.convert.flax2pt", "models.md"),
-        ("jaxqa.convert.make_student", "models.md"),
-    ],
-)
-def test_the_docs_name_every_flag_of_each_command(command, page, capsys):
-    flags = help_flags(importlib.import_module(command).main, capsys)
+COMMANDS = [
+    ("jaxqa.train", "training.md", "jaxqa train"),
+    ("jaxqa.training.plot", "training.md", "jaxqa plot"),
+    ("jaxqa.evaluate", "inference.md", "jaxqa evaluate"),
+    ("jaxqa.predict", "inference.md", "jaxqa predict"),
+    ("jaxqa.export.write", "inference.md", "jaxqa export"),
+    ("jaxqa.squad.metric", "inference.md", "jaxqa metric"),
+    ("jaxqa.convert.pt2flax", "models.md", "jaxqa convert"),
+    ("jaxqa.convert.flax2pt", "models.md", "jaxqa convert --to hf"),
+    ("jaxqa.convert.make_student", "models.md", "jaxqa student"),
+]
+
+
+@pytest.mark.parametrize("command,page,verb", COMMANDS)
+def test_the_docs_name_every_flag_of_each_command(command, page, verb, capsys, monkeypatch):
+    flags = help_flags(importlib.import_module(command).main, capsys, monkeypatch)
     text = (ROOT / "docs" / page).read_text()
-    assert flags and not [flag for flag in sorted(flags) if flag not in text], page
+    missing = [flag for flag in sorted(flags) if not named(flag, text)]
+    assert flags and not missing, f"{page} does not name {missing}"
+    assert named(verb, text), f"{page} does not show `{verb}`"
+
+
+def test_the_readme_shows_every_verb():
+    from jaxqa import cli
+
+    assert {verb.split()[1] for _, _, verb in COMMANDS} == set(cli.VERBS)
+    readme = (ROOT / "README.md").read_text()
+    assert not [verb for verb in cli.VERBS if not named(f"jaxqa {verb}", readme)]
+    assert len(readme.splitlines()) < 300
+
+
+def named(words: str, text: str) -> bool:
+    """Whether `text` names a flag or command whole: `--prune` is not named by
+    `--prune-block`, nor `jaxqa convert` by `jaxqa converts`."""
+    return re.search(rf"(?<![\w-]){re.escape(words)}(?![\w-])", text) is not None

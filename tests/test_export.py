@@ -10,31 +10,19 @@ import flax.linen as nn
 import jax
 import numpy as np
 import pytest
-from test_compact import CONFIG as COMPACT
-from test_compact import random_params
+from export_checks import assert_int8_near_float32, assert_int8_runs_near_float32, assert_served_as_jaxqa
+from random_models import compact_model, family_models, windows
 
 pytest.importorskip("onnxruntime", reason="the ONNX export is the optional extra jaxqa[onnx]")
 import onnxruntime
 from safetensors.numpy import save_file
 
 import jaxqa
-from jaxqa import checkpoint, models
+from jaxqa import models
 from jaxqa.export import write
-from jaxqa.models import bert, compact, distilbert, mobilebert, squeezebert
+from jaxqa.models import bert
 from jaxqa.models import convert as hf_names
-from jaxqa.models.encoder import SpanModel, stacked
-from jaxqa.squad.examples import read_squad
-
-
-def windows(vocab_size: int, batch: int, length: int, seed: int = 0):
-    """Right-padded windows of a question and a context: ids, mask, token types, (B, T) int32."""
-    rng = np.random.default_rng(seed)
-    ids = rng.integers(0, vocab_size, (batch, length)).astype(np.int32)
-    mask = np.ones((batch, length), np.int32)
-    mask[1:, length // 2 + 1 :] = 0  # every row but the first padded
-    types = np.zeros((batch, length), np.int32)
-    types[:, length // 3 :] = 1
-    return ids * mask, mask, types * mask
+from jaxqa.models.encoder import SpanModel
 
 
 def session(proto):
@@ -43,25 +31,6 @@ def session(proto):
 
 def run(sess, batch):
     return sess.run(None, dict(zip(write.INPUTS, batch)))
-
-
-def compact_model():
-    """COMPACT with some heads and units removed: layers of different shapes."""
-    params = random_params(COMPACT)
-    params["layer_0"]["attention_output"]["kernel"][:16] = 0  # head 0 of layer 0
-    params["layer_2"]["intermediate"]["kernel"][:, :40] = 0  # 40 units of layer 2
-    return compact.compact(COMPACT, stacked(COMPACT, params))
-
-
-def family_models():
-    for fam in (bert, squeezebert, mobilebert, distilbert):
-        config = fam.SIZES["tiny"]
-        yield (
-            fam.__name__.split(".")[-1],
-            config,
-            jax.device_get(nn.meta.unbox(models.init_params(SpanModel(config), jax.random.key(1)))),
-        )
-    yield "compact-bert", *compact_model()
 
 
 @pytest.mark.parametrize("name,config,params", list(family_models()), ids=lambda x: x if isinstance(x, str) else "")
@@ -126,43 +95,9 @@ def test_int8_stays_near_float32(teacher, exports, squad):
     ).stat().st_size
 
 
-def assert_int8_near_float32(exports: dict, vocab_size: int) -> None:
-    """Over the real tokens of a few windows, the int8 export's logits stay
-    within 5% of the float32 export's largest."""
-    inputs = windows(vocab_size, 4, 64, seed=3)
-    fp32, int8 = (np.stack(jaxqa.open_model(exports[p], "auto")(*inputs)) for p in write.PRECISIONS)
-    real = np.broadcast_to(inputs[1] > 0, fp32.shape)
-    assert np.abs(int8 - fp32)[real].max() < 0.05 * np.abs(fp32[real]).max()
-
-
-def assert_int8_runs_near_float32(name, config, params, squad, out, fmt: str, **options) -> None:
-    """A family's tiny model exported in `fmt` in float32 and int8: the int8
-    export runs, within the bound of test_int8_stays_near_float32."""
-    model_type = "bert" if name == "compact-bert" else name
-    folder = checkpoint.save_pretrained(out / name, model_type, config, params, squad.parent)
-    assert_int8_near_float32(
-        {p: write.export(folder, out / p, fmt, p, **options) for p in write.PRECISIONS}, config.vocab_size
-    )
-
-
 @pytest.mark.parametrize("name,config,params", list(family_models()), ids=lambda x: x if isinstance(x, str) else "")
 def test_every_familys_int8_export_runs_near_float32(name, config, params, squad, tmp_path):
     assert_int8_runs_near_float32(name, config, params, squad, tmp_path, "onnx")
-
-
-def assert_served_as_jaxqa(teacher, export, squad):
-    """The pipeline over the float32 `export` of `teacher` gives jaxqa's answers and scores, compiling nothing."""
-    questions = [
-        {"question": example.question, "context": example.context} for example in read_squad(squad).examples[:12]
-    ]
-    ours = jaxqa.pipeline(teacher, precision="fp32", max_seq_len=64)(questions, top_k=2)
-    served = jaxqa.pipeline(export, max_seq_len=64)
-    assert served.precision == "fp32" and served.traces == 0
-    theirs = served(questions, top_k=2)
-    assert [[a["answer"] for a in q] for q in theirs] == [[a["answer"] for a in q] for q in ours]
-    np.testing.assert_allclose(
-        [a["score"] for q in theirs for a in q], [a["score"] for q in ours for a in q], rtol=1e-4
-    )
 
 
 def test_the_pipeline_over_an_export_answers_as_jaxqa_does(teacher, exports, squad):

@@ -10,14 +10,8 @@ import shutil
 
 import numpy as np
 import pytest
-from test_export import (
-    assert_int8_near_float32,
-    assert_int8_runs_near_float32,
-    assert_served_as_jaxqa,
-    compact_model,
-    family_models,
-    windows,
-)
+from export_checks import assert_int8_near_float32, assert_int8_runs_near_float32, assert_served_as_jaxqa
+from random_models import compact_model, family_models, windows
 
 pytest.importorskip("litert_converter", reason="the LiteRT export is the optional extra jaxqa[litert]")
 from ai_edge_litert.interpreter import Interpreter

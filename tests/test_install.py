@@ -80,9 +80,12 @@ def test_the_wheel_installs_and_trains_outside_the_checkout(tmp_path):
     )
     summary = json.loads((elsewhere / "run" / "metrics.jsonl").read_text().splitlines()[-1])["summary"]
     assert summary["steps"] == 2 and (elsewhere / "run" / "model" / "params.safetensors").is_file()
-    # The conversion and export commands come with the install.
+    # The conversion and export commands come with the install, and the `jaxqa` command runs each verb.
     for command in ("jaxqa-pt2flax", "jaxqa-flax2pt", "jaxqa-student", "jaxqa-export"):
         run([str(site / "bin" / command), "--help"], cwd=elsewhere, env=env)
+    assert run([str(site / "bin" / "jaxqa"), "--help"], cwd=elsewhere, env=env).stdout.startswith("usage: jaxqa")
+    plot = run([str(site / "bin" / "jaxqa"), "plot", "run", "--out", "curves.png"], cwd=elsewhere, env=env)
+    assert plot.stdout == "wrote curves.png\n" and (elsewhere / "curves.png").is_file()
     # The recipes and the commands are the checkout's own files, each in one place.
     for folder, package in (("configs", "configs"), ("convert", "convert")):
         for source_file in (ROOT / folder).glob("*.py"):

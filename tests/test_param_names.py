@@ -1,13 +1,15 @@
 """Each family's flattened parameter names and their logical axes, pinned: conversion,
 checkpoints and sharding all key on them, so a port or a rename must show here."""
 
+import functools
+
 import flax.linen as nn
+import jax
 import pytest
 from flax import traverse_util
 
 from jaxqa import models
-from jaxqa.models.encoder import SpanModel, file_shapes
-from jaxqa.models.stacking import STACKED
+from jaxqa.models.encoder import SpanModel, per_layer
 
 LEAVES = {
     "LayerNorm": ("bias", "scale"),
@@ -88,13 +90,15 @@ EXPECTED_OUTSIDE = {
 
 
 def boxed(model_type: str):
-    fam = models.family(model_type)
-    return traverse_util.flatten_dict(models.abstract_params(SpanModel(fam.sizes["tiny"])), sep="/")
+    """The tiny model's parameters with their logical axis names, one layer per name, as files hold them."""
+    config = models.family(model_type).sizes["tiny"]
+    files = jax.eval_shape(functools.partial(per_layer, config), models.abstract_params(SpanModel(config)))
+    return traverse_util.flatten_dict(files, sep="/")
 
 
 @pytest.mark.parametrize("model_type", models.MODEL_TYPES)
 def test_parameter_names_are_pinned(model_type):
-    names = set(file_shapes(models.family(model_type).sizes["tiny"]))  # one layer per name, as in files
+    names = set(boxed(model_type))
     layers = models.family(model_type).sizes["tiny"].num_hidden_layers
     expected = EXPECTED_OUTSIDE[model_type] | {"qa_outputs/bias", "qa_outputs/kernel"}
     for i in range(layers):
@@ -103,12 +107,19 @@ def test_parameter_names_are_pinned(model_type):
 
 
 def test_mobilebert_norms_carry_the_width_they_normalise():
-    axes = {  # the axes of a layer's own weights, without those of the runs it is stacked in
-        name: tuple(axis for axis in leaf.names if axis not in STACKED)
-        for name, leaf in boxed("mobilebert").items()
-        if isinstance(leaf, nn.Partitioned)
+    """The embeddings' norm and each layer's last (after its output bottleneck)
+    normalise the hidden width, `embed`; every other norm the bottleneck's."""
+    size = models.family("mobilebert").sizes["tiny"]
+    assert size.hidden_size != size.intra_bottleneck_size  # else a norm's shape could not tell them apart
+    width = {"embed": size.hidden_size, "bottleneck": size.intra_bottleneck_size}
+    norms = {name: leaf for name, leaf in boxed("mobilebert").items() if "LayerNorm/" in name}
+    layer = {name for name in EXPECTED_LAYER_0["mobilebert"] if "LayerNorm/" in name}
+    expected = {name for name in EXPECTED_OUTSIDE["mobilebert"] if "LayerNorm/" in name} | {
+        name.replace("layer_0/", f"layer_{i}/") for i in range(size.num_hidden_layers) for name in layer
     }
-    for name, names in axes.items():
-        if name.endswith("LayerNorm/weight"):
-            wide = name.startswith("embeddings/") or "output_bottleneck" in name
-            assert names == (("embed",) if wide else ("bottleneck",)), name
+    assert set(norms) == expected and len(expected) == 2 * (1 + 8 * size.num_hidden_layers)
+    for name, leaf in norms.items():
+        wide = name.startswith("embeddings/") or "/output_bottleneck_LayerNorm/" in name
+        assert isinstance(leaf, nn.Partitioned), name
+        assert leaf.names == (("embed",) if wide else ("bottleneck",)), name
+        assert leaf.value.shape == (width[leaf.names[0]],), name

@@ -4,6 +4,7 @@ int8 checkpoints, no compiling after warm-up in any mode, and the persistent
 compilation cache holding every mode."""
 
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -193,9 +194,16 @@ def test_no_compiling_after_warm_up(tiny_checkpoint, mode):
     assert qa.traces == compiled
 
 
+# What JAX logs of each program: not in the persistent cache (with
+# jax_explain_cache_misses), read from it (with jax_log_compiles).
+MISS, HIT = "PERSISTENT COMPILATION CACHE MISS", "Persistent compilation cache hit"
+
+
 @pytest.mark.slow
 def test_the_compilation_cache_holds_every_mode(tiny_checkpoint, tmp_path):
-    """A second `jaxqa.predict` in each mode answers the same from the programs the first one left."""
+    """A second `jaxqa.predict` in each mode answers the same and compiles
+    nothing: every program comes from the cache the first one wrote, as JAX
+    logs on stderr."""
     cache = tmp_path / "cache"
     asked = [
         sys.executable,
@@ -210,10 +218,15 @@ def test_the_compilation_cache_holds_every_mode(tiny_checkpoint, tmp_path):
         "--compilation-cache",
         str(cache),
     ]
+    env = {**os.environ, "JAX_EXPLAIN_CACHE_MISSES": "1", "JAX_LOG_COMPILES": "1"}
+    entries = lambda: set(cache.iterdir()) if cache.exists() else set()
     for mode in ("int8", "bf16"):
-        first = subprocess.run([*asked, "--precision", mode], capture_output=True, text=True, timeout=300)
+        before = entries()
+        first = subprocess.run([*asked, "--precision", mode], capture_output=True, text=True, timeout=300, env=env)
         assert first.returncode == 0, first.stderr
-        programs = sorted(cache.iterdir())
-        again = subprocess.run([*asked, "--precision", mode], capture_output=True, text=True, timeout=300)
+        compiled, written = first.stderr.count(MISS), len(entries() - before)
+        assert compiled and written >= compiled, f"{mode}: {compiled} programs compiled, {written} cached"
+        again = subprocess.run([*asked, "--precision", mode], capture_output=True, text=True, timeout=300, env=env)
         assert again.returncode == 0 and again.stdout == first.stdout
-        assert sorted(cache.iterdir()) == programs  # nothing compiled anew
+        # Every program of the first run, compiled or read then, is read now.
+        assert (again.stderr.count(MISS), again.stderr.count(HIT)) == (0, compiled + first.stderr.count(HIT)), mode

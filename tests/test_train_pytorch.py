@@ -11,7 +11,7 @@ import pytest
 from squad_fixture import write_squad
 
 from jaxqa import train
-from jaxqa.squad.features import FeatureSettings
+from jaxqa.squad.features import FeatureSettings, train_features
 from jaxqa.squad.tokenizer import load_tokenizer
 from jaxqa.training import batches, optim
 
@@ -39,7 +39,7 @@ def pytorch_losses(folder, train_file, tokenizer_dir) -> list[float]:
     )
     schedule = optim.schedule(LEARNING_RATE, int(WARMUP * STEPS), STEPS)
     scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: float(schedule(step)) / LEARNING_RATE)
-    data = batches.train_set(str(train_file), 0, load_tokenizer(tokenizer_dir), WINDOWS)
+    data = train_features(batches.read(str(train_file), "train", 0), load_tokenizer(tokenizer_dir), WINDOWS)
     losses = []
     for step in range(STEPS):
         rows = batches.step_rows(data, step, BATCH, 0, LENGTH_STEP)

@@ -13,7 +13,7 @@ Each side answers the whole list of questions at once:
   on one batch, untimed, warms it up. Tried on 100 questions with MiniLM on a
   2-core CPU, sorting took it from 5-8 to 8-10 questions/s, and batches of 32
   and 64 were its fastest (8 slower, 1 far slower), so 32 is the default.
-- jaxqa.evaluate's path: `featurize_eval`, `stream_logits` and `AnswerCollector`
+- jaxqa.evaluate's path: `featurize_eval`, `evaluate.engine` and `AnswerCollector`
   at the command's batch size, 64, windows sorted by length and padded to
   multiples of 64 tokens (`benchmarks/cpu/length_speed.py` compares it with padding
   to 384). Its first round includes compiling the programs it needs, as the
@@ -37,8 +37,8 @@ import torch
 import transformers
 
 import jaxqa
-from jaxqa.evaluate import stream_logits
-from jaxqa.squad.decode import AnswerCollector
+from jaxqa import evaluate
+from jaxqa.engine import Compiled
 from jaxqa.squad.examples import Example, read_squad
 from jaxqa.squad.features import FeatureSettings, featurize_eval
 
@@ -78,10 +78,8 @@ def hf_answers(pipe, examples: list[Example], batch_size: int) -> list[dict]:
 def evaluate_path_answers(model, mesh, examples: list[Example]) -> list[str]:
     """The answer texts of `python -m jaxqa.evaluate`'s path, without its on-disk feature cache."""
     features = featurize_eval(examples, model.tokenizer, FeatureSettings())
-    collector = AnswerCollector(examples, features)
-    for start, end in stream_logits(model.module, model.params, features, mesh, EVALUATE_BATCH_SIZE):
-        collector.add(start, end)
-    answers = collector.finish().answers
+    runs = evaluate.engine(Compiled(model.module, model.params, mesh), 384, EVALUATE_BATCH_SIZE)
+    answers = evaluate.answer(runs, examples, features, False, 0.0).answers
     return [answers[ex.id] for ex in examples]
 
 

@@ -69,14 +69,14 @@ def train_step(model_type: str, setting: dict | None):
         model = fam.Model(fam.SIZES["base"])  # type: ignore[attr-defined]  # the tree before: a module per family
         layout = lambda params: params
     else:
-        from jaxqa.models.encoder import SpanModel, runtime_params
-        from jaxqa.models.stacking import Execution
+        from jaxqa.models.encoder import SpanModel
+        from jaxqa.models.execution import Execution
 
         config = fam.sizes["base"]
         if setting.get("attention_dropout") is not None:
             config = dataclasses.replace(config, **{fam.attention_dropout: setting["attention_dropout"]})
         model = SpanModel(config, execution=Execution(scan=setting.get("scan", True), remat=setting["remat"]))
-        layout = lambda params: runtime_params(model, params)
+        layout = lambda params: params
     tx = optim.build("lamb", optim.schedule(1e-3, 10, 1000), 0.01)
 
     def init(key):

@@ -33,6 +33,7 @@ import numpy as np
 
 import jaxqa
 from jaxqa import checkpoint, evaluate, models, sharding
+from jaxqa.engine import Compiled
 from jaxqa.models.encoder import SpanModel
 from jaxqa.squad import buckets
 from jaxqa.squad.examples import read_squad
@@ -131,9 +132,8 @@ def evaluation(args) -> list[dict]:
             zeros = sharding.from_host(np.zeros((args.eval_batch_size, width), np.int32), in_sh)
             jax.block_until_ready(forward(model.params, zeros, zeros, zeros))
         started = time.perf_counter()
-        predictions = evaluate.answer(
-            model.module, model.params, dev.examples, features, mesh, args.eval_batch_size, False, 0.0, length_step=step
-        )
+        runs = evaluate.engine(Compiled(model.module, model.params, mesh), 384, args.eval_batch_size, step)
+        predictions = evaluate.answer(runs, dev.examples, features, False, 0.0)
         seconds = time.perf_counter() - started
         scored = evaluate.score(dev.articles, predictions, False)
         answers[name] = predictions.answers

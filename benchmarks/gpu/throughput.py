@@ -59,8 +59,8 @@ import jax
 import numpy as np
 
 from jaxqa import compilation_cache, models
-from jaxqa.models.encoder import SpanModel, runtime_params
-from jaxqa.models.stacking import REMAT, Execution
+from jaxqa.models.encoder import SpanModel
+from jaxqa.models.execution import REMAT, Execution
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for lib
 from lib import inputs, records, timing, train_steps
@@ -102,7 +102,7 @@ def jaxqa_train(model: nn.Module, batch: dict[str, np.ndarray]) -> tuple[Callabl
 
 def jaxqa_infer(model: SpanModel, batch: dict[str, np.ndarray]) -> Callable[[int], None]:
     """A function that runs n forward passes on `batch` and waits for them."""
-    params = runtime_params(model, train_steps.random_params(model))
+    params = train_steps.random_params(model)
     forward = jax.jit(lambda params, ids, mask, types: model.apply({"params": params}, ids, mask, types))
     ids, mask, types = jax.device_put((batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]))
 

@@ -13,7 +13,7 @@ import optax
 
 from jaxqa import models
 from jaxqa.models.encoder import SpanModel
-from jaxqa.models.stacking import Execution
+from jaxqa.models.execution import Execution
 from jaxqa.training import optim
 from jaxqa.training.step import make_train_step
 

@@ -177,9 +177,9 @@ def export(
     return Path(out)
 
 
-def main(argv=None) -> int:
+def main(argv=None, prog: str = "jaxqa-export") -> int:
     parser = argparse.ArgumentParser(
-        prog="jaxqa-export",
+        prog=prog,
         description="Writes a checkpoint as an ONNX model that ONNX Runtime runs or a LiteRT model that the LiteRT "
         "interpreter runs, and that jaxqa.pipeline, jaxqa.predict and jaxqa.evaluate serve.",
     )

@@ -122,11 +122,6 @@ class Config:
         """Whether `embedding_transformation` runs (the reference skips it for plain, full-width embeddings)."""
         return self.trigram_input or self.embedding_size != self.hidden_size
 
-    @property
-    def shares_query_key_bottleneck(self) -> bool:
-        """Whether query and key come from their own bottleneck, `bottleneck.attention`."""
-        return self.use_bottleneck and not self.use_bottleneck_attention and self.key_query_shared_bottleneck
-
     @classmethod
     def from_hf(cls, hf: dict[str, Any]) -> "Config":
         hf = dict(hf)

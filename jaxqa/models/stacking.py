@@ -121,8 +121,12 @@ def stack_runs(blocks: Sequence, axis: str) -> dict:
 
 def block_of(run, k: int):
     """Block k of a stacked run: each leaf's entry k of its leading axis (a slice
-    of each, in a traced program)."""
-    return jax.tree_util.tree_map(lambda leaf: leaf[k], run)
+    of each, in a traced program); boxed parameters lose that axis's name."""
+
+    def entry(leaf):
+        return leaf.replace_boxed(leaf.unbox()[k]).replace(names=leaf.names[1:]) if _is_box(leaf) else leaf[k]
+
+    return jax.tree_util.tree_map(entry, run, is_leaf=_is_box)
 
 
 def layer_axes(boxed) -> object:

@@ -7,9 +7,10 @@ from collections.abc import Sequence
 import numpy as np
 
 # Multiples of this many tokens are the lengths training and evaluation pad to:
-# on SQuAD 1.1 train (384-token windows, 56% padding) batches padded this way hold
-# 84% real tokens, against 71% for steps of 128 at half the programs to compile
-# and 91% for steps of 32 at twice as many.
+# on SQuAD 1.1 train's 384-token windows, over half of them padding, batches
+# padded this way are mostly real tokens (padding_share and real_share_grouped in
+# benchmarks/results/length_speed_cpu.json); steps of 128 pad more at half the
+# programs to compile, steps of 32 less at twice as many.
 LENGTH_STEP = 64
 
 

@@ -221,9 +221,9 @@ def _read_mapping(path: str, value_types: tuple, what: str) -> dict:
     return mapping
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m jaxqa.squad.metric") -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m jaxqa.squad.metric",
+        prog=prog,
         description="Official SQuAD v2.0 evaluation (also scores SQuAD 1.1 data). "
         "The official script's precision-recall plots (--out-image-dir) are not supported.",
     )

@@ -56,10 +56,6 @@ def read(source: str, split: str, max_examples: int) -> examples.SquadData:
     return data.head(max_examples)
 
 
-def train_set(source: str, max_examples: int, tokenizer: Tokenizer, settings: FeatureSettings) -> TrainFeatures:
-    return features.train_features(read(source, "train", max_examples), tokenizer, settings)
-
-
 def eval_set(source: str, max_examples: int, tokenizer: Tokenizer, settings: FeatureSettings) -> EvalSet:
     data = read(source, "validation", max_examples)
     return EvalSet(data, features.eval_features(data, tokenizer, settings))

@@ -65,8 +65,8 @@ def draw(run_dir: Path, out: Path) -> Path:
     return write_file(out, picture.getvalue())
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m jaxqa.training.plot", description=__doc__.split("\n\n")[0])
+def main(argv=None, prog: str = "python -m jaxqa.training.plot") -> int:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     p.add_argument("run_dir", type=Path, help="a jaxqa.train run folder")
     p.add_argument("--out", type=Path, help="the PNG file to write (default: RUN_DIR/curves.png)")
     args = p.parse_args(argv)

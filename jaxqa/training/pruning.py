@@ -187,7 +187,7 @@ def _highest(leaves: list, covers: list, share) -> jax.Array:
     leaf covering that leaf's `covers`): the value at which the highest entries
     reach the share, ties and all. Found bit by bit in the float32 order, in 32
     counting passes instead of a sort, which is far slower on a CPU
-    (benchmarks/cpu/prune_step.py). A share above 1 gives the smallest value."""
+    (benchmarks/results/prune_step_cpu.json against prune_step_sorting_cpu.json). A share above 1 gives the smallest value."""
     total = sum(leaf.size * cover for leaf, cover in zip(leaves, covers))
     need = jnp.clip(jnp.floor(share * total), 1, total).astype(jnp.int32)
     keys = [_order_key(leaf) for leaf in leaves]

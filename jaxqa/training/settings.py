@@ -29,12 +29,12 @@ from jaxqa.training.optim import OPTIMIZERS
 from jaxqa.training.pruning import METHODS
 
 PRECISIONS = ("auto", "bf16", "fp32")
-# `--remat auto` by platform. On a CPU (benchmarks/cpu/encoder_core.py, BERT-base at
-# 32 x 384 for memory, 8 x 384 for speed), keeping only the matrix products'
-# outputs holds 36% of the temporaries of keeping everything and steps as fast
+# `--remat auto` by platform. On a CPU, keeping only the matrix products' outputs
+# holds a fraction of the temporaries of keeping everything and steps as fast
 # (recomputing norms, activations and attention costs no more than storing and
-# reading them back); recomputing whole layers holds 18% and steps 18% slower.
-# Accelerators take the same until measured there.
+# reading them back); recomputing whole layers holds less still but steps
+# slower (BERT-base: benchmarks/results/encoder_core_memory_step_cpu.json,
+# in docs/results.md). Accelerators take the same until measured there.
 REMAT_AUTO = {"cpu": "matmuls", "gpu": "matmuls", "tpu": "matmuls"}
 
 
@@ -206,8 +206,8 @@ def changed_settings(recorded: dict, now: dict) -> list[str]:
     ]
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m jaxqa.train", description="Fine-tunes an encoder on SQuAD.")
+def parser(prog: str = "python -m jaxqa.train") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description="Fine-tunes an encoder on SQuAD.")
     p.add_argument(
         "--config",
         help=f"recipe: a shipped one by name ({', '.join(models.MODEL_TYPES)}) or a Python file "
@@ -285,8 +285,8 @@ def _type_name(kind) -> str:
     return names[kind]
 
 
-def parse(argv=None) -> Settings:
-    args = vars(parser().parse_args(argv))
+def parse(argv=None, prog: str = "python -m jaxqa.train") -> Settings:
+    args = vars(parser(prog).parse_args(argv))
     recipe = load_recipe(args.pop("config") or args["model"])
     flags = {key: value for key, value in args.items() if value is not None}
     return Settings(**{**recipe, **flags})
