@@ -36,7 +36,8 @@ def span_program(config, fmt: str, window: jax.ShapeDtypeStruct) -> jex.ClosedJa
         tree = stacked(config, traverse_util.unflatten_dict(weights, sep="/"))
         return model.apply({"params": tree}, input_ids, attention_mask, token_type_ids)
 
-    weights = {key: file_shapes(config)[key] for key in sorted(file_shapes(config))}
+    shapes = file_shapes(config)
+    weights = {key: shapes[key] for key in sorted(shapes)}
     return layers_read_in_place(jax.make_jaxpr(forward)(weights, window, window, window))
 
 
