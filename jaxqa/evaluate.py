@@ -18,11 +18,10 @@ from pathlib import Path
 import jax
 from tqdm import tqdm
 
-from jaxqa import compilation_cache, models, sharding
+from jaxqa import compilation_cache, models, precision, sharding
 from jaxqa.checkpoint import open_checkpoint
 from jaxqa.engine import Compiled, Engine, Runtime
 from jaxqa.errors import Error, log_to, write_file
-from jaxqa.precision import MODES
 from jaxqa.pretrained import Exported, open_model
 from jaxqa.squad import buckets, metric
 from jaxqa.squad.decode import AnswerCollector, Predictions
@@ -137,12 +136,7 @@ def main(argv=None, prog: str = "python -m jaxqa.evaluate") -> int:
         default="0.0",
         help="SQuAD 2.0: answer '' when null odds exceed it; 'best' applies the threshold tuned on --data",
     )
-    p.add_argument(
-        "--precision",
-        default="auto",
-        choices=MODES,
-        help="of the matrix products; auto: the fastest this machine runs well (said on stderr)",
-    )
+    precision.add_flag(p)
     p.add_argument("--compilation-cache", default="", help=compilation_cache.HELP)
     args = p.parse_args(argv)
     try:

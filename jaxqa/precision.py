@@ -16,6 +16,7 @@ Embeddings, biases, norms, softmax, attention and the span head stay float32 in
 every mode: they hold little of the work and most of the sensitivity.
 """
 
+import argparse
 import functools
 import logging
 from pathlib import Path
@@ -76,6 +77,16 @@ def training_bf16(backend: str, flags: frozenset[str]) -> bool:
     whose AMX units run bfloat16 products (with float32 results) several times
     faster than float32 ones."""
     return backend != "cpu" or "amx_bf16" in flags
+
+
+def add_flag(parser: argparse.ArgumentParser) -> None:
+    """An inference command's --precision."""
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=MODES,
+        help="of the matrix products; auto: the fastest this machine runs well (said on stderr)",
+    )
 
 
 def pick(mode: str, what: str = "precision") -> str:

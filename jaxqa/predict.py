@@ -14,11 +14,10 @@ import json
 import sys
 from pathlib import Path
 
-from jaxqa import compilation_cache, models
+from jaxqa import compilation_cache, models, precision
 from jaxqa.checkpoint import open_checkpoint
 from jaxqa.errors import Error, log_to
 from jaxqa.pipeline import InputError, default_doc_stride, pipeline
-from jaxqa.precision import MODES
 from jaxqa.pretrained import open_model
 from jaxqa.squad.features import FeatureSettings
 
@@ -83,12 +82,7 @@ def main(argv=None, prog: str = "python -m jaxqa.predict") -> int:
     parser.add_argument("--max-seq-len", "--max-seq-length", type=int, default=384, help="tokens per window")
     parser.add_argument("--doc-stride", type=int, default=None, help="context tokens shared by consecutive windows")
     parser.add_argument("--batch-size", type=int, default=None, help="most windows per model call")
-    parser.add_argument(
-        "--precision",
-        default="auto",
-        choices=MODES,
-        help="of the matrix products; auto: the fastest this machine runs well (said on stderr)",
-    )
+    precision.add_flag(parser)
     parser.add_argument("--compilation-cache", default="", help=compilation_cache.HELP)
     args = parser.parse_args(argv)
     if (args.question is None) != (args.context is None):

@@ -2,12 +2,14 @@
 family's tiny model, a compact BERT with layers of different shapes, and
 windows to run them on."""
 
+import functools
+
 import flax.linen as nn
 import jax
 import numpy as np
 
 from jaxqa import models
-from jaxqa.models import bert, compact, distilbert, mobilebert, squeezebert
+from jaxqa.models import bert, compact
 from jaxqa.models.encoder import SpanModel, per_layer, stacked
 
 # A small BERT with a head pruned, that compaction and the exports cut further.
@@ -41,16 +43,17 @@ def compact_model():
     return compact.compact(COMPACT, stacked(COMPACT, params))
 
 
-def family_models():
-    """(name, config, params) of each family's tiny model and of the compact one."""
-    for fam in (bert, squeezebert, mobilebert, distilbert):
-        config = fam.SIZES["tiny"]
-        yield (
-            fam.__name__.split(".")[-1],
-            config,
-            jax.device_get(nn.meta.unbox(models.init_params(SpanModel(config), jax.random.key(1)))),
-        )
-    yield "compact-bert", *compact_model()
+FAMILY_MODELS = (*models.MODEL_TYPES, "compact-bert")  # each family's tiny model, and the compact one
+
+
+@functools.cache
+def family_model(name: str):
+    """(config, params) of a model of `FAMILY_MODELS`, made when first asked for
+    (not while tests are collected)."""
+    if name == "compact-bert":
+        return compact_model()
+    config = models.family(name).sizes["tiny"]
+    return config, jax.device_get(nn.meta.unbox(models.init_params(SpanModel(config), jax.random.key(1))))
 
 
 def windows(vocab_size: int, batch: int, length: int, seed: int = 0):

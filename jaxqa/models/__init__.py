@@ -1,7 +1,14 @@
-"""The encoder families, each described by one `Family` (its module's `FAMILY`):
-what differs between them is data and a few modules, and
-`jaxqa.models.encoder.SpanModel` runs any of them: embeddings, the layer stack,
-the span head.
+"""The encoder families: what differs between them is data and a few modules,
+and `jaxqa.models.encoder.SpanModel` runs any of them: embeddings, the layer
+stack, the span head.
+
+Each family is a module, `jaxqa.models.<model_type>`, that exports the same
+names, which `family` reads into a `Family` (no registry): `MODEL_TYPE` and
+`ARCHITECTURE` (its Hugging Face model_type and question-answering class),
+`Config` and `SIZES`, the modules `Embeddings` and `Layer`, `HF` (its Hugging
+Face names, `HFNames`), `forward_flops` and `ATTENTION_DROPOUT`; and, where the
+family has them, `HEAD_DROPOUT`, `LAYER_BLOCKS`, `hf_export_extras` and
+`hf_fixed` (see `Family`).
 """
 
 import dataclasses
@@ -77,9 +84,9 @@ class Family:
     """What one encoder family is, for `SpanModel`, conversion and the benchmarks.
 
     `embeddings(config, dtype, param_dtype, execution)` is a module (input_ids,
-    token_type_ids, deterministic) -> (B, T, D); `layer(config, index, dtype,
-    param_dtype, execution)` a module (x, attention_mask, deterministic) -> x,
-    (B, T, D) each. A layer's computation depends on its index only through its
+    token_type_ids, deterministic) -> (B, T, D); `layer(config, dtype,
+    param_dtype, execution, index)` a module (x, attention_mask, deterministic)
+    -> x, (B, T, D) each (both are `layers.Part`s). A layer's computation depends on its index only through its
     parameters' shapes, so that layers of equal shapes can run as one scanned
     body (`jaxqa.models.stacking`).
     """
@@ -106,10 +113,32 @@ class Family:
     hf_fixed: Callable[[Any], dict[str, np.ndarray]] = _no_tensors
 
 
+# Each field of a `Family` and the name a family's module gives it; the last
+# four are the optional ones (the family has them, or `Family`'s default holds).
+MODULE_NAMES = {
+    "model_type": "MODEL_TYPE",
+    "architecture": "ARCHITECTURE",
+    "config": "Config",
+    "sizes": "SIZES",
+    "embeddings": "Embeddings",
+    "layer": "Layer",
+    "hf": "HF",
+    "forward_flops": "forward_flops",
+    "attention_dropout": "ATTENTION_DROPOUT",
+    "head_dropout": "HEAD_DROPOUT",
+    "layer_blocks": "LAYER_BLOCKS",
+    "hf_export_extras": "hf_export_extras",
+    "hf_fixed": "hf_fixed",
+}
+
+
+@functools.cache
 def family(model_type: str) -> Family:
+    """The family of `model_type`, read from its module's names."""
     if model_type not in MODEL_TYPES:
         raise ConfigError(f"model_type {model_type!r} is not supported; jaxqa has {', '.join(MODEL_TYPES)}")
-    return importlib.import_module(f"jaxqa.models.{model_type}").FAMILY
+    names = vars(importlib.import_module(f"jaxqa.models.{model_type}"))
+    return Family(**{field: names[name] for field, name in MODULE_NAMES.items() if name in names})
 
 
 def family_of(config) -> Family:

@@ -2,7 +2,7 @@
 per layer (`pruned_heads`) and feed-forward layers of their own widths
 (`intermediate_sizes`, which `transformers` cannot hold; see `jaxqa.models.compact`).
 
-Its `FAMILY` is what `jaxqa.models.encoder.SpanModel` and conversion need.
+It exports the names every family module does (`jaxqa.models`).
 """
 
 import dataclasses
@@ -10,49 +10,23 @@ from typing import Any
 
 import flax.linen as nn
 
-from jaxqa.models import ConfigError, Family, HFNames, hf_config
-from jaxqa.models.execution import Execution
-from jaxqa.models.layers import (
-    Attention,
-    Dense,
-    Dtype,
-    Embeddings,
-    LayerNorm,
-    activation,
-    attention_flops,
-    check_activation,
-    dense_flops,
-)
+from jaxqa.models import ConfigError, HFNames, hf_config
+from jaxqa.models.layers import Attention, Part, activation, attention_flops, dense_flops
+from jaxqa.models.layers import Embeddings as Embeddings  # the embeddings BERT and SqueezeBERT share
 
 MODEL_TYPE = "bert"
 ARCHITECTURE = "BertForQuestionAnswering"
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    vocab_size: int = 30522
-    hidden_size: int = 768
-    num_hidden_layers: int = 12
-    num_attention_heads: int = 12
-    intermediate_size: int = 3072
-    hidden_act: str = "gelu"
-    hidden_dropout_prob: float = 0.1
-    attention_probs_dropout_prob: float = 0.1
-    max_position_embeddings: int = 512
-    type_vocab_size: int = 2
-    layer_norm_eps: float = 1e-12
-    initializer_range: float = 0.02
+class Config(hf_config.BertFields):
     # ((layer, (head, ...)), ...): heads removed from each layer, as in `pruned_heads`.
     pruned_heads: tuple[tuple[int, tuple[int, ...]], ...] = ()
     # Feed-forward units of each layer, where pruning made them differ; (): `intermediate_size` everywhere.
     intermediate_sizes: tuple[int, ...] = ()
 
     def __post_init__(self):
-        check_activation(self.hidden_act)
-        if self.hidden_size % self.num_attention_heads:
-            raise ConfigError(
-                f"hidden_size={self.hidden_size} is not a multiple of num_attention_heads={self.num_attention_heads}"
-            )
+        super().__post_init__()
         pruned = self.pruned_heads.items() if isinstance(self.pruned_heads, dict) else self.pruned_heads
         pruned = tuple(sorted((int(layer), tuple(sorted(set(heads)))) for layer, heads in pruned))
         for layer, heads in pruned:
@@ -66,10 +40,6 @@ class Config:
             )
         object.__setattr__(self, "intermediate_sizes", widths)
 
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_attention_heads
-
     def heads(self, layer: int) -> int:
         """Attention heads left in `layer` after pruning."""
         return self.num_attention_heads - len(dict(self.pruned_heads).get(layer, ()))
@@ -77,10 +47,6 @@ class Config:
     def ffn(self, layer: int) -> int:
         """Feed-forward units of `layer`."""
         return self.intermediate_sizes[layer] if self.intermediate_sizes else self.intermediate_size
-
-    @classmethod
-    def from_hf(cls, hf: dict[str, Any]) -> "Config":
-        return hf_config.from_hf(cls, hf)
 
     def to_hf(self) -> dict[str, Any]:
         hf = hf_config.to_hf(self, MODEL_TYPE, ARCHITECTURE)
@@ -100,41 +66,26 @@ SIZES = {
 }
 
 
-class Layer(nn.Module):
+class Layer(Part):
     """Layer `index`, with the heads and feed-forward units left to it: (B, T, D) -> (B, T, D)."""
 
-    config: Config
     index: int
-    dtype: Dtype
-    param_dtype: Dtype
-    execution: Execution
 
     @nn.compact
     def __call__(self, x, attention_mask, deterministic: bool):
         cfg = self.config
-        args: dict[str, Any] = dict(std=cfg.initializer_range, dtype=self.dtype, param_dtype=self.param_dtype)
         dropout = nn.Dropout(cfg.hidden_dropout_prob)
-        num_heads = cfg.heads(self.index)
-        inner = num_heads * cfg.head_dim
-
-        def heads(name):  # (B, T, D) -> (B, T, N, H)
-            y = Dense(inner, ("embed", "heads"), name=name, **args)(x)
-            return y.reshape(*y.shape[:2], num_heads, cfg.head_dim)
-
+        heads = lambda name: self.heads(x, ("embed", "heads"), cfg.heads(self.index), cfg.head_dim, name)
         attention = Attention(cfg.attention_probs_dropout_prob, self.execution)
         context = attention(
             heads("query"), heads("key"), heads("value"), attention_mask, deterministic
         )  # (B, T, N * H)
-        y = Dense(cfg.hidden_size, ("heads", "embed"), name="attention_output", **args)(context)
-        x = LayerNorm(cfg.layer_norm_eps, self.dtype, self.param_dtype, name="attention_LayerNorm")(
-            dropout(y, deterministic=deterministic) + x
-        )
-        y = Dense(cfg.ffn(self.index), ("embed", "mlp"), name="intermediate", **args)(x)
+        y = self.dense(cfg.hidden_size, ("heads", "embed"), "attention_output")(context)
+        x = self.layer_norm(cfg.layer_norm_eps, "attention_LayerNorm")(dropout(y, deterministic=deterministic) + x)
+        y = self.dense(cfg.ffn(self.index), ("embed", "mlp"), "intermediate")(x)
         y = activation(cfg.hidden_act, self.execution)(y)
-        y = Dense(cfg.hidden_size, ("mlp", "embed"), name="output", **args)(y)
-        return LayerNorm(cfg.layer_norm_eps, self.dtype, self.param_dtype, name="output_LayerNorm")(
-            dropout(y, deterministic=deterministic) + x
-        )
+        y = self.dense(cfg.hidden_size, ("mlp", "embed"), "output")(y)
+        return self.layer_norm(cfg.layer_norm_eps, "output_LayerNorm")(dropout(y, deterministic=deterministic) + x)
 
 
 def forward_flops(cfg: Config, s: int) -> int:
@@ -150,28 +101,19 @@ def forward_flops(cfg: Config, s: int) -> int:
     return total + dense_flops(s, d, 2)  # span head
 
 
-FAMILY = Family(
-    model_type=MODEL_TYPE,
-    architecture=ARCHITECTURE,
-    config=Config,
-    sizes=SIZES,
-    embeddings=Embeddings,
-    layer=Layer,
-    hf=HFNames(
-        prefix="bert.",
-        dropped=("pooler.", "cls.", "embeddings.position_ids", "embeddings.token_type_ids"),
-        layer="encoder.layer.{i}",
-        layer_modules={
-            "query": "attention.self.query",
-            "key": "attention.self.key",
-            "value": "attention.self.value",
-            "attention_output": "attention.output.dense",
-            "attention_LayerNorm": "attention.output.LayerNorm",
-            "intermediate": "intermediate.dense",
-            "output": "output.dense",
-            "output_LayerNorm": "output.LayerNorm",
-        },
-    ),
-    forward_flops=forward_flops,
-    attention_dropout="attention_probs_dropout_prob",
+ATTENTION_DROPOUT = "attention_probs_dropout_prob"
+HF = HFNames(
+    prefix="bert.",
+    dropped=("pooler.", "cls.", "embeddings.position_ids", "embeddings.token_type_ids"),
+    layer="encoder.layer.{i}",
+    layer_modules={
+        "query": "attention.self.query",
+        "key": "attention.self.key",
+        "value": "attention.self.value",
+        "attention_output": "attention.output.dense",
+        "attention_LayerNorm": "attention.output.LayerNorm",
+        "intermediate": "intermediate.dense",
+        "output": "output.dense",
+        "output_LayerNorm": "output.LayerNorm",
+    },
 )

@@ -6,7 +6,7 @@ attention output is not dropped out, and positions either learned or the fixed
 sinusoidal table (`sinusoidal_pos_embds`). That table is computed here, not
 stored: conversion checks a checkpoint's copy against it and export writes it.
 
-Its `FAMILY` is what `jaxqa.models.encoder.SpanModel` and conversion need.
+It exports the names every family module does (`jaxqa.models`).
 """
 
 import dataclasses
@@ -16,20 +16,15 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from jaxqa.models import ConfigError, Family, HFNames, hf_config
-from jaxqa.models.execution import Execution
+from jaxqa.models import ConfigError, HFNames, hf_config
 from jaxqa.models.layers import (
     Attention,
-    Dense,
-    Dtype,
-    LayerNorm,
-    Table,
+    Part,
     activation,
     attention_flops,
     check_activation,
     dense_flops,
     gather,
-    normal,
     prefix,
 )
 
@@ -95,66 +90,42 @@ def sinusoidal_table(positions: int, dim: int) -> np.ndarray:
     return table.astype(np.float32)
 
 
-class Embeddings(nn.Module):
+class Embeddings(Part):
     """Word + position embeddings, LayerNorm and dropout: ids (B, T) -> (B, T, D);
     DistilBERT has no token types, so `token_type_ids` is ignored."""
 
-    config: Config
-    dtype: Dtype
-    param_dtype: Dtype
-    execution: Execution
-
     @nn.compact
     def __call__(self, input_ids, token_type_ids, deterministic: bool):
-        cfg = self.config
-        std = cfg.initializer_range
-        words = Table(
-            cfg.vocab_size, cfg.dim, normal(std, ("vocab", "embed")), self.param_dtype, name="word_embeddings"
-        )()
+        cfg, length = self.config, input_ids.shape[1]
+        words = self.table(cfg.vocab_size, cfg.dim, "vocab", "word_embeddings")
         x = gather(words, input_ids, self.dtype, self.execution)  # (B, T, D)
-        length = input_ids.shape[1]
         if cfg.sinusoidal_pos_embds:
             positions = jnp.asarray(sinusoidal_table(length, cfg.dim), self.dtype)[None]  # (1, T, D)
         else:
-            table = Table(
-                cfg.max_position_embeddings,
-                cfg.dim,
-                normal(std, ("position", "embed")),
-                self.param_dtype,
-                name="position_embeddings",
-            )()
+            table = self.table(cfg.max_position_embeddings, cfg.dim, "position", "position_embeddings")
             positions = prefix(table, length, self.dtype)  # (1, T, D)
-        x = LayerNorm(LAYER_NORM_EPS, self.dtype, self.param_dtype, name="LayerNorm")(x + positions)
+        x = self.layer_norm(LAYER_NORM_EPS, "LayerNorm")(x + positions)
         return nn.Dropout(cfg.dropout)(x, deterministic=deterministic)
 
 
-class Layer(nn.Module):
+class Layer(Part):
     """One DistilBERT block: (B, T, D) -> (B, T, D)."""
 
-    config: Config
     index: int
-    dtype: Dtype
-    param_dtype: Dtype
-    execution: Execution
 
     @nn.compact
     def __call__(self, x, attention_mask, deterministic: bool):
         cfg = self.config
-        args: dict[str, Any] = dict(std=cfg.initializer_range, dtype=self.dtype, param_dtype=self.param_dtype)
-
-        def heads(name):  # (B, T, D) -> (B, T, N, H)
-            y = Dense(cfg.dim, ("embed", "heads"), name=name, **args)(x)
-            return y.reshape(*y.shape[:2], cfg.n_heads, cfg.head_dim)
-
+        heads = lambda name: self.heads(x, ("embed", "heads"), cfg.n_heads, cfg.head_dim, name)
         attention = Attention(cfg.attention_dropout, self.execution)
         context = attention(heads("q_lin"), heads("k_lin"), heads("v_lin"), attention_mask, deterministic)  # (B, T, D)
-        y = Dense(cfg.dim, ("heads", "embed"), name="out_lin", **args)(context)
-        x = LayerNorm(LAYER_NORM_EPS, self.dtype, self.param_dtype, name="sa_layer_norm")(y + x)
-        y = Dense(cfg.hidden_dim, ("embed", "mlp"), name="lin1", **args)(x)
+        y = self.dense(cfg.dim, ("heads", "embed"), "out_lin")(context)
+        x = self.layer_norm(LAYER_NORM_EPS, "sa_layer_norm")(y + x)
+        y = self.dense(cfg.hidden_dim, ("embed", "mlp"), "lin1")(x)
         y = activation(cfg.activation, self.execution)(y)
-        y = Dense(cfg.dim, ("mlp", "embed"), name="lin2", **args)(y)
+        y = self.dense(cfg.dim, ("mlp", "embed"), "lin2")(y)
         y = nn.Dropout(cfg.dropout)(y, deterministic=deterministic)
-        return LayerNorm(LAYER_NORM_EPS, self.dtype, self.param_dtype, name="output_layer_norm")(y + x)
+        return self.layer_norm(LAYER_NORM_EPS, "output_layer_norm")(y + x)
 
 
 def hf_fixed(config: Config) -> dict[str, np.ndarray]:
@@ -175,30 +146,20 @@ def forward_flops(cfg: Config, s: int) -> int:
     return cfg.n_layers * layer + dense_flops(s, d, 2)  # span head
 
 
-FAMILY = Family(
-    model_type=MODEL_TYPE,
-    architecture=ARCHITECTURE,
-    config=Config,
-    sizes=SIZES,
-    embeddings=Embeddings,
-    layer=Layer,
-    hf=HFNames(
-        prefix=HF_PREFIX,
-        dropped=("embeddings.position_ids", "vocab_transform.", "vocab_layer_norm.", "vocab_projector."),
-        layer="transformer.layer.{i}",
-        layer_modules={
-            "q_lin": "attention.q_lin",
-            "k_lin": "attention.k_lin",
-            "v_lin": "attention.v_lin",
-            "out_lin": "attention.out_lin",
-            "sa_layer_norm": "sa_layer_norm",
-            "lin1": "ffn.lin1",
-            "lin2": "ffn.lin2",
-            "output_layer_norm": "output_layer_norm",
-        },
-    ),
-    forward_flops=forward_flops,
-    attention_dropout="attention_dropout",
-    head_dropout="qa_dropout",
-    hf_fixed=hf_fixed,
+ATTENTION_DROPOUT = "attention_dropout"
+HEAD_DROPOUT = "qa_dropout"
+HF = HFNames(
+    prefix=HF_PREFIX,
+    dropped=("embeddings.position_ids", "vocab_transform.", "vocab_layer_norm.", "vocab_projector."),
+    layer="transformer.layer.{i}",
+    layer_modules={
+        "q_lin": "attention.q_lin",
+        "k_lin": "attention.k_lin",
+        "v_lin": "attention.v_lin",
+        "out_lin": "attention.out_lin",
+        "sa_layer_norm": "sa_layer_norm",
+        "lin1": "ffn.lin1",
+        "lin2": "ffn.lin2",
+        "output_layer_norm": "output_layer_norm",
+    },
 )

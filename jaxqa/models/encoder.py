@@ -52,7 +52,7 @@ class SpanModel(nn.Module):
         )
         # Unbound, named as their parameters are in files (which names them in profiles and the HLO).
         layers = [
-            fam.layer(cfg, i, self.dtype, self.param_dtype, ex, parent=None, name=f"layer_{i}")
+            fam.layer(cfg, self.dtype, self.param_dtype, ex, i, parent=None, name=f"layer_{i}")
             for i in range(cfg.num_hidden_layers)
         ]
         keys = None

@@ -10,6 +10,7 @@ import dataclasses
 from typing import Any, TypeVar
 
 from jaxqa.models import ConfigError
+from jaxqa.models.layers import check_activation
 
 # Keys every Hugging Face config may carry that do not change what an encoder
 # with a span head computes (bookkeeping, generation and output switches).
@@ -65,3 +66,38 @@ def to_hf(config, model_type: str, architecture: str) -> dict[str, Any]:
     hf = {"model_type": model_type, "architectures": [architecture]}
     hf.update(dataclasses.asdict(config))
     return hf
+
+
+@dataclasses.dataclass(frozen=True)
+class BertFields:
+    """The fields of BERT's config that SqueezeBERT's has too, at
+    bert-base-uncased's values, and what follows from them; each family's
+    Config adds its own fields and checks."""
+
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
+    initializer_range: float = 0.02
+
+    def __post_init__(self):
+        check_activation(self.hidden_act)
+        if self.hidden_size % self.num_attention_heads:
+            raise ConfigError(
+                f"hidden_size={self.hidden_size} is not a multiple of num_attention_heads={self.num_attention_heads}"
+            )
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @classmethod
+    def from_hf(cls, hf: dict[str, Any]):
+        return from_hf(cls, hf)

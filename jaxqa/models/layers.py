@@ -203,15 +203,10 @@ class LayerNorm(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        features = x.shape[-1]
-        scale = self.param("scale", ones((self.axis,)), (features,), self.param_dtype)
-        bias = self.param("bias", zeros((self.axis,)), (features,), self.param_dtype)
         x = x.astype(jnp.float32)
         mean = x.mean(-1, keepdims=True)
         var = jnp.square(x - mean).mean(-1, keepdims=True)
-        y = (x - mean) * jax.lax.rsqrt(var + self.epsilon)
-        y = y * scale.astype(jnp.float32) + bias.astype(jnp.float32)
-        return y.astype(self.dtype)
+        return _affine(self, (x - mean) * jax.lax.rsqrt(var + self.epsilon), "scale")
 
 
 class NoNorm(nn.Module):
@@ -223,47 +218,61 @@ class NoNorm(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        features = x.shape[-1]
-        weight = self.param("weight", ones((self.axis,)), (features,), self.param_dtype)
-        bias = self.param("bias", zeros((self.axis,)), (features,), self.param_dtype)
-        y = x.astype(jnp.float32) * weight.astype(jnp.float32) + bias.astype(jnp.float32)
-        return y.astype(self.dtype)
+        return _affine(self, x.astype(jnp.float32), "weight")
 
 
-class Embeddings(nn.Module):
-    """Word + position + token-type embeddings, LayerNorm and dropout, as BERT and
-    SqueezeBERT have them: ids (B, T) -> (B, T, hidden_size).
+def _affine(norm: LayerNorm | NoNorm, y, gain: str):
+    """y (..., F) times a gain plus a bias per feature, in float32, returned in the
+    norm's dtype; the norm's parameters `gain` and "bias" (F,), logically named its `axis`."""
+    weight = norm.param(gain, ones((norm.axis,)), y.shape[-1:], norm.param_dtype)
+    bias = norm.param("bias", zeros((norm.axis,)), y.shape[-1:], norm.param_dtype)
+    return (y * weight.astype(jnp.float32) + bias.astype(jnp.float32)).astype(norm.dtype)
 
-    `config` is read by its Hugging Face field names (`vocab_size`,
-    `hidden_size`, `max_position_embeddings`, `type_vocab_size`, `layer_norm_eps`,
-    `hidden_dropout_prob`, `initializer_range`), which both families share.
-    """
+
+class Part(nn.Module):
+    """A part of a family's model, its embeddings or a layer: its config (read by
+    its Hugging Face field names), the dtypes it computes in and keeps its
+    parameters in, and how the model runs. Its methods make the shared layers
+    it is built of, in its compact method, named as their parameters."""
 
     config: Any
     dtype: Dtype
     param_dtype: Dtype
     execution: Execution
 
+    def dense(self, features: int, axes: tuple[str, str], name: str) -> "Dense":
+        return Dense(features, axes, self.config.initializer_range, self.dtype, self.param_dtype, name=name)
+
+    def heads(self, x, axes: tuple[str, str], num_heads: int, head_dim: int, name: str):
+        """x (B, T, W) projected to attention heads, (B, T, N, H)."""
+        y = self.dense(num_heads * head_dim, axes, name)(x)
+        return y.reshape(*y.shape[:2], num_heads, head_dim)
+
+    def layer_norm(self, epsilon: float, name: str, axis: str = "embed") -> "LayerNorm":
+        return LayerNorm(epsilon, self.dtype, self.param_dtype, axis, name=name)
+
+    def table(self, rows: int, features: int, axis: str, name: str) -> jax.Array:
+        """An embedding table (rows, features) of fresh normal values, its rows logically named `axis`."""
+        init = normal(self.config.initializer_range, (axis, "embed"))
+        return Table(rows, features, init, self.param_dtype, name=name)()
+
+
+class Embeddings(Part):
+    """Word + position + token-type embeddings, LayerNorm and dropout, as BERT and
+    SqueezeBERT have them: ids (B, T) -> (B, T, hidden_size)."""
+
     @nn.compact
     def __call__(self, input_ids, token_type_ids, deterministic: bool):
-        cfg, d, std = self.config, self.config.hidden_size, self.config.initializer_range
-        words = Table(cfg.vocab_size, d, normal(std, ("vocab", "embed")), self.param_dtype, name="word_embeddings")()
-        positions = Table(
-            cfg.max_position_embeddings,
-            d,
-            normal(std, ("position", "embed")),
-            self.param_dtype,
-            name="position_embeddings",
-        )()
-        types = Table(
-            cfg.type_vocab_size, d, normal(std, ("type", "embed")), self.param_dtype, name="token_type_embeddings"
-        )()
+        cfg, d = self.config, self.config.hidden_size
+        words = self.table(cfg.vocab_size, d, "vocab", "word_embeddings")
+        positions = self.table(cfg.max_position_embeddings, d, "position", "position_embeddings")
+        types = self.table(cfg.type_vocab_size, d, "type", "token_type_embeddings")
         x = (
             gather(words, input_ids, self.dtype, self.execution)
             + prefix(positions, input_ids.shape[1], self.dtype)
             + one_hot_rows(types, token_type_ids, self.dtype)
         )  # (B, T, D)
-        x = LayerNorm(cfg.layer_norm_eps, self.dtype, self.param_dtype, name="LayerNorm")(x)
+        x = self.layer_norm(cfg.layer_norm_eps, "LayerNorm")(x)
         return nn.Dropout(cfg.hidden_dropout_prob)(x, deterministic=deterministic)
 
 

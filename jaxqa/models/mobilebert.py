@@ -8,7 +8,7 @@ embeddings are narrower still (`embedding_size`) and, with `trigram_input`,
 each position's embedding is concatenated with its neighbours' before a Linear
 widens it to `hidden_size`.
 
-Its `FAMILY` is what `jaxqa.models.encoder.SpanModel` and conversion need.
+It exports the names every family module does (`jaxqa.models`).
 """
 
 import dataclasses
@@ -19,21 +19,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxqa.models import ConfigError, Family, HFNames, hf_config
-from jaxqa.models.execution import Execution
+from jaxqa.models import ConfigError, HFNames, bert, hf_config
 from jaxqa.models.layers import (
     Attention,
-    Dense,
-    Dtype,
-    LayerNorm,
     NoNorm,
+    Part,
     Table,
     activation,
     attention_flops,
     check_activation,
     dense_flops,
     gather,
-    normal,
     one_hot_rows,
     prefix,
 )
@@ -152,11 +148,11 @@ SIZES = {
 }
 
 
-def norm(config: Config, epsilon: float, dtype: Dtype, param_dtype: Dtype, name: str, axis: str = "embed") -> nn.Module:
+def _norm(part: Part, epsilon: float, name: str, axis: str = "embed") -> nn.Module:
     """LayerNorm or NoNorm, as the config says, over a width logically named `axis`."""
-    if config.normalization_type == "layer_norm":
-        return LayerNorm(epsilon, dtype, param_dtype, axis, name=name)
-    return NoNorm(dtype, param_dtype, axis, name=name)
+    if part.config.normalization_type == "layer_norm":
+        return part.layer_norm(epsilon, name, axis)
+    return NoNorm(part.dtype, part.param_dtype, axis, name=name)
 
 
 def _normal_with_zero_row(std: float, row: int):
@@ -166,23 +162,12 @@ def _normal_with_zero_row(std: float, row: int):
     return nn.with_logical_partitioning(init, ("vocab", "embed"))
 
 
-class Embeddings(nn.Module):
-    config: Config
-    dtype: Dtype
-    param_dtype: Dtype
-    execution: Execution
-
+class Embeddings(Part):
     @nn.compact
     def __call__(self, input_ids, token_type_ids, deterministic: bool):
-        cfg, std = self.config, self.config.initializer_range
-        args: dict[str, Any] = dict(std=std, dtype=self.dtype, param_dtype=self.param_dtype)
-        words = Table(
-            cfg.vocab_size,
-            cfg.embedding_size,
-            _normal_with_zero_row(std, cfg.pad_token_id),
-            self.param_dtype,
-            name="word_embeddings",
-        )()
+        cfg = self.config
+        init = _normal_with_zero_row(cfg.initializer_range, cfg.pad_token_id)
+        words = Table(cfg.vocab_size, cfg.embedding_size, init, self.param_dtype, name="word_embeddings")()
         x = gather(words, input_ids, self.dtype, self.execution)  # (B, T, E)
         # The pad token's row learns nothing, as in PyTorch (`padding_idx`): it stays
         # the zeros a trigram sees past a window's end, whatever the padded length.
@@ -195,32 +180,20 @@ class Embeddings(nn.Module):
             before = jnp.pad(x[:, :-1], ((0, 0), (1, 0), (0, 0)))
             x = jnp.concatenate([after, x, before], axis=-1)  # (B, T, 3E)
         if cfg.transforms_embeddings:
-            x = Dense(cfg.hidden_size, ("kernel_in", "embed"), name="embedding_transformation", **args)(x)  # (B, T, D)
-        positions = Table(
-            cfg.max_position_embeddings,
-            cfg.hidden_size,
-            normal(std, ("position", "embed")),
-            self.param_dtype,
-            name="position_embeddings",
-        )()
-        types = Table(
-            cfg.type_vocab_size,
-            cfg.hidden_size,
-            normal(std, ("type", "embed")),
-            self.param_dtype,
-            name="token_type_embeddings",
-        )()
+            x = self.dense(cfg.hidden_size, ("kernel_in", "embed"), "embedding_transformation")(x)  # (B, T, D)
+        positions = self.table(cfg.max_position_embeddings, cfg.hidden_size, "position", "position_embeddings")
+        types = self.table(cfg.type_vocab_size, cfg.hidden_size, "type", "token_type_embeddings")
         x = x + prefix(positions, input_ids.shape[1], self.dtype) + one_hot_rows(types, token_type_ids, self.dtype)
-        x = norm(cfg, DEFAULT_LAYER_NORM_EPS, self.dtype, self.param_dtype, name="LayerNorm")(x)
+        x = _norm(self, DEFAULT_LAYER_NORM_EPS, "LayerNorm")(x)
         return nn.Dropout(cfg.hidden_dropout_prob)(x, deterministic=deterministic)
 
 
-def feed_forward(cfg: Config, h, dtype: Dtype, param_dtype: Dtype, execution: Execution):
-    """One feed-forward network, in the module that calls it: (B, T, K) -> (B, T, K), before the residual."""
-    args: dict[str, Any] = dict(std=cfg.initializer_range, dtype=dtype, param_dtype=param_dtype)
-    y = Dense(cfg.intermediate_size, ("bottleneck", "mlp"), name="intermediate", **args)(h)
-    y = activation(cfg.hidden_act, execution)(y)
-    return Dense(cfg.true_hidden_size, ("mlp", "bottleneck"), name="output", **args)(y)
+def _feed_forward(part: Part, h):
+    """One feed-forward network, in the part that calls it: (B, T, K) -> (B, T, K), before the residual."""
+    cfg = part.config
+    y = part.dense(cfg.intermediate_size, ("bottleneck", "mlp"), "intermediate")(h)
+    y = activation(cfg.hidden_act, part.execution)(y)
+    return part.dense(cfg.true_hidden_size, ("mlp", "bottleneck"), "output")(y)
 
 
 def inner_axis(cfg: Config) -> str:
@@ -228,45 +201,34 @@ def inner_axis(cfg: Config) -> str:
     return "bottleneck" if cfg.use_bottleneck else "embed"
 
 
-class FeedForward(nn.Module):
+class FeedForward(Part):
     """One of a layer's stacked feed-forward networks but its last, with its
     residual and norm: (B, T, K) -> (B, T, K)."""
 
-    config: Config
-    dtype: Dtype
-    param_dtype: Dtype
-    execution: Execution
-
     @nn.compact
     def __call__(self, h):
-        cfg = self.config
-        y = feed_forward(cfg, h, self.dtype, self.param_dtype, self.execution)
-        return norm(cfg, cfg.layer_norm_eps, self.dtype, self.param_dtype, "LayerNorm", inner_axis(cfg))(y + h)
+        y = _feed_forward(self, h)
+        return _norm(self, self.config.layer_norm_eps, "LayerNorm", inner_axis(self.config))(y + h)
 
 
-class Layer(nn.Module):
+class Layer(Part):
     """One MobileBERT block on the wide stream (B, T, D); inside it runs at width K = true_hidden_size."""
 
-    config: Config
     index: int
-    dtype: Dtype
-    param_dtype: Dtype
-    execution: Execution
 
     @nn.compact
     def __call__(self, x, attention_mask, deterministic: bool):
         cfg = self.config
-        args: dict[str, Any] = dict(std=cfg.initializer_range, dtype=self.dtype, param_dtype=self.param_dtype)
         k = cfg.true_hidden_size
         dropout = nn.Dropout(cfg.hidden_dropout_prob)
         inner = inner_axis(cfg)
 
         def add_norm(y, residual, name, epsilon=cfg.layer_norm_eps, axis=inner):
-            return norm(cfg, epsilon, self.dtype, self.param_dtype, name, axis)(y + residual)
+            return _norm(self, epsilon, name, axis)(y + residual)
 
         def bottleneck(name):  # (B, T, D) -> (B, T, K)
-            y = Dense(k, ("embed", "bottleneck"), name=name, **args)(x)
-            return norm(cfg, cfg.layer_norm_eps, self.dtype, self.param_dtype, f"{name}_LayerNorm", "bottleneck")(y)
+            y = self.dense(k, ("embed", "bottleneck"), name)(x)
+            return _norm(self, cfg.layer_norm_eps, f"{name}_LayerNorm", "bottleneck")(y)
 
         # Query/key input, value input, and the residual of the attention output.
         if not cfg.use_bottleneck:
@@ -280,10 +242,9 @@ class Layer(nn.Module):
             else:
                 query_key = value = x  # K == D here (checked by Config)
 
-        def heads(inputs, axis, name):  # (B, T, K or D) -> (B, T, N, H)
-            y = Dense(k, (axis, "heads"), name=name, **args)(inputs)
-            return y.reshape(*y.shape[:2], cfg.num_attention_heads, cfg.head_dim)
-
+        heads = lambda inputs, axis, name: self.heads(
+            inputs, (axis, "heads"), cfg.num_attention_heads, cfg.head_dim, name
+        )
         attention = Attention(cfg.attention_probs_dropout_prob, self.execution)
         context = attention(
             heads(query_key, "bottleneck", "query"),
@@ -292,19 +253,19 @@ class Layer(nn.Module):
             attention_mask,
             deterministic,
         )  # (B, T, K)
-        y = Dense(k, ("heads", "bottleneck"), name="attention_output", **args)(context)
+        y = self.dense(k, ("heads", "bottleneck"), "attention_output")(context)
         if not cfg.use_bottleneck:  # with bottlenecks the reference drops out only after the output bottleneck
             y = dropout(y, deterministic=deterministic)
         h = add_norm(y, residual, "attention_LayerNorm")  # (B, T, K)
         network = FeedForward(cfg, self.dtype, self.param_dtype, self.execution, parent=None)
         h = apply(self, FEED_FORWARD, [network] * (cfg.num_feedforward_networks - 1), h, execution=self.execution)
-        y = feed_forward(cfg, h, self.dtype, self.param_dtype, self.execution)
+        y = _feed_forward(self, h)
         if not cfg.use_bottleneck:
             y = dropout(y, deterministic=deterministic)
         h = add_norm(y, h, "output_LayerNorm", DEFAULT_LAYER_NORM_EPS)
         if not cfg.use_bottleneck:
             return h  # K == D
-        y = Dense(cfg.hidden_size, ("bottleneck", "embed"), name="output_bottleneck", **args)(h)  # (B, T, D)
+        y = self.dense(cfg.hidden_size, ("bottleneck", "embed"), "output_bottleneck")(h)  # (B, T, D)
         return add_norm(dropout(y, deterministic=deterministic), x, "output_bottleneck_LayerNorm", axis="embed")
 
 
@@ -370,39 +331,22 @@ def forward_flops(cfg: Config, s: int) -> int:
     return embeddings + cfg.num_hidden_layers * layer + dense_flops(s, d, 2)  # span head
 
 
-FAMILY = Family(
-    model_type=MODEL_TYPE,
-    architecture=ARCHITECTURE,
-    config=Config,
-    sizes=SIZES,
-    embeddings=Embeddings,
-    layer=Layer,
-    hf=HFNames(
-        prefix=HF_PREFIX,
-        dropped=("pooler.", "cls.", "embeddings.position_ids"),
-        layer="encoder.layer.{i}",
-        layer_modules={
-            "query": "attention.self.query",
-            "key": "attention.self.key",
-            "value": "attention.self.value",
-            "attention_output": "attention.output.dense",
-            "attention_LayerNorm": "attention.output.LayerNorm",
-            "intermediate": "intermediate.dense",
-            "output": "output.dense",
-            "output_LayerNorm": "output.LayerNorm",
-            "ffn_{j}_intermediate": "ffn.{j}.intermediate.dense",
-            "ffn_{j}_output": "ffn.{j}.output.dense",
-            "ffn_{j}_LayerNorm": "ffn.{j}.output.LayerNorm",
-            "bottleneck_input": "bottleneck.input.dense",
-            "bottleneck_input_LayerNorm": "bottleneck.input.LayerNorm",
-            "bottleneck_attention": "bottleneck.attention.dense",
-            "bottleneck_attention_LayerNorm": "bottleneck.attention.LayerNorm",
-            "output_bottleneck": "output.bottleneck.dense",
-            "output_bottleneck_LayerNorm": "output.bottleneck.LayerNorm",
-        },
-    ),
-    forward_flops=forward_flops,
-    attention_dropout="attention_probs_dropout_prob",
-    layer_blocks=(FEED_FORWARD,),
-    hf_export_extras=hf_export_extras,
+ATTENTION_DROPOUT = "attention_probs_dropout_prob"
+LAYER_BLOCKS = (FEED_FORWARD,)
+HF = HFNames(
+    prefix=HF_PREFIX,
+    dropped=("pooler.", "cls.", "embeddings.position_ids"),
+    layer="encoder.layer.{i}",
+    layer_modules={
+        **bert.HF.layer_modules,  # MobileBERT keeps BERT's names where it has BERT's modules
+        "ffn_{j}_intermediate": "ffn.{j}.intermediate.dense",
+        "ffn_{j}_output": "ffn.{j}.output.dense",
+        "ffn_{j}_LayerNorm": "ffn.{j}.output.LayerNorm",
+        "bottleneck_input": "bottleneck.input.dense",
+        "bottleneck_input_LayerNorm": "bottleneck.input.LayerNorm",
+        "bottleneck_attention": "bottleneck.attention.dense",
+        "bottleneck_attention_LayerNorm": "bottleneck.attention.LayerNorm",
+        "output_bottleneck": "output.bottleneck.dense",
+        "output_bottleneck_LayerNorm": "output.bottleneck.LayerNorm",
+    },
 )

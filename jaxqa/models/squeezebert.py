@@ -5,7 +5,7 @@ kernel-size-1 convolutions. A kernel-size-1 convolution is a matrix product per
 position, so here each is a grouped matrix product on the (B, T, D) layout,
 which XLA lowers to dot products rather than convolutions.
 
-Its `FAMILY` is what `jaxqa.models.encoder.SpanModel` and conversion need.
+It exports the names every family module does (`jaxqa.models`).
 """
 
 import dataclasses
@@ -16,22 +16,21 @@ import jax.numpy as jnp
 import numpy as np
 from jax.ad_checkpoint import checkpoint_name
 
-from jaxqa.models import ConfigError, Family, HFNames, hf_config
-from jaxqa.models.execution import MATMUL, Execution
+from jaxqa.models import ConfigError, HFNames, hf_config
+from jaxqa.models.execution import MATMUL
 from jaxqa.models.layers import (
     Attention,
     Dtype,
-    Embeddings,
-    LayerNorm,
+    Part,
     activation,
     attention_flops,
-    check_activation,
     dense_flops,
     matmul,
     normal,
     quantization_scale,
     zeros,
 )
+from jaxqa.models.layers import Embeddings as Embeddings  # the embeddings BERT and SqueezeBERT share
 
 MODEL_TYPE = "squeezebert"
 ARCHITECTURE = "SqueezeBertForQuestionAnswering"
@@ -43,19 +42,7 @@ ENCODER_LAYER_NORM_EPS = 1e-12
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    vocab_size: int = 30522
-    hidden_size: int = 768
-    num_hidden_layers: int = 12
-    num_attention_heads: int = 12
-    intermediate_size: int = 3072
-    hidden_act: str = "gelu"
-    hidden_dropout_prob: float = 0.1
-    attention_probs_dropout_prob: float = 0.1
-    max_position_embeddings: int = 512
-    type_vocab_size: int = 2
-    initializer_range: float = 0.02
-    layer_norm_eps: float = 1e-12
+class Config(hf_config.BertFields):
     embedding_size: int = 768
     q_groups: int = 4
     k_groups: int = 4
@@ -65,11 +52,7 @@ class Config:
     output_groups: int = 4
 
     def __post_init__(self):
-        check_activation(self.hidden_act)
-        if self.hidden_size % self.num_attention_heads:
-            raise ConfigError(
-                f"hidden_size={self.hidden_size} is not a multiple of num_attention_heads={self.num_attention_heads}"
-            )
+        super().__post_init__()
         if self.embedding_size != self.hidden_size:
             # The reference asserts this too: it has no projection between the two widths.
             raise ConfigError(f"embedding_size={self.embedding_size} must equal hidden_size={self.hidden_size}")
@@ -85,14 +68,6 @@ class Config:
             groups = getattr(self, field)
             if groups < 1 or any(width % groups for width in widths):
                 raise ConfigError(f"{field}={groups} does not divide the layer's widths {widths}")
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_attention_heads
-
-    @classmethod
-    def from_hf(cls, hf: dict[str, Any]) -> "Config":
-        return hf_config.from_hf(cls, hf)
 
     def to_hf(self) -> dict[str, Any]:
         return hf_config.to_hf(self, MODEL_TYPE, ARCHITECTURE)
@@ -143,43 +118,34 @@ class GroupedDense(nn.Module):
         return checkpoint_name(y, MATMUL)  # what remat "matmuls" keeps
 
 
-class Layer(nn.Module):
+class Layer(Part):
     """One SqueezeBERT layer: (B, T, D) -> (B, T, D)."""
 
-    config: Config
     index: int
-    dtype: Dtype
-    param_dtype: Dtype
-    execution: Execution
+
+    def grouped(self, features: int, groups: int, out_axis: str, name: str) -> GroupedDense:
+        cfg = self.config
+        return GroupedDense(features, groups, out_axis, cfg.initializer_range, self.dtype, self.param_dtype, name=name)
 
     @nn.compact
     def __call__(self, x, attention_mask, deterministic: bool):
         cfg = self.config
-        args: dict[str, Any] = dict(std=cfg.initializer_range, dtype=self.dtype, param_dtype=self.param_dtype)
         dropout = nn.Dropout(cfg.hidden_dropout_prob)
 
         def heads(name, groups):  # (B, T, D) -> (B, T, N, H)
-            y = GroupedDense(cfg.hidden_size, groups, "heads", name=name, **args)(x)
+            y = self.grouped(cfg.hidden_size, groups, "heads", name)(x)
             return y.reshape(*y.shape[:2], cfg.num_attention_heads, cfg.head_dim)
 
         attention = Attention(cfg.attention_probs_dropout_prob, self.execution)
-        context = attention(
-            heads("query", cfg.q_groups),
-            heads("key", cfg.k_groups),
-            heads("value", cfg.v_groups),
-            attention_mask,
-            deterministic,
-        )  # (B, T, N * H)
-        y = GroupedDense(cfg.hidden_size, cfg.post_attention_groups, "embed", name="post_attention", **args)(context)
-        x = LayerNorm(ENCODER_LAYER_NORM_EPS, self.dtype, self.param_dtype, name="post_attention_layernorm")(
-            dropout(y, deterministic=deterministic) + x
-        )
-        y = GroupedDense(cfg.intermediate_size, cfg.intermediate_groups, "mlp", name="intermediate", **args)(x)
+        queries, keys, values = heads("query", cfg.q_groups), heads("key", cfg.k_groups), heads("value", cfg.v_groups)
+        context = attention(queries, keys, values, attention_mask, deterministic)  # (B, T, N * H)
+        y = self.grouped(cfg.hidden_size, cfg.post_attention_groups, "embed", "post_attention")(context)
+        norm = lambda name: self.layer_norm(ENCODER_LAYER_NORM_EPS, name)
+        x = norm("post_attention_layernorm")(dropout(y, deterministic=deterministic) + x)
+        y = self.grouped(cfg.intermediate_size, cfg.intermediate_groups, "mlp", "intermediate")(x)
         y = activation(cfg.hidden_act, self.execution)(y)
-        y = GroupedDense(cfg.hidden_size, cfg.output_groups, "embed", name="output", **args)(y)
-        return LayerNorm(ENCODER_LAYER_NORM_EPS, self.dtype, self.param_dtype, name="output_layernorm")(
-            dropout(y, deterministic=deterministic) + x
-        )
+        y = self.grouped(cfg.hidden_size, cfg.output_groups, "embed", "output")(y)
+        return norm("output_layernorm")(dropout(y, deterministic=deterministic) + x)
 
 
 def hf_export_extras(config: Config) -> dict[str, np.ndarray]:
@@ -211,29 +177,19 @@ def forward_flops(cfg: Config, s: int) -> int:
     return cfg.num_hidden_layers * layer + dense_flops(s, d, 2)  # span head
 
 
-FAMILY = Family(
-    model_type=MODEL_TYPE,
-    architecture=ARCHITECTURE,
-    config=Config,
-    sizes=SIZES,
-    embeddings=Embeddings,
-    layer=Layer,
-    hf=HFNames(
-        prefix=HF_PREFIX,
-        dropped=("pooler.", "cls.", "embeddings.position_ids"),
-        layer="encoder.layers.{i}",
-        layer_modules={
-            "query": "attention.query",
-            "key": "attention.key",
-            "value": "attention.value",
-            "post_attention": "post_attention.conv1d",
-            "post_attention_layernorm": "post_attention.layernorm",
-            "intermediate": "intermediate.conv1d",
-            "output": "output.conv1d",
-            "output_layernorm": "output.layernorm",
-        },
-    ),
-    forward_flops=forward_flops,
-    attention_dropout="attention_probs_dropout_prob",
-    hf_export_extras=hf_export_extras,
+ATTENTION_DROPOUT = "attention_probs_dropout_prob"
+HF = HFNames(
+    prefix=HF_PREFIX,
+    dropped=("pooler.", "cls.", "embeddings.position_ids"),
+    layer="encoder.layers.{i}",
+    layer_modules={
+        "query": "attention.query",
+        "key": "attention.key",
+        "value": "attention.value",
+        "post_attention": "post_attention.conv1d",
+        "post_attention_layernorm": "post_attention.layernorm",
+        "intermediate": "intermediate.conv1d",
+        "output": "output.conv1d",
+        "output_layernorm": "output.layernorm",
+    },
 )

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from itertools import chain
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from tokenizers import Encoding, Tokenizer
@@ -109,6 +110,51 @@ def featurize_eval(examples: Sequence[Example], tokenizer: Tokenizer, settings: 
     return features
 
 
+class _Tokens(NamedTuple):
+    """The questions and the distinct contexts, tokenized once, their tokens laid end to end."""
+
+    question_ids: np.ndarray  # all questions' tokens, flat
+    question_start: np.ndarray  # (E,) where each example's question begins
+    question_len: np.ndarray  # (E,) its tokens kept (max_query_length at most)
+    context_ids: np.ndarray  # all distinct contexts' tokens, flat
+    context_start: np.ndarray  # (C,)
+    context_len: np.ndarray  # (C,)
+    context_offsets: np.ndarray  # (all context tokens, 2): character span of each
+    example_context: np.ndarray  # (E,) the distinct context of each example
+
+
+def _tokens(examples: Sequence[Example], tokenizer: Tokenizer, max_query_length: int) -> _Tokens:
+    # run_qa.py strips leading white space: some SQuAD questions have a lot of it.
+    questions = tokenizer.encode_batch([ex.question.lstrip() for ex in examples], add_special_tokens=False)
+    context_number: dict[str, int] = {}  # each distinct context, numbered in order of appearance
+    example_context = np.array(
+        [context_number.setdefault(ex.context, len(context_number)) for ex in examples], np.int64
+    )  # (E,)
+    contexts = tokenizer.encode_batch(list(context_number), add_special_tokens=False)
+    question_ids, question_start, question_len = _flatten_ids(questions)
+    question_len = np.minimum(question_len, max_query_length)  # a question keeps its first tokens
+    context_ids, context_start, context_len = _flatten_ids(contexts)
+    context_offsets = np.fromiter(
+        chain.from_iterable(chain.from_iterable(e.offsets for e in contexts)), np.int32, count=2 * len(context_ids)
+    ).reshape(-1, 2)
+    return _Tokens(
+        question_ids, question_start, question_len, context_ids, context_start, context_len, context_offsets,
+        example_context,
+    )  # fmt: skip
+
+
+def _plain(tokenizer: Tokenizer) -> Tokenizer:
+    """`tokenizer` without padding and truncation: a private copy where it has
+    them (copying costs tens of milliseconds, so tokenizers from
+    `load_tokenizer`, which have neither, are used as they are)."""
+    if tokenizer.padding is None and tokenizer.truncation is None:
+        return tokenizer
+    tokenizer = Tokenizer.from_str(tokenizer.to_str())
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    return tokenizer
+
+
 def _windows(examples: Sequence[Example], tokenizer: Tokenizer, settings: FeatureSettings):
     """Tokenizes the questions and the distinct contexts, then cuts the windows.
 
@@ -123,74 +169,63 @@ def _windows(examples: Sequence[Example], tokenizer: Tokenizer, settings: Featur
     `transformers`.
     """
     length, stride = settings.max_seq_length, settings.doc_stride
-    if tokenizer.padding is not None or tokenizer.truncation is not None:
-        # A private copy without them (copying costs tens of milliseconds, so
-        # tokenizers from `load_tokenizer`, which have neither, are used as is).
-        tokenizer = Tokenizer.from_str(tokenizer.to_str())
-        tokenizer.no_padding()
-        tokenizer.no_truncation()
+    tokenizer = _plain(tokenizer)
     cls_id, sep_id = _bert_pair_template(tokenizer)
     pad_id = tokenizer.token_to_id("[PAD]")
     if pad_id is None:
         raise FeatureError("the tokenizer has no [PAD] token")
-
-    # run_qa.py strips leading white space: some SQuAD questions have a lot of it.
-    questions = tokenizer.encode_batch([ex.question.lstrip() for ex in examples], add_special_tokens=False)
-    context_number: dict[str, int] = {}  # each distinct context, numbered in order of appearance
-    example_context = np.array(
-        [context_number.setdefault(ex.context, len(context_number)) for ex in examples], np.int64
-    )  # (E,)
-    contexts = tokenizer.encode_batch(list(context_number), add_special_tokens=False)
-
-    question_ids, question_start, question_len = _flatten_ids(questions)
-    question_len = np.minimum(question_len, settings.max_query_length)  # a question keeps its first tokens
-    context_ids, context_start, context_len = _flatten_ids(contexts)
-    context_offsets = np.fromiter(
-        chain.from_iterable(chain.from_iterable(e.offsets for e in contexts)), np.int32, count=2 * len(context_ids)
-    ).reshape(-1, 2)
+    t = _tokens(examples, tokenizer, settings.max_query_length)
 
     # Per example (E,): context tokens that fit in a window, and the step between windows.
-    context_len = context_len[example_context]
-    room = length - 3 - question_len  # 3: [CLS] and two [SEP]
+    context_len = t.context_len[t.example_context]
+    room = length - 3 - t.question_len  # 3: [CLS] and two [SEP]
     step = room - stride
     too_long = (context_len > room) & (step <= 0)
     if too_long.any():
         i = int(np.argmax(too_long))
         raise FeatureError(
-            f"question {examples[i].id}: its {question_len[i]} tokens leave room for {room[i]} context tokens "
+            f"question {examples[i].id}: its {t.question_len[i]} tokens leave room for {room[i]} context tokens "
             f"per window, not more than doc_stride={stride}; lower max_query_length or doc_stride"
         )
     # As the fast tokenizer does: windows start every `step` tokens until one reaches the end.
     n_windows = np.where(context_len > room, 1 - (-(context_len - room) // np.maximum(step, 1)), 1)
 
     # Per window (N,): its example, its number k within the example, its context part.
-    example_index = np.repeat(np.arange(len(examples), dtype=np.int32), n_windows)
-    n = len(example_index)
-    e = example_index
-    k = np.arange(n) - np.repeat(np.cumsum(n_windows) - n_windows, n_windows)
+    e = np.repeat(np.arange(len(examples), dtype=np.int32), n_windows)
+    k = np.arange(len(e)) - np.repeat(np.cumsum(n_windows) - n_windows, n_windows)
     window_start = k * step[e]  # the window's first token, counted in its context
-    q = question_len[e]
     c = np.minimum(room[e], context_len[e] - window_start)  # context tokens in the window
+    input_ids, attention_mask, token_type_ids, offsets = _assembled(
+        t, e, window_start, c, length, (cls_id, sep_id, pad_id)
+    )
+    return input_ids, attention_mask, token_type_ids, e, offsets
 
-    # Each window is [CLS] question [SEP] context part [SEP] padding; its pieces
-    # are copied as runs of flat indices, never as per-token Python.
+
+def _assembled(t: _Tokens, e: np.ndarray, window_start: np.ndarray, c: np.ndarray, length: int, special: tuple):
+    """input_ids, attention_mask, token_type_ids and offsets (N, L) of the windows
+    of examples `e` (N,), each [CLS] question [SEP] context part [SEP] padding,
+    its context part the `c` tokens from `window_start`; `special` the ids of
+    [CLS], [SEP] and [PAD]. The pieces are copied as runs of flat indices, never
+    as per-token Python."""
+    cls_id, sep_id, pad_id = special
+    n, q = len(e), t.question_len[e]
     row = np.arange(n) * length  # flat index of each window's position 0
     question_at = _runs(row + 1, q)
     context_at = _runs(row + q + 2, c)
-    context_from = _runs(context_start[example_context[e]] + window_start, c)
+    context_from = _runs(t.context_start[t.example_context[e]] + window_start, c)
     input_ids = np.full((n, length), pad_id, np.int32)
     flat_ids = input_ids.reshape(-1)
     flat_ids[row] = cls_id
-    flat_ids[question_at] = question_ids[_runs(question_start[e], q)]
+    flat_ids[question_at] = t.question_ids[_runs(t.question_start[e], q)]
     flat_ids[row + q + 1] = sep_id
-    flat_ids[context_at] = context_ids[context_from]
+    flat_ids[context_at] = t.context_ids[context_from]
     flat_ids[row + q + 2 + c] = sep_id
     position = np.arange(length)[None, :]
     attention_mask = (position <= (q + 2 + c)[:, None]).astype(np.int32)
     token_type_ids = ((position >= (q + 2)[:, None]) & (attention_mask == 1)).astype(np.int32)
     offsets = np.full((n, length, 2), -1, np.int32)
-    offsets.reshape(-1, 2)[context_at] = context_offsets[context_from]
-    return input_ids, attention_mask, token_type_ids, example_index, offsets
+    offsets.reshape(-1, 2)[context_at] = t.context_offsets[context_from]
+    return input_ids, attention_mask, token_type_ids, offsets
 
 
 def _runs(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
