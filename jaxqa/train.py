@@ -38,9 +38,9 @@ from jaxqa.training.run_folder import MetricsLog, RunFolder, exclusive
 from jaxqa.training.settings import (
     Settings,
     SettingsError,
+    blame,
     changed_settings,
     parse,
-    remat_for,
     trajectory,
     validate,
     validate_mesh,
@@ -56,19 +56,10 @@ class TrainingError(Error):
     """A run that cannot go on; the message says which step or flag."""
 
 
-@contextlib.contextmanager
-def blame(flag: str):
-    """Prefixes any jaxqa error raised in the block with the flag whose value caused it."""
-    try:
-        yield
-    except Error as err:
-        raise SettingsError(f"{flag}: {err}") from None
-
-
 def main(argv=None, prog: str = "python -m jaxqa.train") -> int:
     try:
         s = parse(argv, prog)
-        with log_to(sys.stdout, logging.INFO if s.process_id == 0 else logging.WARNING):  # the leader speaks
+        with log_to(sys.stdout, logging.INFO if s.devices.process_id == 0 else logging.WARNING):  # the leader speaks
             return train(s)
     except Error as err:
         print(f"jaxqa.train: error: {err}", file=sys.stderr)
@@ -92,7 +83,7 @@ def train(s: Settings) -> int:
         run_settings["teacher_weights"] = params_digest(teacher.source.config, teacher.params)
     with exclusive(s.run_folder):
         folder = RunFolder(
-            s.run_folder, s.model, model.config, model.tokenizer_dir, keep=s.keep,
+            s.run_folder, s.encoder.family, model.config, model.tokenizer_dir, keep=s.output.keep,
             shrink=compact.compact if plan.prune else None,
         )  # fmt: skip
         state = restore_or_init(s, folder, run_settings, model, plan, layout)
@@ -114,11 +105,13 @@ def train(s: Settings) -> int:
 
 def start_processes(s: Settings) -> Mesh:
     """Joins the other processes of a multi-host run, enables the compilation cache and makes the device mesh."""
-    if s.num_processes > 1:
+    if s.devices.num_processes > 1:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU runs; other platforms ignore it
-        jax.distributed.initialize(s.coordinator, num_processes=s.num_processes, process_id=s.process_id)
-    compilation_cache.enable(s.compilation_cache)
-    mesh_sizes = sharding.parse_mesh(s.mesh, jax.device_count())
+        jax.distributed.initialize(
+            s.devices.coordinator, num_processes=s.devices.num_processes, process_id=s.devices.process_id
+        )
+    compilation_cache.enable(s.devices.compilation_cache)
+    mesh_sizes = sharding.parse_mesh(s.devices.mesh, jax.device_count())
     validate_mesh(s, mesh_sizes[sharding.DATA], jax.process_count())
     log.info(f"mesh data={mesh_sizes['data']} model={mesh_sizes['model']} over {jax.device_count()} "
              f"{jax.devices()[0].platform} device(s)")  # fmt: skip
@@ -139,37 +132,41 @@ class Model:
 
 
 def build_model(s: Settings) -> Model:
-    fam = models.family(s.model)
+    fam = models.family(s.encoder.family)
     source: Source | None
-    if s.init == "random":
-        if not s.tokenizer:
+    if s.encoder.init == "random":
+        if not s.encoder.tokenizer:
             raise SettingsError("--init random needs --tokenizer DIR (a folder with tokenizer.json or vocab.txt)")
-        if s.size not in fam.sizes:
-            raise SettingsError(f"--size {s.size!r}: {s.model} has {', '.join(fam.sizes)}")
-        source, config, tokenizer_dir = None, fam.sizes[s.size], Path(s.tokenizer)
+        if s.encoder.size not in fam.sizes:
+            raise SettingsError(f"--size {s.encoder.size!r}: {s.encoder.family} has {', '.join(fam.sizes)}")
+        source, config, tokenizer_dir = None, fam.sizes[s.encoder.size], Path(s.encoder.tokenizer)
     else:
         try:
-            source = open_checkpoint(s.init)
+            source = open_checkpoint(s.encoder.init)
         except Error as err:
             raise SettingsError(
-                f"--init {s.init}: {err}. Point --init at a local folder (a Hugging Face checkpoint or "
+                f"--init {s.encoder.init}: {err}. Point --init at a local folder (a Hugging Face checkpoint or "
                 "the output of convert/pt2flax.py), or use --init random --tokenizer DIR"
             ) from None
-        if source.model_type != s.model:
-            raise SettingsError(f"--init {s.init} holds a {source.model_type} model, not --model {s.model}")
-        config, tokenizer_dir = source.config, Path(s.tokenizer or source.folder)
-    models.check_length(config, s.max_seq_length, "--max-seq-length")
-    with blame("--tokenizer" if s.tokenizer else "--init"):
+        if source.model_type != s.encoder.family:
+            raise SettingsError(
+                f"--init {s.encoder.init} holds a {source.model_type} model, not --model {s.encoder.family}"
+            )
+        config, tokenizer_dir = source.config, Path(s.encoder.tokenizer or source.folder)
+    models.check_length(config, s.data.max_seq_length, "--max-seq-length")
+    with blame("--tokenizer" if s.encoder.tokenizer else "--init"):
         tokenizer = load_tokenizer(tokenizer_dir, config.vocab_size)
     platform = jax.devices()[0].platform
-    bf16 = s.precision == "bf16" or (s.precision == "auto" and precision.training_bf16(platform, precision.cpu_flags()))
-    ex = execution.for_training(platform, bf16, s.scan_layers, remat_for(s, platform))
+    bf16 = s.encoder.precision == "bf16" or (
+        s.encoder.precision == "auto" and precision.training_bf16(platform, precision.cpu_flags())
+    )
+    ex = execution.for_training(platform, bf16, s.encoder.scan_layers, s.encoder.remat_for(platform))
     # The run folder keeps the config as it came; training may drop out attention at another rate.
     trained = config
-    if s.attention_dropout is not None:
-        trained = dataclasses.replace(config, **{fam.attention_dropout: s.attention_dropout})  # type: ignore[type-var]
+    if s.encoder.attention_dropout is not None:
+        trained = dataclasses.replace(config, **{fam.attention_dropout: s.encoder.attention_dropout})  # type: ignore[type-var]
     module = SpanModel(trained, jnp.bfloat16 if bf16 else jnp.float32, jnp.float32, ex)
-    log.info(f"{s.model}: layers {'scanned' if ex.scan else 'unrolled'}, remat {ex.remat}, "
+    log.info(f"{s.encoder.family}: layers {'scanned' if ex.scan else 'unrolled'}, remat {ex.remat}, "
              f"compute in {'bfloat16' if bf16 else 'float32'}")  # fmt: skip
     return Model(config, module, tokenizer, tokenizer_dir, source)
 
@@ -182,15 +179,15 @@ class Data:
 
 
 def load_data(s: Settings, tokenizer: Tokenizer) -> Data:
-    windows = FeatureSettings(s.max_seq_length, s.doc_stride, s.max_query_length)
+    windows = FeatureSettings(s.data.max_seq_length, s.data.doc_stride, s.data.max_query_length)
     with blame("--train-file"):
-        squad = batches.read(s.train_file, "train", s.max_train_examples)
+        squad = batches.read(s.data.train_file, "train", s.data.max_train_examples)
         train_set = train_features(squad, tokenizer, windows)
     eval_set = None
-    if s.eval_file:
+    if s.data.eval_file:
         with blame("--eval-file"):
-            eval_set = batches.eval_set(s.eval_file, s.max_eval_examples, tokenizer, windows)
-        log.info(f"evaluating on {len(eval_set.data.examples)} questions from {s.eval_file}")
+            eval_set = batches.eval_set(s.data.eval_file, s.data.max_eval_examples, tokenizer, windows)
+        log.info(f"evaluating on {len(eval_set.data.examples)} questions from {s.data.eval_file}")
     return Data(train_set, squad.fingerprint, eval_set)
 
 
@@ -202,15 +199,15 @@ class Teacher:
 
 def read_teacher(s: Settings, student: Model) -> Teacher | None:
     """The fine-tuned model to distil from (--teacher), checked against the student's tokenizer."""
-    if not s.teacher:
+    if not s.distillation.teacher:
         return None
     try:
-        source = open_checkpoint(s.teacher)
+        source = open_checkpoint(s.distillation.teacher)
         same_tokens = load_tokenizer(source.folder, source.config.vocab_size).to_str() == student.tokenizer.to_str()
-        models.check_length(source.config, s.max_seq_length, "--max-seq-length")
+        models.check_length(source.config, s.data.max_seq_length, "--max-seq-length")
         params = source.read_params(need_head="a teacher must be a question-answering model, fine-tuned")
     except Error as err:
-        raise SettingsError(f"--teacher {s.teacher}: {err}") from None
+        raise SettingsError(f"--teacher {s.distillation.teacher}: {err}") from None
     if not same_tokens:
         raise SettingsError(
             f"--teacher {source.folder} and the student ({student.tokenizer_dir}) tokenize differently; "
@@ -234,40 +231,48 @@ class Plan:
 
 
 def plan_optimization(s: Settings, module: SpanModel, windows: int) -> Plan:
-    steps_per_epoch = windows // s.batch_size
+    steps_per_epoch = windows // s.optimization.batch_size
     if steps_per_epoch == 0:
-        raise SettingsError(f"--batch-size {s.batch_size} is larger than the {windows} training features")
-    total_steps = s.max_steps or math.ceil(s.epochs * steps_per_epoch)
-    log.info(f"{windows} training features from {s.train_file}, {steps_per_epoch} steps per epoch, "
+        raise SettingsError(f"--batch-size {s.optimization.batch_size} is larger than the {windows} training features")
+    total_steps = s.optimization.max_steps or math.ceil(s.optimization.epochs * steps_per_epoch)
+    log.info(f"{windows} training features from {s.data.train_file}, {steps_per_epoch} steps per epoch, "
              f"{total_steps} steps")  # fmt: skip
-    warmup = int(s.warmup_proportion * total_steps)
-    lr = optim.schedule(s.learning_rate, warmup, total_steps)
+    warmup = int(s.optimization.warmup_proportion * total_steps)
+    lr = optim.schedule(s.optimization.learning_rate, warmup, total_steps)
     layer_axes = stacking.layer_axes(models.abstract_params(module))  # one trust ratio per layer
-    tx = optim.build(s.optimizer, lr, s.weight_decay, clip_norm=s.clip_norm, layer_axes=layer_axes)
-    if not s.prune:
+    tx = optim.build(
+        s.optimization.optimizer,
+        lr,
+        s.optimization.weight_decay,
+        clip_norm=s.optimization.clip_norm,
+        layer_axes=layer_axes,
+    )
+    if not s.pruning.method:
         return Plan(total_steps, lr, tx, None, None)
     config = module.config
-    block = pruning.block_edge(s.prune_block, config.head_dim, config.hidden_size)
-    if block != s.prune_block and s.prune == "hybrid":
-        log.info(f"--prune-block {s.prune_block}: blocks of {block} x {block}, which divide the model's heads")
+    block = pruning.block_edge(s.pruning.block, config.head_dim, config.hidden_size)
+    if block != s.pruning.block and s.pruning.method == "hybrid":
+        log.info(f"--prune-block {s.pruning.block}: blocks of {block} x {block}, which divide the model's heads")
     prune = pruning.Pruning(
-        s.prune, s.prune_remaining, total_steps, warmup, s.prune_initial_warmup, s.prune_final_warmup,
-        s.prune_penalty, block,
+        s.pruning.method, s.pruning.remaining, total_steps, warmup, s.pruning.initial_warmup, s.pruning.final_warmup,
+        s.pruning.penalty, block,
     )  # fmt: skip
     # The pruning warm-ups are counted in learning-rate warm-ups: the cubic decay runs between them.
-    decay = total_steps - (s.prune_initial_warmup + s.prune_final_warmup) * warmup
+    decay = total_steps - (s.pruning.initial_warmup + s.pruning.final_warmup) * warmup
     if decay < 1:
         raise SettingsError(
-            f"--prune-initial-warmup {s.prune_initial_warmup} and --prune-final-warmup {s.prune_final_warmup}: "
-            f"{s.prune_initial_warmup + s.prune_final_warmup:g} warm-ups of {warmup} steps leave none of the run's "
+            f"--prune-initial-warmup {s.pruning.initial_warmup} and --prune-final-warmup {s.pruning.final_warmup}: "
+            f"{s.pruning.initial_warmup + s.pruning.final_warmup:g} warm-ups of {warmup} steps leave none of the run's "
             f"{total_steps} steps for the pruning schedule to decay over; lower them or train longer"
         )
-    if warmup == 0 and (s.prune_initial_warmup or s.prune_final_warmup):
+    if warmup == 0 and (s.pruning.initial_warmup or s.pruning.final_warmup):
         log.warning(
             f"--prune-initial-warmup and --prune-final-warmup are counted in learning-rate warm-ups, which are 0 "
-            f"steps here ({s.warmup_proportion} of {total_steps}): pruning decays over the whole run"
+            f"steps here ({s.optimization.warmup_proportion} of {total_steps}): pruning decays over the whole run"
         )
-    score_tx = optim.scores(optim.schedule(s.prune_score_learning_rate, warmup, total_steps), s.clip_norm)
+    score_tx = optim.scores(
+        optim.schedule(s.pruning.score_learning_rate, warmup, total_steps), s.optimization.clip_norm
+    )
     return Plan(total_steps, lr, tx, prune, score_tx)
 
 
@@ -283,7 +288,7 @@ class Layout:
 
 def lay_out_state(s: Settings, module: SpanModel, plan: Plan, mesh: Mesh) -> Layout:
     boxed = models.abstract_params(module)
-    param_sh = sharding.param_shardings(boxed, mesh, s.fsdp)
+    param_sh = sharding.param_shardings(boxed, mesh, s.devices.fsdp)
 
     def init(params: dict) -> TrainState:
         scores = plan.prune.init_scores(params) if plan.prune else None
@@ -301,7 +306,7 @@ def restore_or_init(
     or a fresh one born sharded from --init's weights or random ones."""
     if folder.latest_step() is not None:
         changes = "; ".join(changed_settings(folder.settings, run_settings))
-        if changes and not s.allow_changed_settings:
+        if changes and not s.output.allow_changed_settings:
             raise SettingsError(
                 f"{s.run_folder} holds a run trained with other settings ({changes}): the same command "
                 "resumes it exactly; pass --allow-changed-settings to go on with the new values, "
@@ -313,10 +318,12 @@ def restore_or_init(
         log.info(f"resumed from {folder.directory} at step {int(restored.step)}")
         return restored
     if model.source is None:
-        log.warning(f"--init random: training {s.model} {s.size} from random weights, not a pretrained encoder")
+        log.warning(
+            f"--init random: training {s.encoder.family} {s.encoder.size} from random weights, not a pretrained encoder"
+        )
         fresh = lambda key: layout.init(nn.meta.unbox(model.module.init(key, *models.example_batch())["params"]))
-        return jax.jit(fresh, out_shardings=layout.state_sh)(jax.random.key(s.seed))
-    start = jax.device_put(model.source.read_params(s.seed), layout.param_sh)
+        return jax.jit(fresh, out_shardings=layout.state_sh)(jax.random.key(s.optimization.seed))
+    start = jax.device_put(model.source.read_params(s.optimization.seed), layout.param_sh)
     return jax.jit(layout.init, out_shardings=layout.state_sh)(start)
 
 
@@ -329,14 +336,14 @@ def compile_step(
     distill, teacher_params, teacher_sh = None, {}, {}
     if teacher:
         teacher_module = SpanModel(teacher.source.config, module.dtype, jnp.float32, module.execution)
-        teacher_sh = sharding.param_shardings(models.abstract_params(teacher_module), mesh, s.fsdp)
+        teacher_sh = sharding.param_shardings(models.abstract_params(teacher_module), mesh, s.devices.fsdp)
         teacher_params = jax.device_put(teacher.params, teacher_sh)
-        distill = Distillation(teacher_module, s.distill_alpha, s.distill_temperature)
+        distill = Distillation(teacher_module, s.distillation.alpha, s.distillation.temperature)
         log.info(f"distilling from the {teacher.source.model_type} teacher {teacher.source.folder} "
-                 f"(alpha {s.distill_alpha}, temperature {s.distill_temperature})")  # fmt: skip
+                 f"(alpha {s.distillation.alpha}, temperature {s.distillation.temperature})")  # fmt: skip
     batch_sh = {key: sharding.batch_sharding(mesh, ndim, leading=1) for key, ndim in batches.TRAIN_NDIMS.items()}
     step_fn = jax.jit(
-        make_train_step(module, plan.tx, s.seed, distill, plan.prune, plan.score_tx),
+        make_train_step(module, plan.tx, s.optimization.seed, distill, plan.prune, plan.score_tx),
         in_shardings=(layout.state_sh, batch_sh, teacher_sh),
         out_shardings=(layout.state_sh, sharding.replicated(mesh)),
         donate_argnums=0,
@@ -427,7 +434,7 @@ class Run:
         self.masked = self._masked()
         self.started = time.perf_counter()
         self.ended = self.started
-        self.throughput = Throughput(s.batch_size)
+        self.throughput = Throughput(s.optimization.batch_size)
 
     def _masked(self) -> Callable:
         """The model a state stands for: (its parameters, pruned as the schedule
@@ -446,8 +453,8 @@ class Run:
             return {}
         s = self.s
         return evaluate.evaluate_params(
-            self.model.module, params, self.data.eval, self.mesh, s.eval_batch_size, s.null_score_diff_threshold,
-            s.length_step,
+            self.model.module, params, self.data.eval, self.mesh, s.evaluation.batch_size, s.evaluation.null_score_diff_threshold,
+            s.data.length_step,
         )  # fmt: skip
 
     def loop(self, state: TrainState, step_fn: Callable, teacher_params: dict, stop: Stop) -> TrainState:
@@ -458,24 +465,26 @@ class Run:
             self.metrics_log.write({"resumed_from_step": step})
         progress = tqdm(total=total, initial=step, disable=not self.leader, unit="step", dynamic_ncols=True)
         while step < total and stop.signal is None:
-            rows = batches.step_rows(train_set, step, s.batch_size, s.seed, s.length_step)
+            rows = batches.step_rows(
+                train_set, step, s.optimization.batch_size, s.optimization.seed, s.data.length_step
+            )
             local = batches.train_batch(
-                train_set, rows, s.grad_accum, s.length_step, jax.process_index(), jax.process_count()
+                train_set, rows, s.optimization.grad_accum, s.data.length_step, jax.process_index(), jax.process_count()
             )
             started = time.perf_counter()
             state, metrics = step_fn(state, sharding.global_batch(local, self.mesh, leading=1), teacher_params)
             step += 1
             self.throughput.stepped(int(batches.lengths(train_set)[rows].sum()), started, metrics)
-            if step % s.log_every == 0 or step == total:
+            if step % s.output.log_every == 0 or step == total:
                 self._log(state, step, metrics, progress)
                 self.folder.check()
             progress.update(1)
-            if s.eval_every and step % s.eval_every == 0 and step < total:
+            if s.evaluation.every and step % s.evaluation.every == 0 and step < total:
                 params = self.masked(state)[0]
                 result = self.evaluate(params)
                 self.metrics_log.write({"step": step, **result})
                 self.folder.keep_best(params, result, step)
-            if step % s.save_every == 0:
+            if step % s.output.save_every == 0:
                 self.folder.save(step, state)
         progress.close()
         self.ended = time.perf_counter()
@@ -515,14 +524,14 @@ class Run:
         if self.plan.prune:
             assert isinstance(self.model.config, bert.Config)  # pruning is BERT's (settings refuse others)
             report = {
-                "method": s.prune,
-                "remaining_target": s.prune_remaining,
+                "method": s.pruning.method,
+                "remaining_target": s.pruning.remaining,
                 "remaining": round(float(kept), 4),
-                **compact.report(self.model.config, final_config, s.max_seq_length),
+                **compact.report(self.model.config, final_config, s.data.max_seq_length),
             }
             if self.leader:
                 write_file(run_dir / "pruning.json", json.dumps(report, indent=2) + "\n")
-            log.info(f"pruned by {s.prune}: {compact.describe(report)}; report in {run_dir / 'pruning.json'}")
+            log.info(f"pruned by {s.pruning.method}: {compact.describe(report)}; report in {run_dir / 'pruning.json'}")
         step = int(state.step)
         result = self.evaluate(params)
         if result:
