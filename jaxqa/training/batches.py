@@ -1,5 +1,5 @@
 """Training and evaluation data for `jaxqa.train`: SQuAD from a local JSON file
-or the hub, as features, and the batch of every step.
+or the hub, as features (`load_data`), and the batch of every step.
 
 The order of the training features is a function of (seed, epoch) alone, and a
 step's batch a function of the step, so a resumed run reads exactly the batches
@@ -10,6 +10,7 @@ the padded length (`jaxqa.buckets`) that holds its longest window.
 
 import dataclasses
 import functools
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,9 @@ from tokenizers import Tokenizer
 from jaxqa.errors import Error
 from jaxqa.squad import buckets, examples, features
 from jaxqa.squad.features import EvalFeatures, FeatureSettings, TrainFeatures
+from jaxqa.training.settings import DataSettings, blame
+
+log = logging.getLogger("jaxqa.train")
 
 HUB_DATASETS = ("squad", "squad_v2")
 # Arrays of a training batch and their rank per sequence-batch.
@@ -59,6 +63,28 @@ def read(source: str, split: str, max_examples: int) -> examples.SquadData:
 def eval_set(source: str, max_examples: int, tokenizer: Tokenizer, settings: FeatureSettings) -> EvalSet:
     data = read(source, "validation", max_examples)
     return EvalSet(data, features.eval_features(data, tokenizer, settings))
+
+
+@dataclasses.dataclass(frozen=True)
+class Data:
+    """What a run trains and evaluates on."""
+
+    train: TrainFeatures
+    train_digest: str | None  # of the training file's contents (None for a hub dataset)
+    eval: EvalSet | None
+
+
+def load_data(d: DataSettings, tokenizer: Tokenizer) -> Data:
+    """--train-file's windows, and --eval-file's (if any), as `tokenizer` cuts them."""
+    with blame("--train-file"):
+        squad = read(d.train_file, "train", d.max_train_examples)
+        train_set = features.train_features(squad, tokenizer, d.windows)
+    eval_data = None
+    if d.eval_file:
+        with blame("--eval-file"):
+            eval_data = eval_set(d.eval_file, d.max_eval_examples, tokenizer, d.windows)
+        log.info(f"evaluating on {len(eval_data.data.examples)} questions from {d.eval_file}")
+    return Data(train_set, squad.fingerprint, eval_data)
 
 
 # Length-grouped batches: windows are sorted by length within groups of this many

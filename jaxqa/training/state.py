@@ -1,14 +1,23 @@
 """The train state: what a run carries from step to step, how it is made and
-how it is sharded over the mesh. Its parameters, the optimizer's moments of
-them and the pruning scores are laid out as the model holds its parameters
-(runs of like layers stacked, `jaxqa.models.stacking`), in memory and in the
-run folder's checkpoints alike."""
+how it is sharded over the mesh (a run's `Layout`), and the model a state
+stands for. Its parameters, the optimizer's moments of them and the pruning
+scores are laid out as the model holds its parameters (runs of like layers
+stacked, `jaxqa.models.stacking`), in memory and in the run folder's
+checkpoints alike."""
 
+import dataclasses
+from collections.abc import Callable
+
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
 from flax import struct
-from jax.sharding import NamedSharding
+from jax.sharding import Mesh, NamedSharding
+
+from jaxqa import models, sharding
+from jaxqa.models.encoder import SpanModel
+from jaxqa.training.plan import Plan
 
 
 @struct.dataclass
@@ -78,3 +87,46 @@ def shardings(
         scores=scores,
         score_opt_state=None if scores is None else moments(score_tx, abstract.score_opt_state, scores),
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """How a run's state is laid out: its shape, the mesh, and where on it each leaf lives."""
+
+    mesh: Mesh
+    fsdp: bool  # weights sharded over the data axis too
+    init: Callable[[dict], TrainState]  # parameters -> the state before the first step
+    abstract: TrainState
+    state_sh: TrainState
+    param_sh: dict
+
+    def shardings_of(self, module: SpanModel) -> dict:
+        """Where the parameters of `module` (the student, or a teacher beside it) live."""
+        return sharding.param_shardings(models.abstract_params(module), self.mesh, self.fsdp)
+
+
+def lay_out_state(module: SpanModel, plan: Plan, mesh: Mesh, fsdp: bool) -> Layout:
+    """The layout of the state that trains `module` as `plan` says, over `mesh`."""
+    boxed = models.abstract_params(module)
+    param_sh = sharding.param_shardings(boxed, mesh, fsdp)
+
+    def init(params: dict) -> TrainState:
+        scores = plan.prune.init_scores(params) if plan.prune else None
+        return TrainState.create(params, plan.tx, scores, plan.score_tx)
+
+    abstract = jax.eval_shape(init, nn.meta.unbox(boxed))
+    state_sh = shardings(abstract, param_sh, sharding.replicated(mesh), plan.tx, plan.score_tx)
+    return Layout(mesh, fsdp, init, abstract, state_sh, param_sh)
+
+
+def model_of(plan: Plan, layout: Layout) -> Callable[[TrainState], tuple[dict, float]]:
+    """The model a state stands for: (its parameters, pruned as the schedule
+    says at the state's step; the share of weights kept)."""
+    prune = plan.prune
+    if prune is None:
+        return lambda state: (state.params, 1.0)
+
+    def pruned(state: TrainState):
+        return prune.apply(state.params, state.scores, prune.select(state.params, state.scores, state.step))
+
+    return jax.jit(pruned, out_shardings=(layout.param_sh, sharding.replicated(layout.mesh)))

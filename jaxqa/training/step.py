@@ -103,26 +103,40 @@ def make_train_step(
         grads, losses = jax.lax.scan(micro, zeros, (jnp.arange(accum), batch))
         grads, score_grads = jax.tree_util.tree_map(lambda g: g / accum, grads)
         losses = {key: value.mean() for key, value in losses.items()}
-        loss, grad_norm = losses["loss"], optax.tree.norm(grads)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        scores, score_opt_state = state.scores, state.score_opt_state
-        if scores is not None:
-            assert score_tx is not None  # scores come with their optimizer
-            score_updates, score_opt_state = score_tx.update(score_grads, score_opt_state, scores)
-            scores = optax.apply_updates(scores, score_updates)
-        # A non-finite loss freezes the state at the last good step and records where it happened.
-        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.tree.norm(score_grads))
-        ok = finite & (state.bad_step < 0)
-        keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, old)
-        new_state = TrainState(
-            step=state.step + ok.astype(jnp.int32),
-            params=keep(params, state.params),
-            opt_state=keep(opt_state, state.opt_state),
-            bad_step=jnp.where((state.bad_step < 0) & ~finite, state.step, state.bad_step),
-            scores=keep(scores, state.scores),
-            score_opt_state=keep(score_opt_state, state.score_opt_state),
-        )
+        grad_norm = optax.tree.norm(grads)
+        new_state = _update(state, grads, score_grads, losses["loss"], grad_norm, tx, score_tx)
         return new_state, {**losses, "grad_norm": grad_norm}
 
     return train_step
+
+
+def _update(
+    state: TrainState,
+    grads: dict,
+    score_grads: dict | None,
+    loss: jax.Array,
+    grad_norm: jax.Array,
+    tx: optax.GradientTransformation,
+    score_tx: optax.GradientTransformation | None,
+) -> TrainState:
+    """The state after one update of the parameters (and the pruning scores) by
+    their gradients; a non-finite loss or gradient freezes it instead."""
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    scores, score_opt_state = state.scores, state.score_opt_state
+    if scores is not None:
+        assert score_tx is not None  # scores come with their optimizer
+        score_updates, score_opt_state = score_tx.update(score_grads, score_opt_state, scores)
+        scores = optax.apply_updates(scores, score_updates)
+    # A non-finite loss freezes the state at the last good step and records where it happened.
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.tree.norm(score_grads))
+    ok = finite & (state.bad_step < 0)
+    keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, old)
+    return TrainState(
+        step=state.step + ok.astype(jnp.int32),
+        params=keep(params, state.params),
+        opt_state=keep(opt_state, state.opt_state),
+        bad_step=jnp.where((state.bad_step < 0) & ~finite, state.step, state.bad_step),
+        scores=keep(scores, state.scores),
+        score_opt_state=keep(score_opt_state, state.score_opt_state),
+    )
