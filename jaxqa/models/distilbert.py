@@ -16,17 +16,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from jaxqa.models import ConfigError, HFNames, hf_config
-from jaxqa.models.layers import (
-    Attention,
-    Part,
-    activation,
-    attention_flops,
-    check_activation,
-    dense_flops,
-    gather,
-    prefix,
-)
+from jaxqa.models import ConfigError, HFNames, hf_config, layers
 
 MODEL_TYPE = "distilbert"
 ARCHITECTURE = "DistilBertForQuestionAnswering"
@@ -52,7 +42,7 @@ class Config:
     seq_classif_dropout: float = 0.2  # of the classification heads; kept so that the config round-trips
 
     def __post_init__(self):
-        check_activation(self.activation, "activation")
+        layers.check_activation(self.activation, "activation")
         if self.dim % self.n_heads:
             raise ConfigError(f"dim={self.dim} is not a multiple of n_heads={self.n_heads}")
 
@@ -90,7 +80,7 @@ def sinusoidal_table(positions: int, dim: int) -> np.ndarray:
     return table.astype(np.float32)
 
 
-class Embeddings(Part):
+class Embeddings(layers.Part):
     """Word + position embeddings, LayerNorm and dropout: ids (B, T) -> (B, T, D);
     DistilBERT has no token types, so `token_type_ids` is ignored."""
 
@@ -98,17 +88,17 @@ class Embeddings(Part):
     def __call__(self, input_ids, token_type_ids, deterministic: bool):
         cfg, length = self.config, input_ids.shape[1]
         words = self.table(cfg.vocab_size, cfg.dim, "vocab", "word_embeddings")
-        x = gather(words, input_ids, self.dtype, self.execution)  # (B, T, D)
+        x = layers.gather(words, input_ids, self.dtype, self.execution)  # (B, T, D)
         if cfg.sinusoidal_pos_embds:
             positions = jnp.asarray(sinusoidal_table(length, cfg.dim), self.dtype)[None]  # (1, T, D)
         else:
             table = self.table(cfg.max_position_embeddings, cfg.dim, "position", "position_embeddings")
-            positions = prefix(table, length, self.dtype)  # (1, T, D)
+            positions = layers.prefix(table, length, self.dtype)  # (1, T, D)
         x = self.layer_norm(LAYER_NORM_EPS, "LayerNorm")(x + positions)
         return nn.Dropout(cfg.dropout)(x, deterministic=deterministic)
 
 
-class Layer(Part):
+class Layer(layers.Part):
     """One DistilBERT block: (B, T, D) -> (B, T, D)."""
 
     index: int
@@ -117,12 +107,12 @@ class Layer(Part):
     def __call__(self, x, attention_mask, deterministic: bool):
         cfg = self.config
         heads = lambda name: self.heads(x, ("embed", "heads"), cfg.n_heads, cfg.head_dim, name)
-        attention = Attention(cfg.attention_dropout, self.execution)
+        attention = layers.Attention(cfg.attention_dropout, self.execution)
         context = attention(heads("q_lin"), heads("k_lin"), heads("v_lin"), attention_mask, deterministic)  # (B, T, D)
         y = self.dense(cfg.dim, ("heads", "embed"), "out_lin")(context)
         x = self.layer_norm(LAYER_NORM_EPS, "sa_layer_norm")(y + x)
         y = self.dense(cfg.hidden_dim, ("embed", "mlp"), "lin1")(x)
-        y = activation(cfg.activation, self.execution)(y)
+        y = layers.activation(cfg.activation, self.execution)(y)
         y = self.dense(cfg.dim, ("mlp", "embed"), "lin2")(y)
         y = nn.Dropout(cfg.dropout)(y, deterministic=deterministic)
         return self.layer_norm(LAYER_NORM_EPS, "output_layer_norm")(y + x)
@@ -142,8 +132,13 @@ def hf_fixed(config: Config) -> dict[str, np.ndarray]:
 def forward_flops(cfg: Config, s: int) -> int:
     """Matrix-multiply FLOPs of one forward pass over one sequence of `s` tokens."""
     d, m = cfg.dim, cfg.hidden_dim
-    layer = 4 * dense_flops(s, d, d) + attention_flops(s, d) + dense_flops(s, d, m) + dense_flops(s, m, d)
-    return cfg.n_layers * layer + dense_flops(s, d, 2)  # span head
+    layer = (
+        4 * layers.dense_flops(s, d, d)
+        + layers.attention_flops(s, d)
+        + layers.dense_flops(s, d, m)
+        + layers.dense_flops(s, m, d)
+    )
+    return cfg.n_layers * layer + layers.dense_flops(s, d, 2)  # span head
 
 
 ATTENTION_DROPOUT = "attention_dropout"

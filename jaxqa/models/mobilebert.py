@@ -19,20 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxqa.models import ConfigError, HFNames, bert, hf_config
-from jaxqa.models.layers import (
-    Attention,
-    NoNorm,
-    Part,
-    Table,
-    activation,
-    attention_flops,
-    check_activation,
-    dense_flops,
-    gather,
-    one_hot_rows,
-    prefix,
-)
+from jaxqa.models import ConfigError, HFNames, bert, hf_config, layers
 from jaxqa.models.stacking import Repeated, apply
 
 MODEL_TYPE = "mobilebert"
@@ -78,7 +65,7 @@ class Config:
     classifier_activation: bool = True
 
     def __post_init__(self):
-        check_activation(self.hidden_act)
+        layers.check_activation(self.hidden_act)
         if self.normalization_type not in ("no_norm", "layer_norm"):
             raise ConfigError(
                 f"normalization_type={self.normalization_type!r} is not supported; choose 'no_norm' or 'layer_norm'"
@@ -148,11 +135,11 @@ SIZES = {
 }
 
 
-def _norm(part: Part, epsilon: float, name: str, axis: str = "embed") -> nn.Module:
+def _norm(part: layers.Part, epsilon: float, name: str, axis: str = "embed") -> nn.Module:
     """LayerNorm or NoNorm, as the config says, over a width logically named `axis`."""
     if part.config.normalization_type == "layer_norm":
         return part.layer_norm(epsilon, name, axis)
-    return NoNorm(part.dtype, part.param_dtype, axis, name=name)
+    return layers.NoNorm(part.dtype, part.param_dtype, axis, name=name)
 
 
 def _normal_with_zero_row(std: float, row: int):
@@ -162,13 +149,13 @@ def _normal_with_zero_row(std: float, row: int):
     return nn.with_logical_partitioning(init, ("vocab", "embed"))
 
 
-class Embeddings(Part):
+class Embeddings(layers.Part):
     @nn.compact
     def __call__(self, input_ids, token_type_ids, deterministic: bool):
         cfg = self.config
         init = _normal_with_zero_row(cfg.initializer_range, cfg.pad_token_id)
-        words = Table(cfg.vocab_size, cfg.embedding_size, init, self.param_dtype, name="word_embeddings")()
-        x = gather(words, input_ids, self.dtype, self.execution)  # (B, T, E)
+        words = layers.Table(cfg.vocab_size, cfg.embedding_size, init, self.param_dtype, name="word_embeddings")()
+        x = layers.gather(words, input_ids, self.dtype, self.execution)  # (B, T, E)
         # The pad token's row learns nothing, as in PyTorch (`padding_idx`): it stays
         # the zeros a trigram sees past a window's end, whatever the padded length.
         x = jnp.where((input_ids == cfg.pad_token_id)[..., None], jax.lax.stop_gradient(x), x)
@@ -183,16 +170,20 @@ class Embeddings(Part):
             x = self.dense(cfg.hidden_size, ("kernel_in", "embed"), "embedding_transformation")(x)  # (B, T, D)
         positions = self.table(cfg.max_position_embeddings, cfg.hidden_size, "position", "position_embeddings")
         types = self.table(cfg.type_vocab_size, cfg.hidden_size, "type", "token_type_embeddings")
-        x = x + prefix(positions, input_ids.shape[1], self.dtype) + one_hot_rows(types, token_type_ids, self.dtype)
+        x = (
+            x
+            + layers.prefix(positions, input_ids.shape[1], self.dtype)
+            + layers.one_hot_rows(types, token_type_ids, self.dtype)
+        )
         x = _norm(self, DEFAULT_LAYER_NORM_EPS, "LayerNorm")(x)
         return nn.Dropout(cfg.hidden_dropout_prob)(x, deterministic=deterministic)
 
 
-def _feed_forward(part: Part, h):
+def _feed_forward(part: layers.Part, h):
     """One feed-forward network, in the part that calls it: (B, T, K) -> (B, T, K), before the residual."""
     cfg = part.config
     y = part.dense(cfg.intermediate_size, ("bottleneck", "mlp"), "intermediate")(h)
-    y = activation(cfg.hidden_act, part.execution)(y)
+    y = layers.activation(cfg.hidden_act, part.execution)(y)
     return part.dense(cfg.true_hidden_size, ("mlp", "bottleneck"), "output")(y)
 
 
@@ -201,7 +192,7 @@ def inner_axis(cfg: Config) -> str:
     return "bottleneck" if cfg.use_bottleneck else "embed"
 
 
-class FeedForward(Part):
+class FeedForward(layers.Part):
     """One of a layer's stacked feed-forward networks but its last, with its
     residual and norm: (B, T, K) -> (B, T, K)."""
 
@@ -211,7 +202,7 @@ class FeedForward(Part):
         return _norm(self, self.config.layer_norm_eps, "LayerNorm", inner_axis(self.config))(y + h)
 
 
-class Layer(Part):
+class Layer(layers.Part):
     """One MobileBERT block on the wide stream (B, T, D); inside it runs at width K = true_hidden_size."""
 
     index: int
@@ -245,7 +236,7 @@ class Layer(Part):
         heads = lambda inputs, axis, name: self.heads(
             inputs, (axis, "heads"), cfg.num_attention_heads, cfg.head_dim, name
         )
-        attention = Attention(cfg.attention_probs_dropout_prob, self.execution)
+        attention = layers.Attention(cfg.attention_probs_dropout_prob, self.execution)
         context = attention(
             heads(query_key, "bottleneck", "query"),
             heads(query_key, "bottleneck", "key"),
@@ -302,7 +293,7 @@ def forward_flops(cfg: Config, s: int) -> int:
     d, k, m = cfg.hidden_size, cfg.true_hidden_size, cfg.intermediate_size
     embeddings = 0
     if cfg.transforms_embeddings:  # (S, 3E or E) -> (S, D)
-        embeddings = dense_flops(s, cfg.embedding_size * (3 if cfg.trigram_input else 1), d)
+        embeddings = layers.dense_flops(s, cfg.embedding_size * (3 if cfg.trigram_input else 1), d)
     # Widths of the query/key and value inputs, and the bottlenecks, as `Layer` picks them.
     if not cfg.use_bottleneck:
         query_key, value, bottlenecks = d, d, 0
@@ -310,25 +301,25 @@ def forward_flops(cfg: Config, s: int) -> int:
         query_key, value, bottlenecks = (
             k,
             k,
-            dense_flops(s, d, k) + dense_flops(s, k, d),
+            layers.dense_flops(s, d, k) + layers.dense_flops(s, k, d),
         )  # input and output bottlenecks
     elif cfg.key_query_shared_bottleneck:
         query_key, value, bottlenecks = (
             k,
             d,
-            2 * dense_flops(s, d, k) + dense_flops(s, k, d),
+            2 * layers.dense_flops(s, d, k) + layers.dense_flops(s, k, d),
         )  # and the query/key bottleneck
     else:
-        query_key, value, bottlenecks = d, d, dense_flops(s, d, k) + dense_flops(s, k, d)
+        query_key, value, bottlenecks = d, d, layers.dense_flops(s, d, k) + layers.dense_flops(s, k, d)
     layer = (
         bottlenecks
-        + 2 * dense_flops(s, query_key, k)
-        + dense_flops(s, value, k)  # query, key, value: (S, K)
-        + attention_flops(s, k)
-        + dense_flops(s, k, k)  # attention output
-        + cfg.num_feedforward_networks * (dense_flops(s, k, m) + dense_flops(s, m, k))
+        + 2 * layers.dense_flops(s, query_key, k)
+        + layers.dense_flops(s, value, k)  # query, key, value: (S, K)
+        + layers.attention_flops(s, k)
+        + layers.dense_flops(s, k, k)  # attention output
+        + cfg.num_feedforward_networks * (layers.dense_flops(s, k, m) + layers.dense_flops(s, m, k))
     )
-    return embeddings + cfg.num_hidden_layers * layer + dense_flops(s, d, 2)  # span head
+    return embeddings + cfg.num_hidden_layers * layer + layers.dense_flops(s, d, 2)  # span head
 
 
 ATTENTION_DROPOUT = "attention_probs_dropout_prob"

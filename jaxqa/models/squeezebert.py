@@ -16,20 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.ad_checkpoint import checkpoint_name
 
-from jaxqa.models import ConfigError, HFNames, hf_config
+from jaxqa.models import ConfigError, HFNames, hf_config, layers
 from jaxqa.models.execution import MATMUL
-from jaxqa.models.layers import (
-    Attention,
-    Dtype,
-    Part,
-    activation,
-    attention_flops,
-    dense_flops,
-    matmul,
-    normal,
-    quantization_scale,
-    zeros,
-)
 from jaxqa.models.layers import Embeddings as Embeddings  # the embeddings BERT and SqueezeBERT share
 
 MODEL_TYPE = "squeezebert"
@@ -92,33 +80,36 @@ class GroupedDense(nn.Module):
     groups: int
     out_axis: str  # logical name of the output channels
     std: float
-    dtype: Dtype
-    param_dtype: Dtype
+    dtype: layers.Dtype
+    param_dtype: layers.Dtype
 
     @nn.compact
     def __call__(self, x):
         g = self.groups
         kernel = self.param(
             "kernel",
-            normal(self.std, ("groups", "kernel_in", self.out_axis)),
+            layers.normal(self.std, ("groups", "kernel_in", self.out_axis)),
             (g, x.shape[-1] // g, self.features // g),
             self.param_dtype,
         )
-        bias = self.param("bias", zeros((self.out_axis,)), (self.features,), self.param_dtype)
+        bias = self.param("bias", layers.zeros((self.out_axis,)), (self.features,), self.param_dtype)
         x = x.reshape(*x.shape[:-1], g, -1)  # (B, T, G, I)
-        scale = quantization_scale(self, kernel)
+        scale = layers.quantization_scale(self, kernel)
         if scale is None and kernel.dtype != jnp.uint16:  # float32
             y = jnp.einsum("BTGI,GIO->BTGO", x.astype(self.dtype), kernel.astype(self.dtype))
         else:  # a product per group: XLA's CPU runtime runs batched int8 products slowly, bfloat16 ones not at all
             y = jnp.stack(
-                [matmul(x[:, :, i], kernel[i], None if scale is None else scale[i], self.dtype) for i in range(g)],
+                [
+                    layers.matmul(x[:, :, i], kernel[i], None if scale is None else scale[i], self.dtype)
+                    for i in range(g)
+                ],
                 axis=2,
             )  # (B, T, G, O)
         y = y.reshape(*y.shape[:2], self.features) + bias.astype(y.dtype)  # (B, T, G * O)
         return checkpoint_name(y, MATMUL)  # what remat "matmuls" keeps
 
 
-class Layer(Part):
+class Layer(layers.Part):
     """One SqueezeBERT layer: (B, T, D) -> (B, T, D)."""
 
     index: int
@@ -136,14 +127,14 @@ class Layer(Part):
             y = self.grouped(cfg.hidden_size, groups, "heads", name)(x)
             return y.reshape(*y.shape[:2], cfg.num_attention_heads, cfg.head_dim)
 
-        attention = Attention(cfg.attention_probs_dropout_prob, self.execution)
+        attention = layers.Attention(cfg.attention_probs_dropout_prob, self.execution)
         queries, keys, values = heads("query", cfg.q_groups), heads("key", cfg.k_groups), heads("value", cfg.v_groups)
         context = attention(queries, keys, values, attention_mask, deterministic)  # (B, T, N * H)
         y = self.grouped(cfg.hidden_size, cfg.post_attention_groups, "embed", "post_attention")(context)
         norm = lambda name: self.layer_norm(ENCODER_LAYER_NORM_EPS, name)
         x = norm("post_attention_layernorm")(dropout(y, deterministic=deterministic) + x)
         y = self.grouped(cfg.intermediate_size, cfg.intermediate_groups, "mlp", "intermediate")(x)
-        y = activation(cfg.hidden_act, self.execution)(y)
+        y = layers.activation(cfg.hidden_act, self.execution)(y)
         y = self.grouped(cfg.hidden_size, cfg.output_groups, "embed", "output")(y)
         return norm("output_layernorm")(dropout(y, deterministic=deterministic) + x)
 
@@ -166,15 +157,15 @@ def forward_flops(cfg: Config, s: int) -> int:
     """Matrix-multiply FLOPs of one forward pass over one sequence of `s` tokens."""
     d, m = cfg.hidden_size, cfg.intermediate_size
     layer = (
-        dense_flops(s, d, d, cfg.q_groups)
-        + dense_flops(s, d, d, cfg.k_groups)
-        + dense_flops(s, d, d, cfg.v_groups)
-        + attention_flops(s, d)
-        + dense_flops(s, d, d, cfg.post_attention_groups)
-        + dense_flops(s, d, m, cfg.intermediate_groups)
-        + dense_flops(s, m, d, cfg.output_groups)
+        layers.dense_flops(s, d, d, cfg.q_groups)
+        + layers.dense_flops(s, d, d, cfg.k_groups)
+        + layers.dense_flops(s, d, d, cfg.v_groups)
+        + layers.attention_flops(s, d)
+        + layers.dense_flops(s, d, d, cfg.post_attention_groups)
+        + layers.dense_flops(s, d, m, cfg.intermediate_groups)
+        + layers.dense_flops(s, m, d, cfg.output_groups)
     )
-    return cfg.num_hidden_layers * layer + dense_flops(s, d, 2)  # span head
+    return cfg.num_hidden_layers * layer + layers.dense_flops(s, d, 2)  # span head
 
 
 ATTENTION_DROPOUT = "attention_probs_dropout_prob"
