@@ -95,7 +95,10 @@ def test_counts_every_matmul(model_type, config):
     assert models.family(model_type).forward_flops(config, SEQ_LEN) == dot_flops(program)
 
 
-@pytest.mark.parametrize("model_type, size", SIZES)
+@pytest.mark.parametrize(
+    "model_type, size",
+    [pytest.param(*pair, marks=pytest.mark.slow) if pair == ("mobilebert", "base") else pair for pair in SIZES],
+)
 def test_close_to_xla_cost_analysis(model_type, size):
     # XLA also counts one FLOP per element of every elementwise op (bias adds,
     # activations, norms, the softmax over N x S x S scores): some tens of FLOPs

@@ -207,7 +207,7 @@ def question_words(ids, types):
     return find(question[0]), find(question[-1])
 
 
-def peak_pipeline(qa, pick) -> QuestionAnsweringPipeline:  # PeakLogits stands in for the BucketedModel
+def peak_pipeline(qa, pick) -> QuestionAnsweringPipeline:  # PeakLogits stands in for the engine
     return QuestionAnsweringPipeline(qa.model, qa.settings, PeakLogits(pick))  # type: ignore[arg-type]
 
 
