@@ -23,6 +23,7 @@ VERBS = {
     "student": ("jaxqa.convert.make_student", "make a student checkpoint from a teacher's layers"),
     "plot": ("jaxqa.training.plot", "draw a training run's curves"),
     "metric": ("jaxqa.squad.metric", "score predictions with the official SQuAD metric"),
+    "serve": ("jaxqa.serve.command", "answer questions over HTTP, batching the requests"),
 }
 # `jaxqa convert --to hf`: from jaxqa to Hugging Face.
 TO_HF = "jaxqa.convert.flax2pt"

@@ -34,7 +34,10 @@ class Runtime(Protocol):
     """What runs a batch of windows: token ids, attention mask and token types,
     each int32 (B, T), -> start and end logits, each float32 (B, T), as arrays
     or jax arrays still being computed. `traces` counts the programs it has
-    compiled (one per input shape; 0 for runtimes that compile none)."""
+    compiled (one per input shape; 0 for runtimes that compile none); `name`
+    says what runs it: "xla", "onnx" or "litert"."""
+
+    name: str
 
     @property
     def traces(self) -> int: ...
@@ -51,6 +54,8 @@ class Compiled:
     same compiled programs (`models.forward`); on a mesh of several devices
     they are split over its data axis, and with several processes the logits
     are replicated, so that every process can read them."""
+
+    name = "xla"
 
     def __init__(self, module, params, mesh: Mesh | None = None):
         self.params = bfloat16_bits(params)

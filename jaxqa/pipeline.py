@@ -35,6 +35,7 @@ process compiles at most len(seq_buckets) * len(batch sizes) programs whatever
 the inputs.
 """
 
+import dataclasses
 import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -48,7 +49,7 @@ from jaxqa.errors import Error
 from jaxqa.pretrained import Exported, Pretrained, open_model
 from jaxqa.squad import buckets, decode
 from jaxqa.squad.examples import Example
-from jaxqa.squad.features import FeatureSettings, featurize_eval
+from jaxqa.squad.features import EvalFeatures, FeatureSettings, featurize_eval
 
 # The pipeline pads to multiples of 32 tokens: one question at a time, finer steps
 # than training's pay (benchmarks/results/buckets_cpu.json).
@@ -125,11 +126,43 @@ def pipeline(
     return QuestionAnsweringPipeline(model, settings, Engine(model.runtime, seq_buckets, sizes))
 
 
+@dataclasses.dataclass(frozen=True)
+class Decoding:
+    """How windows' logits become answers (see the module's docstring)."""
+
+    top_k: int = 1
+    handle_impossible_answer: bool = False
+    max_answer_len: int = 15
+    align_to_words: bool = True
+
+    def __post_init__(self):
+        for name in ("top_k", "max_answer_len"):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+                raise Error(f"{name}={value!r} must be a whole number, at least 1")
+        for name in ("handle_impossible_answer", "align_to_words"):
+            if not isinstance(getattr(self, name), bool):
+                raise Error(f"{name}={getattr(self, name)!r} must be true or false")
+
+
+@dataclasses.dataclass(frozen=True)
+class Asked:
+    """What one call asks: its (question, context) pairs, whether one alone was
+    asked (one result, not a list), the windows to cut and how to decode."""
+
+    pairs: tuple[tuple[str, str], ...]
+    single: bool
+    windows: FeatureSettings
+    decoding: Decoding
+
+
 class QuestionAnsweringPipeline:
     """Answers questions about contexts; make one with `jaxqa.pipeline`.
 
-    `engine` gives the windows' logits (`jaxqa.engine.Engine`); tests pass a
-    stand-in that chooses them.
+    A call is three steps, which a server runs apart: `ask` (the arguments,
+    checked), `featurize` (the windows) and `answer` (the answers from the
+    windows' logits); `engine` gives the logits in between
+    (`jaxqa.engine.Engine`; tests pass a stand-in that chooses them).
     """
 
     def __init__(self, model: Pretrained | Exported, settings: FeatureSettings, engine: Engine):
@@ -162,6 +195,9 @@ class QuestionAnsweringPipeline:
         handle_impossible_answer: bool = False,
         max_answer_len: int = 15,
         align_to_words: bool = True,
+        max_seq_len: int | None = None,
+        doc_stride: int | None = None,
+        max_question_len: int | None = None,
     ):
         """Answers a `{"question", "context"}` dict, a list of them, or `question=`/`context=`.
 
@@ -169,34 +205,63 @@ class QuestionAnsweringPipeline:
         Each answer is {"score", "start", "end", "answer"}, with `answer ==
         context[start:end]`. A question gets one answer dict, or a list of up to
         `top_k` of them when top_k > 1; a list of questions gets a list of those.
+        `max_seq_len` (at most the pipeline's own), `doc_stride` and
+        `max_question_len` cut this call's windows otherwise than the pipeline's.
         """
-        for name, value in (("top_k", top_k), ("max_answer_len", max_answer_len)):
-            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-                raise Error(f"{name}={value!r} must be a whole number, at least 1")
-        pairs, single = _pairs(inputs, question, context)
-        if not pairs:
+        decoding = Decoding(top_k, handle_impossible_answer, max_answer_len, align_to_words)
+        asked = self.ask(inputs, question, context, decoding, self.windows(max_seq_len, doc_stride, max_question_len))
+        if not asked.pairs:
             return []
-        examples = [Example(str(i), "", q, c, (), (), False) for i, (q, c) in enumerate(pairs)]
-        features = featurize_eval(examples, self.model.tokenizer, self.settings)
+        features = self.featurize(asked)
+        return self.answer(
+            asked, features, *self.engine(features.input_ids, features.attention_mask, features.token_type_ids)
+        )
+
+    def windows(
+        self, max_seq_len: int | None = None, doc_stride: int | None = None, max_question_len: int | None = None
+    ) -> FeatureSettings:
+        """The pipeline's window settings, with those a call gives in their place, checked."""
+        own = self.settings
+        if max_seq_len is not None and not isinstance(max_seq_len, bool) and max_seq_len > own.max_seq_length:
+            raise Error(f"max_seq_len {max_seq_len}: this pipeline's windows hold at most {own.max_seq_length} tokens")
+        asked = {"max_seq_length": max_seq_len, "doc_stride": doc_stride, "max_query_length": max_question_len}
+        for field, value in asked.items():
+            if value is not None and (not isinstance(value, numbers.Integral) or isinstance(value, bool)):
+                raise Error(f"{ARGUMENTS[field]}={value!r} must be a whole number")
+        given = {field: int(value) for field, value in asked.items() if value is not None}
+        return dataclasses.replace(own, **given).check(ARGUMENTS.__getitem__)
+
+    def ask(self, inputs, question, context, decoding: Decoding, windows: FeatureSettings) -> Asked:
+        """What a call asks, its inputs checked as `__call__` takes them."""
+        pairs, single = _pairs(inputs, question, context)
+        return Asked(tuple(pairs), single, windows, decoding)
+
+    def featurize(self, asked: Asked) -> EvalFeatures:
+        """The windows of what is asked; a context of no tokens is refused, naming its input."""
+        examples = [Example(str(i), "", q, c, (), (), False) for i, (q, c) in enumerate(asked.pairs)]
+        features = featurize_eval(examples, self.model.tokenizer, asked.windows)
         is_context = features.offsets[..., 0] >= 0  # (N, L)
         context_tokens = np.bincount(features.example_index, is_context.sum(axis=1), minlength=len(examples))  # (E,)
         if not context_tokens.all():
             raise InputError(int(np.argmin(context_tokens)), "the context has no tokens, so no answer")
-        start_logits, end_logits = self.engine(features.input_ids, features.attention_mask, features.token_type_ids)
+        return features
 
+    def answer(self, asked: Asked, features: EvalFeatures, start_logits: np.ndarray, end_logits: np.ndarray):
+        """The answers, from the windows' logits (N, L) each, as `__call__` returns them."""
+        d = asked.decoding
         answers = decode.pipeline_answers(
-            [context for _, context in pairs],
+            [context for _, context in asked.pairs],
             features,
             start_logits,
             end_logits,
             self._continues_word,
-            top_k=top_k,
-            handle_impossible_answer=handle_impossible_answer,
-            max_answer_len=max_answer_len,
-            align_to_words=align_to_words,
+            top_k=d.top_k,
+            handle_impossible_answer=d.handle_impossible_answer,
+            max_answer_len=d.max_answer_len,
+            align_to_words=d.align_to_words,
         )
-        results = [answer[0] if top_k == 1 else answer for answer in answers]
-        return results[0] if single else results
+        results = [answer[0] if d.top_k == 1 else answer for answer in answers]
+        return results[0] if asked.single else results
 
 
 def _pairs(inputs, question, context) -> tuple[list[tuple[str, str]], bool]:

@@ -26,11 +26,22 @@ COMMANDS = [
     (["student"], "jaxqa.convert.make_student"),
     (["plot"], "jaxqa.training.plot"),
     (["metric"], "jaxqa.squad.metric"),
+    (["serve"], "jaxqa.serve.command"),
 ]
 
 
 def test_the_verbs_are_the_tools():
-    assert list(cli.VERBS) == ["train", "evaluate", "predict", "export", "convert", "student", "plot", "metric"]
+    assert list(cli.VERBS) == [
+        "train",
+        "evaluate",
+        "predict",
+        "export",
+        "convert",
+        "student",
+        "plot",
+        "metric",
+        "serve",
+    ]
     assert {module for _, module in COMMANDS} == {module for module, _ in cli.VERBS.values()} | {cli.TO_HF}
 
 

@@ -45,6 +45,7 @@ COMMANDS = [
     ("jaxqa.convert.pt2flax", "models.md", "jaxqa convert"),
     ("jaxqa.convert.flax2pt", "models.md", "jaxqa convert --to hf"),
     ("jaxqa.convert.make_student", "models.md", "jaxqa student"),
+    ("jaxqa.serve.command", "serving.md", "jaxqa serve"),
 ]
 
 

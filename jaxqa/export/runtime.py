@@ -30,7 +30,7 @@ class OnnxRuntime:
     instead of spinning: the pipeline featurizes and decodes between runs, and
     on a machine of few cores spinning threads take the cores that work needs."""
 
-    traces = 0
+    name, traces = "onnx", 0
 
     def __init__(self, path: Path, record: dict):
         try:
@@ -65,7 +65,7 @@ class LiteRTRuntime:
     runs on its own in the shortest L >= T, padded with masked positions, which
     change no logit of the window's own tokens."""
 
-    traces = 0
+    name, traces = "litert", 0
 
     def __init__(self, path: Path, record: dict):
         try:

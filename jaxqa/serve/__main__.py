@@ -1,0 +1,5 @@
+import sys
+
+from jaxqa.serve.command import main
+
+sys.exit(main())
