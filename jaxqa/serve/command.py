@@ -9,11 +9,14 @@ accepted is answered, and the process exits 0 within `--drain-seconds`.
 
 import argparse
 import logging
+import signal
 import sys
 
 from jaxqa import compilation_cache, precision
 from jaxqa.errors import Error, log_to
 from jaxqa.serve.app import Limits
+
+log = logging.getLogger("jaxqa.serve")
 
 
 def parser(prog: str) -> argparse.ArgumentParser:
@@ -84,6 +87,7 @@ def main(argv=None, prog: str = "python -m jaxqa.serve") -> int:
         )
         return 2
     with log_to(sys.stderr):
+        logging.getLogger("jaxqa.squad.features").setLevel(logging.WARNING)  # no line per request
         try:
             limits = limits_of(args)
             compilation_cache.enable(args.compilation_cache)
@@ -107,6 +111,11 @@ def main(argv=None, prog: str = "python -m jaxqa.serve") -> int:
         config = uvicorn.Config(
             app, host=args.host, port=args.port, timeout_graceful_shutdown=args.drain_seconds, log_level="warning"
         )
-        logging.getLogger("jaxqa.serve").info(f"serving {args.model} on http://{args.host}:{args.port}")
+        log.info(f"serving {args.model} on http://{args.host}:{args.port}")
+        # uvicorn raises a stop signal again once it has shut down, for the handler
+        # it found: here the drain is the stop, and the process exits 0.
+        for stop in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(stop, lambda signum, frame: None)
         Server(config).run()
+        log.info("stopped; every accepted request was answered")
     return 0
