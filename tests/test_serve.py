@@ -203,6 +203,8 @@ def test_a_full_queue_refuses_with_retry_after_and_loses_no_accepted_request(tea
                 threading.Event().wait(0.01)
             refused = ask(client, {"question": QUESTION, "context": CONTEXT})
             assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+            # The model is busy, and the event loop is not: health and metrics answer.
+            assert client.get("/health").status_code == 200 and client.get("/metrics").status_code == 200
             assert "queue holds 1" in refused.json()["error"]
             held.release.set()
             assert_same(running.result().json(), qa(question=QUESTION, context=CONTEXT))

