@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -69,104 +69,122 @@ def refusal(status: int, message: str, kind: str, retry_after: int | None = None
 def create_app(qa: QuestionAnsweringPipeline, limits: Limits = Limits(), warm_up: bool = True) -> FastAPI:
     """The app over `qa`, a pipeline whose largest batch is the most windows one
     call of the model runs. With `warm_up`, every length bucket and batch size
-    compiles at start-up, off the event loop, before `/ready` says ready."""
-    metrics = Metrics()
-    state = {"ready": False, "draining": False}
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI):
-        batcher = Batcher(
-            qa.engine, limits.max_batch_tokens, limits.max_wait_ms / 1000, limits.max_queued_requests, metrics
-        )
-        app.state.batcher = batcher
-        task = asyncio.create_task(batcher.run())
-        compiled = asyncio.get_running_loop().run_in_executor(batcher.worker, _warm_up if warm_up else _nothing, qa)
-
-        def warm(done: asyncio.Future) -> None:
-            if done.cancelled() or done.exception() is not None:
-                log.error(f"warm-up failed: {done.exception() if not done.cancelled() else 'cancelled'}")
-            else:
-                state["ready"] = not state["draining"]
-
-        compiled.add_done_callback(warm)
-        yield
-        state.update(draining=True, ready=False)
-        while not batcher.idle:  # every accepted request is answered before the app goes
-            await asyncio.sleep(0.01)
-        task.cancel()
-        batcher.worker.shutdown(wait=False, cancel_futures=True)
-
+    compiles at start-up, off the event loop, before `/ready` says ready. What
+    the routes share lives in `app.state`: the pipeline, the limits, the
+    metrics, whether it is ready or draining (`serving`), and the batcher."""
     app = FastAPI(
-        title="jaxqa", summary="Extractive question answering", lifespan=lifespan, docs_url=None, redoc_url=None
+        title="jaxqa", summary="Extractive question answering", lifespan=_lifespan, docs_url=None, redoc_url=None
     )
-    app.state.limits, app.state.metrics, app.state.serving = limits, metrics, state
-
-    @app.middleware("http")
-    async def count(request: Request, call_next):
-        started = time.perf_counter()
-        if request.method == "POST" and state["draining"]:
-            response: Response = refusal(503, "the server is shutting down", "unavailable", limits.retry_after_s)
-        elif int(request.headers.get("content-length") or 0) > limits.max_payload_bytes:
-            response = refusal(413, f"the payload is over {limits.max_payload_bytes} bytes", "payload_too_large")
-        else:
-            response = await call_next(request)
-        if request.url.path == "/" and request.method == "POST":
-            metrics.requests.labels(str(response.status_code)).inc()
-            metrics.latency.observe(time.perf_counter() - started)
-        return response
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, err: RequestValidationError) -> JSONResponse:
-        first = err.errors()[0]
-        where = ".".join(str(part) for part in first["loc"] if part != "body") or "body"
-        return refusal(422, f"{where}: {first['msg']}", "validation")
-
-    @app.exception_handler(Refused)
-    async def refused(request: Request, err: Refused) -> JSONResponse:
-        retry = limits.retry_after_s if err.status == 503 else None
-        return refusal(err.status, str(err), err.kind, retry)
-
-    # The answer goes out as the pipeline gives it; the model documents its form.
-    @app.post("/", response_model=None, responses={200: {"model": Answer | list[Answer] | list[list[Answer]]}})
-    async def answer(query: Query, request: Request):
-        """Answers as `jaxqa.pipeline` does; the same JSON as Hugging Face's inference API."""
-        try:
-            question = asked(qa, query)
-            features = await run_in_threadpool(_featurize, qa, question, limits.max_context_tokens)
-        except Refused:
-            raise
-        except Error as err:
-            raise Refused(400, str(err), "bad_request") from None
-        if not question.pairs:
-            return []
-        try:
-            job = app.state.batcher.submit(features.input_ids, features.attention_mask, features.token_type_ids)
-        except QueueFull as err:
-            raise Refused(503, str(err), "overloaded") from None
-        logits = await _answered(job, request, limits.timeout_s)
-        return await run_in_threadpool(qa.answer, question, features, *logits)
-
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def page() -> HTMLResponse:
-        return HTMLResponse(PAGE.read_text())
-
-    @app.get("/health")
-    async def health() -> dict:
-        return {"status": "ok"}
-
-    @app.get("/ready")
-    async def ready() -> JSONResponse:
-        return JSONResponse({"ready": state["ready"]}, 200 if state["ready"] else 503)
-
-    @app.get("/metrics", include_in_schema=False)
-    async def prometheus() -> Response:
-        return Response(metrics.text(), media_type=CONTENT_TYPE)
-
-    @app.get("/info")
-    async def info() -> dict:
-        return _info(qa, limits)
-
+    app.state.qa, app.state.limits, app.state.metrics, app.state.warm_up = qa, limits, Metrics(), warm_up
+    app.state.serving = {"ready": False, "draining": False}
+    app.middleware("http")(_at_the_door)
+    app.add_exception_handler(RequestValidationError, _invalid)  # type: ignore[arg-type]
+    app.add_exception_handler(Refused, _refused)  # type: ignore[arg-type]
+    app.include_router(routes)
     return app
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI):
+    """Starts the batcher and the warm-up; at the end, answers every request accepted before going."""
+    s = app.state
+    s.batcher = batcher = Batcher(
+        s.qa.engine, s.limits.max_batch_tokens, s.limits.max_wait_ms / 1000, s.limits.max_queued_requests, s.metrics
+    )
+    task = asyncio.create_task(batcher.run())
+    compiled = asyncio.get_running_loop().run_in_executor(batcher.worker, _warm_up if s.warm_up else _nothing, s.qa)
+
+    def warm(done: asyncio.Future) -> None:
+        if done.cancelled() or done.exception() is not None:
+            log.error(f"warm-up failed: {done.exception() if not done.cancelled() else 'cancelled'}")
+        else:
+            s.serving["ready"] = not s.serving["draining"]
+
+    compiled.add_done_callback(warm)
+    yield
+    s.serving.update(draining=True, ready=False)
+    while not batcher.idle:
+        await asyncio.sleep(0.01)
+    task.cancel()
+    batcher.worker.shutdown(wait=False, cancel_futures=True)
+
+
+async def _at_the_door(request: Request, call_next) -> Response:
+    """Refuses what a draining server or the payload limit does not take; counts the questions asked."""
+    s, started = request.app.state, time.perf_counter()
+    if request.method == "POST" and s.serving["draining"]:
+        response: Response = refusal(503, "the server is shutting down", "unavailable", s.limits.retry_after_s)
+    elif int(request.headers.get("content-length") or 0) > s.limits.max_payload_bytes:
+        response = refusal(413, f"the payload is over {s.limits.max_payload_bytes} bytes", "payload_too_large")
+    else:
+        response = await call_next(request)
+    if request.url.path == "/" and request.method == "POST":
+        s.metrics.requests.labels(str(response.status_code)).inc()
+        s.metrics.latency.observe(time.perf_counter() - started)
+    return response
+
+
+async def _invalid(request: Request, err: RequestValidationError) -> JSONResponse:
+    first = err.errors()[0]
+    where = ".".join(str(part) for part in first["loc"] if part != "body") or "body"
+    return refusal(422, f"{where}: {first['msg']}", "validation")
+
+
+async def _refused(request: Request, err: Refused) -> JSONResponse:
+    return refusal(
+        err.status, str(err), err.kind, request.app.state.limits.retry_after_s if err.status == 503 else None
+    )
+
+
+routes = APIRouter()
+
+
+# The answer goes out as the pipeline gives it; the model documents its form.
+@routes.post("/", response_model=None, responses={200: {"model": Answer | list[Answer] | list[list[Answer]]}})
+async def answer(query: Query, request: Request):
+    """Answers as `jaxqa.pipeline` does; the same JSON as Hugging Face's inference API."""
+    s = request.app.state
+    try:
+        question = asked(s.qa, query)
+        features = await run_in_threadpool(_featurize, s.qa, question, s.limits.max_context_tokens)
+    except Refused:
+        raise
+    except Error as err:
+        raise Refused(400, str(err), "bad_request") from None
+    if not question.pairs:
+        return []
+    try:
+        job = s.batcher.submit(features.input_ids, features.attention_mask, features.token_type_ids)
+    except QueueFull as err:
+        raise Refused(503, str(err), "overloaded") from None
+    logits = await _answered(job, request, s.limits.timeout_s)
+    return await run_in_threadpool(s.qa.answer, question, features, *logits)
+
+
+@routes.get("/", response_class=HTMLResponse, include_in_schema=False)
+async def page() -> HTMLResponse:
+    return HTMLResponse(PAGE.read_text())
+
+
+@routes.get("/health")
+async def health() -> dict:
+    return {"status": "ok"}
+
+
+@routes.get("/ready")
+async def ready(request: Request) -> JSONResponse:
+    is_ready = request.app.state.serving["ready"]
+    return JSONResponse({"ready": is_ready}, 200 if is_ready else 503)
+
+
+@routes.get("/metrics", include_in_schema=False)
+async def prometheus(request: Request) -> Response:
+    return Response(request.app.state.metrics.text(), media_type=CONTENT_TYPE)
+
+
+@routes.get("/info")
+async def info(request: Request) -> dict:
+    return _info(request.app.state.qa, request.app.state.limits)
 
 
 def _nothing(qa: QuestionAnsweringPipeline) -> None:
