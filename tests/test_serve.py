@@ -2,10 +2,12 @@
 endpoint, every refusal, the parameters, and answers equal to the pipeline's,
 one at a time and many at once."""
 
+import asyncio
 import concurrent.futures
 import json
 import threading
 
+import numpy as np
 import pytest
 
 pytest.importorskip("fastapi", reason="the service is the optional extra jaxqa[serve]")
@@ -14,6 +16,7 @@ from fastapi.testclient import TestClient
 import jaxqa
 from jaxqa import models
 from jaxqa.serve.app import Limits, create_app
+from jaxqa.serve.batcher import Job
 
 CONTEXT = "The tower of gondor stands near ithil. The river of arda stands near harad."
 QUESTION = "Where does the tower of gondor stand?"
@@ -261,3 +264,22 @@ def test_bad_flags_are_refused_in_one_line(capsys, teacher):
         assert len(err.splitlines()) == 1 and message in err, err
     assert command.main(["/no/such/folder"]) == 2
     assert "/no/such/folder" in capsys.readouterr().err
+
+
+def test_a_client_that_leaves_has_its_windows_dropped():
+    from jaxqa.serve.app import Refused, _answered
+
+    class Left:
+        """A request whose client has gone: its next message is the disconnect."""
+
+        async def receive(self):
+            return {"type": "http.disconnect"}
+
+    async def wait_for_one_that_left():
+        job = Job((np.zeros((1, 8)),) * 3, 8, 8, asyncio.get_running_loop().create_future())
+        with pytest.raises(Refused, match="the client left"):
+            await _answered(job, Left(), timeout=30)
+        return job
+
+    job = asyncio.run(wait_for_one_that_left())
+    assert job.done.cancelled()  # the batcher passes over it: its windows never run
