@@ -25,6 +25,17 @@ HEADLINE = ("<!-- results:headline:begin -->", "<!-- results:headline:end -->")
 # Fields of a record that say where it came from; the rest are its settings and rows.
 ORIGIN = ("command", "commit", "device", "platform", "host", "cpu_flags", "versions", "settings", "rows")
 
+# The load test of the service, benchmarks/cpu/serve.py: a section that joins
+# SECTIONS, after "Speed against PyTorch on a CPU", once its record serve_cpu exists.
+SERVING = (
+    "Serving under load",
+    "jaxqa serve (float32, its fastest mode that keeps the answers, and float32 with batching off) against a "
+    "FastAPI server around the transformers pipeline answering one request at a time, each a process of its own "
+    "on the same weights and real SQuAD dev questions: closed loops of rising concurrency, then Poisson arrivals "
+    "at rising rates (shares of each side's capacity) against a p99 bound; batch sizes from the server's metrics, "
+    "its CPU share, and agreement with transformers' answers.",
+    ["serve_cpu"],
+)
 # The page's sections: a title, what the records measure, and the records in order.
 SECTIONS = [
     (
@@ -116,7 +127,11 @@ PLOTS = {
     ),
     "length_batches.png": ("Training throughput, padded against length-grouped", ["length_speed_cpu"]),
     "encoder_core.png": ("Pipeline warm-up before and after the encoder core", ["encoder_core_latency_cpu"]),
+    "serve.png": ("Served questions/s against clients, and p99 latency against the offered rate", ["serve_cpu"]),
 }
+# A plot is drawn and shown once the records it draws are on the page.
+LISTED = {name for _, _, names in SECTIONS for name in names}
+PLOTS = {plot: entry for plot, entry in PLOTS.items() if set(entry[1]) <= LISTED}
 
 
 def caption(plot: str) -> str:
@@ -284,6 +299,7 @@ def draw(found: dict[str, dict]) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     def save(fig, name):
         fig.tight_layout()
@@ -336,6 +352,29 @@ def draw(found: dict[str, dict]) -> None:
     ax.set(ylabel="pipeline warm-up, s", title="Compiling every bucket")
     ax.legend()
     save(fig, "encoder_core.png")
+
+    if "serve.png" in PLOTS:
+        rows = found["serve_cpu"]["rows"]
+        model_names = list(dict.fromkeys(r["model"] for r in rows))
+        fig, axes = plt.subplots(len(model_names), 2, figsize=(10, 3.4 * len(model_names)), squeeze=False)
+        for (closed, rated), model in zip(axes, model_names):
+            mine = [r for r in rows if r["model"] == model]
+            label = "fine-tuned MiniLM" if model.startswith("finetuned") else model
+            for side in dict.fromkeys(r["side"] for r in mine):
+                loads = [r for r in mine if r["side"] == side and r["load"] == "closed"]
+                closed.plot([r["clients"] for r in loads], [r["qps"] for r in loads], "o-", label=side)
+                loads = [r for r in mine if r["side"] == side and r["load"] == "open" and r["p99_ms"] is not None]
+                rated.plot([r["offered_qps"] for r in loads], [r["p99_ms"] for r in loads], "o-", label=side)
+            bound = next(r["p99_bound_ms"] for r in mine if r["load"] == "summary")
+            rated.axhline(bound, color="black", linestyle=":", label=f"p99 bound, {bound:g} ms")
+            clients = sorted({r["clients"] for r in mine if r["load"] == "closed"})
+            closed.set(xscale="log", xlabel="concurrent clients", ylabel="questions/s", title=f"{label}: closed loop")
+            closed.set_xticks(clients, [str(n) for n in clients], minor=False)
+            closed.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+            rated.set(yscale="log", xlabel="offered questions/s", ylabel="p99 ms", title=f"{label}: Poisson arrivals")
+            closed.legend(fontsize=7)
+            rated.legend(fontsize=7)
+        save(fig, "serve.png")
 
 
 def main(argv=None) -> int:

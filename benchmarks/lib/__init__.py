@@ -7,6 +7,7 @@
 - gpu_recipe: the model and train step of jaxqa's side in the GPU comparisons with PyTorch;
 - fine_tuning: `jaxqa.train` runs of the real MiniLM, and their scores;
 - sides: the sides a latency benchmark compares, each in a process of its own, one question at a time;
+- hf_server: a FastAPI server around the `transformers` pipeline, run as a script, that cpu/serve.py loads;
 - timing: timing in turns, medians, the device's matmul rate;
 - records: the record every script writes to benchmarks/results/.
 
