@@ -14,8 +14,9 @@ waited for (`GET /ready`), warmed up with `--warm` questions one at a time,
 loaded, and stopped (SIGTERM) before the next starts, so that no two share the
 cores:
 - jaxqa-fp32: `python -m jaxqa.serve JAXQA_FOLDER --precision fp32`, dynamic
-  batching as `jaxqa serve` sets it by default (`--batch-size 32
-  --max-batch-tokens 8192 --max-wait-ms 5`);
+  batching as `jaxqa serve` sets it by default (`--batch-size 4` on a CPU,
+  `--max-batch-tokens 8192 --max-wait-ms 0`: a batch takes what arrived while
+  the model ran the one before);
 - jaxqa-fast: the same server in the mode `--fast` names: a precision
   (`auto`, the default, is the fastest that keeps float32's answers on this CPU
   by jaxqa's own rule: bfloat16 on CPUs with bfloat16 units, float32 on

@@ -45,7 +45,7 @@ class Limits:
     """What the service takes on (the flags of `jaxqa serve`)."""
 
     max_batch_tokens: int = 8192  # tokens (windows at their length buckets) per call of the model
-    max_wait_ms: float = 5.0  # how long a batch waits for more requests after its first
+    max_wait_ms: float = 0.0  # how long a batch waits for more requests after its first (0: takes what waits)
     max_queued_requests: int = 256  # past it: 503
     max_payload_bytes: int = 2_000_000  # past it: 413
     max_context_tokens: int = 16_384  # a request's context tokens, all its contexts together; past it: 413

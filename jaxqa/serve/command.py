@@ -25,7 +25,9 @@ def parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.add_argument("--port", type=int, default=8000, help="port to listen on")
     p.add_argument("--max-seq-len", "--max-seq-length", type=int, default=384, help="tokens per window, at most")
-    p.add_argument("--batch-size", type=int, default=32, help="windows per compiled call of the model, at most")
+    p.add_argument(
+        "--batch-size", type=int, help="windows per compiled call of the model, at most (default: 4 on CPU, 64 else)"
+    )
     d = Limits()
     p.add_argument(
         "--max-batch-tokens",
