@@ -3,6 +3,7 @@
     jaxqa train --model bert ...         python -m jaxqa.train --model bert ...
     jaxqa convert SRC OUT                a Hugging Face PyTorch checkpoint in (jaxqa-pt2flax)
     jaxqa convert --to hf SRC OUT        a Hugging Face folder out (jaxqa-flax2pt)
+    jaxqa data convert IN OUT            SQuAD data between the official JSON and flat files
 
 A verb's module is imported only when the verb runs, so that `jaxqa --help`
 starts without JAX.
@@ -24,6 +25,7 @@ VERBS = {
     "plot": ("jaxqa.training.plot", "draw a training run's curves"),
     "metric": ("jaxqa.squad.metric", "score predictions with the official SQuAD metric"),
     "serve": ("jaxqa.serve.command", "answer questions over HTTP, batching the requests"),
+    "data": ("jaxqa.squad.layouts", "data convert IN OUT: SQuAD data between the official JSON and flat files"),
 }
 # `jaxqa convert --to hf`: from jaxqa to Hugging Face.
 TO_HF = "jaxqa.convert.flax2pt"
@@ -72,6 +74,10 @@ def command(argv: list[str]) -> tuple[str, str, list[str]]:
         raise UsageError(f"jaxqa: error: {verb} is not a verb: one of {', '.join(VERBS)} (jaxqa --help)")
     verb, rest = argv[0], argv[1:]
     module, prog = VERBS[verb][0], f"jaxqa {verb}"
+    if verb == "data":
+        if rest[:1] != ["convert"]:
+            raise UsageError(f"jaxqa data: error: {' '.join(rest[:1]) or 'nothing'!r}: the data verb is `convert`")
+        prog, rest = "jaxqa data convert", rest[1:]
     if verb == "convert":
         to, rest = direction(rest)
         if to == "hf":

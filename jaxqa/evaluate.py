@@ -2,6 +2,9 @@
 
     python -m jaxqa.evaluate --checkpoint DIR --data dev-v2.0.json [--out-dir OUT]
 
+`--data` is any source `jaxqa.squad.sources` reads (the official JSON, flat
+files, a hub dataset); predictions are keyed by the data's ids.
+
 Writes `predictions.json` (and, for SQuAD 2.0, `null_odds.json`) in the official
 formats and prints the metrics. Logits become answers batch by batch, so the
 whole set's logits are never held at once.
@@ -23,9 +26,8 @@ from jaxqa.checkpoint import open_checkpoint
 from jaxqa.engine import Compiled, Engine, Runtime
 from jaxqa.errors import Error, log_to, write_file
 from jaxqa.pretrained import Exported, open_model
-from jaxqa.squad import buckets, metric
+from jaxqa.squad import buckets, metric, sources
 from jaxqa.squad.decode import AnswerCollector, Predictions
-from jaxqa.squad.examples import read_squad
 from jaxqa.squad.features import EvalFeatures, FeatureSettings, eval_features
 
 log = logging.getLogger("jaxqa.evaluate")
@@ -119,7 +121,13 @@ def evaluate_params(
 def main(argv=None, prog: str = "python -m jaxqa.evaluate") -> int:
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, help="jaxqa checkpoint folder (or a Hugging Face folder)")
-    p.add_argument("--data", required=True, help="official SQuAD 1.1 or 2.0 JSON file")
+    p.add_argument(
+        "--data",
+        required=True,
+        help="official SQuAD 1.1 or 2.0 JSON, a flat .jsonl/.json/.csv/.parquet file, "
+        "or a hub dataset NAME[:CONFIG][@SPLIT] (default split: validation)",
+    )
+    sources.add_flags(p)
     p.add_argument("--out-dir", default=".", help="where predictions.json and null_odds.json go")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--max-seq-length", "--max-seq-len", type=int, default=384)
@@ -188,7 +196,7 @@ def run(args: argparse.Namespace, threshold: float | None) -> int:
         out = out_folder(args.out_dir)
         source = open_checkpoint(args.checkpoint)
         models.check_length(source.config, args.max_seq_length, "--max-seq-length")
-        data = read_squad(args.data)
+        data = sources.read(args.data, "validation", sources.columns_of(args), args.skip_bad_rows)
         model = open_model(source, args.precision)
         settings = FeatureSettings(args.max_seq_length, args.doc_stride, args.max_query_length)
         features = eval_features(data, model.tokenizer, settings)

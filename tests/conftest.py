@@ -27,6 +27,15 @@ def compilation_cache_in_tmp(tmp_path_factory):
     del os.environ["JAXQA_XLA_CACHE"]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def datasets_cache_in_tmp(tmp_path_factory):
+    """`datasets` converts flat files into Arrow tables in a folder of this
+    session, not the user's cache; the commands that tests start inherit it."""
+    os.environ["HF_DATASETS_CACHE"] = str(tmp_path_factory.mktemp("datasets-cache"))
+    yield
+    del os.environ["HF_DATASETS_CACHE"]
+
+
 @pytest.fixture(scope="session")
 def squad(tmp_path_factory) -> Path:
     """The synthetic SQuAD 1.1 file (`squad_fixture`), its vocab.txt beside it."""

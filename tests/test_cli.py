@@ -27,6 +27,7 @@ COMMANDS = [
     (["plot"], "jaxqa.training.plot"),
     (["metric"], "jaxqa.squad.metric"),
     (["serve"], "jaxqa.serve.command"),
+    (["data", "convert"], "jaxqa.squad.layouts"),
 ]
 
 
@@ -41,6 +42,7 @@ def test_the_verbs_are_the_tools():
         "plot",
         "metric",
         "serve",
+        "data",
     ]
     assert {module for _, module in COMMANDS} == {module for module, _ in cli.VERBS.values()} | {cli.TO_HF}
 
@@ -70,7 +72,11 @@ def flags(text: str) -> set[str]:
 def test_each_verb_is_its_modules_parser_under_its_name(argv, module, capsys):
     ours = help_of(cli.main, [*argv, "--help"], capsys)
     own = help_of(importlib.import_module(module).main, ["--help"], capsys)
-    prog = "jaxqa convert --to hf" if module == cli.TO_HF else f"jaxqa {argv[0]}"
+    prog = (
+        "jaxqa convert --to hf"
+        if module == cli.TO_HF
+        else " ".join(["jaxqa", *argv[:2]] if argv[0] == "data" else ["jaxqa", argv[0]])
+    )
     own_prog = re.match(r"usage: (.*?) \[-h\]", own)
     assert ours.startswith(f"usage: {prog} [-h]") and own_prog is not None
     ours, own = ours.replace(prog, "", 1), own.replace(own_prog[1], "", 1)
@@ -86,6 +92,7 @@ def test_each_verb_is_its_modules_parser_under_its_name(argv, module, capsys):
         (["--version"], "jaxqa: error: '--version' is not a verb"),
         (["convert", "--to", "pt", "a", "b"], "jaxqa convert: error: --to 'pt': jaxqa (the default) or hf"),
         (["convert", "a", "b", "--to"], "jaxqa convert: error: --to '': jaxqa (the default) or hf"),
+        (["data", "check", "a"], "jaxqa data: error: 'check': the data verb is `convert`"),
     ],
 )
 def test_a_line_without_a_verb_it_has_is_refused_in_one_line(argv, message, capsys):

@@ -46,6 +46,7 @@ COMMANDS = [
     ("jaxqa.convert.flax2pt", "models.md", "jaxqa convert --to hf"),
     ("jaxqa.convert.make_student", "models.md", "jaxqa student"),
     ("jaxqa.serve.command", "serving.md", "jaxqa serve"),
+    ("jaxqa.squad.layouts", "data.md", "jaxqa data convert"),
 ]
 
 

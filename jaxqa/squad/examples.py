@@ -1,6 +1,6 @@
-"""SQuAD v1.1 and v2.0 questions, from the official JSON files or the `datasets` hub.
+"""SQuAD v1.1 and v2.0 questions, and the official JSON files.
 
-Both sources give the same `Example` objects. `SquadData.articles` keeps the data in
+Every source (`jaxqa.squad.sources`: these files, flat files, the hub) gives the same `Example` objects. `SquadData.articles` keeps the data in
 the official `data` layout, which is what the official metric (`jaxqa.squad.metric`) takes.
 """
 
@@ -8,7 +8,7 @@ import dataclasses
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from jaxqa.errors import Error
@@ -46,7 +46,8 @@ class SquadData:
     # systems do) but counted, because the label may then be off.
     mismatched_answer_ids: tuple[str, ...]
     # What the examples were read from, for the feature cache: the file's SHA-256
-    # (with ":N" when only its first N questions are kept); None for hub data.
+    # (and for flat files, the columns read), with ":N" when only its first N
+    # questions are kept; None for hub data.
     fingerprint: str | None = None
 
     def head(self, count: int) -> "SquadData":
@@ -74,32 +75,6 @@ def read_squad(path: str | Path) -> SquadData:
         raise SquadFormatError(f"{path}: no 'data' list of articles (not the SQuAD format)")
     data = _from_articles(document["data"], source=str(path))
     return dataclasses.replace(data, fingerprint=hashlib.sha256(raw).hexdigest())
-
-
-def read_hub(name: str, split: str) -> SquadData:
-    """Reads `squad` or `squad_v2` from the Hugging Face hub (needs network the first time)."""
-    import datasets  # imported here: loading it is slow and only this path needs it
-
-    rows = datasets.load_dataset(name, split=split)
-    examples = [example_from_row(row) for row in rows]
-    return SquadData(examples, articles_from_examples(examples), _mismatches(examples, source=f"{name}[{split}]"))
-
-
-def example_from_row(row: Mapping) -> Example:
-    """Converts a `datasets` row of `squad` / `squad_v2` into an Example.
-
-    The hub marks an unanswerable question only by an empty answer list.
-    """
-    answers = row["answers"]
-    return Example(
-        id=row["id"],
-        title=row["title"],
-        question=row["question"],
-        context=row["context"],
-        answer_texts=tuple(answers["text"]),
-        answer_starts=tuple(int(s) for s in answers["answer_start"]),
-        is_impossible=len(answers["text"]) == 0,
-    )
 
 
 def articles_from_examples(examples: Iterable[Example]) -> list[dict]:

@@ -20,13 +20,14 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from itertools import chain
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 from tokenizers import Encoding, Tokenizer
+from tqdm import tqdm
 
 from jaxqa.errors import Error
 from jaxqa.squad.examples import Example, SquadData
@@ -40,6 +41,9 @@ class FeatureError(Error):
 
 # Bump when the arrays written to the cache change meaning, so old entries are not read.
 FORMAT_VERSION = 1
+# Questions featurised at a time (`_chunks`), and how many show a progress bar.
+CHUNK = 4096
+PROGRESS_EXAMPLES = 50_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,20 +98,42 @@ def featurize_train(examples: Sequence[Example], tokenizer: Tokenizer, settings:
     position of the window; here the start is that last context token.
     """
     started = time.perf_counter()
-    input_ids, attention_mask, token_type_ids, example_index, offsets = _windows(examples, tokenizer, settings)
-    start_char = np.array([ex.answer_starts[0] if ex.answer_starts else -1 for ex in examples], np.int64)
-    end_char = start_char + np.array([len(ex.answer_texts[0]) if ex.answer_texts else 0 for ex in examples])
-    start_positions, end_positions = _token_span(offsets, start_char[example_index], end_char[example_index])
-    _log_done(examples, input_ids, started)
-    return TrainFeatures(input_ids, attention_mask, token_type_ids, example_index, start_positions, end_positions)
+    parts = []
+    for begin, chunk in _chunks(examples):
+        input_ids, attention_mask, token_type_ids, example_index, offsets = _windows(chunk, tokenizer, settings)
+        start_char = np.array([ex.answer_starts[0] if ex.answer_starts else -1 for ex in chunk], np.int64)
+        end_char = start_char + np.array([len(ex.answer_texts[0]) if ex.answer_texts else 0 for ex in chunk])
+        labels = _token_span(offsets, start_char[example_index], end_char[example_index])
+        parts.append((input_ids, attention_mask, token_type_ids, example_index + begin, *labels))
+    features = TrainFeatures(*(np.concatenate(arrays) for arrays in zip(*parts)))
+    _log_done(examples, features.input_ids, started)
+    return features
 
 
 def featurize_eval(examples: Sequence[Example], tokenizer: Tokenizer, settings: FeatureSettings) -> EvalFeatures:
     """Windows with the offsets needed to map predicted tokens back to context text."""
     started = time.perf_counter()
-    features = EvalFeatures(*_windows(examples, tokenizer, settings))
+    parts = []
+    for begin, chunk in _chunks(examples):
+        input_ids, attention_mask, token_type_ids, example_index, offsets = _windows(chunk, tokenizer, settings)
+        parts.append((input_ids, attention_mask, token_type_ids, example_index + begin, offsets))
+    features = EvalFeatures(*(np.concatenate(arrays) for arrays in zip(*parts)))
     _log_done(examples, features.input_ids, started)
     return features
+
+
+def _chunks(examples: Sequence[Example]) -> Iterator[tuple[int, Sequence[Example]]]:
+    """The examples CHUNK at a time, each with the index of its first (at least
+    one chunk, maybe empty), under a progress bar from PROGRESS_EXAMPLES on.
+
+    Featurising a chunk at a time holds the tokenizer's encodings of one chunk
+    only, so that memory grows with the windows made, not with the data read;
+    the windows are the same, since each example's are cut on their own."""
+    with tqdm(total=len(examples), unit="question", disable=len(examples) < PROGRESS_EXAMPLES, desc="windows") as bar:
+        for begin in range(0, max(len(examples), 1), CHUNK):
+            chunk = examples[begin : begin + CHUNK]
+            yield begin, chunk
+            bar.update(len(chunk))
 
 
 class _Tokens(NamedTuple):

@@ -13,7 +13,8 @@ were not in the dataset.
 
 `python -m jaxqa.squad.metric DATA.json PREDICTIONS.json [--na-prob-file F]
 [--na-prob-thresh X] [--out-file OUT.json]` is the official script's command
-line over `compute`, and prints the same JSON.
+line over `compute`, and prints the same JSON; the data may also be flat rows
+(`jaxqa.squad.sources`), whose default columns it reads.
 """
 
 import argparse
@@ -23,8 +24,10 @@ import math
 import re
 import string
 import sys
+from pathlib import Path
 
 from jaxqa.errors import Error, write_file
+from jaxqa.squad import sources
 
 _PUNCTUATION = frozenset(string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
@@ -212,6 +215,26 @@ def _read_json(path: str):
         raise ValueError(f"{path}: not a JSON file ({e})") from None
 
 
+def _dataset(path: str) -> list:
+    """The "data" list of an official SQuAD JSON file, or the articles of flat data
+    (`jaxqa.squad.sources`: .jsonl, .json rows, .csv, .parquet)."""
+    file = Path(path)
+    if (
+        file.is_file()
+        and file.suffix in sources.FLAT_FILES
+        and not (file.suffix == ".json" and sources.is_official(file))
+    ):
+        return sources.read(path).articles
+    data = _read_json(path)
+    if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+        raise ValueError(f'{path}: expected a SQuAD JSON object with a "data" list')
+    try:
+        check_dataset(data["data"])
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+    return data["data"]
+
+
 def _read_mapping(path: str, value_types: tuple, what: str) -> dict:
     mapping = _read_json(path)
     if not isinstance(mapping, dict) or not all(
@@ -227,7 +250,11 @@ def main(argv: list[str] | None = None, prog: str = "python -m jaxqa.squad.metri
         description="Official SQuAD v2.0 evaluation (also scores SQuAD 1.1 data). "
         "The official script's precision-recall plots (--out-image-dir) are not supported.",
     )
-    parser.add_argument("data_file", metavar="data.json", help="SQuAD data JSON file.")
+    parser.add_argument(
+        "data_file",
+        metavar="data.json",
+        help="SQuAD data JSON file, or flat data (.jsonl, .json rows, .csv, .parquet).",
+    )
     parser.add_argument("pred_file", metavar="pred.json", help="Predictions: question id -> answer text.")
     parser.add_argument("--out-file", "-o", metavar="eval.json", help="Write the metrics here, not to stdout.")
     parser.add_argument(
@@ -247,13 +274,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m jaxqa.squad.metri
         parser.error("--out-image-dir: precision-recall plots are not supported")
 
     try:
-        data = _read_json(args.data_file)
-        if not isinstance(data, dict) or not isinstance(data.get("data"), list):
-            raise ValueError(f'{args.data_file}: expected a SQuAD JSON object with a "data" list')
-        try:
-            check_dataset(data["data"])
-        except ValueError as e:
-            raise ValueError(f"{args.data_file}: {e}") from None
+        dataset = _dataset(args.data_file)
         predictions = _read_mapping(args.pred_file, (str,), "answer strings")
         na_probs = None
         if args.na_prob_file:
@@ -262,7 +283,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m jaxqa.squad.metri
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:
-        result = compute(data["data"], predictions, na_probs, args.na_prob_thresh)
+        result = compute(dataset, predictions, na_probs, args.na_prob_thresh)
     except ValueError as e:
         inputs = ", ".join(filter(None, (args.data_file, args.pred_file, args.na_prob_file)))
         print(f"error: {inputs}: {e}", file=sys.stderr)

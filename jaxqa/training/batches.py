@@ -1,5 +1,5 @@
-"""Training and evaluation data for `jaxqa.train`: SQuAD from a local JSON file
-or the hub, as features (`load_data`), and the batch of every step.
+"""Training and evaluation data for `jaxqa.train`: SQuAD-like questions from any
+source `jaxqa.squad.sources` reads, as features (`load_data`), and the batch of every step.
 
 The order of the training features is a function of (seed, epoch) alone, and a
 step's batch a function of the step, so a resumed run reads exactly the batches
@@ -11,25 +11,18 @@ the padded length (`jaxqa.buckets`) that holds its longest window.
 import dataclasses
 import functools
 import logging
-from pathlib import Path
 
 import numpy as np
 from tokenizers import Tokenizer
 
-from jaxqa.errors import Error
-from jaxqa.squad import buckets, examples, features
+from jaxqa.squad import buckets, examples, features, sources
 from jaxqa.squad.features import EvalFeatures, FeatureSettings, TrainFeatures
 from jaxqa.training.settings import DataSettings, blame
 
 log = logging.getLogger("jaxqa.train")
 
-HUB_DATASETS = ("squad", "squad_v2")
 # Arrays of a training batch and their rank per sequence-batch.
 TRAIN_NDIMS = {"input_ids": 2, "attention_mask": 2, "token_type_ids": 2, "start_positions": 1, "end_positions": 1}
-
-
-class DataError(Error):
-    """Data that cannot be read; the message names the file or dataset."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,25 +36,26 @@ class EvalSet:
         return any(example.is_impossible for example in self.data.examples)
 
 
-def read(source: str, split: str, max_examples: int) -> examples.SquadData:
-    """The first `max_examples` questions (0: all) of a SQuAD JSON file or hub dataset."""
-    if source in HUB_DATASETS and not Path(source).exists():
-        try:
-            data = examples.read_hub(source, split)
-        except Exception as err:  # offline, or no `datasets` cache
-            raise DataError(
-                f"{source}: could not load the hub dataset ({type(err).__name__}); use a local SQuAD JSON "
-                f"file, e.g. ../shared/squad/{'train' if split == 'train' else 'dev'}-v1.1.json"
-            ) from None
-    elif not Path(source).is_file():
-        raise DataError(f"{source}: no such file")
-    else:
-        data = examples.read_squad(source)
-    return data.head(max_examples)
+def read(
+    source: str,
+    split: str,
+    max_examples: int,
+    columns: sources.Columns = sources.DEFAULT_COLUMNS,
+    skip_bad_rows: bool = False,
+) -> examples.SquadData:
+    """The first `max_examples` questions (0: all) of a data file or hub dataset (`jaxqa.squad.sources`)."""
+    return sources.read(source, split, columns, skip_bad_rows).head(max_examples)
 
 
-def eval_set(source: str, max_examples: int, tokenizer: Tokenizer, settings: FeatureSettings) -> EvalSet:
-    data = read(source, "validation", max_examples)
+def eval_set(
+    source: str,
+    max_examples: int,
+    tokenizer: Tokenizer,
+    settings: FeatureSettings,
+    columns: sources.Columns = sources.DEFAULT_COLUMNS,
+    skip_bad_rows: bool = False,
+) -> EvalSet:
+    data = read(source, "validation", max_examples, columns, skip_bad_rows)
     return EvalSet(data, features.eval_features(data, tokenizer, settings))
 
 
@@ -77,12 +71,12 @@ class Data:
 def load_data(d: DataSettings, tokenizer: Tokenizer) -> Data:
     """--train-file's windows, and --eval-file's (if any), as `tokenizer` cuts them."""
     with blame("--train-file"):
-        squad = read(d.train_file, "train", d.max_train_examples)
+        squad = read(d.train_file, "train", d.max_train_examples, d.columns, d.skip_bad_rows)
         train_set = features.train_features(squad, tokenizer, d.windows)
     eval_data = None
     if d.eval_file:
         with blame("--eval-file"):
-            eval_data = eval_set(d.eval_file, d.max_eval_examples, tokenizer, d.windows)
+            eval_data = eval_set(d.eval_file, d.max_eval_examples, tokenizer, d.windows, d.columns, d.skip_bad_rows)
         log.info(f"evaluating on {len(eval_data.data.examples)} questions from {d.eval_file}")
     return Data(train_set, squad.fingerprint, eval_data)
 

@@ -30,7 +30,7 @@ from jaxqa import compilation_cache, models
 from jaxqa.configs import VARIANTS
 from jaxqa.errors import Error
 from jaxqa.models.execution import REMAT
-from jaxqa.squad import buckets
+from jaxqa.squad import buckets, sources
 from jaxqa.squad.features import FeatureSettings
 from jaxqa.training.optim import OPTIMIZERS
 from jaxqa.training.pruning import METHODS
@@ -106,8 +106,17 @@ class EncoderSettings:
 class DataSettings:
     """What a run trains and evaluates on, and how questions and contexts are cut into windows."""
 
-    train_file: str = flag("squad", "official SQuAD JSON, or the hub dataset name squad / squad_v2")
-    eval_file: str = flag("squad", 'likewise; "" for none')
+    train_file: str = flag(
+        "squad",
+        "official SQuAD JSON, a flat .jsonl/.json/.csv/.parquet file, or a hub dataset NAME[:CONFIG][@SPLIT] "
+        "(docs/data.md)",
+    )
+    eval_file: str = flag("squad", 'likewise (a hub dataset\'s split: validation); "" for none')
+    question_column_name: str = flag(sources.Columns.question, sources.COLUMN_FLAGS["question"][1])
+    context_column_name: str = flag(sources.Columns.context, sources.COLUMN_FLAGS["context"][1])
+    answer_column_name: str = flag(sources.Columns.answers, sources.COLUMN_FLAGS["answers"][1])
+    id_column_name: str = flag(sources.Columns.id, sources.COLUMN_FLAGS["id"][1])
+    skip_bad_rows: bool = flag(False, sources.SKIP_HELP)
     max_train_examples: int = flag(0, "questions taken from the start of the training file; 0: all")
     max_eval_examples: int = flag(0, "questions taken from the start of the evaluation file; 0: all")
     max_seq_length: int = flag(384, "tokens per window, special tokens included")
@@ -122,6 +131,12 @@ class DataSettings:
     @property
     def windows(self) -> FeatureSettings:
         return FeatureSettings(self.max_seq_length, self.doc_stride, self.max_query_length)
+
+    @property
+    def columns(self) -> sources.Columns:
+        return sources.Columns(
+            self.question_column_name, self.context_column_name, self.answer_column_name, self.id_column_name
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -273,7 +288,8 @@ class Settings:
 GROUPS: dict[str, type] = get_type_hints(Settings)
 # The flat names, in the order --help lists them and run.json records them.
 _ORDER = """
-    model size init tokenizer train_file eval_file max_train_examples max_eval_examples max_seq_length
+    model size init tokenizer train_file eval_file question_column_name context_column_name answer_column_name
+    id_column_name skip_bad_rows max_train_examples max_eval_examples max_seq_length
     doc_stride max_query_length length_step optimizer learning_rate warmup_proportion weight_decay clip_norm
     epochs max_steps batch_size grad_accum eval_batch_size precision scan_layers remat attention_dropout mesh
     fsdp seed compilation_cache run_dir allow_changed_settings save_every keep eval_every log_every
