@@ -246,3 +246,47 @@ def test_each_format_and_renamed_columns_train_to_the_same_losses(squad, tmp_pat
     assert len(reference) == 3 and all(np.isfinite(reference))
     for name in [*FORMATS, "renamed"]:
         assert losses(tmp_path / name) == reference, name
+
+
+MEASURE = """
+import json, resource, sys
+from jaxqa.squad import features, sources
+from jaxqa.squad.features import FeatureSettings
+from jaxqa.squad.tokenizer import load_tokenizer
+
+def peak_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+tokenizer = load_tokenizer(sys.argv[2])
+data = sources.read(sys.argv[1])
+read = peak_mb()
+made = features.featurize_train(data.examples, tokenizer, FeatureSettings(384, 128, 64))
+print(json.dumps({"read_mb": read, "peak_mb": peak_mb(), "windows": len(made.input_ids),
+                  "features_mb": sum(a.nbytes for a in vars(made).values()) / 2**20}))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SHARED_SQUAD.is_dir(), reason=f"no SQuAD data at {SHARED_SQUAD}")
+def test_a_parquet_file_of_100k_rows_featurizes_in_bounded_memory_with_a_progress_bar(squad, tmp_path):
+    # Ten copies of dev, each context its own (a prefix shifts the answers), so that 20,670 contexts are distinct.
+    rows = list(layouts.rows_of_document(json.loads((SHARED_SQUAD / "dev-v1.1.json").read_bytes())))
+    copies = []
+    for copy in range(10):
+        prefix = f"Copy {copy}. "
+        for row in rows:
+            starts = [start + len(prefix) for start in row["answers"]["answer_start"]]
+            answers = {"text": row["answers"]["text"], "answer_start": starts}
+            copies.append({**row, "id": f"{row['id']}-{copy}", "context": prefix + row["context"], "answers": answers})
+    layouts.write(copies[:100_000], tmp_path / "rows.parquet")
+    done = subprocess.run(
+        [sys.executable, "-c", MEASURE, str(tmp_path / "rows.parquet"), str(squad.parent)],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    measured = json.loads(done.stdout)
+    assert measured["windows"] > 100_000
+    # The windows made (447 MB here), held twice at most while joined, and one
+    # chunk's work: featurising all at once grows by 1.5 GB, chunk by chunk by 0.9 GB.
+    assert measured["peak_mb"] - measured["read_mb"] < 2 * measured["features_mb"] + 150, measured
+    assert "reading" in done.stderr and "100000/100000" in done.stderr  # the progress bars

@@ -98,14 +98,14 @@ def featurize_train(examples: Sequence[Example], tokenizer: Tokenizer, settings:
     position of the window; here the start is that last context token.
     """
     started = time.perf_counter()
-    parts = []
+    parts: list[tuple[np.ndarray, ...]] = []
     for begin, chunk in _chunks(examples):
         input_ids, attention_mask, token_type_ids, example_index, offsets = _windows(chunk, tokenizer, settings)
         start_char = np.array([ex.answer_starts[0] if ex.answer_starts else -1 for ex in chunk], np.int64)
         end_char = start_char + np.array([len(ex.answer_texts[0]) if ex.answer_texts else 0 for ex in chunk])
         labels = _token_span(offsets, start_char[example_index], end_char[example_index])
         parts.append((input_ids, attention_mask, token_type_ids, example_index + begin, *labels))
-    features = TrainFeatures(*(np.concatenate(arrays) for arrays in zip(*parts)))
+    features = TrainFeatures(*_joined(parts))
     _log_done(examples, features.input_ids, started)
     return features
 
@@ -113,13 +113,25 @@ def featurize_train(examples: Sequence[Example], tokenizer: Tokenizer, settings:
 def featurize_eval(examples: Sequence[Example], tokenizer: Tokenizer, settings: FeatureSettings) -> EvalFeatures:
     """Windows with the offsets needed to map predicted tokens back to context text."""
     started = time.perf_counter()
-    parts = []
+    parts: list[tuple[np.ndarray, ...]] = []
     for begin, chunk in _chunks(examples):
         input_ids, attention_mask, token_type_ids, example_index, offsets = _windows(chunk, tokenizer, settings)
         parts.append((input_ids, attention_mask, token_type_ids, example_index + begin, offsets))
-    features = EvalFeatures(*(np.concatenate(arrays) for arrays in zip(*parts)))
+    features = EvalFeatures(*_joined(parts))
     _log_done(examples, features.input_ids, started)
     return features
+
+
+def _joined(parts: list[tuple[np.ndarray, ...]]) -> list[np.ndarray]:
+    """The chunks' arrays joined field by field, each chunk's array of a field
+    let go once joined, so that the chunks and the whole are never all held twice."""
+    fields = [list(arrays) for arrays in zip(*parts)]
+    parts.clear()
+    joined = []
+    for arrays in fields:
+        joined.append(np.concatenate(arrays))
+        arrays.clear()
+    return joined
 
 
 def _chunks(examples: Sequence[Example]) -> Iterator[tuple[int, Sequence[Example]]]:
