@@ -361,3 +361,24 @@ def test_a_full_disk_keeps_the_earlier_predictions_and_says_so_in_one_line(untra
     assert f"{out / 'predictions.json'}: cannot write the file (No space left on device)" in errors[0]
     assert (out / "predictions.json").read_text() == '{"earlier": "run"}'
     assert sorted(p.name for p in out.iterdir()) == ["predictions.json"]  # no temporary left
+
+
+def test_flat_data_with_renamed_columns_evaluates_as_the_official_json(untrained, tmp_path, capsys):
+    from jaxqa.squad import layouts
+
+    squad, model = untrained
+    renamed = {"id": "qid", "question": "q"}
+    rows = [
+        {renamed.get(k, k): v for k, v in row.items()}
+        for row in layouts.rows_of_document(json.loads(squad.read_text()))
+    ]
+    layouts.write(rows, tmp_path / "rows.parquet")
+    common = ["--checkpoint", str(model), "--max-seq-length", "64", "--doc-stride", "16", "--max-query-length", "16"]
+    assert evaluate.main([*common, "--data", str(squad), "--out-dir", str(tmp_path / "official")]) == 0
+    official = json.loads(capsys.readouterr().out)
+    flat = ["--data", str(tmp_path / "rows.parquet"), "--id-column-name", "qid", "--question-column-name", "q"]
+    assert evaluate.main([*common, *flat, "--out-dir", str(tmp_path / "flat")]) == 0
+    assert json.loads(capsys.readouterr().out) == official and "NoAns_total" in official
+    for name in ("predictions.json", "null_odds.json"):
+        assert (tmp_path / "flat" / name).read_text() == (tmp_path / "official" / name).read_text()
+    assert set(json.loads((tmp_path / "flat" / "predictions.json").read_text())) == {row["qid"] for row in rows}
