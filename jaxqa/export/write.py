@@ -164,7 +164,7 @@ def export(
     params = nn.meta.unbox(
         source.read_params(need_head="an export answers questions, so it needs a fine-tuned span head")
     )
-    with atomic_folder(out, overwrite) as tmp:
+    with atomic_folder(out, overwrite, source.folder) as tmp:
         path = tmp / MODEL_FILES[fmt]
         if fmt == "onnx":
             io = _write_onnx(source.config, params, path, precision)
