@@ -200,6 +200,8 @@ def run(args: argparse.Namespace, threshold: float | None) -> int:
         models.check_length(source.config, args.max_seq_length, "--max-seq-length")
         data = read_squad(args.data)
         model = open_model(source, args.precision)
+        if isinstance(model, Exported):
+            model.check_length(args.max_seq_length, "--max-seq-length")
         settings = FeatureSettings(args.max_seq_length, args.doc_stride, args.max_query_length)
         features = eval_features(data, model.tokenizer, settings)
     except (Error, OSError) as err:

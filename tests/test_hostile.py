@@ -16,12 +16,17 @@ import io
 import json
 import os
 import shutil
+import signal
+import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from random_models import random_params
 
 from jaxqa import checkpoint, cli
+from jaxqa.models import bert
 from jaxqa.squad.examples import read_squad
 
 pytest.importorskip("onnxruntime", reason="the world holds an ONNX export (jaxqa[onnx])")
@@ -43,8 +48,10 @@ class World:
 
 PLACES = {
     "ck": "ck",
+    "short": "short",  # a BERT of 128 positions
     "hf": "hf",
     "onnx": "onnx",
+    "litert": "litert",  # windows of up to 64 tokens
     "squad": "squad.json",
     "preds": "predictions.json",
     "run": "run",
@@ -58,14 +65,34 @@ def world(teacher, squad, tmp_path_factory) -> World:
 
     w = World(tmp_path_factory.mktemp("world"))
     shutil.copytree(teacher, w.ck)
+    short = dataclasses.replace(bert.SIZES["tiny"], max_position_embeddings=128)
+    checkpoint.save_pretrained(w.short, "bert", short, random_params(short), squad.parent)
     checkpoint.export_hf(w.ck, w.hf)
     write.export(w.ck, w.onnx)
+    write.export(w.ck, w.litert, "litert", length=64)
+    tampered(w.onnx, w.root / "onnx-names", lambda record, config: record.update(inputs=["ids", "mask", "types"]))
+    tampered(w.litert, w.root / "litert-lengths", lambda record, config: record.update(lengths=[]))
+    tampered(w.onnx, w.root / "onnx-vocab", lambda record, config: config.update(vocab_size=40000))
+    tampered(w.onnx, w.root / "onnx-positions", lambda record, config: config.update(max_position_embeddings=1024))
+    (w.root / "syntax.py").write_text("def get_config(arg):\n    return {'batch_size': 4,,}\n")
+    (w.root / "raises.py").write_text(
+        "def get_config(arg):\n    sizes = {}\n    return {'batch_size': sizes['tiny']}\n"
+    )
     shutil.copy2(squad, w.squad)
     w.preds.write_text(json.dumps({example.id: "Ada" for example in read_squad(squad).examples}))
     shutil.copytree(teacher, w.run / "model")
     (w.run / "metrics.jsonl").write_text('{"step": 1, "loss": 5.0}\n{"step": 2, "loss": 4.0}\n')
     w.eval.mkdir()
     return w
+
+
+def tampered(export: Path, out: Path, edit: Callable[[dict, dict], None]) -> None:
+    """A copy of `export` at `out`, its export.json and config.json as `edit(record, config)` leaves them."""
+    shutil.copytree(export, out)
+    record, config = (json.loads((out / name).read_text()) for name in ("export.json", "config.json"))
+    edit(record, config)
+    (out / "export.json").write_text(json.dumps(record))
+    (out / "config.json").write_text(json.dumps(config))
 
 
 def snapshot(root: Path) -> dict[str, str]:
@@ -185,6 +212,31 @@ CASES = [
     Case(f"{EVALUATE} --out-dir /dev/null/x", ("--out-dir /dev/null/x",)),
     Case(f"{EVALUATE} --out-dir ''", ("--out-dir ''",)),
     Case(f"{TRAIN} --run-dir /dev/null/x", ("/dev/null/x",)),
+    # Windows that an export or a model cannot take.
+    Case(
+        f"{EVALUATE} --out-dir {{eval}} --checkpoint {{litert}} --max-seq-length 128 --doc-stride 32",
+        ("--max-seq-length 128", "64"),
+    ),
+    Case("export {short} {world}/new --format litert --task-library", ("--task-library", "128")),
+    # Export records and configs edited by hand.
+    Case(
+        "predict --checkpoint {world}/onnx-names --question Who? --context Ada.", ("onnx-names/export.json", "inputs")
+    ),
+    Case(
+        f"{EVALUATE} --out-dir {{eval}} --checkpoint {{world}}/litert-lengths",
+        ("litert-lengths/export.json", "lengths"),
+    ),
+    Case(
+        "predict --checkpoint {world}/onnx-vocab --question Who? --context Ada.",
+        ("onnx-vocab/config.json", "vocab_size"),
+    ),
+    Case(
+        "predict --checkpoint {world}/onnx-positions --question Who? --context Ada.",
+        ("onnx-positions/config.json", "max_position_embeddings"),
+    ),
+    # Recipes that do not run.
+    Case(f"{TRAIN} --run-dir {{world}}/new --config {{world}}/syntax.py", ("--config {world}/syntax.py", "line 2")),
+    Case(f"{TRAIN} --run-dir {{world}}/new --config {{world}}/raises.py", ("{world}/raises.py, line 3", "KeyError")),
     # Basic bad inputs, for each command.
     Case(f"{TRAIN} --run-dir {{world}}/new --train-file {{world}}/missing.json", ("{world}/missing.json",)),
     Case(f"{TRAIN} --run-dir {{world}}/new --config {{world}}/missing.py", ("--config {world}/missing.py",)),
@@ -230,3 +282,29 @@ def test_a_hostile_command_line_fails_in_one_line_and_changes_nothing(case, worl
         assert world.format(name) in err, err
     assert snapshot(world.root) == before
     assert list(tmp_path.iterdir()) in ([], [tmp_path / "cache"])
+
+
+def test_an_export_interrupted_by_sigint_says_so_and_leaves_nothing(world, tmp_path, monkeypatch, capsys):
+    """SIGINT while the int8 model is made: one line, nothing at OUT or beside
+    it, and the float32 intermediate was in OUT's temporary folder, never in the
+    system's temporary folder, where a SIGKILL would leave it for good."""
+    import onnxruntime.quantization
+
+    system_temp = tmp_path / "system-temp"
+    system_temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(system_temp))
+    out = tmp_path / "out"
+    intermediates = []
+
+    def interrupted(model_input, model_output, **options):
+        intermediates.append(Path(model_input))
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)  # the signal's KeyboardInterrupt comes first
+
+    monkeypatch.setattr(onnxruntime.quantization, "quantize_dynamic", interrupted)
+    assert cli.main(["export", str(world.ck), str(out), "--precision", "int8"]) == 130
+    err = capsys.readouterr().err
+    assert err == f"jaxqa-export: error: interrupted; nothing written to {out}\n"
+    (intermediate,) = intermediates
+    assert intermediate.parent.parent == tmp_path and intermediate.parent.name.startswith(f".{out.name}.")
+    assert list(tmp_path.iterdir()) == [system_temp] and list(system_temp.iterdir()) == []
