@@ -46,7 +46,7 @@ def main(argv=None, prog: str = "make_student") -> int:
         config, params, notes = student.make_student(
             teacher.model_type, teacher.config, teacher.read_params(), layers, family
         )
-        save_pretrained(args.out, family, config, params, teacher.folder, overwrite=args.overwrite)
+        save_pretrained(args.out, family, config, params, teacher.folder, args.overwrite, source=teacher.folder)
     except Error as err:
         print(f"make_student: error: {err}", file=sys.stderr)
         return 2

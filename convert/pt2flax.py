@@ -50,7 +50,9 @@ def main(argv=None, prog: str = "pt2flax") -> int:
             if args.compact:
                 config, params = compact.compact(config, params)
                 log.info(f"compact: {compact.describe(compact.report(source.config, config))}")
-            save_pretrained(args.out, source.model_type, config, params, source.folder, overwrite=args.overwrite)
+            save_pretrained(
+                args.out, source.model_type, config, params, source.folder, args.overwrite, source=source.folder
+            )
     except Error as err:
         print(f"pt2flax: error: {err}", file=sys.stderr)
         return 2

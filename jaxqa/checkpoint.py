@@ -140,10 +140,17 @@ def open_checkpoint(path: str | Path) -> Source:
 
 
 def save_pretrained(
-    folder, model_type: str, config, params, tokenizer_from: Path | None, overwrite: bool = False
+    folder,
+    model_type: str,
+    config,
+    params,
+    tokenizer_from: Path | None,
+    overwrite: bool = False,
+    source: Path | None = None,
 ) -> Path:
     """Writes `params` (as the model holds them) as a jaxqa checkpoint folder,
-    one layer per name, atomically: a failure leaves nothing at `folder`."""
+    one layer per name, atomically: a failure leaves nothing at `folder`. A
+    `folder` that is, or holds, the `source` folder they were read from is refused."""
     host = jax.device_get(params)
     precision = precision_of(host)
     # int8 kernels stay int8 (with their scales); everything else, bfloat16 kernels included, is float32.
@@ -152,7 +159,7 @@ def save_pretrained(
         key: np.ascontiguousarray(value, np.int8 if value.dtype == np.int8 else np.float32)
         for key, value in flat.items()
     }
-    with atomic_folder(folder, overwrite) as tmp:
+    with atomic_folder(folder, overwrite, source) as tmp:
         (tmp / "config.json").write_text(json.dumps(config.to_hf(), indent=2) + "\n")
         _write_safetensors(
             tmp / PARAMS_FILE, tensors, {"format": "jaxqa", "model_type": model_type, "precision": precision}
@@ -195,7 +202,7 @@ def export_hf(src: str | Path, out: str | Path, overwrite: bool = False, pad: bo
                 "the speed-up)"
             )
         config, params = compact.padded(config, params)
-    with atomic_folder(out, overwrite) as tmp:
+    with atomic_folder(out, overwrite, source.folder) as tmp:
         state = convert.params_to_hf(source.model_type, config, params)
         _write_safetensors(tmp / "model.safetensors", state, {"format": "pt"})
         (tmp / "config.json").write_text(json.dumps(config.to_hf(), indent=2) + "\n")
@@ -204,30 +211,49 @@ def export_hf(src: str | Path, out: str | Path, overwrite: bool = False, pad: bo
 
 
 @contextlib.contextmanager
-def atomic_folder(folder: str | Path, overwrite: bool = False):
+def atomic_folder(folder: str | Path, overwrite: bool = False, source: Path | None = None):
     """Yields a temporary folder that replaces `folder` only if the block succeeds.
 
     The old folder and the new one trade places in one step, so that `folder`
     is never missing, however the process ends. Temporaries that a killed
-    process left beside `folder` are removed first."""
+    process left beside `folder` are removed first. A `folder` that is, or
+    holds, `source` (the folder the new contents are made from) is refused:
+    replacing it would lose the source. A folder that cannot be written (a
+    read-only or full disk) is an error naming it, and leaves nothing behind."""
+    if str(folder) == "":
+        raise ConversionError("'': not a folder name; name the folder to write")
     folder = Path(folder)
+    refuse_over(folder, source)
     if folder.exists() and not folder.is_dir():
         raise ConversionError(f"{folder} is a file, not a folder; it is left as it is")
     if folder.exists() and any(folder.iterdir()) and not overwrite:
         raise ConversionError(f"{folder} already exists and is not empty (pass --overwrite to replace it)")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(folder)
     # mkdir, unlike tempfile.mkdtemp (owner-only), gives the folder the user's umask.
     tmp = folder.parent / f".{folder.name}.{os.getpid()}.{secrets.token_hex(4)}"
-    tmp.mkdir()
     try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temporaries(folder)
+        tmp.mkdir()
         yield tmp
         if folder.exists():
             _exchange(tmp, folder)  # tmp now holds the old folder, removed below
         else:
             os.replace(tmp, folder)
+    except OSError as err:
+        raise ConversionError(f"{folder}: cannot write the folder ({err.strerror or err})") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def refuse_over(out: Path, source: Path | None) -> None:
+    """Refuses to write the folder `out` when it is `source` or holds it, since
+    replacing `out` would lose the source; the error names both."""
+    if source is None:
+        return
+    resolved, src = out.resolve(), Path(source).resolve()
+    if resolved == src or resolved in src.parents:
+        held = "is" if resolved == src else "holds"
+        raise ConversionError(f"{out} {held} the source {source}, which replacing it would lose; write elsewhere")
 
 
 def _remove_stale_temporaries(folder: Path) -> None:

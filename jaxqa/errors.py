@@ -55,12 +55,15 @@ def write_file(path: str | Path, contents: str | bytes) -> Path:
     temporary file beside it, renamed into place), so that a failure leaves any
     earlier file as it was; a full disk or another OS failure is an `Error`
     naming the path."""
+    if Path(path).name == "":  # '', '.', '/': no file to write
+        raise Error(f"{str(path)!r}: not a file name")
     path = Path(path)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         temporary.write_bytes(contents.encode() if isinstance(contents, str) else contents)
         os.replace(temporary, path)
     except OSError as err:
-        temporary.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a read-only disk refuses the clean-up too
+            temporary.unlink(missing_ok=True)
         raise Error(f"{path}: cannot write the file ({err.strerror})") from None
     return path

@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -178,7 +179,11 @@ def checked(args: argparse.Namespace) -> float | None:
 
 
 def out_folder(path: str) -> Path:
-    """The --out-dir folder, made if need be."""
+    """The --out-dir folder, made if need be and found writable (a file is
+    made there and removed), so that a read-only or full disk is said before
+    the evaluation, not after it."""
+    if path == "":
+        raise Error("--out-dir '': name a folder ('.' for this one)")
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise Error(f"--out-dir {path}: is a file, not a folder")
@@ -186,6 +191,11 @@ def out_folder(path: str) -> Path:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise Error(f"--out-dir {path}: cannot make the folder ({err.strerror})") from None
+    try:
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as err:
+        raise Error(f"--out-dir {path}: cannot write in the folder ({err.strerror})") from None
     return out
 
 
@@ -198,6 +208,8 @@ def run(args: argparse.Namespace, threshold: float | None) -> int:
         models.check_length(source.config, args.max_seq_length, "--max-seq-length")
         data = sources.read(args.data, "validation", sources.columns_of(args), args.skip_bad_rows)
         model = open_model(source, args.precision)
+        if isinstance(model, Exported):
+            model.check_length(args.max_seq_length, "--max-seq-length")
         settings = FeatureSettings(args.max_seq_length, args.doc_stride, args.max_query_length)
         features = eval_features(data, model.tokenizer, settings)
     except (Error, OSError) as err:

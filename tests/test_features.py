@@ -6,6 +6,7 @@ written out below as the reference.
 """
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -414,6 +415,24 @@ def test_interrupted_write_leaves_no_cache_entry(tokenizer, tmp_path, monkeypatc
     monkeypatch.setattr(np, "savez", real_savez)
     first = features.train_features(data, tokenizer, SMALL, cache_dir=tmp_path)
     _same(features.train_features(data, tokenizer, SMALL, cache_dir=tmp_path), first)
+
+
+@pytest.mark.parametrize("kind", ["train", "eval"])
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_a_damaged_cache_entry_is_set_aside_and_featurised_again(tokenizer, tmp_path, caplog, kind, damage):
+    data = read_squad(FIXTURES / "tiny-v1.1.json")
+    cached = features.train_features if kind == "train" else features.eval_features
+    first = cached(data, tokenizer, SMALL, cache_dir=tmp_path)
+    (entry,) = tmp_path.glob("*.npz")
+    good = entry.read_bytes()
+    bad = good[: len(good) // 2] if damage == "truncated" else b"not an npz file"
+    entry.write_bytes(bad)
+    with caplog.at_level(logging.WARNING, logger="jaxqa.squad.features"):
+        _same(cached(data, tokenizer, SMALL, cache_dir=tmp_path), first)
+    said = [r.getMessage() for r in caplog.records if r.name == features.log.name and r.levelno >= logging.WARNING]
+    assert len(said) == 1 and said[0].startswith(f"{entry}: a damaged cache entry"), said
+    assert entry.with_name(entry.name + ".damaged").read_bytes() == bad
+    assert entry.read_bytes() == good  # written again, whole
 
 
 def test_default_cache_dir_follows_jaxqa_cache(monkeypatch, tmp_path):

@@ -211,6 +211,27 @@ def test_a_checkpoint_that_cannot_be_saved_stops_the_run_in_one_line(squad, tmp_
     assert "No space left on device" in errors[0] and "the run stops" in errors[0]
 
 
+def test_a_save_that_fails_in_the_background_stops_the_run_at_its_step_without_tracebacks(
+    squad, tmp_path, capfd, monkeypatch
+):
+    import errno
+
+    from orbax.checkpoint._src.handlers import base_pytree_checkpoint_handler as handler
+
+    async def full(*args, **kwargs):  # in orbax's own thread, after the arrays are written
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(handler.BasePyTreeCheckpointHandler, "_write_metadata_after_commits", full)
+    args = [*flags(squad, "bert", tmp_path / "run"), "--max-steps", "4", "--save-every", "1", "--log-every", "1"]
+    assert train.main(args) == 2
+    err = capfd.readouterr().err  # orbax's threads log to the process's stderr
+    errors = [line for line in err.splitlines() if "error" in line.lower()]  # besides the progress bar's lines
+    assert len(errors) == 1 and "Traceback" not in err, err
+    assert "a checkpoint could not be saved" in errors[0] and "No space left on device" in errors[0]
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [record["step"] for record in logged if "step" in record] == [1]  # stopped at the failed save
+
+
 def test_pruning_warm_ups_that_cannot_apply_are_said(squad, tmp_path, capsys):
     # A schedule with nothing to decay over is refused (above); warm-ups of 0 steps are said to do nothing.
     args = [

@@ -4,14 +4,22 @@
     OUT/model.onnx or OUT/model.tflite   the model
     OUT/config.json, tokenizer files     the checkpoint's own
     OUT/export.json                      the record: format, model_type, precision,
-                                         inputs, outputs, and a LiteRT model's lengths
+                                         inputs, outputs, a LiteRT model's lengths,
+                                         and the config's sizes
 
 The model takes `INPUTS` (token ids, attention mask, token types), each int32
 (batch, sequence), and gives `OUTPUTS`, float32 (batch, sequence); a LiteRT
 model holds one signature per window length N, `signature(N)`, over (1, N).
 The record names the inputs and outputs in these roles, so that the Task
-Library's names (`TASK_LIBRARY_INPUTS`, `TASK_LIBRARY_OUTPUTS`) serve too.
+Library's names (`TASK_LIBRARY_INPUTS`, `TASK_LIBRARY_OUTPUTS`) serve too,
+and the `SIZES` of the config the model file was written from, so that an
+edited config.json is found (`read_record`).
 """
+
+import json
+from pathlib import Path
+
+from jaxqa.errors import Error
 
 FORMATS = ("onnx", "litert")
 MODEL_FILES = {"onnx": "model.onnx", "litert": "model.tflite"}
@@ -25,8 +33,52 @@ TASK_LIBRARY_OUTPUTS = ("end_logits", "start_logits")  # in its order
 TASK_LIBRARY_LENGTH = 384
 DEFAULT_LENGTH = 384  # a LiteRT model's longest window, SQuAD's usual max_seq_length
 DEFAULT_LENGTH_STEP = 64
+SIZES = ("vocab_size", "max_position_embeddings")  # the config's sizes that the model file holds
 
 
 def signature(length: int) -> str:
     """The LiteRT signature of windows (1, length)."""
     return f"length_{length}"
+
+
+def read_record(path: Path, config) -> dict:
+    """The export record at `path`, checked against what jaxqa writes and
+    against `config` (the folder's config.json): an edited or damaged record,
+    or a config whose sizes are not the model file's, is an `Error` naming the
+    file and key."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise Error(f"{path}: not an export record jaxqa wrote ({err})") from None
+    if not isinstance(record, dict):
+        raise Error(f"{path}: not an export record jaxqa wrote (a JSON object)")
+    for key, allowed in (("format", FORMATS), ("precision", PRECISIONS)):
+        if record.get(key) not in allowed:
+            raise Error(f"{path}: {key!r} is {record.get(key)!r}, not one of {', '.join(allowed)}")
+    for key, namings in (("inputs", (INPUTS, TASK_LIBRARY_INPUTS)), ("outputs", (OUTPUTS, TASK_LIBRARY_OUTPUTS))):
+        if sorted(_names(record.get(key))) not in [sorted(names) for names in namings]:
+            raise Error(f"{path}: {key!r} is {record.get(key)!r}, not the names jaxqa writes ({', '.join(namings[0])})")
+    if record["format"] == "litert":
+        lengths = record.get("lengths")
+        if not (isinstance(lengths, list) and lengths and all(_length(n, config) for n in lengths)):
+            raise Error(
+                f"{path}: 'lengths' is {lengths!r}, not window lengths of 1 to {config.max_position_embeddings}"
+            )
+    sizes = record.get("sizes", {})  # the record of an earlier jaxqa has none
+    if not isinstance(sizes, dict):
+        raise Error(f"{path}: 'sizes' is {sizes!r}, not the sizes of the config the model was exported with")
+    for key, size in sizes.items():
+        if key in SIZES and getattr(config, key) != size:
+            raise Error(
+                f"{path.parent / 'config.json'}: {key} is {getattr(config, key)}, but the model was exported "
+                f"with {size} ({path})"
+            )
+    return record
+
+
+def _names(value) -> list:
+    return value if isinstance(value, list) and all(isinstance(name, str) for name in value) else []
+
+
+def _length(value, config) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= config.max_position_embeddings

@@ -8,7 +8,6 @@ writer's code.
 """
 
 import functools
-import json
 import os
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import numpy as np
 
 from jaxqa.checkpoint import Source
 from jaxqa.errors import Error
-from jaxqa.export.format import EXPORT_NAMES, MODEL_FILES, RECORD_FILE, signature
+from jaxqa.export.format import EXPORT_NAMES, MODEL_FILES, RECORD_FILE, read_record, signature
 from jaxqa.squad.tokenizer import load_tokenizer
 
 
@@ -111,25 +110,29 @@ class Exported:
         self.folder: Path = source.folder
         self.model_type = source.model_type
         self.config = source.config
-        record_path = self.folder / RECORD_FILE
-        try:
-            record = json.loads(record_path.read_text())
-            self.format: str = record["format"]
-            self.precision: str = record["precision"]
-            runtime = RUNTIMES[self.format]
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise Error(f"{record_path}: not an export record jaxqa wrote ({err})") from None
+        record = read_record(self.folder / RECORD_FILE, self.config)
+        self.format: str = record["format"]
+        self.precision: str = record["precision"]
+        self.lengths: list[int] = sorted(record.get("lengths", []))  # a LiteRT export's windows; [] for ONNX
         self._check(precision)
-        try:
-            self.runtime: OnnxRuntime | LiteRTRuntime = runtime(self.folder / MODEL_FILES[self.format], record)
-        except KeyError as err:
-            raise Error(f"{record_path}: not an export record jaxqa wrote (no {err})") from None
+        self.runtime: OnnxRuntime | LiteRTRuntime = RUNTIMES[self.format](
+            self.folder / MODEL_FILES[self.format], record
+        )
 
     def _check(self, precision: str) -> None:
         if precision not in ("auto", self.precision):
             raise Error(
                 f"precision {precision}: {self.folder} is {EXPORT_NAMES[self.format]} in {self.precision}, "
                 "which runs in that precision only (ask for it, or auto)"
+            )
+
+    def check_length(self, max_seq_length: int, flag: str) -> None:
+        """Refuses windows longer than this export takes (a LiteRT export's
+        longest signature), naming `flag`; an ONNX export takes any length."""
+        if self.lengths and max_seq_length > self.lengths[-1]:
+            raise Error(
+                f"{flag} {max_seq_length}: {self.folder} is a LiteRT export of windows of at most "
+                f"{self.lengths[-1]} tokens; ask for at most {self.lengths[-1]}, or export with --sequence {max_seq_length}"
             )
 
     def with_precision(self, precision: str) -> "Exported":

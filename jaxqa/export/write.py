@@ -5,7 +5,7 @@
 
 OUT holds the model file (`model.onnx` or `model.tflite`), the checkpoint's
 `config.json` and tokenizer files, and `export.json` (format, precision,
-inputs and outputs, and a LiteRT model's window lengths).
+inputs and outputs, a LiteRT model's window lengths, the config's sizes).
 
 ONNX: the model takes `input_ids`, `attention_mask` and `token_type_ids`, each
 int32 (batch, sequence) with both dimensions free, and gives `start_logits` and
@@ -30,7 +30,6 @@ import json
 import logging
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import flax.linen as nn
@@ -49,6 +48,7 @@ from jaxqa.export.format import (
     OUTPUTS,
     PRECISIONS,
     RECORD_FILE,
+    SIZES,
     TASK_LIBRARY_INPUTS,
     TASK_LIBRARY_LENGTH,
     TASK_LIBRARY_OUTPUTS,
@@ -87,8 +87,10 @@ def _write_onnx(config, params: dict, path: Path, precision: str) -> dict:
     else:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        with tempfile.TemporaryDirectory() as scratch:
-            fp32 = Path(scratch) / path.name
+        # The float32 model is written beside the int8 one, in the export's
+        # temporary folder, so that a killed export leaves it nowhere for good.
+        fp32 = path.with_name(f"fp32.{path.name}")
+        try:
             onnx.save(proto, str(fp32))
             # ONNX Runtime's integer products take a matrix's per-column scales
             # only: products with a stack of matrices (SqueezeBERT's grouped
@@ -107,6 +109,8 @@ def _write_onnx(config, params: dict, path: Path, precision: str) -> dict:
                 )
             finally:
                 logging.disable(logging.NOTSET)
+        finally:
+            fp32.unlink(missing_ok=True)
     return {"inputs": list(INPUTS), "outputs": list(OUTPUTS)}
 
 
@@ -129,6 +133,11 @@ def _lengths(config, fmt: str, length: int | None, step: int | None, task_librar
             raise Error(f"--{(given or ['task-library'])[0]} applies to --format litert only")
         return ()
     if task_library:
+        if config.max_position_embeddings < TASK_LIBRARY_LENGTH:
+            raise Error(
+                f"--task-library: the Task Library's BertQuestionAnswerer takes windows of {TASK_LIBRARY_LENGTH} "
+                f"tokens, and the model has positions for at most {config.max_position_embeddings}"
+            )
         if given and (length, step) != (TASK_LIBRARY_LENGTH, None):
             raise Error(
                 f"--{given[0]}: the Task Library's BertQuestionAnswerer takes one window, [1, {TASK_LIBRARY_LENGTH}]"
@@ -164,7 +173,7 @@ def export(
     params = nn.meta.unbox(
         source.read_params(need_head="an export answers questions, so it needs a fine-tuned span head")
     )
-    with atomic_folder(out, overwrite) as tmp:
+    with atomic_folder(out, overwrite, source.folder) as tmp:
         path = tmp / MODEL_FILES[fmt]
         if fmt == "onnx":
             io = _write_onnx(source.config, params, path, precision)
@@ -172,7 +181,13 @@ def export(
             io = _write_litert(source.config, params, path, precision, lengths, task_library)
         shutil.copy2(source.folder / "config.json", tmp / "config.json")
         copy_tokenizer(source.folder, tmp)
-        record = {"format": fmt, "model_type": source.model_type, "precision": precision, **io}
+        record = {
+            "format": fmt,
+            "model_type": source.model_type,
+            "precision": precision,
+            **io,
+            "sizes": {key: getattr(source.config, key) for key in SIZES},
+        }
         (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n")
     return Path(out)
 
@@ -225,6 +240,9 @@ def main(argv=None, prog: str = "jaxqa-export") -> int:
     except Error as err:
         print(f"jaxqa-export: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # atomic_folder has removed what was written
+        print(f"jaxqa-export: error: interrupted; nothing written to {args.out}", file=sys.stderr)
+        return 130
     model_file = out / MODEL_FILES[args.format]
     print(f"wrote {model_file} ({model_file.stat().st_size / 2**20:.1f} MiB, {args.precision})")
     return 0

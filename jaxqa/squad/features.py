@@ -10,9 +10,11 @@ question longer than `max_query_length` tokens keeps only its first tokens.
 
 Featurising a whole training set takes seconds; `train_features` and
 `eval_features` keep the result in an on-disk cache keyed by the data file, the
-tokenizer and the settings.
+tokenizer and the settings; an entry that cannot be read is set aside as
+`NAME.damaged` and the features are made again.
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -373,14 +375,33 @@ def _cached(features_class, featurize, data: SquadData, tokenizer, settings, cac
         return featurize(data.examples, tokenizer, settings)
     path = cache_path(features_class.__name__, data.fingerprint, tokenizer, settings, cache_dir)
     if path.is_file():
-        log.info(f"features from the cache {path}")
-        with np.load(path) as stored:
-            return features_class(**{f.name: stored[f.name] for f in dataclasses.fields(features_class)})
+        cached = _read_entry(features_class, path)
+        if cached is not None:
+            return cached
     features = featurize(data.examples, tokenizer, settings)
     try:
         _save_atomically(path, features)
     except OSError as err:  # a full disk, say: the cache only saves time
         log.warning(f"{path}: cannot cache the features ({err.strerror}); going on without the cache")
+    return features
+
+
+def _read_entry(features_class, path: Path):
+    """The features cached at `path`; None for an entry that cannot be read (a
+    truncated or foreign file), which is set aside as `NAME.damaged`, with a
+    warning, to be featurised again, as a damaged checkpoint is."""
+    try:
+        with np.load(path) as stored:
+            features = features_class(**{f.name: stored[f.name] for f in dataclasses.fields(features_class)})
+    except Exception as err:  # numpy raises several types: BadZipFile, ValueError, KeyError, EOFError, OSError
+        aside = path.with_name(path.name + ".damaged")
+        with contextlib.suppress(OSError):  # a read-only cache: featurised again all the same
+            os.replace(path, aside)
+        log.warning(
+            f"{path}: a damaged cache entry ({type(err).__name__}); set aside as {aside.name}, featurising again"
+        )
+        return None
+    log.info(f"features from the cache {path}")
     return features
 
 

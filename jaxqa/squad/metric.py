@@ -290,7 +290,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m jaxqa.squad.metri
         return 2
 
     # As the official script: compact JSON to the file, or indented JSON to stdout.
-    if not args.out_file:
+    if args.out_file is None:
         print(json.dumps(result, indent=2))
         return 0
     try:

@@ -131,8 +131,8 @@ class Evaluate:
 
 @dataclasses.dataclass
 class Save:
-    """Every `every` steps, a checkpoint (written in the background); at the end,
-    the last one, waited for."""
+    """Every `every` steps, a checkpoint, waited for, so that a save that fails
+    (a full disk) stops the run at its own step; at the end, the last one."""
 
     every: int
     folder: RunFolder
@@ -140,6 +140,7 @@ class Save:
     def after_step(self, step: int, state: TrainState, metrics: dict) -> None:
         if step % self.every == 0:
             self.folder.save(step, state)
+            self.folder.wait()
 
     def at_end(self, state: TrainState) -> None:
         self.folder.save(int(state.step), state, force=True)

@@ -48,25 +48,33 @@ def exclusive(run_dir: Path):
         yield
         return
     lock = Path(run_dir) / "lock"
+    try:
+        _take(lock)
+    except OSError as err:  # a read-only or full disk, say
+        raise RunFolderError(f"--run-dir {run_dir}: cannot write {lock} ({err.strerror})") from None
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _take(lock: Path) -> None:
+    """Makes `lock`, naming this process, unless a running one holds it (refused, naming it)."""
     lock.parent.mkdir(parents=True, exist_ok=True)
     mine = {"host": socket.gethostname(), "pid": os.getpid()}
     while True:
         try:
             with open(lock, "x") as f:
                 json.dump(mine, f)
-            break
+            return
         except FileExistsError:
             holder = _holder(lock)
             if holder is not None:
                 raise RunFolderError(
-                    f"{run_dir} is in use by another training (pid {holder['pid']} on {holder['host']}, see "
+                    f"{lock.parent} is in use by another training (pid {holder['pid']} on {holder['host']}, see "
                     f"{lock}); wait for it, or use another --run-dir"
                 ) from None
             lock.unlink(missing_ok=True)  # stale: its process is gone
-    try:
-        yield
-    finally:
-        lock.unlink(missing_ok=True)
 
 
 def _holder(lock: Path) -> dict | None:

@@ -21,6 +21,7 @@ import dataclasses
 import importlib
 import importlib.util
 import math
+import traceback
 import types
 import typing
 from pathlib import Path
@@ -417,8 +418,11 @@ def load_recipe(spec: str) -> dict:
         spec_file = importlib.util.spec_from_file_location(path.stem, path)
         assert spec_file is not None and spec_file.loader is not None  # a .py file that exists
         module = types.ModuleType(path.stem)
-        spec_file.loader.exec_module(module)
-        recipe = module.get_config(arg)
+        try:
+            spec_file.loader.exec_module(module)
+            recipe = module.get_config(arg)
+        except Exception as err:  # the recipe is the user's code: a syntax error, or whatever it raises
+            raise SettingsError(f"--config {spec}: {_fault_in(path, err)}") from None
     if not isinstance(recipe, dict):
         raise SettingsError(f"--config {spec}: get_config returned {type(recipe).__name__}, not a dict of settings")
     unknown = set(recipe) - (set(FIELDS) - {"model"})
@@ -428,6 +432,16 @@ def load_recipe(spec: str) -> dict:
         if not _is_a(value, _type(name)):
             raise SettingsError(f"--config {spec}: {name} must be {_type_name(_type(name))}, got {value!r:.40}")
     return {name: float(value) if _type(name) is float else value for name, value in recipe.items()}
+
+
+def _fault_in(path: Path, err: Exception) -> str:
+    """What went wrong in the recipe file `path`, and at which of its lines."""
+    if isinstance(err, SyntaxError):
+        return f"{path}, line {err.lineno}: {err.msg}"
+    lines = [frame.lineno for frame in traceback.extract_tb(err.__traceback__) if Path(frame.filename) == path]
+    where = f", line {lines[-1]}" if lines else ""
+    reason = (str(err).splitlines() or [""])[0][:200]
+    return f"{path}{where}: {type(err).__name__}: {reason}"
 
 
 def _is_a(value, kind) -> bool:
