@@ -10,6 +10,7 @@ writer's code.
 import functools
 import json
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,9 @@ class OnnxRuntime:
     """ONNX Runtime's session of a model file, as a `jaxqa.engine.Runtime`. It
     compiles no programs, so `traces` stays 0. Its threads sleep between runs
     instead of spinning: the pipeline featurizes and decodes between runs, and
-    on a machine of few cores spinning threads take the cores that work needs."""
+    on a machine of few cores spinning threads take the cores that work needs.
+    A session runs calls from several threads at once (ONNX Runtime's `run`
+    is thread-safe)."""
 
     name, traces = "onnx", 0
 
@@ -63,7 +66,12 @@ class LiteRTRuntime:
     """The LiteRT interpreter of a model file whose signatures `length_{L}` take
     windows (1, L), as a `jaxqa.engine.Runtime`: each window of a batch (B, T)
     runs on its own in the shortest L >= T, padded with masked positions, which
-    change no logit of the window's own tokens."""
+    change no logit of the window's own tokens.
+
+    An interpreter holds one set of input and output tensors for all its
+    signatures, so a call from one thread would overwrite another's: a lock
+    lets one call run at a time (the interpreter's own threads, one per core,
+    share out each window's work)."""
 
     name, traces = "litert", 0
 
@@ -78,6 +86,7 @@ class LiteRTRuntime:
             self.runners = {length: interpreter.get_signature_runner(signature(length)) for length in self.lengths}
         except Exception as err:  # the interpreter raises ValueError or RuntimeError for files it cannot read
             raise Error(f"{path}: the LiteRT interpreter cannot load it ({str(err).splitlines()[0]})") from None
+        self._running = threading.Lock()
 
     def __call__(self, input_ids, attention_mask, token_type_ids) -> tuple[np.ndarray, np.ndarray]:
         batch, width = np.shape(input_ids)
@@ -95,8 +104,9 @@ class LiteRTRuntime:
                 window = np.zeros((1, length), np.int32)
                 window[0, :width] = array[row]
                 feeds[name] = window
-            logits = self.runners[length](**feeds)
-            start[row], end[row] = logits["start_logits"][0, :width], logits["end_logits"][0, :width]
+            with self._running:
+                logits = self.runners[length](**feeds)
+                start[row], end[row] = logits["start_logits"][0, :width], logits["end_logits"][0, :width]
         return start, end
 
 
