@@ -118,6 +118,35 @@ def test_a_damaged_export_is_refused_in_one_line(exports, tmp_path):
         jaxqa.open_model(broken, "auto")
 
 
+def test_an_onnx_record_must_match_its_model_file(exports, tmp_path):
+    tampered = tmp_path / "tampered"
+    shutil.copytree(exports["fp32"], tampered)
+    record = json.loads((tampered / write.RECORD_FILE).read_text())
+    flipped = {"inputs": record["inputs"][::-1], "outputs": record["outputs"][::-1]}
+    (tampered / write.RECORD_FILE).write_text(json.dumps({**record, **flipped}))
+    inputs = windows(1000, 2, 24)
+    for got, want in zip(
+        jaxqa.open_model(tampered, "auto")(*inputs), jaxqa.open_model(exports["fp32"], "auto")(*inputs)
+    ):
+        np.testing.assert_array_equal(got, want)  # names bind the inputs and outputs, not their places
+    cases = [
+        ({"precision": "fp16"}, "precision 'fp16' is none of fp32, int8"),
+        ({"format": "tflite"}, "format 'tflite' is none of onnx, litert"),
+        (
+            {"inputs": ["ids", "attention_mask", "token_type_ids"]},
+            r"inputs \['ids', 'attention_mask', 'token_type_ids'\] are not those of model.onnx",
+        ),
+        ({"inputs": [*record["inputs"], "input_ids"]}, "inputs .* are not those of model.onnx"),
+        ({"outputs": ["start_logits"]}, r"outputs \['start_logits'\] are not those of model.onnx"),
+        ({"outputs": "start_logits end_logits"}, "outputs 'start_logits end_logits' are not those of model.onnx"),
+    ]
+    for change, said in cases:
+        (tampered / write.RECORD_FILE).write_text(json.dumps({**record, **change}))
+        with pytest.raises(jaxqa.Error, match=r"export.json: " + said) as refused:
+            jaxqa.open_model(tampered, "auto")
+        assert "\n" not in str(refused.value)
+
+
 def test_an_export_is_served_in_its_own_precision_only(exports):
     with pytest.raises(jaxqa.Error, match="an ONNX export in int8, which runs in that precision only"):
         jaxqa.pipeline(exports["int8"], precision="fp32")

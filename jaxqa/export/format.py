@@ -9,8 +9,9 @@
 The model takes `INPUTS` (token ids, attention mask, token types), each int32
 (batch, sequence), and gives `OUTPUTS`, float32 (batch, sequence); a LiteRT
 model holds one signature per window length N, `signature(N)`, over (1, N).
-The record names the inputs and outputs in these roles, so that the Task
-Library's names (`TASK_LIBRARY_INPUTS`, `TASK_LIBRARY_OUTPUTS`) serve too.
+The record names the model's inputs and outputs; a runtime binds them by
+name (`input_roles`), so that the Task Library's names (`TASK_LIBRARY_INPUTS`,
+`TASK_LIBRARY_OUTPUTS`) serve too, and checks the record against the model file.
 """
 
 FORMATS = ("onnx", "litert")
@@ -30,3 +31,12 @@ DEFAULT_LENGTH_STEP = 64
 def signature(length: int) -> str:
     """The LiteRT signature of windows (1, length)."""
     return f"length_{length}"
+
+
+def input_roles(names) -> tuple[str, ...] | None:
+    """The names among `names` of the token ids, attention mask and token types,
+    in that order, if `names` are `INPUTS` or `TASK_LIBRARY_INPUTS` in any order; else None."""
+    for roles in (INPUTS, TASK_LIBRARY_INPUTS):
+        if sorted(names) == sorted(roles):
+            return roles
+    return None

@@ -5,6 +5,10 @@
 `precision`, `config` and `tokenizer`. ONNX Runtime runs an ONNX export and
 the LiteRT interpreter a LiteRT one, on the CPU. Nothing here imports the
 writer's code.
+
+A runtime binds the model's inputs and outputs by the names the model file
+gives them, whatever order the record lists them in, and refuses a record
+that does not match its model file, naming the record and the key.
 """
 
 import functools
@@ -17,12 +21,37 @@ import numpy as np
 
 from jaxqa.checkpoint import Source
 from jaxqa.errors import Error
-from jaxqa.export.format import EXPORT_NAMES, MODEL_FILES, RECORD_FILE, signature
+from jaxqa.export.format import (
+    EXPORT_NAMES,
+    INPUTS,
+    MODEL_FILES,
+    OUTPUTS,
+    PRECISIONS,
+    RECORD_FILE,
+    input_roles,
+    signature,
+)
 from jaxqa.squad.tokenizer import load_tokenizer
 
 
 def is_export(folder: Path) -> bool:
     return (folder / RECORD_FILE).is_file()
+
+
+def _bound_inputs(path: Path, record: dict, inputs: list[str], outputs: list[str]) -> tuple[str, ...]:
+    """The names of the model file at `path` for token ids, attention mask and
+    token types, in that order, once its record is checked to name the file's
+    own `inputs` and `outputs` (in any order: names bind them, not places)."""
+    for key, own in (("inputs", inputs), ("outputs", outputs)):
+        named = record.get(key)
+        if not isinstance(named, list) or not all(isinstance(n, str) for n in named) or sorted(named) != sorted(own):
+            raise Error(f"{path.parent / RECORD_FILE}: {key} {named!r} are not those of {path.name}, {own}")
+    roles = input_roles(inputs)
+    if roles is None or sorted(outputs) != sorted(OUTPUTS):
+        raise Error(
+            f"{path}: inputs {inputs} and outputs {outputs} are not a span model's ({list(INPUTS)} and {list(OUTPUTS)})"
+        )
+    return roles
 
 
 class OnnxRuntime:
@@ -46,14 +75,15 @@ class OnnxRuntime:
             self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as err:  # onnxruntime raises its own types for unreadable or invalid files
             raise Error(f"{path}: ONNX Runtime cannot load it ({str(err).splitlines()[0]})") from None
-        self.inputs, self.outputs = record["inputs"], record["outputs"]
+        io = [[node.name for node in nodes] for nodes in (self.session.get_inputs(), self.session.get_outputs())]
+        self.inputs = _bound_inputs(path, record, *io)
 
     def __call__(self, input_ids, attention_mask, token_type_ids) -> tuple[np.ndarray, np.ndarray]:
         feeds = {
             name: np.asarray(array, np.int32)
             for name, array in zip(self.inputs, (input_ids, attention_mask, token_type_ids))
         }
-        start, end = self.session.run(self.outputs, feeds)
+        start, end = self.session.run(list(OUTPUTS), feeds)
         return start, end
 
 
@@ -80,12 +110,18 @@ class LiteRTRuntime:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError:
             raise Error(f'{path}: serving a LiteRT export needs ai-edge-litert: pip install "jaxqa[litert]"') from None
-        self.path, self.lengths, self.inputs = path, sorted(record["lengths"]), record["inputs"]
+        self.path = path
         try:
             interpreter = Interpreter(model_path=str(path), num_threads=_cores())
-            self.runners = {length: interpreter.get_signature_runner(signature(length)) for length in self.lengths}
+            signatures = interpreter.get_signature_list()
         except Exception as err:  # the interpreter raises ValueError or RuntimeError for files it cannot read
             raise Error(f"{path}: the LiteRT interpreter cannot load it ({str(err).splitlines()[0]})") from None
+        self.lengths = _signature_lengths(path, record, set(signatures))
+        # jaxqa writes every signature with the same names.
+        self.inputs = _bound_inputs(
+            path, record, *(signatures[signature(self.lengths[0])][k] for k in ("inputs", "outputs"))
+        )
+        self.runners = {length: interpreter.get_signature_runner(signature(length)) for length in self.lengths}
         self._running = threading.Lock()
 
     def __call__(self, input_ids, attention_mask, token_type_ids) -> tuple[np.ndarray, np.ndarray]:
@@ -110,6 +146,21 @@ class LiteRTRuntime:
         return start, end
 
 
+def _signature_lengths(path: Path, record: dict, signatures: set[str]) -> list[int]:
+    """The record's window lengths, sorted, checked to be those of the model file's `signatures`."""
+    lengths = record.get("lengths")
+    if (
+        not isinstance(lengths, list)
+        or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in lengths)
+        or len(set(lengths)) != len(lengths)
+        or {signature(n) for n in lengths} != signatures
+    ):
+        raise Error(
+            f"{path.parent / RECORD_FILE}: lengths {lengths!r} are not those of {path.name}'s signatures, {sorted(signatures)}"
+        )
+    return sorted(lengths)
+
+
 RUNTIMES: dict[str, type[OnnxRuntime] | type[LiteRTRuntime]] = {"onnx": OnnxRuntime, "litert": LiteRTRuntime}
 
 
@@ -126,14 +177,15 @@ class Exported:
             record = json.loads(record_path.read_text())
             self.format: str = record["format"]
             self.precision: str = record["precision"]
-            runtime = RUNTIMES[self.format]
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise Error(f"{record_path}: not an export record jaxqa wrote ({err})") from None
+        for key, value, allowed in (("format", self.format, RUNTIMES), ("precision", self.precision, PRECISIONS)):
+            if not isinstance(value, str) or value not in allowed:
+                raise Error(f"{record_path}: {key} {value!r} is none of {', '.join(allowed)}")
         self._check(precision)
-        try:
-            self.runtime: OnnxRuntime | LiteRTRuntime = runtime(self.folder / MODEL_FILES[self.format], record)
-        except KeyError as err:
-            raise Error(f"{record_path}: not an export record jaxqa wrote (no {err})") from None
+        self.runtime: OnnxRuntime | LiteRTRuntime = RUNTIMES[self.format](
+            self.folder / MODEL_FILES[self.format], record
+        )
 
     def _check(self, precision: str) -> None:
         if precision not in ("auto", self.precision):
