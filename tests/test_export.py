@@ -1,5 +1,6 @@
 """ONNX exports: the program jaxqa runs, written op by op, gives jaxqa's logits
-under ONNX Runtime for every family and a compact model, at any batch and
+under ONNX Runtime for every family and compact models (one with a layer of
+no heads and a layer of no feed-forward units), at any batch and
 length; int8 stays close; served back, an export answers as jaxqa does."""
 
 import collections

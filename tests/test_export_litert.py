@@ -1,6 +1,7 @@
 """LiteRT exports: the program jaxqa runs, through jax.export's StableHLO and
 the LiteRT converter, gives jaxqa's logits under the LiteRT interpreter for
-every family and a compact model (at its compact shapes); int8 stays close;
+every family and compact models (at their compact shapes, layers of no heads
+or no feed-forward units included); int8 stays close;
 served back, an export answers as jaxqa does; the Task Library signature has
 BertQuestionAnswerer's names, shapes and output order."""
 
@@ -28,8 +29,9 @@ def interpreter(flatbuffer: bytes) -> Interpreter:
     return Interpreter(model_content=flatbuffer, num_threads=1)
 
 
-# The inner loop converts BERT's layers, plain and compact; every family's
-# program is traced in the inner loop too, by the ONNX export's tests.
+# The inner loop converts BERT's layers, plain and compact (and the int8
+# tests convert the compact model with empty layers); every family's program
+# is traced in the inner loop too, by the ONNX export's tests.
 @pytest.mark.parametrize(
     "name",
     [
