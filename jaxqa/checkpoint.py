@@ -67,7 +67,11 @@ class Source:
         if (self.folder / PARAMS_FILE).is_file():
             params = _finite(self.config, self._read_jaxqa_params(), self.folder / PARAMS_FILE)
             return params if as_stored else dequantized(params)
-        params, report = convert.params_from_hf(self.model_type, self.config, _read_hf_state(self.folder))
+        state = _read_hf_state(self.folder)
+        try:
+            params, report = convert.params_from_hf(self.model_type, self.config, state)
+        except ConversionError as err:
+            raise ConversionError(f"{self.folder}: {err}") from None
         params = _finite(self.config, params, self.folder)
         if report.fresh_head and need_head:
             raise ConversionError(f"{self.folder}: no span head (qa_outputs) in the checkpoint; {need_head}")
@@ -90,6 +94,11 @@ class Source:
         path = self.folder / PARAMS_FILE
         got = _read_safetensors(path)
         expected = file_shapes(self.config)
+        for key, value in got.items():
+            if value.dtype != np.int8 and not convert.is_floating(value):
+                raise ConversionError(
+                    f"{path}: {key} is {value.dtype}; a weight must be floating point (or an int8 kernel)"
+                )
         for key in [key for key, value in got.items() if value.dtype == np.int8]:  # an int8 checkpoint's kernels
             kernel = expected[key].shape if key in expected and is_quantized(key) else None
             if kernel is None or (key + "_scale") not in got:
@@ -389,4 +398,5 @@ def _read_torch(path: Path) -> dict[str, np.ndarray]:
                 f"{path}: {key!r} is not a tensor (it is {type(value).__name__}); "
                 "a state dict maps tensor names to tensors"
             )
-    return {key: value.float().numpy() for key, value in state.items()}
+    # Floating-point tensors as float32; others keep their type, which conversion refuses for a weight.
+    return {key: value.float().numpy() if value.is_floating_point() else value.numpy() for key, value in state.items()}

@@ -35,7 +35,11 @@ class Runtime(Protocol):
     each int32 (B, T), -> start and end logits, each float32 (B, T), as arrays
     or jax arrays still being computed. `traces` counts the programs it has
     compiled (one per input shape; 0 for runtimes that compile none); `name`
-    says what runs it: "xla", "onnx" or "litert"."""
+    says what runs it: "xla", "onnx" or "litert".
+
+    A runtime takes calls from several threads at once (a server's, or a
+    pipeline shared by a thread pool), each given the logits of its own
+    windows, as a call alone would be."""
 
     name: str
 
@@ -53,7 +57,8 @@ class Compiled:
     module (a loaded model, its pipeline, evaluations during training) runs the
     same compiled programs (`models.forward`); on a mesh of several devices
     they are split over its data axis, and with several processes the logits
-    are replicated, so that every process can read them."""
+    are replicated, so that every process can read them. A jitted function
+    runs calls from several threads at once."""
 
     name = "xla"
 

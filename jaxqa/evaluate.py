@@ -8,6 +8,11 @@ files, a hub dataset); predictions are keyed by the data's ids.
 Writes `predictions.json` (and, for SQuAD 2.0, `null_odds.json`) in the official
 formats and prints the metrics. Logits become answers batch by batch, so the
 whole set's logits are never held at once.
+
+On SQuAD 2.0 a model that answers nothing scores the share of questions
+without an answer, so the line that sums the scores up (`describe`) names the
+F1 on the questions with answers and on those without, as the official script's
+HasAns_f1 and NoAns_f1; and scoring warns when every answer is empty.
 """
 
 import argparse
@@ -76,7 +81,13 @@ def answer(
 
 def score(articles, predictions: Predictions, with_negatives: bool) -> dict:
     """The official metric of the answers as they are; for SQuAD 2.0 with the null
-    odds as no-answer probabilities, for the threshold search."""
+    odds as no-answer probabilities, for the threshold search. Warns when every
+    answer is empty."""
+    answers = predictions.answers
+    if answers and not any(answers.values()):
+        log.warning(
+            f"every one of the {len(answers)} answers is empty (no answer): the scores are those of answering nothing"
+        )
     # The answers already hold "" where the null odds exceed the threshold applied;
     # the metric's own default (1.0, for probabilities) would turn more into "".
     return metric.compute(
@@ -96,6 +107,15 @@ def apply_best_threshold(articles, predictions: Predictions) -> tuple[Prediction
     return Predictions(answers, predictions.null_odds, {}), threshold
 
 
+def describe(result: dict) -> str:
+    """The scores of the official metric's `result` in a line: exact and F1, and
+    on SQuAD 2.0 the F1 on the questions with answers and on those without."""
+    line = f"exact {result['exact']:.2f} f1 {result['f1']:.2f}"
+    if "NoAns_f1" in result:
+        line += f" HasAns_f1 {result.get('HasAns_f1', math.nan):.2f} NoAns_f1 {result['NoAns_f1']:.2f}"
+    return line
+
+
 def evaluate_params(
     model,
     params,
@@ -113,9 +133,7 @@ def evaluate_params(
     )
     result = dict(score(eval_set.data.articles, predictions, eval_set.with_negatives))
     result["eval_seconds"] = round(time.perf_counter() - started, 1)
-    log.info(
-        f"eval: exact {result['exact']:.2f} f1 {result['f1']:.2f} ({result['total']} questions, {result['eval_seconds']}s)"
-    )
+    log.info(f"eval: {describe(result)} ({result['total']} questions, {result['eval_seconds']}s)")
     return result
 
 
@@ -237,7 +255,7 @@ def run(args: argparse.Namespace, threshold: float | None) -> int:
         return 2
     print(json.dumps(result, indent=2))
     log.info(
-        f"{len(features.input_ids)} features of {len(data.examples)} questions in {seconds:.1f}s: "
+        f"{describe(result)}; {len(features.input_ids)} features of {len(data.examples)} questions in {seconds:.1f}s: "
         f"{len(features.input_ids) / seconds:.1f} features/s on {jax.device_count()} {jax.devices()[0].platform} "
         f"device(s) in {model.precision}" + (f"; null_score_diff_threshold {threshold}" if with_negatives else "")
     )

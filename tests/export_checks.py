@@ -24,7 +24,7 @@ def assert_int8_near_float32(exports: dict, vocab_size: int) -> None:
 def assert_int8_runs_near_float32(name, config, params, squad, out, fmt: str, **options) -> None:
     """A family's tiny model exported in `fmt` in float32 and int8: the int8
     export runs, within the bound of assert_int8_near_float32."""
-    model_type = "bert" if name == "compact-bert" else name
+    model_type = "bert" if name.startswith("compact-bert") else name
     folder = checkpoint.save_pretrained(out / name, model_type, config, params, squad.parent)
     assert_int8_near_float32(
         {p: write.export(folder, out / p, fmt, p, **options) for p in write.PRECISIONS}, config.vocab_size

@@ -1,6 +1,7 @@
 """Random-weight models that need neither torch nor the network: every
-family's tiny model, a compact BERT with layers of different shapes, and
-windows to run them on."""
+family's tiny model, a compact BERT with layers of different shapes (and one
+with a layer of no heads and a layer of no feed-forward units), and windows
+to run them on."""
 
 import functools
 
@@ -35,23 +36,26 @@ def random_params(config, seed=0):
     return params
 
 
-def compact_model():
-    """COMPACT with some heads and units removed: layers of different shapes."""
+def compact_model(empty: bool = False):
+    """COMPACT with some heads and units removed: layers of different shapes;
+    `empty`: every head of layer 0 and every unit of layer 2, layers that
+    compact to 0 heads and 0 feed-forward units."""
     params = random_params(COMPACT)
-    params["layer_0"]["attention_output"]["kernel"][:16] = 0  # head 0 of layer 0
-    params["layer_2"]["intermediate"]["kernel"][:, :40] = 0  # 40 units of layer 2
+    params["layer_0"]["attention_output"]["kernel"][: 64 if empty else 16] = 0  # head 0 (or all 4) of layer 0
+    params["layer_2"]["intermediate"]["kernel"][:, : 96 if empty else 40] = 0  # 40 (or all 96) units of layer 2
     return compact.compact(COMPACT, stacked(COMPACT, params))
 
 
-FAMILY_MODELS = (*models.MODEL_TYPES, "compact-bert")  # each family's tiny model, and the compact one
+# Each family's tiny model, and the compact ones.
+FAMILY_MODELS = (*models.MODEL_TYPES, "compact-bert", "compact-bert-empty")
 
 
 @functools.cache
 def family_model(name: str):
     """(config, params) of a model of `FAMILY_MODELS`, made when first asked for
     (not while tests are collected)."""
-    if name == "compact-bert":
-        return compact_model()
+    if name.startswith("compact-bert"):
+        return compact_model(empty=name == "compact-bert-empty")
     config = models.family(name).sizes["tiny"]
     return config, jax.device_get(nn.meta.unbox(models.init_params(SpanModel(config), jax.random.key(1))))
 

@@ -189,6 +189,38 @@ def test_non_finite_weights_are_refused_naming_the_tensor(tmp_path, capsys, mode
         jaxqa.load_pretrained(folder)
 
 
+def test_an_integer_weight_is_refused_naming_it_and_half_floats_are_read_as_float32(tmp_path, capsys, model):
+    import ml_dtypes
+    from safetensors.numpy import load_file, save_file
+
+    state = {k: v.numpy() for k, v in model.state_dict().items()}
+    config = bert.Config.from_hf(model.config.to_dict())
+    for dtype in (np.float16, ml_dtypes.bfloat16):
+        folder = tmp_path / np.dtype(dtype).name
+        model.config.save_pretrained(folder)
+        save_file({k: v.astype(dtype) for k, v in state.items()}, str(folder / "model.safetensors"))
+        upcast, _ = convert.params_from_hf(
+            "bert", config, {k: v.astype(dtype).astype(np.float32) for k, v in state.items()}
+        )
+        read = checkpoint.open_checkpoint(folder).read_params()
+        jax.tree_util.tree_map(np.testing.assert_array_equal, read, upcast)
+    name = "bert.encoder.layer.1.attention.self.query.weight"
+    hf = tmp_path / "int32"
+    model.config.save_pretrained(hf)
+    save_file({**state, name: state[name].astype(np.int32)}, str(hf / "model.safetensors"))
+    err = fails_cleanly(capsys, hf, tmp_path / "out")
+    assert f"{hf}: tensor '{name}' is int32: a weight must be floating point" in err, err
+    assert not (tmp_path / "out").exists()
+    # A jaxqa folder holding one is refused on loading, naming its weights file and the tensor.
+    params = jax.tree_util.tree_map(np.array, nn.meta.unbox(models.init_params(SpanModel(config), jax.random.key(0))))
+    folder = jaxqa.save_pretrained(tmp_path / "ours", "bert", config, params, None)
+    tensors = load_file(str(folder / checkpoint.PARAMS_FILE))
+    tensors["layer_0/query/bias"] = tensors["layer_0/query/bias"].astype(np.int32)
+    save_file(tensors, str(folder / checkpoint.PARAMS_FILE))
+    with pytest.raises(jaxqa.Error, match="params.safetensors: layer_0/query/bias is int32; a weight must be floating"):
+        jaxqa.load_pretrained(folder)
+
+
 def test_a_tokenizer_larger_than_the_vocabulary_is_refused(tmp_path, capsys, hf_folder):
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *(f"word{i}" for i in range(150))]
     (hf_folder / "vocab.txt").write_text("\n".join(vocab) + "\n")

@@ -382,3 +382,21 @@ def test_flat_data_with_renamed_columns_evaluates_as_the_official_json(untrained
     for name in ("predictions.json", "null_odds.json"):
         assert (tmp_path / "flat" / name).read_text() == (tmp_path / "official" / name).read_text()
     assert set(json.loads((tmp_path / "flat" / "predictions.json").read_text())) == {row["qid"] for row in rows}
+
+
+def test_squad_2_scores_name_the_answerable_and_unanswerable_f1_and_answering_nothing_warns(
+    untrained, tmp_path, capsys
+):
+    squad, model = untrained
+    nothing = ["--null-score-diff-threshold", "-1000000"]  # every question's null odds exceed it: "" everywhere
+    args = ["--checkpoint", str(model), "--data", str(squad), "--out-dir", str(tmp_path), "--precision", "fp32"]
+    assert evaluate.main([*args, "--max-seq-length", "64", "--doc-stride", "32", *nothing]) == 0
+    out, err = capsys.readouterr()
+    result = json.loads(out)
+    questions = len(json.loads((tmp_path / "predictions.json").read_text()))
+    assert (result["HasAns_f1"], result["NoAns_f1"]) == (0.0, 100.0) and result["f1"] > 0
+    assert f"WARNING: every one of the {questions} answers is empty (no answer)" in err, err
+    summary = next(line for line in err.splitlines() if "features of" in line)
+    assert summary.startswith(f"exact {result['exact']:.2f} f1 {result['f1']:.2f} HasAns_f1 0.00 NoAns_f1 100.00; ")
+    # SQuAD 1.1 has no unanswerable questions: exact and F1 alone.
+    assert evaluate.describe({"exact": 50.0, "f1": 62.5, "total": 4, "HasAns_f1": 62.5}) == "exact 50.00 f1 62.50"

@@ -1,5 +1,6 @@
 """ONNX exports: the program jaxqa runs, written op by op, gives jaxqa's logits
-under ONNX Runtime for every family and a compact model, at any batch and
+under ONNX Runtime for every family and compact models (one with a layer of
+no heads and a layer of no feed-forward units), at any batch and
 length; int8 stays close; served back, an export answers as jaxqa does."""
 
 import collections
@@ -116,6 +117,35 @@ def test_a_damaged_export_is_refused_in_one_line(exports, tmp_path):
     (broken / write.RECORD_FILE).write_text("{")
     with pytest.raises(jaxqa.Error, match="export.json: not an export record jaxqa wrote"):
         jaxqa.open_model(broken, "auto")
+
+
+def test_an_onnx_record_must_match_its_model_file(exports, tmp_path):
+    tampered = tmp_path / "tampered"
+    shutil.copytree(exports["fp32"], tampered)
+    record = json.loads((tampered / write.RECORD_FILE).read_text())
+    flipped = {"inputs": record["inputs"][::-1], "outputs": record["outputs"][::-1]}
+    (tampered / write.RECORD_FILE).write_text(json.dumps({**record, **flipped}))
+    inputs = windows(1000, 2, 24)
+    for got, want in zip(
+        jaxqa.open_model(tampered, "auto")(*inputs), jaxqa.open_model(exports["fp32"], "auto")(*inputs)
+    ):
+        np.testing.assert_array_equal(got, want)  # names bind the inputs and outputs, not their places
+    cases = [
+        ({"precision": "fp16"}, "'precision' is 'fp16', not one of fp32, int8"),
+        ({"format": "tflite"}, "'format' is 'tflite', not one of onnx, litert"),
+        (
+            {"inputs": ["ids", "attention_mask", "token_type_ids"]},
+            r"'inputs' is \['ids', 'attention_mask', 'token_type_ids'\], not the names jaxqa writes",
+        ),
+        ({"inputs": [*record["inputs"], "input_ids"]}, "'inputs' is .*, not the names jaxqa writes"),
+        ({"outputs": ["start_logits"]}, r"'outputs' is \['start_logits'\], not the names jaxqa writes"),
+        ({"outputs": "start_logits end_logits"}, "'outputs' is 'start_logits end_logits', not the names"),
+    ]
+    for change, said in cases:
+        (tampered / write.RECORD_FILE).write_text(json.dumps({**record, **change}))
+        with pytest.raises(jaxqa.Error, match=r"export.json: " + said) as refused:
+            jaxqa.open_model(tampered, "auto")
+        assert "\n" not in str(refused.value)
 
 
 def test_an_export_is_served_in_its_own_precision_only(exports):

@@ -1,6 +1,7 @@
 """LiteRT exports: the program jaxqa runs, through jax.export's StableHLO and
 the LiteRT converter, gives jaxqa's logits under the LiteRT interpreter for
-every family and a compact model (at its compact shapes); int8 stays close;
+every family and compact models (at their compact shapes, layers of no heads
+or no feed-forward units included); int8 stays close;
 served back, an export answers as jaxqa does; the Task Library signature has
 BertQuestionAnswerer's names, shapes and output order."""
 
@@ -28,8 +29,9 @@ def interpreter(flatbuffer: bytes) -> Interpreter:
     return Interpreter(model_content=flatbuffer, num_threads=1)
 
 
-# The inner loop converts BERT's layers, plain and compact; every family's
-# program is traced in the inner loop too, by the ONNX export's tests.
+# The inner loop converts BERT's layers, plain and compact (and the int8
+# tests convert the compact model with empty layers); every family's program
+# is traced in the inner loop too, by the ONNX export's tests.
 @pytest.mark.parametrize(
     "name",
     [
@@ -41,7 +43,8 @@ def test_a_litert_export_gives_jaxqas_logits(name, tmp_path):
     config, params = family_model(name)
     path = tmp_path / "model.tflite"
     path.write_bytes(litert.span_model_tflite(config, params, LENGTHS, write.INPUTS, write.OUTPUTS))
-    forward = LiteRTRuntime(path, {"inputs": list(write.INPUTS), "lengths": list(LENGTHS)})
+    record = {"inputs": list(write.INPUTS), "outputs": list(write.OUTPUTS), "lengths": list(LENGTHS)}
+    forward = LiteRTRuntime(path, record)
     for batch, length in ((1, 24), (3, 20), (2, 9)):  # run in the shortest signature that holds them, padded
         inputs = windows(config.vocab_size, batch, length)
         want = SpanModel(config).apply({"params": params}, *inputs)
@@ -140,6 +143,31 @@ def test_litert_mistakes_are_named_in_one_line(teacher, exports, tmp_path, capsy
     with pytest.raises(jaxqa.Error, match="a LiteRT export in int8, which runs in that precision only"):
         jaxqa.pipeline(exports["int8"], precision="fp32")
     assert json.loads((exports["int8"] / write.RECORD_FILE).read_text())["lengths"] == [32, 64]
+
+
+def test_a_litert_record_must_match_its_model_file(exports, tmp_path):
+    tampered = tmp_path / "tampered"
+    shutil.copytree(exports["fp32"], tampered)
+    record = json.loads((tampered / write.RECORD_FILE).read_text())
+    flipped = {"inputs": record["inputs"][::-1], "outputs": record["outputs"][::-1], "lengths": [64, 32]}
+    (tampered / write.RECORD_FILE).write_text(json.dumps({**record, **flipped}))
+    inputs = windows(1000, 2, 40)
+    for got, want in zip(
+        jaxqa.open_model(tampered, "auto")(*inputs), jaxqa.open_model(exports["fp32"], "auto")(*inputs)
+    ):
+        np.testing.assert_array_equal(got, want)  # names bind the inputs and outputs, not their places
+    cases = [
+        ({"lengths": []}, r"'lengths' is \[\], not window lengths of 1 to"),
+        ({"lengths": [32]}, r"lengths \[32\] are not those of model.tflite's signatures"),
+        ({"lengths": [32, 64, 64]}, r"lengths \[32, 64, 64\] are not"),
+        ({"inputs": ["ids", "mask", "segment_ids"]}, r"inputs \['ids', 'mask', 'segment_ids'\] are not those of"),
+        ({"precision": "fp16"}, "'precision' is 'fp16', not one of fp32, int8"),
+    ]
+    for change, said in cases:
+        (tampered / write.RECORD_FILE).write_text(json.dumps({**record, **change}))
+        with pytest.raises(jaxqa.Error, match=r"export.json: " + said) as refused:
+            jaxqa.open_model(tampered, "auto")
+        assert "\n" not in str(refused.value)
 
 
 def test_the_converters_private_modules_hold_what_the_export_uses():

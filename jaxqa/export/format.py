@@ -10,10 +10,11 @@
 The model takes `INPUTS` (token ids, attention mask, token types), each int32
 (batch, sequence), and gives `OUTPUTS`, float32 (batch, sequence); a LiteRT
 model holds one signature per window length N, `signature(N)`, over (1, N).
-The record names the inputs and outputs in these roles, so that the Task
-Library's names (`TASK_LIBRARY_INPUTS`, `TASK_LIBRARY_OUTPUTS`) serve too,
-and the `SIZES` of the config the model file was written from, so that an
-edited config.json is found (`read_record`).
+The record names the model's inputs and outputs; a runtime binds them by
+name (`input_roles`), so that the Task Library's names (`TASK_LIBRARY_INPUTS`,
+`TASK_LIBRARY_OUTPUTS`) serve too, and checks the record against the model file.
+The record also holds the `SIZES` of the config the model file was written
+from, so that an edited config.json is found (`read_record`).
 """
 
 import json
@@ -82,3 +83,12 @@ def _names(value) -> list:
 
 def _length(value, config) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= config.max_position_embeddings
+
+
+def input_roles(names) -> tuple[str, ...] | None:
+    """The names among `names` of the token ids, attention mask and token types,
+    in that order, if `names` are `INPUTS` or `TASK_LIBRARY_INPUTS` in any order; else None."""
+    for roles in (INPUTS, TASK_LIBRARY_INPUTS):
+        if sorted(names) == sorted(roles):
+            return roles
+    return None

@@ -9,6 +9,12 @@ program would stack them and slice each layer back out: `traced` forwards
 every layer read out of a stack (`squeeze(slice(stack(w_0, ..., w_n)))`) to
 w_k itself, and leaves out what is then unused, so that each layer's products
 take that layer's own weights, as a runtime's quantizer and kernels want them.
+
+A compact model may hold a layer of no heads or no feed-forward units, whose
+products run over an empty axis ((B, T, 0) by (0, D)) and give zeros: the
+program gives those zeros as constants (`empty_products_as_zeros`), so that
+no empty tensor reaches a runtime (LiteRT's converter dies of a division by
+zero on them, and ONNX Runtime's quantizer fails or computes a wrong scale).
 """
 
 import jax
@@ -38,7 +44,7 @@ def span_program(config, fmt: str, window: jax.ShapeDtypeStruct) -> jex.ClosedJa
 
     shapes = file_shapes(config)
     weights = {key: shapes[key] for key in sorted(shapes)}
-    return layers_read_in_place(jax.make_jaxpr(forward)(weights, window, window, window))
+    return empty_products_as_zeros(layers_read_in_place(jax.make_jaxpr(forward)(weights, window, window, window)))
 
 
 def layers_read_in_place(closed: jex.ClosedJaxpr) -> jex.ClosedJaxpr:
@@ -57,7 +63,36 @@ def layers_read_in_place(closed: jex.ClosedJaxpr) -> jex.ClosedJaxpr:
             continue
         made.update(dict.fromkeys(eqn.outvars, eqn))
         eqns.append(eqn)
-    outvars = [_read(alias, v) for v in jaxpr.outvars]
+    return _used(closed, eqns, [_read(alias, v) for v in jaxpr.outvars])
+
+
+def empty_products_as_zeros(closed: jex.ClosedJaxpr) -> jex.ClosedJaxpr:
+    """`closed` with each product that contracts an empty axis replaced by the
+    zeros it gives, of its shape, and the equations whose results nothing then
+    uses (the empty tensors that fed it) left out."""
+    eqns = [_zeros(eqn.outvars[0]) if _contracts_nothing(eqn) else eqn for eqn in closed.jaxpr.eqns]
+    return _used(closed, eqns, closed.jaxpr.outvars)
+
+
+def _contracts_nothing(eqn) -> bool:
+    if eqn.primitive.name != "dot_general":
+        return False
+    (contracted, _), _ = eqn.params["dimension_numbers"]
+    shape = eqn.invars[0].aval.shape
+    return any(isinstance(shape[axis], int) and shape[axis] == 0 for axis in contracted)
+
+
+def _zeros(var) -> jex.JaxprEqn:
+    """The equation that sets `var` to zeros of its shape and dtype (shapes may be symbolic)."""
+    zero = jex.Literal(np.zeros((), var.aval.dtype), jax.core.ShapedArray((), var.aval.dtype))
+    params = {"shape": var.aval.shape, "broadcast_dimensions": (), "sharding": None}
+    return jex.new_jaxpr_eqn([zero], [var], jex.primitives.broadcast_in_dim_p, params, jex.no_effects)
+
+
+def _used(closed: jex.ClosedJaxpr, eqns: list, outvars: list) -> jex.ClosedJaxpr:
+    """`closed` as the equations `eqns` giving `outvars`, those whose results
+    nothing uses (and that have no effects) left out."""
+    jaxpr = closed.jaxpr
     used = {v for v in outvars if isinstance(v, jex.Var)}
     kept = []
     for eqn in reversed(eqns):

@@ -6,8 +6,9 @@ name table (`Family.hf`) gives the Hugging Face module of each jaxqa module; lea
 follow one rule (`LEAF_NAMES`) and need only two reshapes: a Linear weight
 (out, in) is a transposed kernel (in, out), and a kernel-size-1 Conv1d weight
 (out, in/G, 1) is a grouped kernel (G, in/G, out/G). It fails loudly: every
-jaxqa weight must be filled with the right shape, and every source tensor used
-or dropped by name.
+jaxqa weight must be filled with the right shape from a floating-point tensor
+(float16 and bfloat16 are read as float32; an integer one is refused), and
+every source tensor used or dropped by name.
 
 Source names are first read as `transformers` reads them (`LEGACY_RENAMES`).
 """
@@ -19,6 +20,7 @@ from collections.abc import Mapping
 
 import numpy as np
 from flax import traverse_util
+from jax import numpy as jnp
 
 from jaxqa import models
 from jaxqa.errors import Error
@@ -45,6 +47,11 @@ class ConversionError(Error):
 class Report:
     dropped: list[str]  # source tensors deliberately left out (pooler, pre-training heads)
     fresh_head: bool  # the source had no span head; a freshly initialised one was used
+
+
+def is_floating(value: np.ndarray) -> bool:
+    """Whether `value` holds floating-point numbers (bfloat16 included, which NumPy alone does not count)."""
+    return bool(jnp.issubdtype(value.dtype, jnp.floating))
 
 
 def _to_jax(source: np.ndarray, target_shape: tuple[int, ...], leaf: str) -> np.ndarray:
@@ -124,6 +131,11 @@ def params_from_hf(model_type: str, config, state: Mapping[str, np.ndarray]) -> 
             missing.append(name)
             continue
         unused.discard(name)
+        if not is_floating(state[name]):
+            raise ConversionError(
+                f"tensor {original[name]!r} is {state[name].dtype}: a weight must be floating point "
+                "(float32, float16 or bfloat16)"
+            )
         value = _to_jax(np.asarray(state[name], np.float32), shape, leaf)
         if value.shape != shape:
             raise ConversionError(

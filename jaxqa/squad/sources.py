@@ -203,18 +203,19 @@ def _offline() -> Iterator[None]:
 
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
-    """`datasets` without its progress bars and notes within the block: a refusal stays one line."""
+    """`datasets` without its progress bars and log lines within the block (it
+    logs its own errors too): a refusal stays one line."""
     import datasets
 
-    shown = not datasets.utils.logging.is_progress_bar_enabled()
+    bars = datasets.utils.logging.is_progress_bar_enabled()
     verbosity = datasets.logging.get_verbosity()
     datasets.disable_progress_bars()
-    datasets.logging.set_verbosity_error()
+    datasets.logging.set_verbosity(logging.CRITICAL)
     try:
         yield
     finally:
         datasets.logging.set_verbosity(verbosity)
-        if not shown:
+        if bars:
             datasets.enable_progress_bars()
 
 
