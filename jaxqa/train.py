@@ -18,7 +18,7 @@ from jaxqa.errors import Error, log_to
 from jaxqa.models import compact
 from jaxqa.training import settings
 from jaxqa.training.batches import load_data
-from jaxqa.training.devices import make_mesh, start_processes
+from jaxqa.training.devices import make_mesh, report_devices, start_processes
 from jaxqa.training.finish import export_final, summarize
 from jaxqa.training.hooks import Evaluate, Log, Save, evaluator
 from jaxqa.training.loop import Feed, Throughput, compile_step, loop, signals_caught
@@ -48,6 +48,7 @@ def train(s: Settings) -> int:
     # ---------------------------------------------------------------- the devices, the model, its data, the plan
     validate(s)
     mesh_shape = start_processes(s.devices)
+    report_devices()
     validate_mesh(s, mesh_shape["data"], jax.process_count())
     mesh = make_mesh(mesh_shape)
     model = build_model(s.encoder, s.data.max_seq_length)
