@@ -365,7 +365,38 @@ def agree(measured: list[tuple[dict, list]], reference: str, column: str) -> Non
                 row[column] = agreement(got, theirs)
 
 
-def main() -> None:
+def serve_each(args: argparse.Namespace, models: list[str], chosen: list[str], counts: dict, bounds: dict) -> list:
+    """Each model's sides served in turn, each loaded as `run_side` does: their rows."""
+    logs = args.workdir / "serve-logs"
+    logs.mkdir(parents=True, exist_ok=True)
+
+    measured: list = []
+    with tempfile.TemporaryDirectory() as cache:
+        for name in models:
+            hf_folder, our_folder = same_weights.folders(name, args.workdir)
+            label = name
+            if name == "minilm" and args.checkpoint:
+                hf_folder, our_folder = same_weights.exported(args.checkpoint, args.workdir)
+                label = f"finetuned {args.checkpoint}"
+            questions = inputs.squad_questions(args.squad_dir / "dev-v1.1.json", counts[name])
+            for side in chosen:
+                command = side_command(side, args.fast, hf_folder, our_folder, args.workdir, Path(cache))
+                print(f"{label} {side}: {' '.join(command)}", flush=True)
+                server = Server(command, logs / f"{name}-{side}.log", args.start_timeout)
+                try:
+                    info = (
+                        server.get("/info").json()
+                        if side != "transformers"
+                        else {"runtime": "pytorch", "precision": "fp32"}
+                    )
+                    head = {"model": label, "side": side, "serves": f"{info['runtime']} {info['precision']}"}
+                    measured += run_side(server, head, questions, args, bounds[name])
+                finally:
+                    server.stop()
+    return measured
+
+
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default="minilm,bert-base", help=f"of {', '.join(same_weights.NAMES)}")
     p.add_argument("--checkpoint", type=Path, help="a fine-tuned jaxqa checkpoint served in MiniLM's place")
@@ -391,6 +422,11 @@ def main() -> None:
     p.add_argument("--squad-dir", type=Path, default=paths.SQUAD)
     p.add_argument("--workdir", type=Path, default=paths.WEIGHTS)
     p.add_argument("--variant", default="", help="a word for the record's name, e.g. the machine (avx2)")
+    return p
+
+
+def main() -> None:
+    p = parser()
     args = p.parse_args()
     chosen = args.sides.split(",")
     if unknown := set(chosen) - set(SIDES):
@@ -404,32 +440,7 @@ def main() -> None:
         p.error("--load-fractions need a closed loop (--clients) to measure capacity; give --rates instead")
     counts = per_model(p, args.questions, models, "--questions", int)
     bounds = per_model(p, args.p99_bound_ms, models, "--p99-bound-ms", float)
-    logs = args.workdir / "serve-logs"
-    logs.mkdir(parents=True, exist_ok=True)
-
-    measured = []
-    with tempfile.TemporaryDirectory() as cache:
-        for name in models:
-            hf_folder, our_folder = same_weights.folders(name, args.workdir)
-            label = name
-            if name == "minilm" and args.checkpoint:
-                hf_folder, our_folder = same_weights.exported(args.checkpoint, args.workdir)
-                label = f"finetuned {args.checkpoint}"
-            questions = inputs.squad_questions(args.squad_dir / "dev-v1.1.json", counts[name])
-            for side in chosen:
-                command = side_command(side, args.fast, hf_folder, our_folder, args.workdir, Path(cache))
-                print(f"{label} {side}: {' '.join(command)}", flush=True)
-                server = Server(command, logs / f"{name}-{side}.log", args.start_timeout)
-                try:
-                    info = (
-                        server.get("/info").json()
-                        if side != "transformers"
-                        else {"runtime": "pytorch", "precision": "fp32"}
-                    )
-                    head = {"model": label, "side": side, "serves": f"{info['runtime']} {info['precision']}"}
-                    measured += run_side(server, head, questions, args, bounds[name])
-                finally:
-                    server.stop()
+    measured = serve_each(args, models, chosen, counts, bounds)
     for reference, column in (("transformers", "agree_transformers"), ("jaxqa-fp32", "agree_jaxqa_fp32")):
         if reference in chosen:
             agree(measured, reference, column)

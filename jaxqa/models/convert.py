@@ -106,6 +106,19 @@ def _hf_name(fam: models.Family, module: str, leaf: str) -> str:
     return f"{name}.{LEAF_NAMES[leaf]}"
 
 
+def _read_names(fam: models.Family, state: Mapping[str, np.ndarray]) -> dict[str, str]:
+    """The name jaxqa reads each tensor of `state` by -> the tensor's own name."""
+    original: dict[str, str] = {}
+    for key in state:
+        name = _legacy_renamed(key)
+        # A bare encoder (e.g. `BertModel`) is saved without the prefix.
+        name = name if name.startswith((fam.hf.prefix, HEAD + ".")) else fam.hf.prefix + name
+        if name in original:
+            raise ConversionError(f"tensors {original[name]!r} and {key!r} both stand for {name!r}")
+        original[name] = key
+    return original
+
+
 def params_from_hf(model_type: str, config, state: Mapping[str, np.ndarray]) -> tuple[dict, Report]:
     """Converts a Hugging Face state dict (any prefix layout) to jaxqa parameters.
 
@@ -114,14 +127,7 @@ def params_from_hf(model_type: str, config, state: Mapping[str, np.ndarray]) -> 
     was dropped.
     """
     fam = models.family(model_type)
-    original: dict[str, str] = {}  # the name jaxqa reads -> the source tensor's own name
-    for key in state:
-        name = _legacy_renamed(key)
-        # A bare encoder (e.g. `BertModel`) is saved without the prefix.
-        name = name if name.startswith((fam.hf.prefix, HEAD + ".")) else fam.hf.prefix + name
-        if name in original:
-            raise ConversionError(f"tensors {original[name]!r} and {key!r} both stand for {name!r}")
-        original[name] = key
+    original = _read_names(fam, state)
     state = {name: state[source] for name, source in original.items()}
     unused = set(state)
     flat, missing = {}, []
