@@ -96,6 +96,32 @@ def test_windows_longer_than_the_position_table_are_refused(untrained, tmp_path,
     assert jaxqa.pipeline(model, max_seq_len=512).settings.max_seq_length == 512
 
 
+def test_the_pipeline_and_predict_default_to_what_a_short_position_table_holds(squad_v2, tmp_path, capsys):
+    import dataclasses
+
+    import jax
+    from flax import linen as nn
+
+    from jaxqa import models
+    from jaxqa.models import bert
+
+    config = dataclasses.replace(bert.SIZES["tiny"], max_position_embeddings=128)
+    params = nn.unbox(models.init_params(SpanModel(config), jax.random.key(0)))
+    model = jaxqa.save_pretrained(tmp_path / "model", "bert", config, params, squad_v2.parent)
+    qa = jaxqa.pipeline(model, precision="fp32")
+    assert (qa.settings.max_seq_length, qa.settings.doc_stride) == (128, 64)
+    # The arguments named as the caller spells them.
+    with pytest.raises(jaxqa.Error, match="not more than doc_stride=16; lower max_question_len or doc_stride$"):
+        qa(
+            question="where does the tower of gondor stand " * 3,
+            context="The tower stands. " * 9,
+            max_seq_len=32,
+            doc_stride=16,
+        )
+    assert predict.main(["--checkpoint", str(model), "--question", "Who?", "--context", "Ada wrote it."]) == 0
+    assert "answer" in json.loads(capsys.readouterr().out)
+
+
 @pytest.mark.parametrize("where", ["file", "inside a file"])
 def test_out_dir_is_checked_before_the_model_is_loaded(tmp_path, capsys, where):
     taken = tmp_path / "taken"
@@ -322,7 +348,10 @@ def test_evaluate_checks_its_settings_as_train_does(untrained, tmp_path, capsys,
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--doc-stride", "400"], "--doc-stride 400: must be at least 0 and below --max-seq-len 384"),
+        (
+            ["--doc-stride", "400", "--max-seq-len", "384"],
+            "--doc-stride 400: must be at least 0 and below --max-seq-len 384",
+        ),
         (["--max-seq-length", "4"], "--max-seq-len 4: must be at least 8"),
         (["--batch-size", "0"], "--batch-size 0: must be at least 1"),
     ],
