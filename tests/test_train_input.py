@@ -46,6 +46,8 @@ def refusal(capsys, args: list[str]) -> str:
         (["--num-processes", "0"], "--num-processes"),
         (["--num-processes", "2"], "--coordinator"),
         (["--prune", "magnitude", "--max-steps", "4", "--warmup-proportion", "0.5"], "--prune-initial-warmup"),
+        (["--prune", "magnitude", "--warmup-proportion", "0", "--prune-final-warmup", "3"], "--prune-final-warmup 3"),
+        (["--prune", "magnitude", "--max-steps", "4", "--prune-initial-warmup", "0.5"], "--prune-initial-warmup 0.5"),
         (["--process-id", "-1"], "--process-id"),
         (["--process-id", "1"], "--process-id"),
         (["--epochs", "0"], "--epochs"),
