@@ -64,8 +64,10 @@ def read_text(path: str) -> tuple[str, str]:
     try:
         data = sys.stdin.buffer.read() if path == STDIN else Path(path).read_bytes()
         return name, data.decode("utf-8-sig")
-    except (OSError, UnicodeDecodeError) as err:
-        raise BadInput(f"{name}: cannot read ({err})") from None
+    except OSError as err:
+        raise BadInput(f"{name}: cannot read ({err.strerror})") from None
+    except UnicodeDecodeError as err:
+        raise BadInput(f"{name}: not UTF-8 text ({err.reason} at byte {err.start})") from None
 
 
 def parse(name: str, text: str) -> list[tuple[object, str]]:

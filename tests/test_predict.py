@@ -136,3 +136,12 @@ def test_an_output_in_a_missing_folder_is_refused_before_loading(tmp_path, capsy
     assert predict.main(argv) == 2
     err = capsys.readouterr().err
     assert err == f"jaxqa.predict: error: --output {tmp_path / 'no' / 'a.jsonl'}: its folder does not exist\n"
+
+
+def test_an_unreadable_file_is_named_once(tmp_path, capsys):
+    missing, latin = tmp_path / "missing.jsonl", tmp_path / "latin.jsonl"
+    latin.write_bytes(b'{"question": "Qui?", "context": "caf\xe9"}\n')
+    for path, said in ((missing, "cannot read (No such file or directory)"), (latin, "not UTF-8 text")):
+        assert predict.main(["--checkpoint", str(tmp_path), "--file", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"jaxqa.predict: error: {path}: {said}") and err.count(str(path)) == 1, err

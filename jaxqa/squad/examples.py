@@ -205,5 +205,6 @@ def _mismatches(examples: Iterable[Example], source: str) -> tuple[str, ...]:
         if start < 0 or ex.context[start : start + len(text)] != text
     )
     if ids:
-        log.warning(f"{source}: {len(ids)} answers are not at their answer_start (first ids: {', '.join(ids[:5])})")
+        first = list(dict.fromkeys(ids))[:5]  # a question with several such answers named once
+        log.warning(f"{source}: {len(ids)} answers are not at their answer_start (first ids: {', '.join(first)})")
     return ids
