@@ -3,6 +3,7 @@
 import copy
 import json
 import logging
+import time
 from pathlib import Path
 
 import pytest
@@ -172,3 +173,19 @@ def test_real_files(name, questions, impossible):
     assert sum(ex.is_impossible for ex in data.examples) == impossible
     assert all(ex.answer_texts for ex in data.examples if not ex.is_impossible)
     assert data.mismatched_answer_ids == ()
+
+
+def test_an_unreachable_hub_is_said_at_once(monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    import huggingface_hub.constants
+
+    # Whatever this machine's network, the hub is taken as unreachable; the settings are restored after.
+    monkeypatch.setattr(squad, "_hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    started = time.perf_counter()
+    with pytest.raises(Exception, match="Couldn't reach|offline"):
+        squad.read_hub("jaxqa-tests/no-such-dataset", "train")
+    assert time.perf_counter() - started < 10  # not after the hub's retries
+    assert datasets.config.HF_HUB_OFFLINE and huggingface_hub.constants.HF_HUB_OFFLINE

@@ -8,6 +8,9 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
+import socket
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -77,12 +80,31 @@ def read_squad(path: str | Path) -> SquadData:
 
 
 def read_hub(name: str, split: str) -> SquadData:
-    """Reads `squad` or `squad_v2` from the Hugging Face hub (needs network the first time)."""
+    """Reads `squad` or `squad_v2` from the Hugging Face hub (needs network the
+    first time). Where the hub cannot be reached, only the `datasets` cache is
+    read, so that a machine offline is told at once, not after the hub's retries."""
+    if not _hub_reachable():
+        os.environ["HF_HUB_OFFLINE"] = "1"  # read by huggingface_hub and datasets as they are imported
+        for module in ("huggingface_hub.constants", "datasets.config"):  # and where they already were
+            if module in sys.modules:
+                sys.modules[module].HF_HUB_OFFLINE = True
     import datasets  # imported here: loading it is slow and only this path needs it
 
     rows = datasets.load_dataset(name, split=split)
     examples = [example_from_row(row) for row in rows]
     return SquadData(examples, articles_from_examples(examples), _mismatches(examples, source=f"{name}[{split}]"))
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the hub answers a connection (taken as yes where an HTTP proxy or
+    an offline setting decides instead)."""
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "HF_HUB_OFFLINE", "HF_ENDPOINT")):
+        return True
+    try:
+        with socket.create_connection(("huggingface.co", 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def example_from_row(row: Mapping) -> Example:
