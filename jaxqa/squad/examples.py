@@ -87,7 +87,7 @@ def read_hub(name: str, split: str) -> SquadData:
         os.environ["HF_HUB_OFFLINE"] = "1"  # read by huggingface_hub and datasets as they are imported
         for module in ("huggingface_hub.constants", "datasets.config"):  # and where they already were
             if module in sys.modules:
-                sys.modules[module].HF_HUB_OFFLINE = True
+                sys.modules[module].HF_HUB_OFFLINE = True  # type: ignore[attr-defined]  # a module-level constant
     import datasets  # imported here: loading it is slow and only this path needs it
 
     rows = datasets.load_dataset(name, split=split)
