@@ -6,8 +6,13 @@
 files, a hub dataset); predictions are keyed by the data's ids.
 
 Writes `predictions.json` (and, for SQuAD 2.0, `null_odds.json`) in the official
-formats and prints the metrics. Logits become answers batch by batch, so the
-whole set's logits are never held at once.
+formats to OUT (by default `eval/<the data's name>` in the current folder)
+and prints the metrics. Logits become answers batch by batch, so the whole
+set's logits are never held at once.
+
+A run's model (RUN/model or RUN/best, beside RUN/run.json) is cut into the
+windows it was trained and evaluated on: the window flags not given take the
+run's values, so that evaluate reproduces the run's score.
 
 On SQuAD 2.0 a model that answers nothing scores the share of questions
 without an answer, so the line that sums the scores up (`describe`) names the
@@ -137,6 +142,32 @@ def evaluate_params(
     return result
 
 
+# The window flags, by their settings' flat names (`jaxqa.training.settings`), with their defaults.
+WINDOW_DEFAULTS = {"max_seq_length": 384, "doc_stride": 128, "max_query_length": 64}
+
+
+def run_windows(checkpoint: str) -> dict[str, int]:
+    """The window settings of the run that wrote `checkpoint` (RUN/model or
+    RUN/best), by flat name, from RUN/run.json (`jaxqa.training.run_folder`);
+    {} for any other checkpoint, or a record that holds none."""
+    record = Path(checkpoint).parent / "run.json"
+    try:
+        settings = json.loads(record.read_text())["settings"]
+        return {name: settings[name] for name in WINDOW_DEFAULTS if isinstance(settings.get(name), int)}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def windows(args: argparse.Namespace) -> FeatureSettings:
+    """The windows to cut: each window flag as given, else the run's (logged), else its default."""
+    given = {name: getattr(args, name) for name in WINDOW_DEFAULTS if getattr(args, name) is not None}
+    run = {name: value for name, value in run_windows(args.checkpoint).items() if name not in given}
+    if run:
+        said = ", ".join(f"--{name.replace('_', '-')} {value}" for name, value in run.items())
+        log.info(f"the run's windows, from {Path(args.checkpoint).parent / 'run.json'}: {said}")
+    return FeatureSettings(**(WINDOW_DEFAULTS | run | given))
+
+
 def main(argv=None, prog: str = "python -m jaxqa.evaluate") -> int:
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, help="jaxqa checkpoint folder (or a Hugging Face folder)")
@@ -147,11 +178,16 @@ def main(argv=None, prog: str = "python -m jaxqa.evaluate") -> int:
         "or a hub dataset NAME[:CONFIG][@SPLIT] (default split: validation)",
     )
     sources.add_flags(p)
-    p.add_argument("--out-dir", default=".", help="where predictions.json and null_odds.json go")
+    p.add_argument(
+        "--out-dir",
+        help="where predictions.json and null_odds.json go (default: eval/<the --data file's name>)",
+    )
+    p.add_argument("--max-eval-examples", type=int, default=0, help="questions taken from the start of --data; 0: all")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--max-seq-length", "--max-seq-len", type=int, default=384)
-    p.add_argument("--doc-stride", type=int, default=128)
-    p.add_argument("--max-query-length", type=int, default=64)
+    run_default = "(default: the run's, for a run's model; else {})"
+    p.add_argument("--max-seq-length", "--max-seq-len", type=int, help=run_default.format(384))
+    p.add_argument("--doc-stride", type=int, help=run_default.format(128))
+    p.add_argument("--max-query-length", type=int, help=run_default.format(64))
     p.add_argument(
         "--length-step",
         type=int,
@@ -166,21 +202,22 @@ def main(argv=None, prog: str = "python -m jaxqa.evaluate") -> int:
     precision.add_flag(p)
     p.add_argument("--compilation-cache", default="", help=compilation_cache.HELP)
     args = p.parse_args(argv)
-    try:
-        threshold = checked(args)
-    except Error as err:
-        print(f"jaxqa.evaluate: error: {err}", file=sys.stderr)
-        return 2
     with log_to(sys.stderr):
-        return run(args, threshold)
+        try:
+            settings = windows(args)
+            threshold = checked(args, settings)
+        except Error as err:
+            print(f"jaxqa.evaluate: error: {err}", file=sys.stderr)
+            return 2
+        return run(args, settings, threshold)
 
 
-def checked(args: argparse.Namespace) -> float | None:
+def checked(args: argparse.Namespace, settings: FeatureSettings) -> float | None:
     """The --null-score-diff-threshold (None: "best"), after the checks `jaxqa.train`
     makes of the same settings, each naming its flag."""
-    FeatureSettings(args.max_seq_length, args.doc_stride, args.max_query_length).check(
-        lambda name: f"--{name.replace('_', '-')}"
-    )
+    settings.check(lambda name: f"--{name.replace('_', '-')}")
+    if args.max_eval_examples < 0:
+        raise Error(f"--max-eval-examples {args.max_eval_examples}: 0 (all) or a number of questions")
     if args.batch_size < 1:
         raise Error(f"--batch-size {args.batch_size}: must be at least 1")
     if args.length_step < 0:
@@ -196,12 +233,13 @@ def checked(args: argparse.Namespace) -> float | None:
     return threshold
 
 
-def out_folder(path: str) -> Path:
-    """The --out-dir folder, made if need be and found writable (a file is
-    made there and removed), so that a read-only or full disk is said before
-    the evaluation, not after it."""
+def out_folder(path: str | None, data: str) -> Path:
+    """The --out-dir folder (by default eval/<the data's name>), made if need be
+    and found writable (a file is made there and removed), so that a read-only
+    or full disk is said before the evaluation, not after it."""
     if path == "":
         raise Error("--out-dir '': name a folder ('.' for this one)")
+    path = path or str(Path("eval") / Path(data).stem)
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise Error(f"--out-dir {path}: is a file, not a folder")
@@ -217,18 +255,18 @@ def out_folder(path: str) -> Path:
     return out
 
 
-def run(args: argparse.Namespace, threshold: float | None) -> int:
-    """Evaluates as the command line asks; `threshold` None means "best"."""
+def run(args: argparse.Namespace, settings: FeatureSettings, threshold: float | None) -> int:
+    """Evaluates as the command line asks, on windows of `settings`; `threshold` None means "best"."""
     try:
         # Made first, so that an unusable --out-dir is not found after the whole evaluation.
-        out = out_folder(args.out_dir)
+        out = out_folder(args.out_dir, args.data)
         source = open_checkpoint(args.checkpoint)
-        models.check_length(source.config, args.max_seq_length, "--max-seq-length")
+        models.check_length(source.config, settings.max_seq_length, "--max-seq-length")
         data = sources.read(args.data, "validation", sources.columns_of(args), args.skip_bad_rows)
+        data = data.head(args.max_eval_examples)
         model = open_model(source, args.precision)
         if isinstance(model, Exported):
-            model.check_length(args.max_seq_length, "--max-seq-length")
-        settings = FeatureSettings(args.max_seq_length, args.doc_stride, args.max_query_length)
+            model.check_length(settings.max_seq_length, "--max-seq-length")
         features = eval_features(data, model.tokenizer, settings)
     except (Error, OSError) as err:
         print(f"jaxqa.evaluate: error: {err}", file=sys.stderr)
@@ -240,7 +278,7 @@ def run(args: argparse.Namespace, threshold: float | None) -> int:
     started = time.perf_counter()
     tune = threshold is None and with_negatives
     runtime = model.runtime if isinstance(model, Exported) else Compiled(model.module, model.params, mesh)
-    runs = engine(runtime, args.max_seq_length, batch_size, args.length_step)
+    runs = engine(runtime, settings.max_seq_length, batch_size, args.length_step)
     predictions = answer(runs, data.examples, features, with_negatives, threshold or 0.0, show_progress=True)
     seconds = time.perf_counter() - started
     if tune:

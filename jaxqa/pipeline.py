@@ -56,13 +56,24 @@ from jaxqa.squad.features import EvalFeatures, FeatureSettings, featurize_eval
 PIPELINE_LENGTH_STEP = 32
 
 
+# Hugging Face's default window, which the pipeline takes where the model holds it.
+DEFAULT_MAX_SEQ_LEN = 384
+
 # The pipeline's arguments, by the window settings they set (`FeatureSettings`).
 ARGUMENTS = {"max_seq_length": "max_seq_len", "doc_stride": "doc_stride", "max_query_length": "max_question_len"}
+
+
+def default_max_seq_len(model: Pretrained | Exported) -> int:
+    """Hugging Face's 384, or the longest window `model` takes where that is shorter."""
+    return min(DEFAULT_MAX_SEQ_LEN, model.max_length)
 
 
 def default_doc_stride(max_seq_len: int) -> int:
     """Hugging Face's: half a window, at most 128 tokens."""
     return min(max_seq_len // 2, 128)
+
+
+NO_TOKENS = "the context has no tokens, so no answer"
 
 
 class ArgumentError(Error, TypeError):
@@ -82,7 +93,7 @@ class InputError(Error):
 def pipeline(
     checkpoint: str | Path | Pretrained | Exported,
     *,
-    max_seq_len: int = 384,
+    max_seq_len: int | None = None,
     doc_stride: int | None = None,
     max_question_len: int = 64,
     batch_size: int | None = None,
@@ -93,7 +104,10 @@ def pipeline(
     Face), an export folder (`jaxqa.export`: ONNX, run by ONNX Runtime, or
     LiteRT, run by the LiteRT interpreter) or a loaded model.
 
-    `doc_stride` defaults to min(max_seq_len // 2, 128), as in Hugging Face.
+    `max_seq_len` defaults to 384, as in Hugging Face, or to the longest window
+    the model takes where that is shorter (its position table's, or a LiteRT
+    export's longest length). `doc_stride` defaults to min(max_seq_len // 2,
+    128), as in Hugging Face.
     `batch_size` (windows per model call) defaults to 4 on CPU, where larger
     batches spill out of the caches and run no faster per window, and to 64 on
     accelerators, which need large batches to be busy.
@@ -110,7 +124,11 @@ def pipeline(
         model = checkpoint.with_precision(precision)
     else:
         model = open_model(checkpoint, precision)
+    if max_seq_len is None:
+        max_seq_len = default_max_seq_len(model)
     models.check_length(model.config, max_seq_len, "max_seq_len")
+    if max_seq_len > model.max_length:
+        raise Error(f"max_seq_len {max_seq_len}: {model.folder} takes windows of at most {model.max_length} tokens")
     if doc_stride is None:
         doc_stride = default_doc_stride(max_seq_len)
     if batch_size is None:
@@ -236,14 +254,21 @@ class QuestionAnsweringPipeline:
         pairs, single = _pairs(inputs, question, context)
         return Asked(tuple(pairs), single, windows, decoding)
 
+    def untokenized(self, contexts: Sequence[str]) -> list[int]:
+        """The places among `contexts` of those with no tokens (only spaces or
+        zero-width characters), which `featurize` refuses: a caller checks a
+        whole set of inputs with it before answering any."""
+        encodings = self.model.tokenizer.encode_batch(list(contexts), add_special_tokens=False)
+        return [i for i, encoding in enumerate(encodings) if not encoding.ids]
+
     def featurize(self, asked: Asked) -> EvalFeatures:
         """The windows of what is asked; a context of no tokens is refused, naming its input."""
         examples = [Example(str(i), "", q, c, (), (), False) for i, (q, c) in enumerate(asked.pairs)]
-        features = featurize_eval(examples, self.model.tokenizer, asked.windows)
+        features = featurize_eval(examples, self.model.tokenizer, asked.windows, ARGUMENTS.__getitem__)
         is_context = features.offsets[..., 0] >= 0  # (N, L)
         context_tokens = np.bincount(features.example_index, is_context.sum(axis=1), minlength=len(examples))  # (E,)
         if not context_tokens.all():
-            raise InputError(int(np.argmin(context_tokens)), "the context has no tokens, so no answer")
+            raise InputError(int(np.argmin(context_tokens)), NO_TOKENS)
         return features
 
     def answer(self, asked: Asked, features: EvalFeatures, start_logits: np.ndarray, end_logits: np.ndarray):

@@ -101,6 +101,15 @@ def pick(mode: str, what: str = "precision") -> str:
     return chosen
 
 
+def pick_for(params: dict, mode: str) -> str:
+    """`pick(mode)` for a model of `params`, except that `auto` runs int8 weights
+    (an int8 checkpoint's) in int8, as they were saved to run, logged in one line."""
+    if mode == "auto" and precision_of(params) == "int8":
+        log.info("precision auto: int8 (the weights are int8)")
+        return "int8"
+    return pick(mode)
+
+
 def is_quantized(path: str) -> bool:
     """Whether the parameter at `path` ("layer_0/query/kernel") is a kernel the modes change."""
     return path.endswith("/kernel") and not path.startswith(HEAD + "/")

@@ -12,14 +12,16 @@ from jaxqa.engine import Compiled
 from jaxqa.errors import Error
 from jaxqa.export.runtime import Exported, is_export
 from jaxqa.models.encoder import SpanModel
-from jaxqa.precision import pick, prepare
+from jaxqa.precision import pick_for, prepare
 from jaxqa.squad.tokenizer import load_tokenizer
 
 
 class Pretrained:
     """A model ready to run: `model(input_ids, attention_mask, token_type_ids)` gives
     `(start_logits, end_logits)`, each (B, T) float32. `precision` ("fp32",
-    "bf16", "int8" or "auto", see `jaxqa.precision`) is that of its matrix products.
+    "bf16", "int8" or "auto", see `jaxqa.precision`) is that of its matrix products
+    (`auto` on int8 weights: int8). `max_length` is the longest window it takes,
+    in tokens.
 
     `params` are its weights, runs of like layers stacked as the model holds
     them, in its precision; its `runtime` runs them (`jaxqa.engine.Compiled`)
@@ -31,7 +33,8 @@ class Pretrained:
         self.model_type = model_type
         self.config = config
         self.folder = folder
-        self.precision = pick(precision)
+        self.precision = pick_for(params, precision)
+        self.max_length: int = config.max_position_embeddings
         self.module = SpanModel(config)
         self.params = prepare(params, self.precision)
         self.runtime = Compiled(self.module, self.params)
@@ -47,7 +50,7 @@ class Pretrained:
 
     def with_precision(self, precision: str) -> "Pretrained":
         """The same model with its matrix products in `precision` (itself if they already are)."""
-        mode = pick(precision)
+        mode = pick_for(self.params, precision)
         return (
             self if mode == self.precision else Pretrained(self.model_type, self.config, self.params, self.folder, mode)
         )

@@ -25,7 +25,7 @@ from jaxqa.training.loop import Feed, Throughput, compile_step, loop, signals_ca
 from jaxqa.training.model import build_model, read_teacher
 from jaxqa.training.plan import plan_optimization
 from jaxqa.training.resume import fresh, resume
-from jaxqa.training.run_folder import MetricsLog, RunFolder, exclusive
+from jaxqa.training.run_folder import MetricsLog, RunFolder, exclusive, tidied
 from jaxqa.training.settings import Settings, parse, validate, validate_mesh
 from jaxqa.training.state import lay_out_state, model_of
 
@@ -57,7 +57,7 @@ def train(s: Settings) -> int:
     plan = plan_optimization(s.optimization, s.pruning, model.module, len(data.train.input_ids), s.data.train_file)
     layout = lay_out_state(model.module, plan, mesh, s.devices.fsdp)
     recorded = settings.recorded(s, data.train_digest, teacher.digest() if teacher else None)
-    with exclusive(s.run_folder):
+    with tidied(s.run_folder), exclusive(s.run_folder):
         # ------------------------------------------------------------ the state: resumed, or fresh
         folder = RunFolder(
             s.run_folder, model.family, model.config, model.tokenizer_dir, keep=s.output.keep,

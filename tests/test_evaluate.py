@@ -96,6 +96,32 @@ def test_windows_longer_than_the_position_table_are_refused(untrained, tmp_path,
     assert jaxqa.pipeline(model, max_seq_len=512).settings.max_seq_length == 512
 
 
+def test_the_pipeline_and_predict_default_to_what_a_short_position_table_holds(squad_v2, tmp_path, capsys):
+    import dataclasses
+
+    import jax
+    from flax import linen as nn
+
+    from jaxqa import models
+    from jaxqa.models import bert
+
+    config = dataclasses.replace(bert.SIZES["tiny"], max_position_embeddings=128)
+    params = nn.unbox(models.init_params(SpanModel(config), jax.random.key(0)))
+    model = jaxqa.save_pretrained(tmp_path / "model", "bert", config, params, squad_v2.parent)
+    qa = jaxqa.pipeline(model, precision="fp32")
+    assert (qa.settings.max_seq_length, qa.settings.doc_stride) == (128, 64)
+    # The arguments named as the caller spells them.
+    with pytest.raises(jaxqa.Error, match="not more than doc_stride=16; lower max_question_len or doc_stride$"):
+        qa(
+            question="where does the tower of gondor stand " * 3,
+            context="The tower stands. " * 9,
+            max_seq_len=32,
+            doc_stride=16,
+        )
+    assert predict.main(["--checkpoint", str(model), "--question", "Who?", "--context", "Ada wrote it."]) == 0
+    assert "answer" in json.loads(capsys.readouterr().out)
+
+
 @pytest.mark.parametrize("where", ["file", "inside a file"])
 def test_out_dir_is_checked_before_the_model_is_loaded(tmp_path, capsys, where):
     taken = tmp_path / "taken"
@@ -297,6 +323,49 @@ def test_a_loaded_model_its_pipeline_and_evaluation_compile_each_shape_once(untr
     assert model.forward.traces == 1 and compiles == []
 
 
+def test_a_runs_model_is_cut_into_the_runs_windows(untrained, tmp_path, capsys):
+    import shutil
+
+    squad, model = untrained
+    run = tmp_path / "run"
+    shutil.copytree(model, run / "model")
+    recorded = {"max_seq_length": 64, "doc_stride": 16, "max_query_length": 16, "learning_rate": 0.001}
+    (run / "run.json").write_text(json.dumps({"model_type": "bert", "settings": recorded}))
+    common = ["--data", str(squad), "--precision", "fp32", "--max-eval-examples", "12"]
+    assert evaluate.main(["--checkpoint", str(run / "model"), "--out-dir", str(tmp_path / "a"), *common]) == 0
+    said = capsys.readouterr().err
+    assert (
+        f"the run's windows, from {run / 'run.json'}: --max-seq-length 64, --doc-stride 16, --max-query-length 16"
+        in said
+    )
+    windows = ["--max-seq-length", "64", "--doc-stride", "16", "--max-query-length", "16"]
+    assert evaluate.main(["--checkpoint", str(model), "--out-dir", str(tmp_path / "b"), *common, *windows]) == 0
+    capsys.readouterr()
+    predictions = [json.loads((tmp_path / name / "predictions.json").read_text()) for name in "ab"]
+    assert predictions[0] == predictions[1] and len(predictions[0]) == 12  # --max-eval-examples: the first 12
+    # A flag given wins over the run's value.
+    assert (
+        evaluate.main(
+            ["--checkpoint", str(run / "model"), "--out-dir", str(tmp_path / "c"), *common, "--doc-stride", "8"]
+        )
+        == 0
+    )
+    said = capsys.readouterr().err
+    assert "--max-seq-length 64, --max-query-length 16" in said and "--doc-stride 16" not in said
+
+
+def test_the_default_out_dir_is_named_after_the_data(untrained, tmp_path, monkeypatch, capsys):
+    squad, model = untrained
+    monkeypatch.chdir(tmp_path)
+    args = ["--checkpoint", str(model), "--data", str(squad), "--max-seq-length", "64", "--doc-stride", "16"]
+    args += ["--max-eval-examples", "3"]
+    assert evaluate.main(args) == 0
+    assert json.loads(capsys.readouterr().out)["total"] == 3
+    assert len(json.loads((tmp_path / "eval" / squad.stem / "predictions.json").read_text())) == 3
+    assert evaluate.main([*args, "--max-eval-examples", "-1"]) == 2
+    assert "--max-eval-examples -1: 0 (all) or a number of questions" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [
@@ -322,7 +391,10 @@ def test_evaluate_checks_its_settings_as_train_does(untrained, tmp_path, capsys,
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--doc-stride", "400"], "--doc-stride 400: must be at least 0 and below --max-seq-len 384"),
+        (
+            ["--doc-stride", "400", "--max-seq-len", "384"],
+            "--doc-stride 400: must be at least 0 and below --max-seq-len 384",
+        ),
         (["--max-seq-length", "4"], "--max-seq-len 4: must be at least 8"),
         (["--batch-size", "0"], "--batch-size 0: must be at least 1"),
     ],

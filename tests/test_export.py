@@ -4,8 +4,10 @@ no heads and a layer of no feed-forward units), at any batch and
 length; int8 stays close; served back, an export answers as jaxqa does."""
 
 import collections
+import dataclasses
 import json
 import shutil
+import sys
 
 import flax.linen as nn
 import jax
@@ -206,6 +208,31 @@ def test_the_command_names_what_is_wrong_in_one_line(teacher, exports, tmp_path,
     assert not (tmp_path / "out").exists()
     assert write.main([str(teacher), str(tmp_path / "new"), "--precision", "int8"]) == 0
     assert json.loads((tmp_path / "new" / write.RECORD_FILE).read_text())["precision"] == "int8"
+
+
+def test_a_tokenizer_past_the_vocabulary_is_refused_before_converting(squad, tmp_path, capsys):
+    config = dataclasses.replace(bert.SIZES["tiny"], vocab_size=20)  # the fixture's tokenizer has more tokens
+    params = nn.meta.unbox(models.init_params(SpanModel(config), jax.random.key(0)))
+    folder = jaxqa.save_pretrained(tmp_path / "small", "bert", config, params, squad.parent)
+    assert write.main([str(folder), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "tokens, more than the model's vocabulary of 20 (vocab_size)" in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("fmt, missing", [("onnx", "onnxruntime.quantization"), ("litert", "ai_edge_quantizer")])
+def test_a_missing_quantizer_is_named_before_converting(teacher, tmp_path, monkeypatch, capsys, fmt, missing):
+    monkeypatch.setitem(sys.modules, missing, None)  # its import fails
+
+    def converted(*args):
+        raise AssertionError("converted before the quantizer was found")
+
+    monkeypatch.setattr(write, "span_model_onnx", converted)
+    monkeypatch.setattr(write, "_write_litert", converted)
+    assert write.main([str(teacher), str(tmp_path / "out"), "--format", fmt, "--precision", "int8"]) == 2
+    err = capsys.readouterr().err
+    assert "quantizer" in err.lower() and 'pip install "jaxqa[' in err and err.count("\n") == 1, err
+    assert not (tmp_path / "out").exists()
 
 
 def test_symbolic_dimensions_compute_in_the_graphs_arithmetic():

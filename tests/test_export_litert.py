@@ -170,10 +170,21 @@ def test_a_litert_record_must_match_its_model_file(exports, tmp_path):
         assert "\n" not in str(refused.value)
 
 
+def test_the_pipeline_defaults_to_the_exports_longest_window(exports):
+    # An export of windows up to 64 tokens: the pipeline's windows fit it, not Hugging Face's 384.
+    qa = jaxqa.pipeline(exports["fp32"])
+    assert (qa.settings.max_seq_length, qa.settings.doc_stride) == (64, 32)
+    context = "The tower of gondor stands near ithil. " * 12  # several windows
+    answer = qa(question="Where does the tower of gondor stand?", context=context)
+    assert answer["answer"] == context[answer["start"] : answer["end"]]
+    with pytest.raises(jaxqa.Error, match="^max_seq_len 80: .* takes windows of at most 64 tokens$"):
+        jaxqa.pipeline(exports["fp32"], max_seq_len=80)
+
+
 def test_the_converters_private_modules_hold_what_the_export_uses():
-    # The LiteRT converter has no public API for StableHLO: `litert._converter`
+    # The LiteRT converter has no public API for StableHLO: `litert.converter_modules`
     # isolates the private modules it was checked against.
-    stablehlo, ir, passmanager, converter_api = litert._converter()
+    stablehlo, ir, passmanager, converter_api = litert.converter_modules()
     assert callable(stablehlo.deserialize_portable_artifact)
     assert callable(ir.Context) and callable(ir.StringAttr.get) and callable(passmanager.PassManager)
     for name in (

@@ -26,6 +26,29 @@ def test_the_curves_keep_the_last_value_of_each_step(tmp_path):
     assert found == {"loss": [(1, 5.0), (2, 3.9), (3, 3.0)], "exact": [(2, 10.0)], "f1": [(2, 12.5)]}
 
 
+def test_a_killed_runs_complete_lines_are_plotted(tmp_path):
+    write_metrics(tmp_path / "run", [{"step": 1, "loss": 5.0}, {"step": 2, "loss": 4.0}])
+    with (tmp_path / "run" / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 3, "lo')  # killed while writing the line
+    assert plot.curves(tmp_path / "run")["loss"] == [(1, 5.0), (2, 4.0)]
+
+
+def test_the_picture_is_in_the_format_its_suffix_names(tmp_path, capsys):
+    pytest.importorskip("matplotlib", reason="plots need matplotlib (pip install 'jaxqa[plot]')")
+    write_metrics(tmp_path / "run", [{"step": s, "loss": 1 / s} for s in range(1, 4)])
+    assert plot.main([str(tmp_path / "run"), "--out", str(tmp_path / "c.jpg")]) == 0
+    assert (tmp_path / "c.jpg").read_bytes().startswith(b"\xff\xd8\xff")  # JPEG's
+    assert plot.main([str(tmp_path / "run"), "--out", str(tmp_path / "c.svg")]) == 0
+    assert b"<svg" in (tmp_path / "c.svg").read_bytes()[:500]
+    capsys.readouterr()
+    for bad in ("c.txt", "curves"):
+        assert plot.main([str(tmp_path / "run"), "--out", str(tmp_path / bad)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"jaxqa.training.plot: error: --out {tmp_path / bad}: name a file whose suffix")
+        assert ".jpg" in err and ".png" in err and err.count("\n") == 1
+        assert not (tmp_path / bad).exists()
+
+
 def test_the_command_draws_a_png_in_the_run_folder(tmp_path, capsys):
     pytest.importorskip("matplotlib", reason="plots need matplotlib (pip install 'jaxqa[plot]')")
     write_metrics(

@@ -180,6 +180,16 @@ def test_an_int8_tensor_without_its_scale_is_refused(tiny_checkpoint, tmp_path):
         jaxqa.load_pretrained(broken, "int8")
 
 
+def test_an_int8_checkpoint_runs_in_int8_under_auto(tiny_checkpoint, tmp_path, caplog):
+    saved = jaxqa.load_pretrained(tiny_checkpoint, "int8").save(tmp_path / "int8")
+    with caplog.at_level(logging.INFO, logger="jaxqa.precision"):
+        qa = jaxqa.pipeline(saved, max_seq_len=64)
+    assert qa.precision == "int8" and "precision auto: int8 (the weights are int8)" in caplog.text
+    loaded = jaxqa.load_pretrained(saved, "int8")
+    assert loaded.with_precision("auto") is loaded
+    assert jaxqa.pipeline(saved, max_seq_len=64, precision="fp32").precision == "fp32"  # asked by name: dequantized
+
+
 @pytest.mark.parametrize("mode", ["fp32", "bf16", "int8"])
 def test_no_compiling_after_warm_up(tiny_checkpoint, mode):
     qa = jaxqa.pipeline(tiny_checkpoint, max_seq_len=64, batch_size=2, precision=mode)

@@ -63,6 +63,14 @@ def _article(**paragraph_changes) -> dict:
     return {"title": "France", "paragraphs": [{k: v for k, v in paragraph.items() if v is not None}]}
 
 
+def test_a_question_with_several_misplaced_answers_is_named_once(tmp_path, caplog):
+    answers = [{"text": "Paris", "answer_start": start} for start in (1, 2, 3)]
+    asked = [{"id": "q-1", "question": "What is the capital?", "answers": answers}]
+    with caplog.at_level(logging.WARNING, logger="jaxqa.squad"):
+        squad.read_squad(_write(tmp_path, [_article(qas=asked)]))
+    assert "3 answers are not at their answer_start (first ids: q-1)" in caplog.text
+
+
 def _write(tmp_path, articles) -> Path:
     path = tmp_path / "data.json"
     path.write_text(json.dumps({"version": "1.1", "data": articles}), encoding="utf-8")

@@ -11,6 +11,7 @@ import sys
 import pytest
 from test_train import flags, run
 
+import jaxqa
 from jaxqa import train
 from jaxqa.training import settings
 
@@ -46,6 +47,8 @@ def refusal(capsys, args: list[str]) -> str:
         (["--num-processes", "0"], "--num-processes"),
         (["--num-processes", "2"], "--coordinator"),
         (["--prune", "magnitude", "--max-steps", "4", "--warmup-proportion", "0.5"], "--prune-initial-warmup"),
+        (["--prune", "magnitude", "--warmup-proportion", "0", "--prune-final-warmup", "3"], "--prune-final-warmup 3"),
+        (["--prune", "magnitude", "--max-steps", "4", "--prune-initial-warmup", "0.5"], "--prune-initial-warmup 0.5"),
         (["--process-id", "-1"], "--process-id"),
         (["--process-id", "1"], "--process-id"),
         (["--epochs", "0"], "--epochs"),
@@ -66,6 +69,15 @@ def test_out_of_range_flags_are_refused_before_any_work(squad, tmp_path, capsys,
     err = refusal(capsys, [*flags(squad, "bert", tmp_path / "run"), *extra])
     assert flag in err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_start_that_fails_leaves_no_empty_checkpoints_folder(squad, tmp_path, capsys, monkeypatch):
+    def failed(*args):
+        raise jaxqa.Error("the step cannot be compiled")
+
+    monkeypatch.setattr(train, "compile_step", failed)
+    assert "the step cannot be compiled" in refusal(capsys, flags(squad, "bert", tmp_path / "run"))
+    assert sorted(path.name for path in (tmp_path / "run").iterdir()) == ["run.json"]  # no checkpoints/, no lock
 
 
 def test_a_run_dir_that_is_a_file_is_refused(squad, tmp_path, capsys):

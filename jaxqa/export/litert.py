@@ -27,7 +27,7 @@ from jaxqa.export.format import signature
 from jaxqa.export.program import file_weights, span_program
 
 
-def _converter():
+def converter_modules():
     """The LiteRT converter's modules. It has no public API for converting
     StableHLO that jax.export wrote: these are its private modules, as
     litert-converter 0.5.0 names them (tests/test_export_litert.py checks that
@@ -52,7 +52,7 @@ def span_model_tflite(
     for each of `lengths` a signature `length_{N}` over int32 windows (1, N),
     taking `inputs` (ids, mask, token types) and giving `outputs`, the names
     "start_logits" and "end_logits" in the order the model gives them, each (1, N)."""
-    stablehlo, ir, passmanager, converter_api = _converter()
+    stablehlo, ir, passmanager, converter_api = converter_modules()
     context = ir.Context()
     converter_api.prepare_mlir_context(context)
     modules = []
@@ -84,16 +84,22 @@ def span_model_tflite(
         return converter_api.export_flatbuffer_to_bytes(merged.operation)
 
 
+def quantizer_modules():
+    """The AI Edge Quantizer's modules, or an `Error` saying how to install them."""
+    try:
+        from ai_edge_quantizer import qtyping, quantizer, recipe
+    except ImportError:
+        raise Error('an int8 LiteRT export needs the AI Edge Quantizer: pip install "jaxqa[litert]"') from None
+    return qtyping, quantizer, recipe
+
+
 def dynamic_int8(flatbuffer: bytes) -> bytes:
     """The model with its products' weights and the embedding table in int8,
     symmetric per output channel, and the products' activations quantized as
     each runs (the AI Edge Quantizer's dynamic_wi8_afp32); the rest float32.
     Batched products stay float32: LiteRT's BATCH_MATMUL takes int8 weights
     on the right only, and SqueezeBERT's grouped products hold them on the left."""
-    try:
-        from ai_edge_quantizer import qtyping, quantizer, recipe
-    except ImportError:
-        raise Error('an int8 LiteRT export needs the AI Edge Quantizer: pip install "jaxqa[litert]"') from None
+    qtyping, quantizer, recipe = quantizer_modules()
     int8 = quantizer.Quantizer(flatbuffer, recipe.dynamic_wi8_afp32())
     int8.update_quantization_recipe(".*", qtyping.TFLOperationName.BATCH_MATMUL, algorithm_key="no_quantize")
     # It reports sizes on stdout and progress bars on stderr; a command's own output stays its own.

@@ -165,7 +165,9 @@ RUNTIMES: dict[str, type[OnnxRuntime] | type[LiteRTRuntime]] = {"onnx": OnnxRunt
 
 class Exported:
     """An export folder opened to run: `source` is its `open_checkpoint`, whose
-    config.json it keeps; `precision` "auto" or the export's own."""
+    config.json it keeps; `precision` "auto" or the export's own. `max_length`
+    is the longest window it takes, in tokens: the position table's, or a
+    LiteRT model's longest length."""
 
     def __init__(self, source: Source, precision: str = "auto"):
         self.folder: Path = source.folder
@@ -179,6 +181,9 @@ class Exported:
         self.runtime: OnnxRuntime | LiteRTRuntime = RUNTIMES[self.format](
             self.folder / MODEL_FILES[self.format], record
         )
+        self.max_length: int = self.config.max_position_embeddings
+        if self.lengths:  # a LiteRT model's fixed shapes: its signatures' longest
+            self.max_length = min(self.max_length, self.lengths[-1])
 
     def _check(self, precision: str) -> None:
         if precision not in ("auto", self.precision):

@@ -54,6 +54,7 @@ from jaxqa.export.format import (
     TASK_LIBRARY_OUTPUTS,
 )
 from jaxqa.export.program import file_weights, span_program
+from jaxqa.squad.tokenizer import TOKENIZER_FILES, load_tokenizer
 
 
 def _onnx():
@@ -63,6 +64,30 @@ def _onnx():
     except ImportError:
         raise Error('exporting to ONNX needs onnx and onnxruntime: pip install "jaxqa[onnx]"') from None
     return onnx
+
+
+def _onnx_quantizer():
+    """ONNX Runtime's dynamic quantizer (QuantType, quantize_dynamic)."""
+    try:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError as err:
+        raise Error(f'an int8 ONNX export needs ONNX Runtime\'s quantizer ({err}): pip install "jaxqa[onnx]"') from None
+    return QuantType, quantize_dynamic
+
+
+def _check_tools(fmt: str, precision: str) -> None:
+    """Refuses an export whose converter or quantizer is not installed, before
+    anything is converted."""
+    from jaxqa.export import litert
+
+    if fmt == "onnx":
+        _onnx()
+        if precision == "int8":
+            _onnx_quantizer()
+    else:
+        litert.converter_modules()
+        if precision == "int8":
+            litert.quantizer_modules()
 
 
 def span_model_onnx(config, params: dict):
@@ -85,7 +110,7 @@ def _write_onnx(config, params: dict, path: Path, precision: str) -> dict:
     if precision == "fp32":
         onnx.save(proto, str(path))
     else:
-        from onnxruntime.quantization import QuantType, quantize_dynamic
+        QuantType, quantize_dynamic = _onnx_quantizer()
 
         # The float32 model is written beside the int8 one, in the export's
         # temporary folder, so that a killed export leaves it nowhere for good.
@@ -170,6 +195,9 @@ def export(
         raise Error(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
     source = open_checkpoint(src)
     lengths = _lengths(source.config, fmt, length, length_step, task_library)
+    if any((source.folder / name).is_file() for name in TOKENIZER_FILES):
+        load_tokenizer(source.folder, source.config.vocab_size)  # refuses one with ids past the model's vocabulary
+    _check_tools(fmt, precision)
     params = nn.meta.unbox(
         source.read_params(need_head="an export answers questions, so it needs a fine-tuned span head")
     )

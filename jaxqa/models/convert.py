@@ -144,8 +144,9 @@ def params_from_hf(model_type: str, config, state: Mapping[str, np.ndarray]) -> 
             )
         value = _to_jax(np.asarray(state[name], np.float32), shape, leaf)
         if value.shape != shape:
+            needed = _to_hf(np.broadcast_to(np.float32(0), shape), leaf).shape  # as the source lays it out
             raise ConversionError(
-                f"tensor {original[name]!r} has shape {tuple(np.shape(state[name]))}, but this config needs one that maps to {shape}"
+                f"tensor {original[name]!r} has shape {tuple(np.shape(state[name]))}, but this config needs {needed}"
             )
         flat[(*module.split("/"), leaf)] = value
     head_missing = sorted(n for n in missing if n.startswith(HEAD + "."))
@@ -158,11 +159,13 @@ def params_from_hf(model_type: str, config, state: Mapping[str, np.ndarray]) -> 
     for name, table in fam.hf_fixed(config).items():
         if name in state:
             unused.discard(name)
-            if np.shape(state[name]) != table.shape or not np.allclose(state[name], table, rtol=0, atol=1e-6):
+            if np.shape(state[name]) != table.shape:
                 raise ConversionError(
-                    f"tensor {original[name]!r} is not the fixed table the config implies "
-                    f"(shape {tuple(np.shape(state[name]))}, this config computes {table.shape})"
+                    f"tensor {original[name]!r} has shape {tuple(np.shape(state[name]))}, but the fixed table "
+                    f"this config computes has {table.shape}"
                 )
+            if not np.allclose(state[name], table, rtol=0, atol=1e-6):
+                raise ConversionError(f"tensor {original[name]!r} is not the fixed table this config computes")
     # What the family exports as `hf_export_extras` is built by the reference but unused here.
     extras = set(fam.hf_export_extras(config))
     known = {n for n in unused if n in extras or n[len(fam.hf.prefix) :].startswith(fam.hf.dropped)}

@@ -24,7 +24,12 @@ def parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("model", help="jaxqa checkpoint, Hugging Face folder or hub id, or an ONNX or LiteRT export folder")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.add_argument("--port", type=int, default=8000, help="port to listen on")
-    p.add_argument("--max-seq-len", "--max-seq-length", type=int, default=384, help="tokens per window, at most")
+    p.add_argument(
+        "--max-seq-len",
+        "--max-seq-length",
+        type=int,
+        help="tokens per window, at most (default: 384, or the model's longest window if shorter)",
+    )
     p.add_argument(
         "--batch-size", type=int, help="windows per compiled call of the model, at most (default: 4 on CPU, 64 else)"
     )

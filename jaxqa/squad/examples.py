@@ -1,7 +1,8 @@
 """SQuAD v1.1 and v2.0 questions, and the official JSON files.
 
-Every source (`jaxqa.squad.sources`: these files, flat files, the hub) gives the same `Example` objects. `SquadData.articles` keeps the data in
-the official `data` layout, which is what the official metric (`jaxqa.squad.metric`) takes.
+Every source (`jaxqa.squad.sources`: these files, flat files, the hub) gives
+the same `Example` objects. `SquadData.articles` keeps the data in the official
+`data` layout, which is what the official metric (`jaxqa.squad.metric`) takes.
 """
 
 import dataclasses
@@ -180,5 +181,6 @@ def _mismatches(examples: Iterable[Example], source: str) -> tuple[str, ...]:
         if start < 0 or ex.context[start : start + len(text)] != text
     )
     if ids:
-        log.warning(f"{source}: {len(ids)} answers are not at their answer_start (first ids: {', '.join(ids[:5])})")
+        first = list(dict.fromkeys(ids))[:5]  # a question with several such answers named once
+        log.warning(f"{source}: {len(ids)} answers are not at their answer_start (first ids: {', '.join(first)})")
     return ids

@@ -112,12 +112,17 @@ def featurize_train(examples: Sequence[Example], tokenizer: Tokenizer, settings:
     return features
 
 
-def featurize_eval(examples: Sequence[Example], tokenizer: Tokenizer, settings: FeatureSettings) -> EvalFeatures:
-    """Windows with the offsets needed to map predicted tokens back to context text."""
+def featurize_eval(
+    examples: Sequence[Example], tokenizer: Tokenizer, settings: FeatureSettings, spelled: Callable[[str], str] = str
+) -> EvalFeatures:
+    """Windows with the offsets needed to map predicted tokens back to context text;
+    a refusal names the settings as `spelled` gives them (as `FeatureSettings.check`)."""
     started = time.perf_counter()
     parts: list[tuple[np.ndarray, ...]] = []
     for begin, chunk in _chunks(examples):
-        input_ids, attention_mask, token_type_ids, example_index, offsets = _windows(chunk, tokenizer, settings)
+        input_ids, attention_mask, token_type_ids, example_index, offsets = _windows(
+            chunk, tokenizer, settings, spelled
+        )
         parts.append((input_ids, attention_mask, token_type_ids, example_index + begin, offsets))
     features = EvalFeatures(*_joined(parts))
     _log_done(examples, features.input_ids, started)
@@ -195,7 +200,9 @@ def _plain(tokenizer: Tokenizer) -> Tokenizer:
     return tokenizer
 
 
-def _windows(examples: Sequence[Example], tokenizer: Tokenizer, settings: FeatureSettings):
+def _windows(
+    examples: Sequence[Example], tokenizer: Tokenizer, settings: FeatureSettings, spelled: Callable[[str], str] = str
+):
     """Tokenizes the questions and the distinct contexts, then cuts the windows.
 
     Returns input_ids, attention_mask, token_type_ids (N, L), example_index (N,)
@@ -225,7 +232,8 @@ def _windows(examples: Sequence[Example], tokenizer: Tokenizer, settings: Featur
         i = int(np.argmax(too_long))
         raise FeatureError(
             f"question {examples[i].id}: its {t.question_len[i]} tokens leave room for {room[i]} context tokens "
-            f"per window, not more than doc_stride={stride}; lower max_query_length or doc_stride"
+            f"per window, not more than {spelled('doc_stride')}={stride}; "
+            f"lower {spelled('max_query_length')} or {spelled('doc_stride')}"
         )
     # As the fast tokenizer does: windows start every `step` tokens until one reaches the end.
     n_windows = np.where(context_len > room, 1 - (-(context_len - room) // np.maximum(step, 1)), 1)

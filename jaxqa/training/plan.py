@@ -61,6 +61,8 @@ def _pruning(
     prune = pruning.Pruning(
         p.method, p.remaining, total_steps, warmup, p.initial_warmup, p.final_warmup, p.penalty, block
     )
+    if warmup == 0:
+        _check_zero_warmups(p, total_steps, warmup_proportion)
     # The pruning warm-ups are counted in learning-rate warm-ups: the cubic decay runs between them.
     decay = total_steps - (p.initial_warmup + p.final_warmup) * warmup
     if decay < 1:
@@ -69,9 +71,24 @@ def _pruning(
             f"{p.initial_warmup + p.final_warmup:g} warm-ups of {warmup} steps leave none of the run's "
             f"{total_steps} steps for the pruning schedule to decay over; lower them or train longer"
         )
-    if warmup == 0 and (p.initial_warmup or p.final_warmup):
-        log.warning(
-            f"--prune-initial-warmup and --prune-final-warmup are counted in learning-rate warm-ups, which are 0 "
-            f"steps here ({warmup_proportion} of {total_steps}): pruning decays over the whole run"
-        )
     return prune
+
+
+def _check_zero_warmups(p: PruningSettings, total_steps: int, warmup_proportion: float) -> None:
+    """Where learning-rate warm-ups are 0 steps, pruning warm-ups do nothing:
+    one asked for (not its default) is refused, the defaults are said to do nothing."""
+    zero = f"learning-rate warm-ups, which are 0 steps here ({warmup_proportion:g} of {total_steps})"
+    sides = (
+        ("initial", p.initial_warmup, PruningSettings.initial_warmup),
+        ("final", p.final_warmup, PruningSettings.final_warmup),
+    )
+    asked = [f"--prune-{side}-warmup {value:g}" for side, value, default in sides if value and value != default]
+    if asked:
+        raise SettingsError(
+            f"{' and '.join(asked)}: counted in {zero}, so it would do nothing; "
+            "raise --warmup-proportion or train longer"
+        )
+    if p.initial_warmup or p.final_warmup:
+        log.warning(
+            f"--prune-initial-warmup and --prune-final-warmup are counted in {zero}: pruning decays over the whole run"
+        )

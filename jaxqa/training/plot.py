@@ -3,7 +3,9 @@ F1 at every evaluation, from its metrics.jsonl, saved as RUN/curves.png.
 
     python -m jaxqa.training.plot RUN_DIR [--out FILE]
 
-Needs matplotlib (`pip install 'jaxqa[plot]'`).
+The picture's format follows FILE's suffix (.png, .jpg, .pdf, .svg, ... as
+matplotlib writes them). A line that is not JSON (the last line of a run killed
+while it wrote it) is left out. Needs matplotlib (`pip install 'jaxqa[plot]'`).
 """
 
 import argparse
@@ -17,18 +19,19 @@ from jaxqa.errors import Error, write_file
 
 def curves(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     """(step, value) of the loss and of each evaluation's exact and f1, in the
-    order logged; a resumed run's steps logged again replace the earlier ones."""
+    order logged; a resumed run's steps logged again replace the earlier ones,
+    and lines cut short (by a kill while one was written) are left out."""
     path = Path(run_dir) / "metrics.jsonl"
     try:
         lines = path.read_text().splitlines()
     except OSError as err:
         raise Error(f"{path}: cannot read the run's metrics ({err.strerror})") from None
     found: dict[str, dict[int, float]] = {"loss": {}, "exact": {}, "f1": {}}
-    for number, line in enumerate(lines, 1):
+    for line in lines:
         try:
             record = json.loads(line)
         except ValueError:
-            raise Error(f"{path}: line {number} is not JSON") from None
+            continue
         for name, values in found.items():
             if isinstance(record, dict) and isinstance(record.get(name), (int, float)) and "step" in record:
                 values[int(record["step"])] = float(record[name])
@@ -38,14 +41,19 @@ def curves(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
 
 
 def draw(run_dir: Path, out: Path) -> Path:
-    """Draws the run's curves into the PNG file `out`."""
+    """Draws the run's curves into the file `out`, in the format its suffix names."""
     try:
         import matplotlib
+        import matplotlib.backend_bases
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         raise Error("plotting needs matplotlib (pip install 'jaxqa[plot]')") from None
+    kind = out.suffix.lower().lstrip(".")
+    formats = matplotlib.backend_bases.FigureCanvasBase.get_supported_filetypes()
+    if kind not in formats:
+        raise Error(f"--out {out}: name a file whose suffix is a picture format: .{', .'.join(sorted(formats))}")
     found = curves(run_dir)
     evaluated = bool(found["f1"])
     fig, axes = plt.subplots(1, 2 if evaluated else 1, figsize=(10 if evaluated else 5, 3.5), squeeze=False)
@@ -60,7 +68,7 @@ def draw(run_dir: Path, out: Path) -> Path:
         scores.legend()
     fig.tight_layout()
     picture = io.BytesIO()
-    fig.savefig(picture, format="png", dpi=100)
+    fig.savefig(picture, format=kind, dpi=100)
     plt.close(fig)
     return write_file(out, picture.getvalue())
 
@@ -68,7 +76,9 @@ def draw(run_dir: Path, out: Path) -> Path:
 def main(argv=None, prog: str = "python -m jaxqa.training.plot") -> int:
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     p.add_argument("run_dir", type=Path, help="a jaxqa.train run folder")
-    p.add_argument("--out", type=Path, help="the PNG file to write (default: RUN_DIR/curves.png)")
+    p.add_argument(
+        "--out", type=Path, help="the picture to write, in the format of its suffix (default: RUN_DIR/curves.png)"
+    )
     args = p.parse_args(argv)
     try:
         out = draw(args.run_dir, args.out or args.run_dir / "curves.png")

@@ -77,6 +77,22 @@ def _take(lock: Path) -> None:
             lock.unlink(missing_ok=True)  # stale: its process is gone
 
 
+@contextlib.contextmanager
+def tidied(run_dir: Path):
+    """Within the block, a run that fails leaves no empty folder of its making:
+    an empty RUN/checkpoints/, and RUN itself where the run made it and left it
+    empty, are removed (a folder that holds anything stays as it is)."""
+    made = not Path(run_dir).exists()
+    try:
+        yield
+    except BaseException:
+        if jax.process_index() == 0:
+            for folder in (Path(run_dir) / "checkpoints", *([Path(run_dir)] if made else [])):
+                with contextlib.suppress(OSError):  # missing, or not empty
+                    folder.rmdir()
+        raise
+
+
 def _holder(lock: Path) -> dict | None:
     """Who holds `lock`, if its process still runs (or runs on another host, where it cannot be told)."""
     try:
