@@ -95,10 +95,9 @@ def read(
     if path.is_file():
         if path.stat().st_size == 0:
             raise SourceError(f"{source}: empty file")
-        if path.suffix == ".json" and is_official(path):
+        # Any other name is read as the official SQuAD JSON, as it always was.
+        if path.suffix not in FLAT_FILES or (path.suffix == ".json" and is_official(path)):
             return read_squad(path)
-        if path.suffix not in FLAT_FILES:
-            raise SourceError(f"{source}: not a data file ({', '.join(FLAT_FILES)}), nor the official SQuAD JSON")
         rows = flat_rows(path)
         fingerprint = f"{_digest(path)} {json.dumps([dataclasses.astuple(columns), skip_bad_rows])}"
     elif path.exists() or path.suffix in FLAT_FILES or source.startswith((".", "/", "~")):
