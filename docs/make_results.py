@@ -63,6 +63,7 @@ SECTIONS = [
             "matmul_cpu",
         ],
     ),
+    SERVING,
     (
         "Exports: ONNX and LiteRT",
         "jaxqa-export's ONNX and LiteRT models (float32, int8) served by jaxqa's pipeline under ONNX Runtime and the "
