@@ -26,7 +26,7 @@ from jax.sharding import Mesh
 
 from jaxqa import models, sharding
 from jaxqa.errors import Error
-from jaxqa.models.layers import bfloat16_bits
+from jaxqa.models.layers import bfloat16_bits, bfloat16_values
 from jaxqa.squad import buckets
 
 
@@ -50,8 +50,10 @@ class Runtime(Protocol):
 
 
 class Compiled:
-    """The XLA runtime: a span module's compiled forward over its `params`, whose
-    bfloat16 weights it holds as their bits (`layers.bfloat16_bits`).
+    """The XLA runtime: a span module's compiled forward over its `params`,
+    which it holds one layer per name, as the forward reads them in place
+    (`models.Forward`), and its bfloat16 weights as their bits
+    (`layers.bfloat16_bits`).
 
     On one device the batches go as host arrays, so that every user of the same
     module (a loaded model, its pipeline, evaluations during training) runs the
@@ -63,10 +65,15 @@ class Compiled:
     name = "xla"
 
     def __init__(self, module, params, mesh: Mesh | None = None):
-        self.params = bfloat16_bits(params)
         out = sharding.replicated(mesh) if mesh is not None and jax.process_count() > 1 else None
         self.forward = models.forward(module, out)
+        self.params = self.forward.held(bfloat16_bits(params))
         self._in = None if mesh is None or mesh.size == 1 else sharding.batch_sharding(mesh, 2)
+
+    @property
+    def model_params(self) -> dict:
+        """The parameters as the module holds them: runs of like layers stacked, bfloat16 as itself."""
+        return bfloat16_values(self.forward.model_params(self.params))
 
     @property
     def traces(self) -> int:

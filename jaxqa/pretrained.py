@@ -4,8 +4,6 @@ and its compiled forward pass (`load_pretrained`)."""
 import functools
 from pathlib import Path
 
-import jax
-
 from jaxqa import models
 from jaxqa.checkpoint import Source, open_checkpoint, save_pretrained
 from jaxqa.engine import Compiled
@@ -24,9 +22,11 @@ class Pretrained:
     in tokens.
 
     `params` are its weights, runs of like layers stacked as the model holds
-    them, in its precision; its `runtime` runs them (`jaxqa.engine.Compiled`)
-    with the process's one compiled forward of its module (`models.forward`),
-    which the pipeline and evaluation share.
+    them, in its precision, made when asked from those that its `runtime`
+    holds (one layer per name, `jaxqa.engine.Compiled`), so that memory holds
+    the weights once; the runtime runs them with the process's one compiled
+    forward of its module (`models.forward`), which the pipeline and
+    evaluation share.
     """
 
     def __init__(self, model_type: str, config, params, folder: Path, precision: str = "fp32"):
@@ -36,8 +36,7 @@ class Pretrained:
         self.precision = pick_for(params, precision)
         self.max_length: int = config.max_position_embeddings
         self.module = SpanModel(config)
-        self.params = prepare(params, self.precision)
-        self.runtime = Compiled(self.module, self.params)
+        self.runtime = Compiled(self.module, prepare(params, self.precision))
 
     @classmethod
     def from_source(cls, source: Source, precision: str = "fp32") -> "Pretrained":
@@ -59,9 +58,9 @@ class Pretrained:
     def tokenizer(self):
         return load_tokenizer(self.folder, self.config.vocab_size)
 
-    @functools.cached_property
-    def _encode(self):
-        return jax.jit(lambda params, *batch: self.module.apply({"params": params}, *batch, method="encode"))
+    @property
+    def params(self) -> dict:
+        return self.runtime.model_params
 
     @property
     def forward(self) -> models.Forward:
@@ -72,7 +71,7 @@ class Pretrained:
 
     def encode(self, input_ids, attention_mask, token_type_ids):
         """The encoder's last hidden states, (B, T, D)."""
-        return self._encode(self.runtime.params, input_ids, attention_mask, token_type_ids)
+        return self.runtime.forward.encode(self.runtime.params, input_ids, attention_mask, token_type_ids)
 
     def save(self, folder: str | Path, overwrite: bool = False) -> Path:
         """Writes the model as it runs: an int8 model as an int8 checkpoint, which

@@ -1,6 +1,7 @@
 """The encoder core: scanned layers equal unrolled ones, runs of like layers
 stack exactly and reversibly to the files' one layer per name, fused attention
-equals the reference, and the paths that run without dropout take the fused call."""
+equals the reference, the paths that run without dropout take the fused call,
+and the XLA runtime reads each layer's weights in place."""
 
 import dataclasses
 import functools
@@ -11,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import traverse_util
+from random_models import FAMILY_MODELS, family_model
 
 from jaxqa import models, precision, sharding
 from jaxqa.engine import Compiled
@@ -95,7 +97,7 @@ def test_runs_of_like_layers_stack_exactly_and_reversibly(model_type):
 def test_bfloat16_weights_stack_as_their_bits_and_compute_as_before(model_type):
     config = three_layers(model_type)
     fp32 = nn.meta.unbox(models.init_params(SpanModel(config), jax.random.key(0)))
-    params = Compiled(SpanModel(config), precision.prepare(fp32, "bf16")).params  # as the XLA runtime holds them
+    params = layers.bfloat16_bits(precision.prepare(fp32, "bf16"))
     model = SpanModel(config)
     assert params["layers"]["0_to_2"]["query"]["kernel"].dtype == jnp.uint16  # sliced without a float32 copy
     batch = padded_batch()
@@ -127,6 +129,40 @@ def test_a_compact_bert_stacks_only_its_layers_of_equal_shapes_and_stays_exact()
     # Two layers of equal shapes next to each other are one scanned run.
     twin = dataclasses.replace(small_config, pruned_heads=(), intermediate_sizes=(128, 128, 64, 64))
     assert "2_to_3" in nn.meta.unbox(models.init_params(SpanModel(twin), jax.random.key(1)))["layers"]
+
+
+@pytest.mark.parametrize(
+    ("name", "mode"),
+    [(name, "fp32") for name in FAMILY_MODELS]
+    + [("bert", "bf16"), ("bert", "int8"), ("squeezebert", "bf16")]
+    + [
+        pytest.param(name, mode, marks=pytest.mark.slow)
+        for name in FAMILY_MODELS[1:]
+        for mode in ("bf16", "int8")
+        if (name, mode) != ("squeezebert", "bf16")
+    ],
+)
+def test_the_xla_runtime_reads_every_layers_weights_in_place_and_gives_the_scanned_logits(name, mode):
+    config, fp32 = family_model(name)
+    params = precision.prepare(fp32, mode)
+    runtime = Compiled(SpanModel(config), params)
+    batch = padded_batch(config.vocab_size)
+    scanned = jax.jit(lambda p, *b: SpanModel(config).apply({"params": p}, *b))(params, *batch)
+    # bfloat16 products may sum in another order once unrolled (SqueezeBERT's grouped ones do).
+    np.testing.assert_allclose(
+        np.stack(runtime(*batch)), np.stack(scanned), rtol=0, atol=1e-4 if mode == "bf16" else 1e-6
+    )
+    jax.tree_util.tree_map(np.testing.assert_array_equal, runtime.model_params, params)
+    # The embeddings, a program per run of like layers, the span head: none loops over
+    # layers, and a layer's takes that layer's own weights, which it reads where they are.
+    embeddings, *per_run, head = runtime.forward.lowered(runtime.params, *batch)
+    assert len(per_run) == len(runtime.forward.module.layer_runs(params))
+    for program in (embeddings, *per_run, head):
+        assert " while(" not in program.compile().as_text()
+    hidden = batch[0].size * config.hidden_size * 4  # (B, T, D) float32
+    for first, layer in zip(runtime.forward.module.layer_runs(params), per_run):
+        weights = sum(leaf.nbytes for leaf in jax.tree_util.tree_leaves(runtime.params[f"layer_{first[0]}"]))
+        assert layer.compile().memory_analysis().argument_size_in_bytes == weights + hidden + batch[1].nbytes
 
 
 def reference_attention(q, k, v, mask):
@@ -186,7 +222,8 @@ def test_paths_without_dropout_take_the_fused_attention(attention_calls):
     loaded = traced(lambda p: model.apply({"params": p}, *batch), params)
     assert loaded["fused"] > 0 and loaded["dropped_out"] == 0
     mesh = sharding.make_mesh(sharding.parse_mesh(None, 1))
-    evaluation = traced(models.forward(model, sharding.replicated(mesh))._traced, params, *batch)
+    forward = models.forward(model, sharding.replicated(mesh))
+    evaluation = traced(forward, forward.held(params), *batch)
     assert evaluation["fused"] > 0 and evaluation["dropped_out"] == 0
 
     # Training with a teacher: the student drops attention out, the teacher does not.

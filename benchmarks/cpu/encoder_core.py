@@ -28,15 +28,13 @@ Results: benchmarks/results/encoder_core_<parts>_cpu.json.
 import argparse
 import dataclasses
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for lib
-from lib import inputs, paths, records, same_weights, sides
+from lib import inputs, paths, records, same_weights, sides, trees
 
 LENGTHS = (64, 128, 192, 256, 320, 384)
 MICRO_BATCH = 32
@@ -136,34 +134,15 @@ def measure(job: dict) -> dict:
 # ---------------------------------------------------------------- the driver
 
 
-def worktree(commit: str) -> Path:
-    """A checkout of `commit` beside the system's temporary files, made once."""
-    path = Path(tempfile.gettempdir()) / f"jaxqa-{commit}"
-    if not path.is_dir():
-        subprocess.run(
-            ["git", "worktree", "add", "--detach", str(path), commit], cwd=paths.ROOT, check=True, capture_output=True
-        )
-    return path
-
-
-def run_job(tree: Path, job: dict) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(tree), "JAX_PLATFORMS": "cpu"}
-    env.pop("JAXQA_XLA_CACHE", None)
-    result = subprocess.run(
-        [sys.executable, __file__, "--job", json.dumps(job)], env=env, capture_output=True, text=True, check=False
-    )
-    if result.returncode:
-        raise SystemExit(f"{job} failed in {tree}:\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout.splitlines()[-1])
-
-
 def compile_rows(before: Path, model_types: list[str]) -> list[dict]:
     rows = []
     for model_type in model_types:
         sides = {
-            "before": run_job(before, {"part": "compile", "model": model_type, "setting": None, "lengths": LENGTHS}),
-            "after": run_job(
-                paths.ROOT, {"part": "compile", "model": model_type, "setting": AFTER, "lengths": LENGTHS}
+            "before": trees.run_job(
+                before, __file__, {"part": "compile", "model": model_type, "setting": None, "lengths": LENGTHS}
+            ),
+            "after": trees.run_job(
+                paths.ROOT, __file__, {"part": "compile", "model": model_type, "setting": AFTER, "lengths": LENGTHS}
             ),
         }
         row: dict[str, str | float] = {"part": "compile", "model": model_type}
@@ -180,7 +159,9 @@ def compile_rows(before: Path, model_types: list[str]) -> list[dict]:
 def memory_rows(before: Path, model_types: list[str]) -> list[dict]:
     rows = []
     for model_type in model_types:
-        base = run_job(before, {"part": "memory", "model": model_type, "setting": None, "lengths": [384]})
+        base = trees.run_job(
+            before, __file__, {"part": "memory", "model": model_type, "setting": None, "lengths": [384]}
+        )
         rows.append(
             {
                 "part": "memory",
@@ -192,7 +173,9 @@ def memory_rows(before: Path, model_types: list[str]) -> list[dict]:
             }
         )
         for setting in MEMORY_SETTINGS:
-            got = run_job(paths.ROOT, {"part": "memory", "model": model_type, "setting": setting, "lengths": [384]})
+            got = trees.run_job(
+                paths.ROOT, __file__, {"part": "memory", "model": model_type, "setting": setting, "lengths": [384]}
+            )
             dropout = "config's" if setting["attention_dropout"] is None else setting["attention_dropout"]
             rows.append(
                 {
@@ -213,10 +196,10 @@ def step_rows(before: Path, model_types: list[str], batch: int, steps: int, rema
     rows = []
     for model_type in model_types:
         job = {"part": "step", "model": model_type, "batch": batch, "steps": steps}
-        old = run_job(before, {**job, "setting": None})["step_s"]
+        old = trees.run_job(before, __file__, {**job, "setting": None})["step_s"]
         remats = REMAT_CHOICES if model_type in remat_models else (AFTER["remat"],)
         for remat in remats:
-            new = run_job(paths.ROOT, {**job, "setting": {"remat": remat}})["step_s"]
+            new = trees.run_job(paths.ROOT, __file__, {**job, "setting": {"remat": remat}})["step_s"]
             rows.append(
                 {
                     "part": "step",
@@ -284,7 +267,7 @@ def main() -> None:
         return
     if not args.before:
         p.error("--before COMMIT is needed")
-    before = worktree(args.before)
+    before = trees.worktree(args.before)
     model_types = args.models.split(",")
     parts = args.parts.split(",")
     rows = []

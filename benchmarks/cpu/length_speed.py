@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxqa
-from jaxqa import checkpoint, evaluate, models, sharding
+from jaxqa import checkpoint, evaluate, models
 from jaxqa.engine import Compiled
 from jaxqa.models.encoder import SpanModel
 from jaxqa.squad import buckets
@@ -127,12 +127,12 @@ def evaluation(args) -> list[dict]:
     mesh = train_steps.device_mesh()
     rows, answers = [], {}
     for name, step in (("padded to 384", 0), (f"by length, step {args.length_step}", args.length_step)):
-        forward, in_sh = models.forward(model.module, sharding.replicated(mesh)), sharding.batch_sharding(mesh, 2)
+        runtime = Compiled(model.module, model.params, mesh)
         for width in buckets.widths(WINDOWS.max_seq_length, step):  # every program the pass may run, compiled first
-            zeros = sharding.from_host(np.zeros((args.eval_batch_size, width), np.int32), in_sh)
-            jax.block_until_ready(forward(model.params, zeros, zeros, zeros))
+            zeros = np.zeros((args.eval_batch_size, width), np.int32)
+            jax.block_until_ready(runtime(zeros, zeros, zeros))
         started = time.perf_counter()
-        runs = evaluate.engine(Compiled(model.module, model.params, mesh), 384, args.eval_batch_size, step)
+        runs = evaluate.engine(runtime, 384, args.eval_batch_size, step)
         predictions = evaluate.answer(runs, dev.examples, features, False, 0.0)
         seconds = time.perf_counter() - started
         scored = evaluate.score(dev.articles, predictions, False)

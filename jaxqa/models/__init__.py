@@ -16,7 +16,7 @@ import functools
 import importlib
 import re
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import flax.linen as nn
 import jax
@@ -25,6 +25,9 @@ import numpy as np
 
 from jaxqa.errors import Error
 from jaxqa.models.stacking import Repeated
+
+if TYPE_CHECKING:  # encoder imports this module
+    from jaxqa.models.encoder import SpanModel
 
 MODEL_TYPES = ("bert", "squeezebert", "mobilebert", "distilbert")
 
@@ -166,26 +169,71 @@ def abstract_params(model: nn.Module):
 
 
 class Forward:
-    """A module's jitted forward pass: `(params, input_ids, attention_mask,
-    token_type_ids)`, each batch array (B, T), -> start, end logits (B, T) float32.
+    """A span model's forward pass at inference, compiled: `(layers, input_ids,
+    attention_mask, token_type_ids)`, each batch array (B, T), -> start, end
+    logits (B, T) float32, where `layers` are its parameters as `held(params)`
+    makes them: one tree per layer, and per block a layer repeats, as files
+    hold them, rather than the stacked runs that training scans.
+
+    It runs layer by layer: the embeddings, each layer and the span head are
+    programs of their own, a layer's compiled once for its run of like layers
+    (as a scan's body is) and called for each of them over that layer's own
+    weights, which its products read where they are. A scanned program has
+    XLA:CPU copy each layer's slice of a stacked kernel before its products
+    read it (28 MB per layer of BERT-base, the layer's every weight), and an
+    unrolled one compiles every layer anew (benchmarks/cpu/layer_copy.py).
+    The logits are the scanned program's (to rounding where bfloat16 products
+    sum in another order).
 
     `out_sharding` lays the logits out on a mesh (replicated, so that every
-    process can read them); `traces` counts the programs compiled, one per
-    input shape.
+    process can read them); `traces` counts the input shapes compiled for.
     """
 
-    def __init__(self, module: nn.Module, out_sharding=None):
-        self.module = module
+    def __init__(self, module: "SpanModel", out_sharding=None):
+        # A layer's repeated blocks (MobileBERT's) are few: read one by one, in place too.
+        self.module = module.clone(execution=dataclasses.replace(module.execution, scan=False))
         self.traces = 0
-        self._jitted = jax.jit(self._traced, out_shardings=out_sharding)
+        self._template: tuple[int, ...] = ()  # layer i runs as the first layer of its run
+        self._embedded = jax.jit(self._traced_embeddings)
+        self._layer = jax.jit(self.module.layer_output, static_argnums=0)
+        self._span = jax.jit(self.module.span_output, out_shardings=out_sharding)
 
-    def _traced(self, params, input_ids, attention_mask, token_type_ids):
+    def held(self, params) -> dict:
+        """Parameters as the model holds them (stacked runs), as this forward takes them."""
+        self._template = tuple(first for first, length in self.module.layer_runs(params) for _ in range(length))
+        return self.module.per_layer(params)
+
+    def model_params(self, layers) -> dict:
+        """The inverse of `held`: the parameters as the model holds them."""
+        return self.module.stacked(layers)
+
+    def _traced_embeddings(self, embeddings, input_ids, token_type_ids):
         # Python runs this body only when jax traces a new input shape.
         self.traces += 1
-        return self.module.apply({"params": params}, input_ids, attention_mask, token_type_ids)
+        return self.module.embedded(embeddings, input_ids, token_type_ids)
 
-    def __call__(self, params, input_ids, attention_mask, token_type_ids):
-        return self._jitted(params, input_ids, attention_mask, token_type_ids)
+    def encode(self, layers, input_ids, attention_mask, token_type_ids):
+        """The last hidden states, (B, T, D)."""
+        if len(self._template) != self.module.config.num_hidden_layers:
+            raise ValueError("the layers are to be held as `held(params)` makes them")
+        x = self._embedded(layers["embeddings"], input_ids, token_type_ids)
+        for i, first in enumerate(self._template):
+            x = self._layer(first, layers[f"layer_{i}"], x, attention_mask)
+        return x
+
+    def __call__(self, layers, input_ids, attention_mask, token_type_ids):
+        return self._span(layers["qa_outputs"], self.encode(layers, input_ids, attention_mask, token_type_ids))
+
+    def lowered(self, layers, input_ids, attention_mask, token_type_ids) -> list:
+        """The programs that a batch of this shape runs, lowered (their HLO and
+        memory to read): the embeddings, a layer of each run, the span head."""
+        x = jax.eval_shape(self.module.embedded, layers["embeddings"], input_ids, token_type_ids)
+        runs = sorted(set(self._template))
+        return [
+            self._embedded.lower(layers["embeddings"], input_ids, token_type_ids),
+            *(self._layer.lower(first, layers[f"layer_{first}"], x, attention_mask) for first in runs),
+            self._span.lower(layers["qa_outputs"], x),
+        ]
 
 
 class _Forwards:
@@ -197,7 +245,7 @@ class _Forwards:
     def __init__(self):
         self._made: dict[tuple, Forward] = {}
 
-    def __call__(self, module: nn.Module, out_sharding=None) -> Forward:
+    def __call__(self, module: "SpanModel", out_sharding=None) -> Forward:
         key = (module, out_sharding)
         if key not in self._made:
             self._made[key] = Forward(module, out_sharding)

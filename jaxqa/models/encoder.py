@@ -50,11 +50,7 @@ class SpanModel(nn.Module):
         x = fam.embeddings(cfg, self.dtype, self.param_dtype, ex, name="embeddings")(
             input_ids, token_type_ids, deterministic
         )
-        # Unbound, named as their parameters are in files (which names them in profiles and the HLO).
-        layers = [
-            fam.layer(cfg, self.dtype, self.param_dtype, ex, i, parent=None, name=f"layer_{i}")
-            for i in range(cfg.num_hidden_layers)
-        ]
+        layers = [self.layer(i) for i in range(cfg.num_hidden_layers)]
         keys = None
         if not deterministic:  # layer i drops out with its own key, scanned or not
             keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(self.make_rng("dropout"), jnp.arange(len(layers)))
@@ -68,6 +64,41 @@ class SpanModel(nn.Module):
     def __call__(self, input_ids, attention_mask, token_type_ids, deterministic: bool = True):
         hidden = self.encode(input_ids, attention_mask, token_type_ids, deterministic)
         return span_logits(self.qa_outputs, self.head_dropout(hidden, deterministic=deterministic))
+
+    def layer(self, index: int) -> nn.Module:
+        """Layer `index`, unbound, named as its parameters are in files (which names it in profiles and the HLO)."""
+        return self.family.layer(
+            self.config, self.dtype, self.param_dtype, self.execution, index, parent=None, name=f"layer_{index}"
+        )
+
+    # Inference one part at a time, each over its own parameters as files hold
+    # them (`models.Forward` runs them), without dropout.
+
+    def embedded(self, embeddings: dict, input_ids, token_type_ids):
+        """The embeddings' output (B, T, D) of windows (B, T), over `params["embeddings"]`."""
+        part = self.family.embeddings(self.config, self.dtype, self.param_dtype, self.execution, parent=None)
+        return part.apply({"params": embeddings}, input_ids, token_type_ids, True)
+
+    def layer_output(self, index: int, layer: dict, x, attention_mask):
+        """x (B, T, D) after layer `index`, over `layer`, one layer's parameters as
+        `per_layer` gives them (blocks the layer repeats one per name)."""
+        return self.layer(index).apply({"params": _blocks_stacked(self.config, layer)}, x, attention_mask, True)
+
+    def span_output(self, qa_outputs: dict, hidden):
+        """Start and end logits (B, T) of hidden states (B, T, D), over `params["qa_outputs"]`."""
+        return self.apply({"params": {"qa_outputs": qa_outputs}}, hidden, method="span")
+
+    def layer_runs(self, params: dict) -> list[tuple[int, int]]:
+        """(first layer, layers) of each run of like layers in `params`, in order."""
+        return [(first, length) for first, length, _ in LAYERS.runs(params)]
+
+    def per_layer(self, params: dict) -> dict:
+        """`per_layer(self.config, params)`, for those that hold the module alone."""
+        return per_layer(self.config, params)
+
+    def stacked(self, params: dict) -> dict:
+        """`stacked(self.config, params)`, for those that hold the module alone."""
+        return stacked(self.config, params)
 
 
 def per_layer(config, params: dict) -> dict:
@@ -84,13 +115,13 @@ def per_layer(config, params: dict) -> dict:
 
 def stacked(config, params: dict) -> dict:
     """Parameters one layer per name (`per_layer`'s form) as the model holds them."""
+    return LAYERS.stack(params, functools.partial(_blocks_stacked, config))
 
-    def blocks(layer):
-        for repeated in models.family_of(config).layer_blocks:
-            layer = repeated.stack(layer)
-        return layer
 
-    return LAYERS.stack(params, blocks)
+def _blocks_stacked(config, layer: dict) -> dict:
+    for repeated in models.family_of(config).layer_blocks:
+        layer = repeated.stack(layer)
+    return layer
 
 
 def file_shapes(config) -> dict[str, jax.ShapeDtypeStruct]:

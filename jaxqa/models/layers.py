@@ -145,6 +145,12 @@ def bfloat16_bits(params):
     return jax.tree_util.tree_map(as_bits, params)
 
 
+def bfloat16_values(params):
+    """The inverse of `bfloat16_bits`: each uint16 leaf as the bfloat16 it holds."""
+    as_values = lambda leaf: jax.lax.bitcast_convert_type(leaf, jnp.bfloat16) if leaf.dtype == jnp.uint16 else leaf
+    return jax.tree_util.tree_map(as_values, params)
+
+
 def quantization_scale(module: nn.Module, kernel: jax.Array) -> jax.Array | None:
     """The per-output-channel `kernel_scale` beside an int8 kernel ((I, O) -> (O,),
     (G, I, O) -> (G, O)); None beside a float one."""
