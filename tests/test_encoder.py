@@ -161,8 +161,13 @@ def test_the_xla_runtime_reads_every_layers_weights_in_place_and_gives_the_scann
         assert " while(" not in program.compile().as_text()
     hidden = batch[0].size * config.hidden_size * 4  # (B, T, D) float32
     for first, layer in zip(runtime.forward.module.layer_runs(params), per_run):
-        weights = sum(leaf.nbytes for leaf in jax.tree_util.tree_leaves(runtime.params[f"layer_{first[0]}"]))
-        assert layer.compile().memory_analysis().argument_size_in_bytes == weights + hidden + batch[1].nbytes
+        leaves = jax.tree_util.tree_leaves(runtime.params[f"layer_{first[0]}"])
+        weights = sum(leaf.nbytes for leaf in leaves)
+        taken = layer.compile().memory_analysis().argument_size_in_bytes
+        if any(leaf.size == 0 for leaf in leaves):  # a layer of no heads reads no mask, and jax drops it
+            assert taken in (weights + hidden + batch[1].nbytes, weights + hidden)
+        else:
+            assert taken == weights + hidden + batch[1].nbytes
 
 
 def reference_attention(q, k, v, mask):
