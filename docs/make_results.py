@@ -42,12 +42,15 @@ SECTIONS = [
         "The encoder core: compile, memory, step time and latency before and after",
         "Scanned layers, rematerialisation and fused attention against the code before them (a git worktree), "
         "side by side in one run: train-step compile per padded length, XLA's memory analysis of BERT-base's step, "
-        "step time, and the pipeline's warm-up and one-question latency per precision.",
+        "step time, and the pipeline's warm-up and one-question latency per precision; then the pipeline's forward run "
+        "layer by layer over each layer's own weights against the scanned one: the weight copies in the compiled "
+        "programs, warm-up and latency against PyTorch.",
         [
             "encoder_core_compile_memory_cpu",
             "encoder_core_memory_step_cpu",
             "encoder_core_step_cpu",
             "encoder_core_latency_cpu",
+            "layer_copy_cpu",
         ],
     ),
     (
