@@ -427,9 +427,12 @@ def test_predict_command(qa, checkpoint, tmp_path):
     lines = done.stdout.splitlines()
     assert len(lines) == 3
     expected = qa(rows, top_k=2, handle_impossible_answer=True, max_answer_len=3)
-    for line, want in zip(lines, expected):
-        got = json.loads(line)
-        assert [(a["answer"], a["start"], a["end"]) for a in got] == [(a["answer"], a["start"], a["end"]) for a in want]
+    for line, row, want in zip(lines, rows, expected):
+        got = json.loads(line)  # a --file line keeps its input's question beside its answers
+        assert got["question"] == row["question"]
+        assert [(a["answer"], a["start"], a["end"]) for a in got["answers"]] == [
+            (a["answer"], a["start"], a["end"]) for a in want
+        ]
 
 
 @pytest.mark.slow
