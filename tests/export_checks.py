@@ -1,9 +1,13 @@
 """The checks that both export formats (`tests/test_export.py`, ONNX, and
 `tests/test_export_litert.py`, LiteRT) make of an export, through jaxqa's own
 serving: int8 near float32, and the pipeline over an export answering as
-jaxqa does."""
+jaxqa does, and a tampered record refused."""
+
+import json
+import shutil
 
 import numpy as np
+import pytest
 from random_models import windows
 
 import jaxqa
@@ -44,3 +48,27 @@ def assert_served_as_jaxqa(teacher, export, squad):
     np.testing.assert_allclose(
         [a["score"] for q in theirs for a in q], [a["score"] for q in ours for a in q], rtol=1e-4
     )
+
+
+def reversed_record_binds_by_name(export, tampered, extra: dict, length: int) -> dict:
+    """Copies `export` to `tampered` with its record's inputs and outputs (and
+    `extra`) in reverse order, checks that it gives the same logits (names bind
+    the inputs and outputs, not their places), and returns the record."""
+    shutil.copytree(export, tampered)
+    record = json.loads((tampered / write.RECORD_FILE).read_text())
+    flipped = {"inputs": record["inputs"][::-1], "outputs": record["outputs"][::-1], **extra}
+    (tampered / write.RECORD_FILE).write_text(json.dumps({**record, **flipped}))
+    inputs = windows(1000, 2, length)
+    for got, want in zip(jaxqa.open_model(tampered, "auto")(*inputs), jaxqa.open_model(export, "auto")(*inputs)):
+        np.testing.assert_array_equal(got, want)
+    return record
+
+
+def assert_records_refused(tampered, record: dict, cases) -> None:
+    """Each (change, said) of `cases` made to `record` is refused in one line
+    naming export.json and what `said` matches."""
+    for change, said in cases:
+        (tampered / write.RECORD_FILE).write_text(json.dumps({**record, **change}))
+        with pytest.raises(jaxqa.Error, match=r"export.json: " + said) as refused:
+            jaxqa.open_model(tampered, "auto")
+        assert "\n" not in str(refused.value)
