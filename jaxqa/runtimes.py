@@ -107,7 +107,8 @@ class Candidate:
 
     @property
     def label(self) -> str:
-        """ "xla bf16", "onnx int8"; an export of a name of its own adds it: "onnx int8 (mine)"."""
+        """Its name in `info` and the cache: "xla bf16", "onnx int8"; an export
+        in a folder of a name of its own adds it: "onnx int8 (mine)"."""
         name = f"{self.runtime} {self.precision}"
         own = self.runtime != "xla" and self.folder.name != f"{self.runtime}-{self.precision}"
         return f"{name} ({self.folder.name})" if own else name
