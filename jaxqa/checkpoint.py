@@ -36,6 +36,7 @@ from safetensors import safe_open
 from safetensors.numpy import save
 
 from jaxqa import models
+from jaxqa.export.format import EXPORTS_FOLDER
 from jaxqa.models import compact, convert
 from jaxqa.models.convert import ConversionError
 from jaxqa.models.encoder import SpanModel, file_shapes, per_layer, stacked
@@ -159,7 +160,9 @@ def save_pretrained(
 ) -> Path:
     """Writes `params` (as the model holds them) as a jaxqa checkpoint folder,
     one layer per name, atomically: a failure leaves nothing at `folder`. A
-    `folder` that is, or holds, the `source` folder they were read from is refused."""
+    `folder` that is, or holds, the `source` folder they were read from is refused.
+    Overwriting a checkpoint drops its exports (`exports/`, made from the weights
+    replaced), and says so."""
     host = jax.device_get(params)
     precision = precision_of(host)
     # int8 kernels stay int8 (with their scales); everything else, bfloat16 kernels included, is float32.
@@ -168,6 +171,8 @@ def save_pretrained(
         key: np.ascontiguousarray(value, np.int8 if value.dtype == np.int8 else np.float32)
         for key, value in flat.items()
     }
+    exports = Path(folder) / EXPORTS_FOLDER  # only an overwritten folder holds any
+    had_exports = exports.is_dir()
     with atomic_folder(folder, overwrite, source) as tmp:
         (tmp / "config.json").write_text(json.dumps(config.to_hf(), indent=2) + "\n")
         _write_safetensors(
@@ -180,6 +185,8 @@ def save_pretrained(
                     f"{tokenizer_from}: no tokenizer.json or vocab.txt to copy; jaxqa.predict and "
                     f"jaxqa.pipeline need one of them in {folder}"
                 )
+    if had_exports:
+        log.warning(f"{exports}: dropped with the weights it was exported from; export the new ones again")
     return Path(folder)
 
 

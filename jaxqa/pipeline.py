@@ -43,10 +43,11 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jaxqa import models
+from jaxqa import models, runtimes
 from jaxqa.engine import Engine
 from jaxqa.errors import Error
-from jaxqa.pretrained import Exported, Pretrained, open_model
+from jaxqa.pretrained import Exported, Pretrained
+from jaxqa.runtimes import Choice
 from jaxqa.squad import buckets, decode
 from jaxqa.squad.examples import Example
 from jaxqa.squad.features import EvalFeatures, FeatureSettings, featurize_eval
@@ -99,6 +100,7 @@ def pipeline(
     batch_size: int | None = None,
     seq_buckets: Sequence[int] | None = None,
     precision: str = "auto",
+    runtime: str | None = None,
 ) -> "QuestionAnsweringPipeline":
     """A question-answering pipeline over a checkpoint folder (jaxqa or Hugging
     Face), an export folder (`jaxqa.export`: ONNX, run by ONNX Runtime, or
@@ -119,11 +121,39 @@ def pipeline(
     pipeline gives them), "bf16", "int8", or "auto", the fastest that this
     machine runs well, logged in one line (`jaxqa.precision`); a loaded model
     is run in it too. An export runs in its own precision, "auto" or that one.
+    `runtime`: "xla", an export kept in `CHECKPOINT/exports/` ("onnx" or
+    "litert", of `precision` unless that is "auto"), or "auto", the fastest of
+    XLA's precisions and those exports that answers as XLA in float32 does,
+    measured once per machine and model and cached (`jaxqa.runtimes`). By
+    default "auto" where the checkpoint has exports beside it, else XLA; an
+    export folder runs in its own runtime, a loaded model as it is. The
+    pipeline's `info` says what runs and why.
     """
-    if isinstance(checkpoint, (Pretrained, Exported)):
-        model = checkpoint.with_precision(precision)
-    else:
-        model = open_model(checkpoint, precision)
+    settings = {
+        "max_seq_len": max_seq_len,
+        "doc_stride": doc_stride,
+        "max_question_len": max_question_len,
+        "batch_size": batch_size,
+        "seq_buckets": None if seq_buckets is None else list(seq_buckets),
+    }
+
+    def build(model: Pretrained | Exported, choice: Choice | None = None) -> QuestionAnsweringPipeline:
+        return _assemble(model, max_seq_len, doc_stride, max_question_len, batch_size, seq_buckets, choice)
+
+    choice = runtimes.choose(checkpoint, runtime, precision, build, settings)
+    return build(choice.model, choice)
+
+
+def _assemble(
+    model: Pretrained | Exported,
+    max_seq_len: int | None,
+    doc_stride: int | None,
+    max_question_len: int,
+    batch_size: int | None,
+    seq_buckets: Sequence[int] | None,
+    choice: Choice | None,
+) -> "QuestionAnsweringPipeline":
+    """The pipeline over `model` that `pipeline`'s arguments ask for, each checked."""
     if max_seq_len is None:
         max_seq_len = default_max_seq_len(model)
     models.check_length(model.config, max_seq_len, "max_seq_len")
@@ -141,7 +171,7 @@ def pipeline(
     if batch_size < 1:
         raise Error(f"batch_size={batch_size} must be at least 1")
     sizes = (*(1 << i for i in range(batch_size.bit_length()) if 1 << i < batch_size), batch_size)
-    return QuestionAnsweringPipeline(model, settings, Engine(model.runtime, seq_buckets, sizes))
+    return QuestionAnsweringPipeline(model, settings, Engine(model.runtime, seq_buckets, sizes), choice)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,11 +213,29 @@ class QuestionAnsweringPipeline:
     (`jaxqa.engine.Engine`; tests pass a stand-in that chooses them).
     """
 
-    def __init__(self, model: Pretrained | Exported, settings: FeatureSettings, engine: Engine):
+    def __init__(
+        self, model: Pretrained | Exported, settings: FeatureSettings, engine: Engine, choice: Choice | None = None
+    ):
         self.model = model
         self.settings = settings
         self.engine = engine
+        self.choice = choice  # why this model runs, as `jaxqa.runtimes` chose it
         self._continues_word = decode.continuation_table(model.tokenizer)
+
+    @property
+    def info(self) -> dict:
+        """What runs and why: "runtime" ("xla", "onnx" or "litert"), "precision",
+        "folder", "why" (one line); with `runtime="auto"` also "measured" (each
+        candidate's median seconds per probe and whether it agrees) and "cached"."""
+        info: dict[str, object] = {
+            "runtime": self.model.runtime.name,
+            "precision": self.model.precision,
+            "folder": str(self.model.folder),
+            "why": "asked" if self.choice is None else self.choice.why,
+        }
+        if self.choice is not None and self.choice.measured is not None:
+            info.update(measured=self.choice.measured, cached=self.choice.cached)
+        return info
 
     @property
     def precision(self) -> str:

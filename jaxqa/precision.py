@@ -102,13 +102,25 @@ def pick(mode: str, what: str = "precision") -> str:
     return chosen
 
 
+def decide(params: dict, mode: str) -> tuple[str, str]:
+    """The mode that a model of `params` runs for `mode`, and why, in a few words:
+    "asked" for a mode asked by name; for `auto`, int8 weights (an int8
+    checkpoint's) in int8, as they were saved to run, else this machine's choice."""
+    if mode not in MODES:
+        raise Error(f"precision {mode!r}: choose one of {', '.join(MODES)}")
+    if mode != "auto":
+        return mode, "asked"
+    if precision_of(params) == "int8":
+        return "int8", "the weights are int8"
+    return choose(jax.default_backend(), cpu_flags())
+
+
 def pick_for(params: dict, mode: str) -> str:
-    """`pick(mode)` for a model of `params`, except that `auto` runs int8 weights
-    (an int8 checkpoint's) in int8, as they were saved to run, logged in one line."""
-    if mode == "auto" and precision_of(params) == "int8":
-        log.info("precision auto: int8 (the weights are int8)")
-        return "int8"
-    return pick(mode)
+    """`decide(params, mode)`'s mode; that of `auto` logged in one line."""
+    chosen, why = decide(params, mode)
+    if mode == "auto":
+        log.info(f"precision auto: {chosen} ({why})")
+    return chosen
 
 
 # The products that int8 leaves in float32: each feed-forward network's output,

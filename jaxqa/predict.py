@@ -27,17 +27,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from jaxqa import compilation_cache, models, precision
+from jaxqa import compilation_cache, models, precision, runtimes
 from jaxqa.checkpoint import open_checkpoint
 from jaxqa.errors import Error, log_to, write_file
-from jaxqa.pipeline import (
-    NO_TOKENS,
-    QuestionAnsweringPipeline,
-    default_doc_stride,
-    default_max_seq_len,
-    pipeline,
-)
-from jaxqa.pretrained import open_model
+from jaxqa.pipeline import DEFAULT_MAX_SEQ_LEN, NO_TOKENS, QuestionAnsweringPipeline, default_doc_stride, pipeline
 from jaxqa.squad.features import FeatureSettings
 
 # Inputs answered per pipeline call: enough for full batches, few enough to
@@ -199,6 +192,7 @@ def parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--doc-stride", type=int, default=None, help="context tokens shared by consecutive windows")
     p.add_argument("--batch-size", type=int, default=None, help="most windows per model call")
     precision.add_flag(p)
+    runtimes.add_flag(p)
     p.add_argument("--compilation-cache", default="", help=compilation_cache.HELP)
     return p
 
@@ -225,16 +219,17 @@ def main(argv=None, prog: str = "python -m jaxqa.predict") -> int:
         source = open_checkpoint(args.checkpoint)
         if args.max_seq_len is not None:
             models.check_length(source.config, args.max_seq_len, "--max-seq-len")
+        else:  # the model's default window (a LiteRT export's may be shorter, which its pipeline checks)
+            windows(min(DEFAULT_MAX_SEQ_LEN, source.config.max_position_embeddings), args.doc_stride)
         with log_to(sys.stderr):
-            model = open_model(source, args.precision)
-        settings = windows(args.max_seq_len or default_max_seq_len(model), args.doc_stride)
-        qa = pipeline(
-            model,
-            max_seq_len=settings.max_seq_length,
-            doc_stride=settings.doc_stride,
-            batch_size=args.batch_size,
-            precision=model.precision,
-        )
+            qa = pipeline(
+                source.folder,
+                max_seq_len=args.max_seq_len,
+                doc_stride=args.doc_stride,
+                batch_size=args.batch_size,
+                precision=args.precision,
+                runtime=args.runtime,
+            )
         check_tokens(qa, inputs)
         answer_all(qa, inputs, args, keyed=args.file is not None)
     except BrokenPipeError:

@@ -15,6 +15,10 @@ name (`input_roles`), so that the Task Library's names (`TASK_LIBRARY_INPUTS`,
 `TASK_LIBRARY_OUTPUTS`) serve too, and checks the record against the model file.
 The record also holds the `SIZES` of the config the model file was written
 from, so that an edited config.json is found (`read_record`).
+
+A checkpoint keeps its own exports beside its weights, in `CKPT/exports/`
+(`EXPORTS_FOLDER`): `jaxqa export CKPT` writes `CKPT/exports/<format>-<precision>`
+(`beside`), and `jaxqa.pipeline(CKPT)` measures them against XLA (`jaxqa.runtimes`).
 """
 
 import json
@@ -35,6 +39,12 @@ TASK_LIBRARY_LENGTH = 384
 DEFAULT_LENGTH = 384  # a LiteRT model's longest window, SQuAD's usual max_seq_length
 DEFAULT_LENGTH_STEP = 64
 SIZES = ("vocab_size", "max_position_embeddings")  # the config's sizes that the model file holds
+EXPORTS_FOLDER = "exports"  # a checkpoint folder's exports, each a folder of its own
+
+
+def beside(checkpoint: Path, fmt: str, precision: str) -> Path:
+    """The export folder that `jaxqa export CHECKPOINT` writes when no OUT is given."""
+    return checkpoint / EXPORTS_FOLDER / f"{fmt}-{precision}"
 
 
 def signature(length: int) -> str:

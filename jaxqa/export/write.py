@@ -1,9 +1,11 @@
 """A checkpoint folder written as an export folder, ONNX or LiteRT.
 
-    jaxqa-export CKPT OUT [--format onnx|litert] [--precision fp32|int8]
+    jaxqa-export CKPT [OUT] [--format onnx|litert] [--precision fp32|int8]
         [--sequence N] [--length-step S] [--task-library] [--overwrite]
 
-OUT holds the model file (`model.onnx` or `model.tflite`), the checkpoint's
+OUT defaults to `CKPT/exports/<format>-<precision>`, beside the checkpoint's
+weights, where `jaxqa.pipeline(CKPT)` finds it and measures it against XLA
+(`jaxqa.runtimes`). OUT holds the model file (`model.onnx` or `model.tflite`), the checkpoint's
 `config.json` and tokenizer files, and `export.json` (format, precision,
 inputs and outputs, a LiteRT model's window lengths, the config's sizes).
 
@@ -54,6 +56,7 @@ from jaxqa.export.format import (
     TASK_LIBRARY_INPUTS,
     TASK_LIBRARY_LENGTH,
     TASK_LIBRARY_OUTPUTS,
+    beside,
 )
 from jaxqa.export.program import file_weights, span_program
 from jaxqa.precision import stays_float_in_int8
@@ -187,7 +190,7 @@ def _lengths(config, fmt: str, length: int | None, step: int | None, task_librar
 
 def export(
     src: str | Path,
-    out: str | Path,
+    out: str | Path | None = None,
     fmt: str = "onnx",
     precision: str = "fp32",
     overwrite: bool = False,
@@ -196,12 +199,15 @@ def export(
     task_library: bool = False,
 ) -> Path:
     """Writes the checkpoint at `src` (a jaxqa or Hugging Face folder, or a hub
-    id) as an export folder at `out` in format `fmt`, whole or not at all."""
+    id) as an export folder at `out` in format `fmt`, whole or not at all; by
+    default at `CKPT/exports/<format>-<precision>`, beside its weights."""
     if fmt not in FORMATS:
         raise Error(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     if precision not in PRECISIONS:
         raise Error(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
     source = open_checkpoint(src)
+    if out is None:
+        out = beside(source.folder, fmt, precision)
     lengths = _lengths(source.config, fmt, length, length_step, task_library)
     if any((source.folder / name).is_file() for name in TOKENIZER_FILES):
         load_tokenizer(source.folder, source.config.vocab_size)  # refuses one with ids past the model's vocabulary
@@ -235,7 +241,11 @@ def main(argv=None, prog: str = "jaxqa-export") -> int:
         "interpreter runs, and that jaxqa.pipeline, jaxqa.predict and jaxqa.evaluate serve.",
     )
     parser.add_argument("checkpoint", help="jaxqa or Hugging Face checkpoint folder, or hub id, with a span head")
-    parser.add_argument("out", help="export folder to write")
+    parser.add_argument(
+        "out",
+        nargs="?",
+        help="export folder to write (default: CHECKPOINT/exports/FORMAT-PRECISION, which jaxqa.pipeline finds)",
+    )
     parser.add_argument("--format", default="onnx", choices=FORMATS, help="the export's format")
     parser.add_argument(
         "--precision",
@@ -277,7 +287,9 @@ def main(argv=None, prog: str = "jaxqa-export") -> int:
         print(f"jaxqa-export: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # atomic_folder has removed what was written
-        print(f"jaxqa-export: error: interrupted; nothing written to {args.out}", file=sys.stderr)
+        print(
+            f"jaxqa-export: error: interrupted; nothing written to {args.out or 'CHECKPOINT/exports'}", file=sys.stderr
+        )
         return 130
     model_file = out / MODEL_FILES[args.format]
     print(f"wrote {model_file} ({model_file.stat().st_size / 2**20:.1f} MiB, {args.precision})")

@@ -6,7 +6,7 @@ uvicorn (`jaxqa serve`), tests and hosts such as Ray Serve mount the same app.
     GET  /health    alive
     GET  /ready     ready: every length bucket compiled, and not draining
     GET  /metrics   Prometheus (`metrics`)
-    GET  /info      the model, its runtime and precision, buckets, limits, versions
+    GET  /info      the model, its runtime and precision and why (`choice`), buckets, limits, versions
     GET  /openapi.json
 
 Every refusal is JSON, `{"error": one line naming the fault, "error_type": ...}`:
@@ -236,6 +236,7 @@ def _info(qa: QuestionAnsweringPipeline, limits: Limits) -> dict:
         "folder": str(model.folder),
         "precision": model.precision,
         "runtime": model.runtime.name,
+        "choice": qa.info,
         "seq_buckets": list(qa.engine.seq_buckets),
         "batch_sizes": list(qa.engine.batch_sizes),
         "max_seq_len": qa.settings.max_seq_length,

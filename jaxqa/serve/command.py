@@ -2,7 +2,8 @@
 under uvicorn, on 127.0.0.1:8000 by default.
 
 MODEL is what `jaxqa.pipeline` takes: a jaxqa checkpoint, a Hugging Face folder
-or hub id, or an ONNX or LiteRT export folder. On SIGTERM or SIGINT the server
+or hub id, or an ONNX or LiteRT export folder; `--runtime` chooses what runs a
+checkpoint (`jaxqa.runtimes`: by default `auto` where it has exports beside it). On SIGTERM or SIGINT the server
 drains: `/ready` turns false, new requests get 503, every request already
 accepted is answered, and the process exits 0 within `--drain-seconds`.
 """
@@ -12,7 +13,7 @@ import logging
 import signal
 import sys
 
-from jaxqa import compilation_cache, precision
+from jaxqa import compilation_cache, precision, runtimes
 from jaxqa.errors import Error, log_to
 from jaxqa.serve.app import Limits
 
@@ -50,6 +51,7 @@ def parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--drain-seconds", type=float, default=30.0, help="on SIGTERM, the longest wait for answers due")
     p.add_argument("--no-warm-up", action="store_true", help="serve at once, compiling each shape when first asked")
     precision.add_flag(p)
+    runtimes.add_flag(p)
     p.add_argument("--compilation-cache", default="", help=compilation_cache.HELP)
     return p
 
@@ -99,7 +101,11 @@ def main(argv=None, prog: str = "python -m jaxqa.serve") -> int:
             limits = limits_of(args)
             compilation_cache.enable(args.compilation_cache)
             qa = pipeline(
-                args.model, max_seq_len=args.max_seq_len, batch_size=args.batch_size, precision=args.precision
+                args.model,
+                max_seq_len=args.max_seq_len,
+                batch_size=args.batch_size,
+                precision=args.precision,
+                runtime=args.runtime,
             )
         except Error as err:
             print(f"{prog}: error: {err}", file=sys.stderr)
