@@ -3,11 +3,13 @@ jaxqa's pipeline against the `transformers` question-answering pipeline, on the
 same weights and the same real SQuAD dev questions, in every precision.
 
     python benchmarks/cpu/latency.py [--models bert-base,squeezebert,mobilebert,minilm]
-        [--sides jaxqa-fp32,jaxqa-bf16,jaxqa-int8,pytorch-fp32,pytorch-bf16,pytorch-int8,
+        [--sides jaxqa-auto,jaxqa-fp32,jaxqa-bf16,jaxqa-int8,pytorch-fp32,pytorch-bf16,pytorch-int8,
                  onnx-fp32,onnx-int8,litert-fp32,litert-int8,torchonnx-fp32,torchonnx-int8]
         [--finetuned runs/minilm-cpu/train/model] [--questions 60] [--variant WORD]
 
-Sides (lib/sides.py): jaxqa's pipeline with `precision=` fp32, bf16 or int8; the transformers
+Sides (lib/sides.py): jaxqa's pipeline with `precision=` fp32, bf16 or int8, and
+`jaxqa-auto`, its `runtime` auto over the checkpoint with the run's ONNX and
+LiteRT exports beside it (each row says what it chose); the transformers
 pipeline in float32, under bfloat16 autocast, and with every `nn.Linear`
 quantized by PyTorch's dynamic int8 quantization (SqueezeBERT's encoder is made
 of Conv1d, which that leaves in float32); jaxqa's pipeline over its ONNX
@@ -131,7 +133,14 @@ def main() -> None:
         pairs.append((f"finetuned {args.finetuned}", same_weights.exported(args.finetuned, args.workdir)))
     rows = []
     for name, (hf_folder, our_folder) in pairs:
-        runs = {side: (side, sides.side_folder(side, hf_folder, our_folder, args.workdir)) for side in chosen}
+        runs = {
+            side: (side, sides.side_folder(side, hf_folder, our_folder, args.workdir))
+            for side in chosen
+            if side != "jaxqa-auto"
+        }
+        if "jaxqa-auto" in chosen:
+            exports = [folder for kind, folder in runs.values() if kind.split("-")[0] in ("onnx", "litert")]
+            runs["jaxqa-auto"] = ("jaxqa-auto", sides.with_exports_beside(our_folder, exports, args.workdir))
         for row in sides.warm_latency(runs, questions, args.warm, args.bucket_step):
             rows.append({"model": name, **row})
             print(json.dumps(rows[-1]), flush=True)

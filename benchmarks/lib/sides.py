@@ -1,5 +1,7 @@
 """The sides a latency benchmark compares, one question at a time: jaxqa's
-pipeline in each precision, the `transformers` question-answering pipeline in
+pipeline in each precision, and with `runtime` auto over the checkpoint with
+the run's exports beside it (`jaxqa-auto`, its measurement made afresh in the
+side's start-up), the `transformers` question-answering pipeline in
 float32, under bfloat16 autocast and with PyTorch's dynamic int8, jaxqa's
 pipeline over its ONNX and LiteRT exports, and over `torch.onnx.export` of the
 transformers model under ONNX Runtime. `side_folder` gives the folder a side
@@ -9,8 +11,10 @@ the same questions, taken in turns.
 
 import json
 import multiprocessing
+import os
 import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +23,7 @@ from jaxqa.checkpoint import copy_tokenizer
 from lib import timing
 
 SIDES = (
+    "jaxqa-auto",
     "jaxqa-fp32",
     "jaxqa-bf16",
     "jaxqa-int8",
@@ -42,6 +47,7 @@ def serve(side: str, folder: str, warm_questions: list[dict], bucket_step: int |
     started = time.perf_counter()
     runtime, mode = side.split("-")
     compiling = 0.0
+    runs = side
     if runtime in SERVED_BY_JAXQA:
         if tree:  # this module's imports brought this checkout's jaxqa: that of `tree` replaces it
             for name in [name for name in sys.modules if name.split(".")[0] == "jaxqa"]:
@@ -50,7 +56,10 @@ def serve(side: str, folder: str, warm_questions: list[dict], bucket_step: int |
         import jaxqa
 
         buckets = None if bucket_step is None else [*range(bucket_step, 384, bucket_step), 384]
+        if mode == "auto":  # measured in this start-up, whatever an earlier run cached
+            os.environ["JAXQA_CACHE_DIR"] = tempfile.mkdtemp(prefix="jaxqa-auto-")
         ours = jaxqa.pipeline(folder, seq_buckets=buckets, precision=mode if runtime == "jaxqa" else "auto")
+        runs = f"{ours.info['runtime']} {ours.info['precision']}"
         compiling = time.perf_counter()
         ours.warm_up()
         compiling = time.perf_counter() - compiling
@@ -71,7 +80,7 @@ def serve(side: str, folder: str, warm_questions: list[dict], bucket_step: int |
 
     for pair in warm_questions:
         ask(**pair)
-    conn.send((time.perf_counter() - started, compiling))
+    conn.send((time.perf_counter() - started, compiling, runs))
     while (pair := conn.recv()) is not None:
         begun = time.perf_counter()
         answer = ask(**pair)
@@ -92,7 +101,7 @@ def warm_latency(
     time."""
     sides = list(runs)
     context = multiprocessing.get_context("spawn")
-    workers, ready, warm_up = {}, {}, {}
+    workers, ready, warm_up, ran = {}, {}, {}, {}
     for side, (kind, folder) in runs.items():
         ours, theirs = context.Pipe()
         tree = (trees or {}).get(side)
@@ -100,7 +109,7 @@ def warm_latency(
             target=serve, args=(kind, str(folder), questions[:warm], bucket_step, tree and str(tree), theirs)
         )
         worker.start()
-        ready[side], warm_up[side] = ours.recv()
+        ready[side], warm_up[side], ran[side] = ours.recv()
         workers[side] = (worker, ours)
     seconds: dict[str, list[float]] = {side: [] for side in sides}
     answers: dict[str, list[tuple]] = {side: [] for side in sides}
@@ -121,6 +130,8 @@ def warm_latency(
     for side in sides:
         times = timing.summary(seconds[side])
         row = {"side": side, "median_ms": times["median_ms"], "p90_ms": times["p90_ms"]}
+        if ran[side] != side:
+            row["runs"] = ran[side]  # what `auto` chose
         if "pytorch-fp32" in sides:
             row["vs_pytorch_fp32"] = round(times["median_ms"] / medians["pytorch-fp32"], 3)
         if fastest_pytorch:
@@ -180,7 +191,8 @@ def torch_onnx(hf_folder: Path, out: Path, precision: str) -> Path:
 
 def side_folder(side: str, hf_folder: Path, our_folder: Path, workdir: Path) -> Path:
     """The folder a side runs: jaxqa's exports made anew by each run (the
-    exporter may have changed since the last), the others the first time."""
+    exporter may have changed since the last), the others the first time
+    (`jaxqa-auto`'s is `with_exports_beside`)."""
     runtime, mode = side.split("-")
     if runtime in ("onnx", "litert"):
         from jaxqa.export import write
@@ -189,3 +201,18 @@ def side_folder(side: str, hf_folder: Path, our_folder: Path, workdir: Path) -> 
     if runtime == "torchonnx":
         return torch_onnx(hf_folder, workdir / f"{hf_folder.name}-torchonnx-{mode}", mode)
     return our_folder if runtime == "jaxqa" else hf_folder
+
+
+def with_exports_beside(our_folder: Path, exports: list[Path], workdir: Path) -> Path:
+    """A checkpoint folder of links to `our_folder`'s files, and in its
+    `exports/` links to `exports`, the export sides' folders of this run."""
+    from jaxqa.export.format import EXPORTS_FOLDER
+
+    folder = workdir / f"{our_folder.name}-auto"
+    shutil.rmtree(folder, ignore_errors=True)
+    (folder / EXPORTS_FOLDER).mkdir(parents=True)
+    for path in our_folder.iterdir():
+        (folder / path.name).symlink_to(path.resolve())
+    for export in exports:
+        (folder / EXPORTS_FOLDER / export.name.removeprefix(f"{our_folder.name}-")).symlink_to(export.resolve())
+    return folder
