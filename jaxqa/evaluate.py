@@ -36,7 +36,7 @@ from jaxqa import compilation_cache, models, precision, sharding
 from jaxqa.checkpoint import open_checkpoint
 from jaxqa.engine import Compiled, Engine, Runtime
 from jaxqa.errors import Error, log_to, write_file
-from jaxqa.pretrained import Exported, open_model
+from jaxqa.pretrained import Exported, Pretrained, open_model
 from jaxqa.squad import buckets, metric, sources
 from jaxqa.squad.decode import AnswerCollector, Predictions
 from jaxqa.squad.features import EvalFeatures, FeatureSettings, eval_features
@@ -277,7 +277,10 @@ def run(args: argparse.Namespace, settings: FeatureSettings, threshold: float | 
     with_negatives = any(example.is_impossible for example in data.examples)
     started = time.perf_counter()
     tune = threshold is None and with_negatives
-    runtime = model.runtime if isinstance(model, Exported) else Compiled(model.module, model.params, mesh)
+    # On one device the model's own runtime serves; a mesh of several takes its weights anew, laid out on it.
+    runtime: Runtime = model.runtime
+    if isinstance(model, Pretrained) and mesh.size > 1:
+        runtime = Compiled(model.module, model.params, mesh)
     runs = engine(runtime, settings.max_seq_length, batch_size, args.length_step)
     predictions = answer(runs, data.examples, features, with_negatives, threshold or 0.0, show_progress=True)
     seconds = time.perf_counter() - started
