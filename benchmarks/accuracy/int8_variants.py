@@ -15,6 +15,8 @@ activations per token, as `jaxqa.models.layers.matmul` quantizes them):
   feed-forward outputs float32);
 - `int8-all`: every encoder product in int8;
 - `weights-only`: int8 weights, dequantized, with float32 activations;
+  `weights-only-g<N>`: the same with a scale per group of N input rows of each
+  output channel, not one per channel;
   `activations-only`: float32 weights, activations rounded as int8 would;
 - `float-<names>`: every product int8 but those named (a `/`-separated list of
   query, key, value, attention_output, intermediate, output);
@@ -128,11 +130,12 @@ def variant_params(fp32: dict, variant: str, maxima) -> dict:
             smooth = np.clip(a**alpha / w ** (1 - alpha), 1e-2, 1e2).astype(np.float32)
             kernel = kernel * smooth[..., None]
             flat[path + "_smooth"] = smooth
-        int8, scale = precision.quantize(kernel)
-        if variant == "weights-only":
-            flat[path] = precision.dequantize(int8, scale)
-        else:
-            flat[path], flat[path + "_scale"] = int8, scale
+        if variant.startswith("weights-only"):
+            group = int(variant.split("-g")[1]) if "-g" in variant else kernel.shape[-2]
+            groups = kernel.reshape(*kernel.shape[:-2], -1, group, kernel.shape[-1])  # (L, I / group, group, O)
+            flat[path] = precision.dequantize(*precision.quantize(groups)).reshape(kernel.shape)
+            continue
+        flat[path], flat[path + "_scale"] = precision.quantize(kernel)
     return traverse_util.unflatten_dict({path: jnp.asarray(value) for path, value in flat.items()}, sep="/")
 
 
