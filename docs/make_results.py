@@ -66,6 +66,14 @@ SECTIONS = [
             "matmul_cpu",
         ],
     ),
+    (
+        "Every runtime and precision, and `auto`",
+        "BERT-base, the real MiniLM with a seeded span head (near-flat logits: a harsh test of a precision) and the "
+        "fine-tuned MiniLM, one question at a time as above: jaxqa's XLA modes, its ONNX and LiteRT exports, "
+        "`runtime` auto over the checkpoint with those exports beside it, its measurement made in its start-up "
+        "(`runs` names what each side runs, auto's choice included), and PyTorch's modes, in one run.",
+        ["latency_cpuinference_cpu"],
+    ),
     SERVING,
     (
         "Exports: ONNX and LiteRT",
@@ -86,8 +94,10 @@ SECTIONS = [
     (
         "Precision",
         "Accuracy and speed of the matrix products in float32, bfloat16 and int8, and of the exports, on 1,000 "
-        "dev questions with the fine-tuned MiniLM, on the AMX machine and on the AVX2 one.",
-        ["precision_eval_cpu", "precision_eval_avx2_cpu"],
+        "dev questions with the fine-tuned MiniLM, on the AMX machine and on the AVX2 one; then which int8 keeps "
+        "float32's answers: each variant's share of answers equal to float32's, with the fine-tuned MiniLM (1,000 "
+        "dev questions) and the seeded-head MiniLM (300), variants jaxqa does not ship included.",
+        ["precision_eval_cpu", "precision_eval_avx2_cpu", "int8_variants_cpu", "int8_variants_groups_cpu"],
     ),
     (
         "Learning on a CPU",

@@ -59,7 +59,8 @@ def serve(side: str, folder: str, warm_questions: list[dict], bucket_step: int |
         if mode == "auto":  # measured in this start-up, whatever an earlier run cached
             os.environ["JAXQA_CACHE_DIR"] = tempfile.mkdtemp(prefix="jaxqa-auto-")
         ours = jaxqa.pipeline(folder, seq_buckets=buckets, precision=mode if runtime == "jaxqa" else "auto")
-        runs = f"{ours.info['runtime']} {ours.info['precision']}"
+        info = getattr(ours, "info", None)  # a checkout before pipelines said what they run has none
+        runs = f"{info['runtime']} {info['precision']}" if info else side
         compiling = time.perf_counter()
         ours.warm_up()
         compiling = time.perf_counter() - compiling
