@@ -244,11 +244,11 @@ def _anchor(title: str) -> str:
 def headline(found: dict[str, dict]) -> str:
     """README's table: one line per thing a user weighs, each from its record."""
     quick = found["finetune_minilm_800q_cpu"]
-    latency = {(r["model"], r["side"]): r for r in found["latency_cpu"]["rows"]}
+    latency = {(r["model"], r["side"]): r for r in found["latency_cpuinference_cpu"]["rows"]}
     compact = next(r for r in found["prune_minilm_cpu"]["rows"] if r["model"] == "compact")
     length = found["length_speed_cpu"]["rows"][1]
     core = {(r["model"], r["precision"]): r for r in found["encoder_core_latency_cpu"]["rows"]}
-    bert = latency[("bert-base", "jaxqa-fp32")]
+    bert, auto = latency[("bert-base", "jaxqa-fp32")], latency[("bert-base", "jaxqa-auto")]
     exports = {(r["model"], r["side"]): r for r in found["latency_export_avx2_cpu"]["rows"]}
     minilm = {side: row for (model, side), row in exports.items() if model.startswith("finetuned")}
     export, torch_int8 = minilm["litert-fp32"], minilm["pytorch-int8"]
@@ -265,7 +265,14 @@ def headline(found: dict[str, dict]) -> str:
             "BERT-base, one question at a time, float32, CPU",
             f"{bert['median_ms']:.0f} ms, {bert['vs_pytorch_fp32']}x PyTorch float32 "
             f"({bert['agree_with_pytorch_fp32']} answers alike)",
-            "latency_cpu",
+            "latency_cpuinference_cpu",
+        ),
+        (
+            "BERT-base with its exports beside it, runtime auto, one question at a time, CPU",
+            f"chose {auto['runs']}: {auto['median_ms']:.0f} ms, {auto['vs_fastest_pytorch']}x PyTorch's fastest mode "
+            f"({auto['agree_with_pytorch_fp32']} answers alike with PyTorch float32, PyTorch int8 "
+            f"{latency[('bert-base', 'pytorch-int8')]['agree_with_pytorch_fp32']})",
+            "latency_cpuinference_cpu",
         ),
         (
             "The fine-tuned MiniLM exported to LiteRT, float32, one question at a time (AVX2)",

@@ -33,7 +33,8 @@ def export_before(before: Path, folder: Path, fmt: str, workdir: Path) -> Path:
     out = workdir / f"{folder.name}-{fmt}-int8-before"
     env = {**os.environ, "PYTHONPATH": str(before)}
     command = [sys.executable, "-m", "jaxqa.export", str(folder), str(out), "--format", fmt, "--precision", "int8"]
-    subprocess.run([*command, "--overwrite"], env=env, check=True, capture_output=True)
+    # Run from COMMIT's tree: `python -m` puts the working folder first on the path.
+    subprocess.run([*command, "--overwrite"], env=env, cwd=before, check=True, capture_output=True)
     return out
 
 
