@@ -32,7 +32,17 @@ def export_before(before: Path, folder: Path, fmt: str, workdir: Path) -> Path:
     """`folder` exported to int8 in `fmt` by COMMIT's exporter."""
     out = workdir / f"{folder.name}-{fmt}-int8-before"
     env = {**os.environ, "PYTHONPATH": str(before)}
-    command = [sys.executable, "-m", "jaxqa.export", str(folder), str(out), "--format", fmt, "--precision", "int8"]
+    command = [
+        sys.executable,
+        "-m",
+        "jaxqa.export",
+        str(folder.resolve()),
+        str(out),
+        "--format",
+        fmt,
+        "--precision",
+        "int8",
+    ]
     # Run from COMMIT's tree: `python -m` puts the working folder first on the path.
     subprocess.run([*command, "--overwrite"], env=env, cwd=before, check=True, capture_output=True)
     return out
