@@ -10,8 +10,7 @@ turns every encoder kernel into
   accumulates and returns float32;
 - `int8`: int8 with a float32 `kernel_scale` per output channel (symmetric,
   max |w| -> 127); activations are quantized per token at each product, which
-  accumulates in int32. The feed-forward networks' output products stay
-  float32 (`stays_float_in_int8`).
+  accumulates in int32.
 
 Embeddings, biases, norms, softmax, attention and the span head stay float32 in
 every mode: they hold little of the work and most of the sensitivity.
@@ -123,22 +122,9 @@ def pick_for(params: dict, mode: str) -> str:
     return chosen
 
 
-# The products that int8 leaves in float32: each feed-forward network's output,
-# named `output` in BERT, MobileBERT and SqueezeBERT and `lin2` in DistilBERT. Their
-# input, the activation (GELU) of the widened features, is where int8 loses the
-# most answers of any one kind of product (benchmarks/results/int8_variants_cpu.json).
-# The exports' int8 leaves them float32 too (`jaxqa.export.write`).
-FEED_FORWARD_OUTPUTS = ("output", "lin2")
-
-
 def is_quantized(path: str) -> bool:
     """Whether the parameter at `path` ("layer_0/query/kernel") is a kernel the modes change."""
     return path.endswith("/kernel") and not path.startswith(HEAD + "/")
-
-
-def stays_float_in_int8(path: str) -> bool:
-    """Whether the kernel at `path` is a feed-forward output, which int8 leaves float32."""
-    return is_quantized(path) and path.split("/")[-2] in FEED_FORWARD_OUTPUTS
 
 
 def quantize(kernel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -176,15 +162,13 @@ def dequantized(params: dict) -> dict:
 
 def prepare(params: dict, mode: str) -> dict:
     """`params` (float32, or int8 as `prepare(..., "int8")` made them) with their
-    encoder kernels in `mode` ("fp32", "bf16" or "int8", which leaves the
-    feed-forward outputs float32), as jax arrays. int8 kernels asked for in
-    another mode are dequantized: the int8 model's weights. An int8 checkpoint
-    runs as it was saved."""
+    encoder kernels in `mode` ("fp32", "bf16" or "int8"), as jax arrays. int8
+    kernels asked for in another mode are dequantized: the int8 model's weights."""
     if mode == "int8" and precision_of(params) == "int8":
         return jax.tree_util.tree_map(jnp.asarray, params)
     flat = traverse_util.flatten_dict(dequantized(params), sep="/")
     for path in [path for path in flat if is_quantized(path)]:
-        if mode == "int8" and not stays_float_in_int8(path):
+        if mode == "int8":
             flat[path], flat[path + "_scale"] = quantize(flat[path])
         elif mode == "bf16":
             flat[path] = flat[path].astype(jnp.bfloat16)

@@ -24,7 +24,6 @@ from jax import export as jax_export
 from random_models import FAMILY_MODELS, compact_model, family_model, windows
 
 pytest.importorskip("onnxruntime", reason="the ONNX export is the optional extra jaxqa[onnx]")
-import onnx
 import onnxruntime
 from safetensors.numpy import save_file
 
@@ -105,18 +104,6 @@ def test_int8_stays_near_float32(teacher, exports, squad):
     assert (exports["int8"] / write.MODEL_FILES["onnx"]).stat().st_size < 0.5 * (
         exports["fp32"] / write.MODEL_FILES["onnx"]
     ).stat().st_size
-
-
-def test_int8_leaves_the_feed_forward_outputs_float32(teacher, exports):
-    """As jaxqa's own int8 does (`jaxqa.precision.stays_float_in_int8`): their
-    products stay float32 MatMuls, every other encoder product is an integer one."""
-    proto = onnx.load(str(exports["int8"] / write.MODEL_FILES["onnx"]))
-    weights = {tensor.name for tensor in proto.graph.initializer}
-    float_products = {n.input[1] for n in proto.graph.node if n.op_type == "MatMul" and n.input[1] in weights}
-    layers = jaxqa.load_pretrained(teacher).config.num_hidden_layers
-    assert float_products == {f"layer_{i}/output/kernel" for i in range(layers)}
-    integer_products = [n for n in proto.graph.node if n.op_type == "MatMulInteger"]
-    assert len(integer_products) >= 5 * layers  # query, key, value, attention output, intermediate
 
 
 @pytest.mark.parametrize("name", FAMILY_MODELS)

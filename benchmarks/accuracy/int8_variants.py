@@ -11,20 +11,20 @@ jaxqa's float32 answers, on real SQuAD dev questions, for two models:
 
 Variants of jaxqa's XLA forward (weights per output channel, symmetric;
 activations per token, as `jaxqa.models.layers.matmul` quantizes them):
-- `bf16`, `int8`: jaxqa's modes as they ship (`jaxqa.precision`; int8 leaves the
-  feed-forward outputs float32);
-- `int8-all`: every encoder product in int8;
+- `bf16`, `int8`: jaxqa's modes as they ship (`jaxqa.precision`; int8 makes
+  every encoder product int8);
 - `weights-only`: int8 weights, dequantized, with float32 activations;
   `weights-only-g<N>`: the same with a scale per group of N input rows of each
   output channel, not one per channel;
   `activations-only`: float32 weights, activations rounded as int8 would;
 - `float-<names>`: every product int8 but those named (a `/`-separated list of
-  query, key, value, attention_output, intermediate, output);
-- `smooth-<alpha>`, `int8-smooth-<alpha>`: SmoothQuant's scale migration
-  (each product's input channel j divided by s_j = a_j^alpha / w_j^(1-alpha),
-  its kernel row j multiplied by it, a_j the channel's largest |activation| on
-  64 windows of the first train-v1.1.json questions, w_j its kernel row's
-  largest |weight|) on every int8 product of `int8-all` or of `int8`.
+  query, key, value, attention_output, intermediate, output: the feed-forward
+  network's output product, whose input is the GELU of the widened features);
+- `smooth-<alpha>`: SmoothQuant's scale migration on every int8 product (each
+  product's input channel j divided by s_j = a_j^alpha / w_j^(1-alpha), its
+  kernel row j multiplied by it, a_j the channel's largest |activation| on 64
+  windows of the first train-v1.1.json questions, w_j its kernel row's largest
+  |weight|); `float-<names>+smooth-<alpha>` both.
 The variants jaxqa does not ship run through this script's own product
 (`variant_matmul`), installed in `jaxqa.models.layers` for the measurement.
 Exports (`jaxqa export`, run by their runtimes): `onnx-int8`, `litert-int8`.
@@ -55,8 +55,8 @@ from jaxqa.squad import sources
 from jaxqa.squad.features import FeatureSettings, eval_features
 
 VARIANTS = (
-    "bf16,int8,int8-all,weights-only,activations-only,float-query/key/value,float-attention_output,"
-    "float-intermediate,float-output,float-output/intermediate,smooth-0.5,int8-smooth-0.5,onnx-int8,litert-int8"
+    "bf16,int8,weights-only,activations-only,float-query/key/value,float-attention_output,float-intermediate,"
+    "float-output,float-output/intermediate,smooth-0.5,float-output+smooth-0.5,onnx-int8,litert-int8"
 )
 WINDOWS = FeatureSettings(384, 128, 64)
 CALIBRATION_WINDOWS = 64
@@ -116,15 +116,14 @@ def variant_params(fp32: dict, variant: str, maxima) -> dict:
     if variant in ("bf16", "int8"):
         return precision.prepare(fp32, variant)
     flat = traverse_util.flatten_dict(fp32, sep="/")
-    kept = set(variant.removeprefix("float-").split("/")) if variant.startswith("float-") else set()
-    if variant.startswith("int8-smooth"):
-        kept = set(precision.FEED_FORWARD_OUTPUTS)
+    parts = variant.split("+")
+    kept = {name for part in parts if part.startswith("float-") for name in part.removeprefix("float-").split("/")}
+    alpha = next((float(part.removeprefix("smooth-")) for part in parts if part.startswith("smooth-")), None)
     for path in [path for path in flat if precision.is_quantized(path) and path.split("/")[-2] not in kept]:
         if variant == "activations-only":
             continue
         kernel = np.asarray(flat[path], np.float32)  # (L, I, O)
-        if "smooth" in variant:
-            alpha = float(variant.rsplit("-", 1)[1])
+        if alpha is not None:
             a = np.maximum(maxima[path.split("/")[-2]], 1e-5)  # (L, I)
             w = np.maximum(np.abs(kernel).max(axis=-1), 1e-5)  # (L, I)
             smooth = np.clip(a**alpha / w ** (1 - alpha), 1e-2, 1e2).astype(np.float32)

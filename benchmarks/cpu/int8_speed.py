@@ -1,8 +1,8 @@
-"""What int8's float32 feed-forward outputs cost in speed: jaxqa's int8 (XLA)
-and its ONNX and LiteRT int8 exports as this tree makes them (the feed-forward
-output products float32) against those of COMMIT (every product int8), one
-question at a time, side by side in one run, with PyTorch's float32 and
-dynamic int8 beside them.
+"""int8's speed against another commit's: jaxqa's int8 (XLA) and its ONNX and
+LiteRT int8 exports as this tree makes them against those of COMMIT, one
+question at a time, side by side in one run, with PyTorch's float32 and dynamic
+int8 beside them. (Its record compares int8 that left the feed-forward output
+products float32, at its commit, with every product int8, at b5a3b01.)
 
     python benchmarks/cpu/int8_speed.py --before COMMIT [--models bert-base,minilm]
         [--finetuned runs/minilm-cpu/train/model] [--questions 40]
@@ -74,7 +74,7 @@ def model_rows(name: str, folders: tuple[Path, Path], before: Path, questions: l
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--before", required=True, help="a commit whose int8 makes every product int8")
+    p.add_argument("--before", required=True, help="the commit whose int8 this tree's is measured against")
     p.add_argument("--models", default="bert-base,minilm", help="of lib/same_weights.py")
     p.add_argument("--finetuned", type=Path, default=None, help="a jaxqa checkpoint of one's own to add")
     p.add_argument("--questions", type=int, default=40)

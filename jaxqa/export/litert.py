@@ -25,7 +25,6 @@ from jax import export as jax_export
 from jaxqa.errors import Error
 from jaxqa.export.format import signature
 from jaxqa.export.program import file_weights, span_program
-from jaxqa.precision import FEED_FORWARD_OUTPUTS
 
 
 def converter_modules():
@@ -99,16 +98,10 @@ def dynamic_int8(flatbuffer: bytes) -> bytes:
     symmetric per output channel, and the products' activations quantized as
     each runs (the AI Edge Quantizer's dynamic_wi8_afp32); the rest float32.
     Batched products stay float32: LiteRT's BATCH_MATMUL takes int8 weights
-    on the right only, and SqueezeBERT's grouped products hold them on the left.
-    The feed-forward outputs stay float32 too, as in jaxqa's int8
-    (`jaxqa.precision`); the converter names each product after its module's path."""
+    on the right only, and SqueezeBERT's grouped products hold them on the left."""
     qtyping, quantizer, recipe = quantizer_modules()
     int8 = quantizer.Quantizer(flatbuffer, recipe.dynamic_wi8_afp32())
     int8.update_quantization_recipe(".*", qtyping.TFLOperationName.BATCH_MATMUL, algorithm_key="no_quantize")
-    feed_forward_outputs = f".*/({'|'.join(FEED_FORWARD_OUTPUTS)})/.*"
-    int8.update_quantization_recipe(
-        feed_forward_outputs, qtyping.TFLOperationName.FULLY_CONNECTED, algorithm_key="no_quantize"
-    )
     # It reports sizes on stdout and progress bars on stderr; a command's own output stays its own.
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         return bytes(int8.quantize().quantized_model)

@@ -14,16 +14,14 @@ int32 (batch, sequence) with both dimensions free, and gives `start_logits` and
 `end_logits`, float32 (batch, sequence), as the jaxqa model does. `int8` is
 ONNX Runtime's dynamic quantization of the float32 export: int8 weights per
 output channel, activations quantized per tensor as each product runs
-(MatMulInteger), everything else float32, the feed-forward outputs included,
-as jaxqa's own int8 leaves them (`jaxqa.precision`).
+(MatMulInteger), everything else float32.
 
 LiteRT: the same inputs and outputs at fixed shapes (1, L), one signature
 `length_{L}` per L: every multiple of `--length-step` (64) below `--sequence`
 (384 by default), and `--sequence` itself; jaxqa runs a window in the shortest
 that holds it. The signatures share one copy of the weights. `int8` is the AI
 Edge Quantizer's dynamic range quantization: int8 weights per output channel
-and an int8 embedding table, activations quantized as each product runs;
-the feed-forward outputs stay float32 here too.
+and an int8 embedding table, activations quantized as each product runs.
 `--task-library` writes the one signature that the TensorFlow Lite Task
 Library's `BertQuestionAnswerer` expects: inputs `ids`, `mask`, `segment_ids`,
 outputs `end_logits` then `start_logits`, [1, 384].
@@ -59,7 +57,6 @@ from jaxqa.export.format import (
     beside,
 )
 from jaxqa.export.program import file_weights, span_program
-from jaxqa.precision import stays_float_in_int8
 from jaxqa.squad.tokenizer import TOKENIZER_FILES, load_tokenizer
 
 
@@ -125,14 +122,9 @@ def _write_onnx(config, params: dict, path: Path, precision: str) -> dict:
             onnx.save(proto, str(fp32))
             # ONNX Runtime's integer products take a matrix's per-column scales
             # only: products with a stack of matrices (SqueezeBERT's grouped
-            # (G, K, N) weights) stay float32, as do the feed-forward outputs
-            # that jaxqa's int8 leaves float32 (`jaxqa.precision`).
+            # (G, K, N) weights) stay float32.
             ranks = {tensor.name: len(tensor.dims) for tensor in proto.graph.initializer}
-            kept = [
-                n.name
-                for n in proto.graph.node
-                if n.op_type == "MatMul" and (ranks.get(n.input[1], 2) > 2 or stays_float_in_int8(n.input[1]))
-            ]
+            stacked = [n.name for n in proto.graph.node if n.op_type == "MatMul" and ranks.get(n.input[1], 2) > 2]
             logging.disable(logging.WARNING)  # the quantizer warns of every tensor it leaves float32
             try:
                 quantize_dynamic(
@@ -141,7 +133,7 @@ def _write_onnx(config, params: dict, path: Path, precision: str) -> dict:
                     per_channel=True,
                     reduce_range=True,
                     weight_type=QuantType.QInt8,
-                    nodes_to_exclude=kept,
+                    nodes_to_exclude=stacked,
                 )
             finally:
                 logging.disable(logging.NOTSET)
