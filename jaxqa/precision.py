@@ -49,16 +49,23 @@ BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
 @functools.cache
+def _cpuinfo(*keys: str) -> str:
+    """The value of the first line of /proc/cpuinfo named one of `keys` ("" where none is)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return ""
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith(keys)), "")
+
+
 def cpu_flags() -> frozenset[str]:
     """This machine's CPU feature flags (empty where /proc/cpuinfo says nothing)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return frozenset()
-    for line in text.splitlines():
-        if line.startswith(("flags", "Features")):
-            return frozenset(line.split(":", 1)[1].split())
-    return frozenset()
+    return frozenset(_cpuinfo("flags", "Features").split())
+
+
+def cpu_name() -> str:
+    """The processor's model name, e.g. 'AMD EPYC 9B14' ("" where /proc/cpuinfo says nothing)."""
+    return _cpuinfo("model name")
 
 
 def choose(backend: str, flags: frozenset[str]) -> tuple[str, str]:
@@ -89,15 +96,22 @@ def add_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def pick(mode: str, what: str = "precision") -> str:
-    """`mode` itself, or for `auto` this machine's choice, logged in one line;
+def _reasoned(mode: str, what: str) -> tuple[str, str]:
+    """`mode` itself ("asked"), or for `auto` this machine's choice, and why;
     `what` names the argument or flag that asked."""
     if mode not in MODES:
         raise Error(f"{what} {mode!r}: choose one of {', '.join(MODES)}")
     if mode != "auto":
-        return mode
-    chosen, why = choose(jax.default_backend(), cpu_flags())
-    log.info(f"precision auto: {chosen} ({why})")
+        return mode, "asked"
+    return choose(jax.default_backend(), cpu_flags())
+
+
+def pick(mode: str, what: str = "precision") -> str:
+    """`mode` itself, or for `auto` this machine's choice, logged in one line;
+    `what` names the argument or flag that asked."""
+    chosen, why = _reasoned(mode, what)
+    if mode == "auto":
+        log.info(f"precision auto: {chosen} ({why})")
     return chosen
 
 
@@ -105,13 +119,9 @@ def decide(params: dict, mode: str) -> tuple[str, str]:
     """The mode that a model of `params` runs for `mode`, and why, in a few words:
     "asked" for a mode asked by name; for `auto`, int8 weights (an int8
     checkpoint's) in int8, as they were saved to run, else this machine's choice."""
-    if mode not in MODES:
-        raise Error(f"precision {mode!r}: choose one of {', '.join(MODES)}")
-    if mode != "auto":
-        return mode, "asked"
-    if precision_of(params) == "int8":
+    if mode == "auto" and precision_of(params) == "int8":
         return "int8", "the weights are int8"
-    return choose(jax.default_backend(), cpu_flags())
+    return _reasoned(mode, "precision")
 
 
 def pick_for(params: dict, mode: str) -> str:

@@ -336,7 +336,7 @@ def key(folder: Path, candidates: list[Candidate], settings: dict) -> str:
     """The cache key of a measurement: a digest of what its choice depends on."""
     backend = jax.default_backend()
     parts = {
-        "device": _cpu_name() if backend == "cpu" else jax.devices()[0].device_kind,
+        "device": (precisions.cpu_name() or "cpu") if backend == "cpu" else jax.devices()[0].device_kind,
         "cpu_flags": sorted(precisions.cpu_flags()),
         "cores": os.cpu_count(),
         "versions": _versions(),
@@ -345,14 +345,6 @@ def key(folder: Path, candidates: list[Candidate], settings: dict) -> str:
         "settings": settings,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _cpu_name() -> str:
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return "cpu"
-    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "cpu")
 
 
 def _versions() -> dict[str, str]:

@@ -30,13 +30,9 @@ CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_t
 
 def cpu_name() -> str:
     """The processor's model name, e.g. 'AMD EPYC 9B14'."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from jaxqa import precision
+
+    return precision.cpu_name() or platform.processor() or platform.machine()
 
 
 def environment() -> dict:
